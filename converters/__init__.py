@@ -1,0 +1,1 @@
+"""Checkpoint readers and the canonical tensor form (installed as mbengine.converters)."""

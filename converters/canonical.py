@@ -1,0 +1,107 @@
+"""The canonical checkpoint form: HF PyTorch tensor names, float32 arrays.
+
+Every reader ends here, so the check of a tensor dict against a config is
+written once: :func:`expected_shapes` lists what a MobileBertModel of that
+config holds, and :func:`validate` reports every missing, unexpected,
+mis-shaped or non-finite tensor in one error.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mbengine.config import MobileBertConfig
+from mbengine.errors import CheckpointError
+
+BASE_PREFIX = "mobilebert."
+# Tensors that belong to task heads or are non-persistent buffers: not part of
+# the base model, ignored when only the base model is loaded.
+HEAD_PREFIXES = ("cls.", "classifier.", "qa_outputs.", "seq_relationship.")
+IGNORED = ("embeddings.position_ids",)
+
+
+def _norm(shapes: dict, prefix: str, width: int) -> None:
+    shapes[prefix + ".weight"] = (width,)
+    shapes[prefix + ".bias"] = (width,)
+
+
+def _linear(shapes: dict, prefix: str, n_out: int, n_in: int, bias: bool = True) -> None:
+    shapes[prefix + ".weight"] = (n_out, n_in)
+    if bias:
+        shapes[prefix + ".bias"] = (n_out,)
+
+
+def expected_shapes(config: MobileBertConfig) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor of HF's MobileBertModel (pooler included)."""
+    c = config
+    H, E, th, I, A = c.hidden_size, c.embedding_size, c.true_hidden_size, c.intermediate_size, c.all_head_size
+    ib = c.intra_bottleneck_size
+    s: dict[str, tuple[int, ...]] = {}
+    s["embeddings.word_embeddings.weight"] = (c.vocab_size, E)
+    s["embeddings.position_embeddings.weight"] = (c.max_position_embeddings, H)
+    s["embeddings.token_type_embeddings.weight"] = (c.type_vocab_size, H)
+    # HF builds the transformation even when it is not applied.
+    _linear(s, "embeddings.embedding_transformation", H, E * (3 if c.trigram_input else 1))
+    _norm(s, "embeddings.LayerNorm", H)
+    for i in range(c.num_hidden_layers):
+        p = f"encoder.layer.{i}."
+        _linear(s, p + "attention.self.query", A, th)
+        _linear(s, p + "attention.self.key", A, th)
+        _linear(s, p + "attention.self.value", A, c.value_input_size)
+        _linear(s, p + "attention.output.dense", th, th)
+        _norm(s, p + "attention.output.LayerNorm", th)
+        _linear(s, p + "intermediate.dense", I, th)
+        _linear(s, p + "output.dense", th, I)
+        _norm(s, p + "output.LayerNorm", th)
+        if c.use_bottleneck:
+            _linear(s, p + "output.bottleneck.dense", H, th)
+            _norm(s, p + "output.bottleneck.LayerNorm", H)
+            _linear(s, p + "bottleneck.input.dense", ib, H)
+            _norm(s, p + "bottleneck.input.LayerNorm", ib)
+            if c.key_query_shared_bottleneck:
+                _linear(s, p + "bottleneck.attention.dense", ib, H)
+                _norm(s, p + "bottleneck.attention.LayerNorm", ib)
+        for j in range(c.num_feedforward_networks - 1):
+            f = p + f"ffn.{j}."
+            _linear(s, f + "intermediate.dense", I, th)
+            _linear(s, f + "output.dense", th, I)
+            _norm(s, f + "output.LayerNorm", th)
+    if c.classifier_activation:
+        _linear(s, "pooler.dense", H, H)
+    return s
+
+
+def base_model_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Strip the ``mobilebert.`` prefix and drop head tensors and buffers."""
+    out = {}
+    for name, arr in tensors.items():
+        if name.startswith(BASE_PREFIX):
+            name = name[len(BASE_PREFIX):]
+        if name.startswith(HEAD_PREFIXES) or name in IGNORED:
+            continue
+        out[name] = arr
+    return out
+
+
+def validate(tensors: dict[str, np.ndarray], config: MobileBertConfig, source: str = "checkpoint",
+             check_finite: bool = True) -> None:
+    """Raise CheckpointError listing every tensor that does not fit ``config``."""
+    expected = expected_shapes(config)
+    problems = []
+    for name in sorted(expected.keys() - tensors.keys()):
+        problems.append(f"missing tensor {name!r} (expected shape {list(expected[name])})")
+    for name in sorted(tensors.keys() - expected.keys()):
+        problems.append(f"unexpected tensor {name!r} with shape {list(tensors[name].shape)}")
+    for name in sorted(expected.keys() & tensors.keys()):
+        arr = tensors[name]
+        if tuple(arr.shape) != expected[name]:
+            problems.append(
+                f"tensor {name!r} has shape {list(arr.shape)}, expected {list(expected[name])} for this config"
+            )
+        elif arr.dtype.kind != "f":
+            problems.append(f"tensor {name!r} has dtype {arr.dtype}, expected a floating-point type")
+        elif check_finite and not np.isfinite(arr).all():
+            bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            problems.append(f"tensor {name!r} holds {bad} non-finite values (NaN or Inf)")
+    if problems:
+        raise CheckpointError(f"{source} does not match its config", problems)

@@ -1,0 +1,106 @@
+"""Element-wise activations, by integer code, usable inside other kernels.
+
+Every stateless activation that Hugging Face's ``ACT2FN`` offers is here, with
+the same formula (``gelu`` is the exact erf form, ``gelu_new`` and friends the
+tanh approximation). ``prelu`` and ``xielu`` carry learnable parameters and are
+not supported.
+"""
+
+import math
+
+from numba import njit
+
+# name -> code; several HF names share one formula.
+ACTIVATIONS = {
+    "linear": 0,
+    "relu": 1,
+    "relu6": 2,
+    "gelu": 3,
+    "gelu_python": 3,
+    "gelu_new": 4,
+    "gelu_pytorch_tanh": 4,
+    "gelu_python_tanh": 4,
+    "gelu_accurate": 4,
+    "gelu_fast": 5,
+    "quick_gelu": 6,
+    "silu": 7,
+    "swish": 7,
+    "tanh": 8,
+    "sigmoid": 9,
+    "gelu_10": 10,
+    "mish": 11,
+    "relu2": 12,
+    "leaky_relu": 13,
+    "hardswish": 14,
+    "laplace": 15,
+    "sqrtsoftplus": 16,
+}
+
+NONE = 0
+UNSUPPORTED = {"prelu": "has a learnable slope", "xielu": "has learnable parameters"}
+
+
+def activation_code(name: str) -> int:
+    """The kernel code of an HF activation name (KeyError if unknown)."""
+    return ACTIVATIONS[name]
+
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+
+@njit(cache=True, inline="always")
+def _softplus(x):
+    # torch.nn.functional.softplus with beta=1, threshold=20
+    if x > 20.0:
+        return x
+    return math.log1p(math.exp(x))
+
+
+@njit(cache=True, inline="always")
+def _sigmoid(x):
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+@njit(cache=True)
+def apply_activation(x, code):
+    """act(x) for a float64 scalar x; ``code`` from :data:`ACTIVATIONS`."""
+    if code == 0:
+        return x
+    if code == 1:
+        return x if x > 0.0 else 0.0
+    if code == 2:
+        return min(max(x, 0.0), 6.0)
+    if code == 3:
+        return 0.5 * x * (1.0 + math.erf(x * _INV_SQRT2))
+    if code == 4:
+        return 0.5 * x * (1.0 + math.tanh(_SQRT_2_OVER_PI * (x + 0.044715 * x * x * x)))
+    if code == 5:
+        return 0.5 * x * (1.0 + math.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
+    if code == 6:
+        return x * _sigmoid(1.702 * x)
+    if code == 7:
+        return x * _sigmoid(x)
+    if code == 8:
+        return math.tanh(x)
+    if code == 9:
+        return _sigmoid(x)
+    if code == 10:
+        return min(max(0.5 * x * (1.0 + math.erf(x * _INV_SQRT2)), -10.0), 10.0)
+    if code == 11:
+        return x * math.tanh(_softplus(x))
+    if code == 12:
+        r = x if x > 0.0 else 0.0
+        return r * r
+    if code == 13:
+        return x if x >= 0.0 else 0.01 * x
+    if code == 14:
+        return x * min(max(x + 3.0, 0.0), 6.0) / 6.0
+    if code == 15:
+        return 0.5 * (1.0 + math.erf((x - 0.707107) / (0.282095 * math.sqrt(2.0))))
+    if code == 16:
+        return math.sqrt(_softplus(x))
+    return math.nan

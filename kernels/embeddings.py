@@ -1,0 +1,66 @@
+"""Embedding lookups: word embeddings with the trigram window, position + token type.
+
+MobileBERT's trigram input concatenates, for each token t, the embeddings of
+[t+1, t, t-1] (zero beyond the sequence). Hugging Face only zeroes beyond the
+padded length, so the last real token of a right-padded row sees the [PAD]
+embedding; ``mask_aware=1`` zeroes every neighbour whose attention mask is 0
+instead, making a padded row equal to the same sequence run alone.
+"""
+
+from numba import njit, prange
+
+
+@njit(cache=True, parallel=True)
+def embed_words(ids, mask, word, trigram, mask_aware, out):
+    """out[b*S + s, :] = word[ids[b, s]] (trigram: [next | this | prev], width 3E)."""
+    B, S = ids.shape
+    E = word.shape[1]
+    for r in prange(B * S):
+        b = r // S
+        s = r - b * S
+        if trigram == 0:
+            tok = ids[b, s]
+            for e in range(E):
+                out[r, e] = word[tok, e]
+            continue
+        nxt = s + 1 < S and (mask_aware == 0 or mask[b, s + 1] != 0)
+        prv = s >= 1 and (mask_aware == 0 or mask[b, s - 1] != 0)
+        if nxt:
+            tok = ids[b, s + 1]
+            for e in range(E):
+                out[r, e] = word[tok, e]
+        else:
+            for e in range(E):
+                out[r, e] = 0.0
+        tok = ids[b, s]
+        for e in range(E):
+            out[r, E + e] = word[tok, e]
+        if prv:
+            tok = ids[b, s - 1]
+            for e in range(E):
+                out[r, 2 * E + e] = word[tok, e]
+        else:
+            for e in range(E):
+                out[r, 2 * E + e] = 0.0
+
+
+@njit(cache=True, parallel=True)
+def embed_positions(position_ids, token_type_ids, pos, typ, out):
+    """out[b*S + s, :] = pos[position_ids[b, s]] + typ[token_type_ids[b, s]]."""
+    B, S = position_ids.shape
+    H = pos.shape[1]
+    for r in prange(B * S):
+        b = r // S
+        s = r - b * S
+        p = position_ids[b, s]
+        t = token_type_ids[b, s]
+        for h in range(H):
+            out[r, h] = pos[p, h] + typ[t, h]
+
+
+@njit(cache=True, parallel=True)
+def gather_rows(src, src_off, width, stride, out):
+    """out[b, :] = src[b * stride, src_off:src_off + width]: the first token of each row."""
+    for b in prange(out.shape[0]):
+        for j in range(width):
+            out[b, j] = src[b * stride, src_off + j]

@@ -1,0 +1,27 @@
+"""Residual add followed by NoNorm or LayerNorm, for when no linear precedes it.
+
+    out[i, o0 + n] = norm(a[i, a0 + n] + r[i, r0 + n])
+
+``norm``: 0 none, 1 NoNorm (``y * w + b``), 2 LayerNorm (biased variance,
+float64 statistics, ``eps``). ``r_off < 0`` means no residual. ``out`` may be
+``a`` itself (same offset).
+"""
+
+from numba import njit, prange
+
+from .linear import _layernorm_row
+
+
+@njit(cache=True, parallel=True)
+def add_norm(a, a_off, r, r_off, width, norm, w, b, eps, out, out_off):
+    for i in prange(a.shape[0]):
+        for n in range(width):
+            v = a[i, a_off + n]
+            if r_off >= 0:
+                v += r[i, r_off + n]
+            out[i, out_off + n] = v
+        if norm == 1:
+            for n in range(width):
+                out[i, out_off + n] = out[i, out_off + n] * w[n] + b[n]
+        elif norm == 2:
+            _layernorm_row(out, i, out_off, width, w, b, eps)

@@ -1,0 +1,104 @@
+"""Zero-copy, memory-mapped reading of ``.safetensors`` files.
+
+The ``safetensors`` library returns copies; an inference engine wants the
+weights to stay in the page cache and be shared between processes. The format
+is an 8-byte little-endian header length, a JSON header mapping each tensor to
+its dtype, shape and byte range, then the raw data. We map the file read-only
+and hand out NumPy views into it. Every header entry is checked against the
+file before any view is made.
+"""
+
+from __future__ import annotations
+
+import json
+import mmap
+import os
+
+import numpy as np
+
+from .errors import CheckpointError
+
+_DTYPES = {
+    "F64": np.dtype("<f8"),
+    "F32": np.dtype("<f4"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),  # converted to float32 by widening the bits
+    "I64": np.dtype("<i8"),
+    "I32": np.dtype("<i4"),
+    "I16": np.dtype("<i2"),
+    "I8": np.dtype("i1"),
+    "U8": np.dtype("u1"),
+    "BOOL": np.dtype("?"),
+}
+
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+def read_header(path: str | os.PathLike) -> tuple[dict, int]:
+    """Return (header dict, offset of the data section)."""
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise CheckpointError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+        n = int.from_bytes(head, "little")
+        if n > _MAX_HEADER or 8 + n > size:
+            raise CheckpointError(f"{path}: not a safetensors file (header length {n} does not fit a {size}-byte file)")
+        raw = f.read(n)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: safetensors header is not valid JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: safetensors header is not a JSON object")
+    return header, 8 + n
+
+
+def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str, np.ndarray], dict]:
+    """Map ``path`` and return ({name: read-only array}, metadata).
+
+    Float32 tensors are views into the map. Other float types are converted to
+    float32 (a copy) when ``to_float32``; integer tensors are returned as stored.
+    """
+    path = os.fspath(path)
+    header, data_start = read_header(path)
+    size = os.path.getsize(path)
+    metadata = header.pop("__metadata__", None) or {}
+    with open(path, "rb") as f:
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    tensors: dict[str, np.ndarray] = {}
+    problems = []
+    for name, info in header.items():
+        try:
+            dtype_name = info["dtype"]
+            shape = tuple(int(d) for d in info["shape"])
+            begin, end = (int(o) for o in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            problems.append(f"{name}: malformed header entry {info!r}")
+            continue
+        if dtype_name not in _DTYPES:
+            problems.append(f"{name}: unsupported dtype {dtype_name}")
+            continue
+        dtype = _DTYPES[dtype_name]
+        count = int(np.prod(shape, dtype=np.int64))
+        if any(d < 0 for d in shape) or end - begin != count * dtype.itemsize or begin < 0:
+            problems.append(
+                f"{name}: byte range [{begin}, {end}) does not hold a {dtype_name} tensor of shape {list(shape)}"
+            )
+            continue
+        if data_start + end > size:
+            problems.append(f"{name}: byte range [{begin}, {end}) runs past the end of the file")
+            continue
+        arr = np.frombuffer(mapped, dtype=dtype, count=count, offset=data_start + begin).reshape(shape)
+        if dtype_name == "BF16":
+            arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        elif to_float32 and dtype.kind == "f" and dtype != np.float32:
+            arr = arr.astype(np.float32)
+        if not arr.flags.aligned:  # numba needs aligned data: copy the rare unaligned tensor
+            arr = arr.copy()
+        arr.flags.writeable = False
+        tensors[name] = arr
+    if problems:
+        raise CheckpointError(f"{path}: corrupt safetensors file", problems)
+    return tensors, metadata
