@@ -7,6 +7,6 @@ numbers, and bad inputs must stay visible as NaN/Inf rather than be optimised
 away.
 """
 
-FASTMATH = frozenset({"reassoc", "contract", "nsz", "arcp"})
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # numba wants a set (not frozenset)
 CACHE = True
 PARALLEL = True

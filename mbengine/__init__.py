@@ -1,3 +1,34 @@
-"""mbengine: MobileBERT inference on Numba kernels."""
+"""mbengine: MobileBERT inference on hand-written Numba kernels.
+
+    import mbengine
+    model = mbengine.MobileBertModel.from_pretrained("path/to/checkpoint")
+    out = model(input_ids, attention_mask=mask)
+    out.last_hidden_state, out.pooler_output
+
+Names are imported lazily so ``import mbengine`` stays cheap (no numba import
+until a model is used).
+"""
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "MobileBertConfig": "mbengine.config",
+    "MobileBertModel": "mbengine.modeling",
+    "BaseModelOutputWithPooling": "mbengine.modeling",
+    "MBEngineError": "mbengine.errors",
+    "ConfigError": "mbengine.errors",
+    "InputError": "mbengine.errors",
+    "CheckpointError": "mbengine.errors",
+}
+
+__all__ = ["__version__", *_LAZY]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mbengine' has no attribute {name!r}")

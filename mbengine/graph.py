@@ -1,0 +1,321 @@
+"""The graph builder: a MobileBertConfig and its weights become a list of ops, once.
+
+Every config variant (bottleneck on/off, bottleneck attention, shared
+key/query bottleneck, the number of stacked FFNs, trigram input, embedding
+width, NoNorm/LayerNorm, pooler activation) is decided here, so the runner
+has no model-specific branches: it walks the op list and calls kernels.
+
+Activations live in token-major buffers of shape (rows, width), rows being
+``batch * seq`` (or ``batch`` for the pooler). An op reads and writes
+*column windows* of buffers (:class:`Ref`), which lets sibling projections
+write side by side into one buffer and be merged into a single wider linear
+(:func:`fuse_sibling_linears`, a rewrite that can be switched off).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .config import MobileBertConfig
+from .kernels.activations import ACTIVATIONS
+from .kernels.linear import NORM_LAYERNORM, NORM_NONE, NORM_NONORM
+
+TORCH_LAYERNORM_EPS = 1e-5  # HF builds two of MobileBERT's LayerNorms without eps
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Columns [off, off + width) of arena buffer ``buf``."""
+
+    buf: str
+    off: int
+    width: int
+
+    def follows(self, other: "Ref") -> bool:
+        return self.buf == other.buf and self.off == other.off + other.width
+
+
+@dataclass(frozen=True)
+class Buffer:
+    name: str
+    width: int
+    rows: str = "tokens"  # "tokens": batch*seq rows; "batch": one row per sequence
+
+
+# ------------------------------------------------------------------------ ops
+@dataclass
+class EmbedWords:
+    """Word embeddings of the input ids, trigram window optional."""
+
+    name: str
+    table: np.ndarray  # (vocab, E)
+    trigram: bool
+    out: Ref
+
+
+@dataclass
+class EmbedPositions:
+    """Position plus token-type embeddings."""
+
+    name: str
+    positions: np.ndarray  # (max_positions, H)
+    token_types: np.ndarray  # (type_vocab, H)
+    out: Ref
+
+
+@dataclass
+class Linear:
+    """out = norm(act(x @ w.T + b) + res)."""
+
+    name: str
+    x: Ref
+    w: np.ndarray  # (N, K), HF layout
+    b: np.ndarray  # (N,)
+    out: Ref
+    act: int = 0
+    res: Ref | None = None
+    norm: int = NORM_NONE
+    nw: np.ndarray | None = None
+    nb: np.ndarray | None = None
+    eps: float = 0.0
+
+
+@dataclass
+class AddNorm:
+    """out = norm(a + r)."""
+
+    name: str
+    a: Ref
+    r: Ref | None
+    out: Ref
+    norm: int
+    nw: np.ndarray
+    nb: np.ndarray
+    eps: float
+
+
+@dataclass
+class Attention:
+    """Fused multi-head self-attention; ``layer`` indexes the probability output."""
+
+    name: str
+    q: Ref
+    k: Ref
+    v: Ref
+    out: Ref
+    heads: int
+    head_dim: int
+    layer: int
+
+
+@dataclass
+class FirstToken:
+    """out[b] = x[first token of sequence b]."""
+
+    name: str
+    x: Ref
+    out: Ref
+
+
+Op = EmbedWords | EmbedPositions | Linear | AddNorm | Attention | FirstToken
+
+
+@dataclass
+class Graph:
+    ops: list
+    buffers: dict[str, Buffer]
+    outputs: dict[str, Ref]
+    hidden_states: list[Ref] = field(default_factory=list)
+    num_layers: int = 0
+    heads: int = 1
+
+
+# ------------------------------------------------------------------- builder
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    if a.flags.writeable:
+        a = a.copy()
+        a.flags.writeable = False
+    return a
+
+
+class _Builder:
+    def __init__(self, config: MobileBertConfig, weights: dict[str, np.ndarray]):
+        self.c = config
+        self.w = weights
+        self.ops: list = []
+        self.buffers: dict[str, Buffer] = {}
+
+    def buf(self, name: str, width: int, rows: str = "tokens") -> str:
+        old = self.buffers.get(name)
+        if old is None or old.width < width:
+            self.buffers[name] = Buffer(name, width, rows)
+        return name
+
+    def norm_args(self, prefix: str, eps: float) -> dict:
+        kind = NORM_NONORM if self.c.normalization_type == "no_norm" else NORM_LAYERNORM
+        return dict(norm=kind, nw=self.w[prefix + ".weight"], nb=self.w[prefix + ".bias"], eps=float(eps))
+
+    def linear(self, name: str, prefix: str, x: Ref, out: Ref, **kw) -> Ref:
+        w = self.w[prefix + ".weight"]
+        assert w.shape == (out.width, x.width), (prefix, w.shape, out, x)
+        self.ops.append(Linear(name, x, w, self.w[prefix + ".bias"], out, **kw))
+        return out
+
+
+def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *,
+                keep_hidden_states: bool = False, fuse: bool = True) -> Graph:
+    """Turn ``config`` and its base-model weights (HF names, no prefix) into ops.
+
+    ``keep_hidden_states`` gives every layer its own output buffer so the
+    runner can return them all; otherwise two hidden buffers alternate.
+    """
+    c = config
+    g = _Builder(c, weights)
+    H, E, th, I, A = c.hidden_size, c.embedding_size, c.true_hidden_size, c.intermediate_size, c.all_head_size
+    ib = c.intra_bottleneck_size
+    act = ACTIVATIONS[c.hidden_act]
+    eps = c.layer_norm_eps
+
+    def hidden(i: int) -> Ref:
+        name = f"hidden{i}" if keep_hidden_states else f"hidden{i % 2}"
+        return Ref(g.buf(name, H), 0, H)
+
+    # embeddings -------------------------------------------------------------
+    words_w = E * (3 if c.trigram_input else 1)
+    words = Ref(g.buf("words", words_w), 0, words_w)
+    g.ops.append(EmbedWords("embeddings.words", weights["embeddings.word_embeddings.weight"], c.trigram_input, words))
+    pos = Ref(g.buf("postype", H), 0, H)
+    g.ops.append(EmbedPositions("embeddings.positions", weights["embeddings.position_embeddings.weight"],
+                                weights["embeddings.token_type_embeddings.weight"], pos))
+    x = hidden(0)
+    emb_norm = g.norm_args("embeddings.LayerNorm", TORCH_LAYERNORM_EPS)
+    if c.trigram_input or E != H:
+        # [T, 3E] -> [T, H], + positions/types, norm
+        g.linear("embeddings.transformation", "embeddings.embedding_transformation", words, x, res=pos, **emb_norm)
+    else:
+        g.ops.append(AddNorm("embeddings.norm", words, pos, x, **emb_norm))
+    hidden_states = [x]
+
+    # layers -------------------------------------------------------------------
+    for i in range(c.num_hidden_layers):
+        p = f"encoder.layer.{i}."
+        # Bottlenecks and projections that read the layer input go side by side
+        # into "proj"; q, k (and v when it reads the same tensor) into "qkv".
+        if c.use_bottleneck:
+            bn_in = g.linear(p + "bottleneck.input", p + "bottleneck.input.dense", x,
+                             Ref(g.buf("proj", 2 * ib + A), 0, ib), **g.norm_args(p + "bottleneck.input.LayerNorm", eps))
+            residual = bn_in
+            if c.use_bottleneck_attention:
+                q_in = k_in = v_in = bn_in
+            elif c.key_query_shared_bottleneck:
+                kq = g.linear(p + "bottleneck.attention", p + "bottleneck.attention.dense", x,
+                              Ref("proj", ib, ib), **g.norm_args(p + "bottleneck.attention.LayerNorm", eps))
+                q_in = k_in = kq
+                v_in = x
+            else:
+                q_in = k_in = v_in = x
+        else:
+            q_in = k_in = v_in = residual = x
+
+        if v_in == q_in:
+            qkv = g.buf("qkv", 3 * A)
+            q = g.linear(p + "attention.query", p + "attention.self.query", q_in, Ref(qkv, 0, A))
+            k = g.linear(p + "attention.key", p + "attention.self.key", k_in, Ref(qkv, A, A))
+            v = g.linear(p + "attention.value", p + "attention.self.value", v_in, Ref(qkv, 2 * A, A))
+        else:  # v reads the layer input, next to the bottlenecks in "proj"
+            v = g.linear(p + "attention.value", p + "attention.self.value", v_in, Ref("proj", 2 * ib, A))
+            qkv = g.buf("qkv", 2 * A)
+            q = g.linear(p + "attention.query", p + "attention.self.query", q_in, Ref(qkv, 0, A))
+            k = g.linear(p + "attention.key", p + "attention.self.key", k_in, Ref(qkv, A, A))
+        ctx = Ref(g.buf("context", A), 0, A)
+        g.ops.append(Attention(p + "attention", q, k, v, ctx, c.num_attention_heads, c.attention_head_size, i))
+
+        cur = g.linear(p + "attention.output", p + "attention.output.dense", ctx, Ref(g.buf("inner0", th), 0, th),
+                       res=residual, **g.norm_args(p + "attention.output.LayerNorm", eps))
+        inter = Ref(g.buf("intermediate", I), 0, I)
+        for j in range(c.num_feedforward_networks - 1):
+            f = p + f"ffn.{j}."
+            g.linear(f + "intermediate", f + "intermediate.dense", cur, inter, act=act)
+            nxt = Ref(g.buf(f"inner{(j + 1) % 2}", th), 0, th)
+            cur = g.linear(f + "output", f + "output.dense", inter, nxt, res=cur,
+                           **g.norm_args(f + "output.LayerNorm", eps))
+        g.linear(p + "intermediate", p + "intermediate.dense", cur, inter, act=act)
+        out_norm = g.norm_args(p + "output.LayerNorm", TORCH_LAYERNORM_EPS)
+        if c.use_bottleneck:
+            o = g.linear(p + "output", p + "output.dense", inter, Ref(g.buf("layer_out", th), 0, th),
+                         res=cur, **out_norm)
+            x = g.linear(p + "output.bottleneck", p + "output.bottleneck.dense", o, hidden(i + 1), res=x,
+                         **g.norm_args(p + "output.bottleneck.LayerNorm", eps))
+        else:
+            x = g.linear(p + "output", p + "output.dense", inter, hidden(i + 1), res=cur, **out_norm)
+        hidden_states.append(x)
+
+    # pooler --------------------------------------------------------------------
+    first = Ref(g.buf("first_token", H, rows="batch"), 0, H)
+    g.ops.append(FirstToken("pooler.first_token", x, first))
+    pooled = first
+    if c.classifier_activation:
+        pooled = Ref(g.buf("pooled", H, rows="batch"), 0, H)
+        g.linear("pooler.dense", "pooler.dense", first, pooled, act=ACTIVATIONS["tanh"])
+
+    graph = Graph(g.ops, g.buffers, {"last_hidden_state": x, "pooler_output": pooled}, hidden_states,
+                  c.num_hidden_layers, c.num_attention_heads)
+    if fuse:
+        graph = fuse_sibling_linears(graph)
+    return graph
+
+
+# ------------------------------------------------------------------ rewrites
+def _mergeable(a, b) -> bool:
+    return (
+        isinstance(a, Linear) and isinstance(b, Linear)
+        and a.x == b.x and b.out.follows(a.out)
+        and a.res is None and b.res is None and a.act == b.act
+        and a.norm != NORM_LAYERNORM and b.norm != NORM_LAYERNORM
+    )
+
+
+def _norm_vectors(op: Linear) -> tuple[np.ndarray, np.ndarray]:
+    n = op.out.width
+    if op.norm == NORM_NONORM:
+        return op.nw, op.nb
+    return np.ones(n, np.float32), np.zeros(n, np.float32)
+
+
+def _merge(ops: list) -> Linear:
+    first = ops[0]
+    any_nonorm = any(op.norm == NORM_NONORM for op in ops)
+    kw = {}
+    if any_nonorm:
+        pairs = [_norm_vectors(op) for op in ops]
+        kw = dict(norm=NORM_NONORM, nw=_readonly(np.concatenate([p[0] for p in pairs])),
+                  nb=_readonly(np.concatenate([p[1] for p in pairs])))
+    return Linear(
+        "+".join(op.name for op in ops), first.x,
+        _readonly(np.concatenate([op.w for op in ops])), _readonly(np.concatenate([op.b for op in ops])),
+        Ref(first.out.buf, first.out.off, sum(op.out.width for op in ops)), act=first.act, **kw)
+
+
+def fuse_sibling_linears(graph: Graph) -> Graph:
+    """Merge consecutive linears that read the same input and write adjacent columns.
+
+    Legal when none has a residual or a LayerNorm (whose statistics span one
+    projection's outputs only): bias, activation and NoNorm are per column.
+    E.g. the two bottlenecks and the value projection of a no_norm layer
+    become one 512 -> 384 linear; query and key one 128 -> 256 linear.
+    """
+    ops, group = [], []
+    for op in graph.ops + [None]:
+        if group and op is not None and _mergeable(group[-1], op):
+            group.append(op)
+            continue
+        if group:
+            ops.append(_merge(group) if len(group) > 1 else group[0])
+        group = [op] if isinstance(op, Linear) else []
+        if op is not None and not isinstance(op, Linear):
+            ops.append(op)
+    return dataclasses.replace(graph, ops=ops)

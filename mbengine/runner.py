@@ -1,0 +1,145 @@
+"""The runner: executes a graph's ops on a buffer arena reused across calls.
+
+An :class:`Arena` holds every activation buffer for one (batch, seq) shape,
+the input arrays the kernels read, and the *plan*: each op bound to its kernel
+and its argument tuple, built once. A call then copies the inputs into the
+arena and runs ``for kernel, args in plan: kernel(*args)``; nothing is
+allocated and nothing model-specific is decided in that loop.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+from .graph import AddNorm, Attention, EmbedPositions, EmbedWords, FirstToken, Graph, Linear, Ref
+from .kernels import attention as k_attention
+from .kernels import embeddings as k_embeddings
+from .kernels import linear as k_linear
+from .kernels import norms as k_norms
+
+MASK_MIN = np.float32(np.finfo(np.float32).min)  # what HF adds for a masked key
+
+
+def _ro(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+# Placeholders for unused kernel arguments, typed like the real ones so every
+# call shares one compiled specialisation.
+_NO_VECTOR = _ro(np.zeros(1, np.float32))
+_NO_MATRIX = np.zeros((1, 1), np.float32)
+_NO_PROBS = np.zeros((1, 1, 1, 1), np.float32)
+
+
+class Arena:
+    """Buffers and the bound plan for one (batch, seq, want_probs) shape."""
+
+    def __init__(self, graph: Graph, batch: int, seq: int, want_probs: bool):
+        self.batch, self.seq = batch, seq
+        T = batch * seq
+        self.bufs = {
+            name: np.zeros((T if b.rows == "tokens" else batch, b.width), np.float32)
+            for name, b in graph.buffers.items()
+        }
+        self.input_ids = np.zeros((batch, seq), np.int64)
+        self.attention_mask = np.ones((batch, seq), np.int64)
+        self.token_type_ids = np.zeros((batch, seq), np.int64)
+        self.position_ids = np.zeros((batch, seq), np.int64)
+        self.mask_add = np.zeros((batch, seq), np.float32)
+        self.scratch = np.zeros((batch * graph.heads, seq), np.float32)
+        self.probs = (np.zeros((graph.num_layers, batch, graph.heads, seq, seq), np.float32)
+                      if want_probs else None)
+        self.trigram_mask_aware = 1
+        self.plan = [(op.name, *self._bind(op)) for op in graph.ops]
+
+    def view(self, ref: Ref) -> np.ndarray:
+        return self.bufs[ref.buf][:, ref.off:ref.off + ref.width]
+
+    def _bind(self, op):
+        B = self.bufs
+        if isinstance(op, Linear):
+            res, res_off = (B[op.res.buf], op.res.off) if op.res is not None else (_NO_MATRIX, -1)
+            nw = op.nw if op.nw is not None else _NO_VECTOR
+            nb = op.nb if op.nb is not None else _NO_VECTOR
+            return k_linear.linear, (B[op.x.buf], op.x.off, op.w, op.b, op.act, res, res_off,
+                                     op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off)
+        if isinstance(op, Attention):
+            want = self.probs is not None
+            probs = self.probs[op.layer] if want else _NO_PROBS
+            scale = np.float32(op.head_dim ** -0.5)
+            return k_attention.attention, (B[op.q.buf], op.q.off, B[op.k.buf], op.k.off, B[op.v.buf], op.v.off,
+                                           self.mask_add, op.heads, op.head_dim, scale,
+                                           B[op.out.buf], op.out.off, probs, int(want), self.scratch)
+        if isinstance(op, EmbedWords):
+            assert op.out.off == 0 and op.out.width == self.bufs[op.out.buf].shape[1]
+            return _embed_words, (self, op.table, int(op.trigram), B[op.out.buf])
+        if isinstance(op, EmbedPositions):
+            assert op.out.off == 0
+            return k_embeddings.embed_positions, (self.position_ids, self.token_type_ids, op.positions,
+                                                  op.token_types, B[op.out.buf])
+        if isinstance(op, AddNorm):
+            r, r_off = (B[op.r.buf], op.r.off) if op.r is not None else (_NO_MATRIX, -1)
+            return k_norms.add_norm, (B[op.a.buf], op.a.off, r, r_off, op.out.width, op.norm, op.nw, op.nb,
+                                      float(op.eps), B[op.out.buf], op.out.off)
+        if isinstance(op, FirstToken):
+            return k_embeddings.gather_rows, (B[op.x.buf], op.x.off, op.x.width, self.seq, B[op.out.buf])
+        raise TypeError(f"no kernel for op {op!r}")  # pragma: no cover
+
+    def set_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, trigram_mask_aware: bool):
+        self.input_ids[...] = input_ids
+        self.attention_mask[...] = attention_mask
+        self.token_type_ids[...] = token_type_ids
+        self.position_ids[...] = position_ids
+        # additive mask: 0 for visible keys, float32 min for padding
+        np.multiply(self.attention_mask == 0, MASK_MIN, out=self.mask_add)
+        self.trigram_mask_aware = int(trigram_mask_aware)
+
+
+def _embed_words(arena: Arena, table, trigram, out):
+    k_embeddings.embed_words(arena.input_ids, arena.attention_mask, table, trigram, arena.trigram_mask_aware, out)
+
+
+class Runner:
+    """Runs one graph; keeps a few arenas (least recently used dropped)."""
+
+    def __init__(self, graph: Graph, max_arenas: int = 4):
+        self.graph = graph
+        self.max_arenas = max_arenas
+        self._arenas: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def arena(self, batch: int, seq: int, want_probs: bool) -> Arena:
+        key = (batch, seq, want_probs)
+        arena = self._arenas.get(key)
+        if arena is None:
+            arena = Arena(self.graph, batch, seq, want_probs)
+            self._arenas[key] = arena
+            while len(self._arenas) > self.max_arenas:
+                self._arenas.popitem(last=False)
+        self._arenas.move_to_end(key)
+        return arena
+
+    def run(self, input_ids, attention_mask, token_type_ids, position_ids, *, want_probs=False,
+            trigram_mask_aware=True, profile: dict | None = None, collect=None):
+        """Run the graph; ``collect(arena)`` copies outputs out while the lock is held.
+
+        With ``profile`` (a dict), the wall time of each op is added under its name.
+        """
+        batch, seq = input_ids.shape
+        with self._lock:
+            arena = self.arena(batch, seq, want_probs)
+            arena.set_inputs(input_ids, attention_mask, token_type_ids, position_ids, trigram_mask_aware)
+            if profile is None:
+                for _, kernel, args in arena.plan:
+                    kernel(*args)
+            else:
+                for name, kernel, args in arena.plan:
+                    t0 = time.perf_counter()
+                    kernel(*args)
+                    profile[name] = profile.get(name, 0.0) + time.perf_counter() - t0
+            return collect(arena)
