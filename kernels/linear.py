@@ -155,19 +155,30 @@ def _tile_row1(x, x_off, w, out, out_off, i, N, K):
         n += 1
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _epilogue_row(out, i, out_off, N, b, act, res, res_off, norm, nw, nb, eps):
-    """Apply bias, activation, residual and norm to out[i, out_off:out_off+N]."""
-    for n in range(N):
-        v = out[i, out_off + n] + b[n]
-        if act != 0:
-            v = apply_activation(v, act)
-        if res_off >= 0:
-            v += res[i, res_off + n]
-        out[i, out_off + n] = v
+    """Apply bias, activation, residual and norm to out[i, out_off:out_off+N].
+
+    Each step is its own loop over the row, with the choice made outside it,
+    so the common cases (no activation, relu, NoNorm) vectorise.
+    """
+    o = out[i, out_off:out_off + N]
+    if act == 0:
+        for n in range(N):
+            o[n] += b[n]
+    elif act == 1:
+        for n in range(N):
+            o[n] = max(o[n] + b[n], np.float32(0.0))
+    else:
+        for n in range(N):
+            o[n] = apply_activation(o[n] + b[n], act)
+    if res_off >= 0:
+        r = res[i, res_off:res_off + N]
+        for n in range(N):
+            o[n] += r[n]
     if norm == NORM_NONORM:
         for n in range(N):
-            out[i, out_off + n] = out[i, out_off + n] * nw[n] + nb[n]
+            o[n] = o[n] * nw[n] + nb[n]
     elif norm == NORM_LAYERNORM:
         _layernorm_row(out, i, out_off, N, nw, nb, eps)
 

@@ -131,6 +131,7 @@ class Graph:
     hidden_states: list[Ref] = field(default_factory=list)
     num_layers: int = 0
     heads: int = 1
+    head_dim: int = 1
 
 
 # ------------------------------------------------------------------- builder
@@ -263,7 +264,7 @@ def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *,
         g.linear("pooler.dense", "pooler.dense", first, pooled, act=ACTIVATIONS["tanh"])
 
     graph = Graph(g.ops, g.buffers, {"last_hidden_state": x, "pooler_output": pooled}, hidden_states,
-                  c.num_hidden_layers, c.num_attention_heads)
+                  c.num_hidden_layers, c.num_attention_heads, c.attention_head_size)
     if fuse:
         graph = fuse_sibling_linears(graph)
     return graph
