@@ -38,15 +38,22 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def _int_array(name: str, value, shape=None) -> np.ndarray:
+    """``value`` as an integer array of ``shape`` (or any (batch, seq) shape); InputError otherwise.
+
+    The attention mask may also be boolean or floating point, holding only 0 and 1.
+    """
     arr = np.asarray(value)
-    if arr.dtype == np.bool_ and name == "attention_mask":
-        arr = arr.astype(np.int64)
-    if arr.dtype.kind not in "iu":
-        raise InputError(f"{name} must be an integer array, got dtype {arr.dtype}")
     if shape is None and arr.ndim != 2:
         raise InputError(f"{name} must have shape (batch, seq), got an array of shape {arr.shape}")
     if shape is not None and arr.shape != shape:
         raise InputError(f"{name} has shape {arr.shape}, expected {shape} (the shape of input_ids)")
+    if name == "attention_mask" and arr.dtype.kind in "bf":
+        if arr.dtype.kind == "f" and not np.isin(arr, (0.0, 1.0)).all():
+            bad = arr[~np.isin(arr, (0.0, 1.0))].flat[0]
+            raise InputError(f"attention_mask holds {bad}; expected only 0 (padding) and 1 (token)")
+        arr = arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise InputError(f"{name} must be an integer array, got dtype {arr.dtype}")
     return arr
 
 

@@ -1,0 +1,97 @@
+"""MobileBertConfig: HF's fields and defaults, config.json round trip, validation messages."""
+
+import dataclasses
+import json
+
+import pytest
+
+from mbengine.config import MobileBertConfig
+from mbengine.errors import ConfigError
+
+transformers = pytest.importorskip("transformers")
+
+
+def test_fields_and_defaults_match_transformers():
+    ours = MobileBertConfig().to_dict()
+    hf = transformers.MobileBertConfig().to_dict()
+    ours_fields = {f.name for f in dataclasses.fields(MobileBertConfig)} - {"extra"}
+    hf_model_fields = set(transformers.MobileBertConfig().__dict__) & set(hf)
+    # every MobileBERT-specific field HF has, we have, with the same default
+    for name in ours_fields:
+        assert name in hf, f"{name} is not a field of transformers.MobileBertConfig"
+        assert ours[name] == hf[name], f"default of {name}: ours {ours[name]!r}, HF {hf[name]!r}"
+    for name in ("true_hidden_size", "embedding_size", "trigram_input", "key_query_shared_bottleneck"):
+        assert name in hf_model_fields and ours[name] == hf[name]
+
+
+@pytest.mark.parametrize("use_bottleneck", [True, False])
+def test_true_hidden_size_derived_like_hf(use_bottleneck):
+    kw = dict(use_bottleneck=use_bottleneck, intra_bottleneck_size=64, hidden_size=256)
+    assert MobileBertConfig(**kw).true_hidden_size == transformers.MobileBertConfig(**kw).true_hidden_size
+
+
+def test_json_round_trip_keeps_unknown_keys(tmp_path):
+    hf = transformers.MobileBertConfig(hidden_size=256, num_labels=3, architectures=["MobileBertForMaskedLM"])
+    hf.save_pretrained(tmp_path)
+    original = json.loads((tmp_path / "config.json").read_text())
+    cfg = MobileBertConfig.from_pretrained(tmp_path)
+    assert cfg.hidden_size == 256
+    out = tmp_path / "again"
+    cfg.save_pretrained(out)
+    again = json.loads((out / "config.json").read_text())
+    for key, value in original.items():
+        assert again[key] == value, key
+    # and HF reads what we wrote
+    back = transformers.MobileBertConfig.from_pretrained(out)
+    assert back.hidden_size == 256 and back.architectures == ["MobileBertForMaskedLM"]
+
+
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        (dict(num_attention_heads=3), ["num_attention_heads", "intra_bottleneck_size", "128"]),
+        (dict(use_bottleneck=False, hidden_size=100, num_attention_heads=8), ["num_attention_heads", "hidden_size"]),
+        (dict(normalization_type="batch_norm"), ["normalization_type", "batch_norm"]),
+        (dict(hidden_act="gelu_magic"), ["hidden_act", "gelu_magic"]),
+        (dict(hidden_act="prelu"), ["hidden_act", "prelu", "learnable"]),
+        (dict(hidden_size=0), ["hidden_size"]),
+        (dict(vocab_size=-3), ["vocab_size"]),
+        (dict(layer_norm_eps=0.0), ["layer_norm_eps"]),
+        (dict(trigram_input="yes"), ["trigram_input"]),
+        (dict(pad_token_id=40000), ["pad_token_id", "40000"]),
+        (dict(key_query_shared_bottleneck=False), ["key_query_shared_bottleneck", "intra_bottleneck_size", "512"]),
+    ],
+)
+def test_invalid_configs_name_the_field(changes, words):
+    with pytest.raises(ConfigError) as info:
+        MobileBertConfig(**changes)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_kq_unshared_is_valid_when_sizes_match_or_attention_bottlenecked():
+    MobileBertConfig(key_query_shared_bottleneck=False, intra_bottleneck_size=512, num_attention_heads=4)
+    MobileBertConfig(key_query_shared_bottleneck=False, use_bottleneck_attention=True)
+    MobileBertConfig(key_query_shared_bottleneck=False, use_bottleneck=False)
+
+
+def test_hf_cannot_run_the_rejected_combination():
+    """The combination validate() rejects really fails in transformers too."""
+    torch = pytest.importorskip("torch")
+    hf = transformers.MobileBertConfig(vocab_size=30, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
+                                       num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
+                                       key_query_shared_bottleneck=False)
+    model = transformers.MobileBertModel(hf).eval()
+    with pytest.raises(RuntimeError):
+        model(torch.zeros((1, 4), dtype=torch.long))
+
+
+def test_bad_json_names_the_file(tmp_path):
+    (tmp_path / "config.json").write_text("{ not json")
+    with pytest.raises(ConfigError, match="config.json"):
+        MobileBertConfig.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    with pytest.raises(ConfigError, match="model_type"):
+        MobileBertConfig.from_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="no config.json"):
+        MobileBertConfig.from_pretrained(tmp_path / "missing")
