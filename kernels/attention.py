@@ -119,20 +119,39 @@ def _scores(q, qc, k, kc, row0, i0, i1, S, D, sc):
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def _softmax_rows(sc, n, S, mask_row, scale):
     for r in range(n):
-        row = sc[r]
-        m = -np.inf
+        row = sc[r, :S]
+        m = np.float32(-np.inf)
         for j in range(S):
             s = row[j] * scale + mask_row[j]
             row[j] = s
             m = max(m, s)
         total = np.float32(0.0)
         for j in range(S):
-            e = np.float32(math.exp(row[j] - m))
+            e = exp_nonpositive(row[j] - m)
             row[j] = e
             total += e
         inv = np.float32(1.0) / total
         for j in range(S):
             row[j] *= inv
+
+
+# exp(x) for x <= 0 in float32, written so that a loop over it vectorises:
+# x = (n + f) / log2(e) with n an integer and |f| <= 1/2; 2**f by its Taylor
+# polynomial (relative error < 2e-7 on that interval), 2**n from a table.
+# Below -87 (where float32 exp underflows to denormals) the result is ~0.
+_LN2 = math.log(2.0)
+_LOG2E = np.float32(1.0 / _LN2)
+_P0, _P1, _P2, _P3, _P4, _P5, _P6 = (np.float32(_LN2 ** i / math.factorial(i)) for i in range(7))
+_POW2_NEG = np.array([2.0 ** -i for i in range(128)], np.float32)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def exp_nonpositive(x):
+    t = max(x, np.float32(-87.0)) * _LOG2E
+    n = np.float32(math.floor(t + np.float32(0.5)))
+    f = t - n
+    p = ((((((_P6 * f + _P5) * f + _P4) * f + _P3) * f + _P2) * f + _P1) * f + _P0)
+    return p * _POW2_NEG[int(-n)]
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
