@@ -168,11 +168,12 @@ class _Builder:
 
 
 def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *,
-                keep_hidden_states: bool = False, fuse: bool = True) -> Graph:
+                keep_hidden_states: bool = False, fuse: bool = True, cache: dict | None = None) -> Graph:
     """Turn ``config`` and its base-model weights (HF names, no prefix) into ops.
 
     ``keep_hidden_states`` gives every layer its own output buffer so the
     runner can return them all; otherwise two hidden buffers alternate.
+    ``cache`` keeps merged weights so several graphs of one model share them.
     """
     c = config
     g = _Builder(c, weights)
@@ -266,7 +267,7 @@ def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *,
     graph = Graph(g.ops, g.buffers, {"last_hidden_state": x, "pooler_output": pooled}, hidden_states,
                   c.num_hidden_layers, c.num_attention_heads, c.attention_head_size)
     if fuse:
-        graph = fuse_sibling_linears(graph)
+        graph = fuse_sibling_linears(graph, cache)
     return graph
 
 
@@ -287,21 +288,26 @@ def _norm_vectors(op: Linear) -> tuple[np.ndarray, np.ndarray]:
     return np.ones(n, np.float32), np.zeros(n, np.float32)
 
 
-def _merge(ops: list) -> Linear:
+def _merge(ops: list, cache: dict) -> Linear:
     first = ops[0]
+    name = "+".join(op.name for op in ops)
+    if name in cache:
+        return dataclasses.replace(cache[name], x=first.x, out=Ref(first.out.buf, first.out.off,
+                                                                   cache[name].out.width))
     any_nonorm = any(op.norm == NORM_NONORM for op in ops)
     kw = {}
     if any_nonorm:
         pairs = [_norm_vectors(op) for op in ops]
         kw = dict(norm=NORM_NONORM, nw=_readonly(np.concatenate([p[0] for p in pairs])),
                   nb=_readonly(np.concatenate([p[1] for p in pairs])))
-    return Linear(
-        "+".join(op.name for op in ops), first.x,
+    merged = cache[name] = Linear(
+        name, first.x,
         _readonly(np.concatenate([op.w for op in ops])), _readonly(np.concatenate([op.b for op in ops])),
         Ref(first.out.buf, first.out.off, sum(op.out.width for op in ops)), act=first.act, **kw)
+    return merged
 
 
-def fuse_sibling_linears(graph: Graph) -> Graph:
+def fuse_sibling_linears(graph: Graph, cache: dict | None = None) -> Graph:
     """Merge consecutive linears that read the same input and write adjacent columns.
 
     Legal when none has a residual or a LayerNorm (whose statistics span one
@@ -309,13 +315,14 @@ def fuse_sibling_linears(graph: Graph) -> Graph:
     E.g. the two bottlenecks and the value projection of a no_norm layer
     become one 512 -> 384 linear; query and key one 128 -> 256 linear.
     """
+    cache = {} if cache is None else cache
     ops, group = [], []
     for op in graph.ops + [None]:
         if group and op is not None and _mergeable(group[-1], op):
             group.append(op)
             continue
         if group:
-            ops.append(_merge(group) if len(group) > 1 else group[0])
+            ops.append(_merge(group, cache) if len(group) > 1 else group[0])
         group = [op] if isinstance(op, Linear) else []
         if op is not None and not isinstance(op, Linear):
             ops.append(op)

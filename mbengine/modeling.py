@@ -86,6 +86,7 @@ class MobileBertModel:
         self.trigram_padding = trigram_padding
         self.fuse = fuse
         self._runners: dict[bool, Runner] = {}
+        self._merged: dict = {}  # fused weights, shared by the graphs of this model
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs) -> "MobileBertModel":
@@ -96,7 +97,8 @@ class MobileBertModel:
     def runner(self, keep_hidden_states: bool = False) -> Runner:
         r = self._runners.get(keep_hidden_states)
         if r is None:
-            graph = build_graph(self.config, self.weights, keep_hidden_states=keep_hidden_states, fuse=self.fuse)
+            graph = build_graph(self.config, self.weights, keep_hidden_states=keep_hidden_states, fuse=self.fuse,
+                                cache=self._merged)
             r = self._runners[keep_hidden_states] = Runner(graph)
         return r
 
