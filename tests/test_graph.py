@@ -1,0 +1,100 @@
+"""The graph builder's structure per config variant, the fusion rewrite, the runner's profile and arenas."""
+
+import numpy as np
+import pytest
+
+from mbengine import MobileBertModel
+from mbengine.cli import random_checkpoint
+from mbengine.config import MobileBertConfig
+from mbengine.graph import Attention, Linear, build_graph
+from mbengine.kernels.linear import NORM_LAYERNORM, NORM_NONORM
+
+SMALL = dict(vocab_size=40, hidden_size=32, embedding_size=16, intra_bottleneck_size=16, num_hidden_layers=2,
+             num_attention_heads=2, intermediate_size=24, max_position_embeddings=32)
+
+
+def weights_for(config):
+    from mbengine.converters.canonical import expected_shapes
+
+    rng = np.random.default_rng(0)
+    return {k: rng.standard_normal(s).astype(np.float32) for k, s in expected_shapes(config).items()}
+
+
+def linears(graph):
+    return [op for op in graph.ops if isinstance(op, Linear)]
+
+
+def test_default_variant_fuses_bottlenecks_with_value_and_query_with_key():
+    config = MobileBertConfig(**SMALL)
+    graph = build_graph(config, weights_for(config))
+    names = [op.name for op in linears(graph)]
+    layer0 = [n for n in names if n.startswith("encoder.layer.0.")]
+    assert layer0[0] == ("encoder.layer.0.bottleneck.input+encoder.layer.0.bottleneck.attention"
+                         "+encoder.layer.0.attention.value")
+    assert layer0[1] == "encoder.layer.0.attention.query+encoder.layer.0.attention.key"
+    fused = next(op for op in linears(graph) if op.name == layer0[0])
+    assert fused.w.shape == (16 + 16 + 16, 32) and fused.norm == NORM_NONORM
+    # value has no norm: the merged NoNorm is the identity on its columns
+    np.testing.assert_array_equal(fused.nw[32:], 1.0)
+    np.testing.assert_array_equal(fused.nb[32:], 0.0)
+
+
+def test_layer_norm_blocks_fusion_of_normalised_projections():
+    config = MobileBertConfig(**SMALL, normalization_type="layer_norm")
+    graph = build_graph(config, weights_for(config))
+    first = [op for op in linears(graph) if op.name.startswith("encoder.layer.0.")][:3]
+    assert [op.name.rsplit(".", 2)[-2:] for op in first][:2] == [["bottleneck", "input"], ["bottleneck", "attention"]]
+    assert first[0].norm == NORM_LAYERNORM
+
+
+@pytest.mark.parametrize(
+    "changes, qkv_merged",
+    [
+        (dict(use_bottleneck=False), True),  # q, k, v all read the hidden state
+        (dict(use_bottleneck_attention=True), True),  # all read the input bottleneck
+        (dict(key_query_shared_bottleneck=False, intra_bottleneck_size=32), True),
+        (dict(), False),  # v reads the hidden state, q/k the shared bottleneck
+    ],
+)
+def test_attention_inputs_per_variant(changes, qkv_merged):
+    config = MobileBertConfig(**{**SMALL, **changes})
+    graph = build_graph(config, weights_for(config))
+    names = [op.name for op in linears(graph)]
+    merged = "encoder.layer.0.attention.query+encoder.layer.0.attention.key+encoder.layer.0.attention.value"
+    assert (merged in names) == qkv_merged
+    att = [op for op in graph.ops if isinstance(op, Attention)]
+    assert len(att) == config.num_hidden_layers
+
+
+@pytest.mark.parametrize("nffn", [1, 2, 4])
+def test_ffn_count(nffn):
+    config = MobileBertConfig(**SMALL, num_feedforward_networks=nffn)
+    graph = build_graph(config, weights_for(config), fuse=False)
+    inter = [op for op in linears(graph) if op.name.endswith("intermediate")]
+    assert len(inter) == nffn * config.num_hidden_layers
+
+
+def test_unfused_graph_has_one_linear_per_hf_linear():
+    config = MobileBertConfig(**SMALL)
+    graph = build_graph(config, weights_for(config), fuse=False)
+    hf_linears = [k for k in weights_for(config) if k.endswith(".weight") and weights_for(config)[k].ndim == 2
+                  and "embeddings." not in k]
+    assert len(linears(graph)) == len(hf_linears) + 1  # + the embedding transformation
+
+
+def test_profile_names_every_op_and_arenas_are_reused(tmp_path):
+    config = MobileBertConfig(**SMALL)
+    model = MobileBertModel.from_pretrained(random_checkpoint(str(tmp_path), config))
+    ids = np.ones((2, 5), np.int64)
+    profile = {}
+    model(ids, profile=profile)
+    graph = model.runner().graph
+    assert set(profile) == {op.name for op in graph.ops}
+    assert all(t >= 0 for t in profile.values())
+    runner = model.runner()
+    arena = runner.arena(2, 5, False)
+    model(ids)
+    assert runner.arena(2, 5, False) is arena  # same buffers, no reallocation
+    for shape in [(1, 3), (1, 4), (1, 6), (1, 7), (1, 8)]:
+        model(np.ones(shape, np.int64))
+    assert len(runner._arenas) <= runner.max_arenas
