@@ -71,22 +71,98 @@ def expected_shapes(config: MobileBertConfig) -> dict[str, tuple[int, ...]]:
     return s
 
 
+# Task heads: which tensors each head adds (HF names), and whether it uses the pooler.
+HEADS = ("pretraining", "masked_lm", "next_sentence", "sequence_classification", "multiple_choice",
+         "token_classification", "question_answering")
+HEAD_USES_POOLER = {None: True, "pretraining": True, "masked_lm": False, "next_sentence": True,
+                    "sequence_classification": True, "multiple_choice": True, "token_classification": False,
+                    "question_answering": False}
+TIED = {  # HF ties these to another tensor and does not save them
+    "cls.predictions.decoder.weight": "embeddings.word_embeddings.weight",
+    "cls.predictions.decoder.bias": "cls.predictions.bias",
+}
+
+
+def head_shapes(config: MobileBertConfig, head: str | None) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of the tensors ``head`` adds to the base model."""
+    c = config
+    H, V = c.hidden_size, c.vocab_size
+    s: dict[str, tuple[int, ...]] = {}
+    if head in ("pretraining", "masked_lm"):
+        _linear(s, "cls.predictions.transform.dense", H, H)
+        _norm(s, "cls.predictions.transform.LayerNorm", H)
+        s["cls.predictions.dense.weight"] = (H - c.embedding_size, V)
+        s["cls.predictions.decoder.weight"] = (V, c.embedding_size)
+        s["cls.predictions.bias"] = (V,)
+        if not c.tie_word_embeddings:  # transformers 5 then unties the decoder bias too
+            s["cls.predictions.decoder.bias"] = (V,)
+    if head in ("pretraining", "next_sentence"):
+        _linear(s, "cls.seq_relationship", 2, H)
+    if head in ("sequence_classification", "token_classification"):
+        _linear(s, "classifier", c.num_labels, H)
+    if head == "multiple_choice":
+        _linear(s, "classifier", 1, H)
+    if head == "question_answering":
+        _linear(s, "qa_outputs", c.num_labels, H)
+    return s
+
+
+def model_shapes(config: MobileBertConfig, head: str | None = None,
+                 pooler: bool | None = None) -> dict[str, tuple[int, ...]]:
+    """Every tensor a model class needs: base (pooler if used) plus head."""
+    shapes = expected_shapes(config)
+    if pooler is None:
+        pooler = HEAD_USES_POOLER[head]
+    if not pooler:
+        shapes = {k: v for k, v in shapes.items() if not k.startswith("pooler.")}
+    shapes.update(head_shapes(config, head))
+    return shapes
+
+
 def base_model_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Strip the ``mobilebert.`` prefix and drop head tensors and buffers."""
+    return {k: v for k, v in model_tensors(tensors).items() if not k.startswith(HEAD_PREFIXES)}
+
+
+def model_tensors(tensors: dict[str, np.ndarray], config: MobileBertConfig | None = None,
+                  head: str | None = None, pooler: bool | None = None) -> dict[str, np.ndarray]:
+    """The tensors of one model class, under canonical names.
+
+    Base tensors lose the ``mobilebert.`` prefix; buffers are dropped; tied
+    tensors HF does not save are filled in from what they are tied to. With a
+    ``config``, tensors of other heads (and an unused pooler) are dropped as
+    Hugging Face ignores them; anything else that does not belong is kept so
+    :func:`validate` reports it.
+    """
     out = {}
     for name, arr in tensors.items():
         if name.startswith(BASE_PREFIX):
             name = name[len(BASE_PREFIX):]
-        if name.startswith(HEAD_PREFIXES) or name in IGNORED:
+        if name in IGNORED:
             continue
         out[name] = arr
+    if config is None:
+        return out
+    wanted = model_shapes(config, head, pooler)
+    for name in list(out):
+        if name not in wanted and (name.startswith(HEAD_PREFIXES) or name.startswith("pooler.")):
+            del out[name]
+    if "cls.predictions.bias" in wanted:
+        if config.tie_word_embeddings:  # HF ties (and does not save) the decoder's weight and bias
+            bias = out.pop("cls.predictions.decoder.bias", None)
+            if "cls.predictions.bias" not in out and bias is not None:
+                out["cls.predictions.bias"] = bias
+            if "embeddings.word_embeddings.weight" in out:
+                out["cls.predictions.decoder.weight"] = out["embeddings.word_embeddings.weight"]
+        elif "cls.predictions.decoder.bias" not in out and "cls.predictions.bias" in out:
+            out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"]  # older untied checkpoints
     return out
 
 
 def validate(tensors: dict[str, np.ndarray], config: MobileBertConfig, source: str = "checkpoint",
-             check_finite: bool = True) -> None:
-    """Raise CheckpointError listing every tensor that does not fit ``config``."""
-    expected = expected_shapes(config)
+             check_finite: bool = True, head: str | None = None, pooler: bool | None = None) -> None:
+    """Raise CheckpointError listing every tensor that does not fit ``config`` (and ``head``)."""
+    expected = model_shapes(config, head, pooler)
     problems = []
     for name in sorted(expected.keys() - tensors.keys()):
         problems.append(f"missing tensor {name!r} (expected shape {list(expected[name])})")

@@ -34,29 +34,51 @@ NORM_LAYERNORM = 2
 ROWS = 4  # rows per register tile (and per parallel task)
 
 
+WIDE = 1024  # outputs above which the weight is split into column chunks
+CHUNK = 64  # outputs per chunk: 64 x K floats stay in L2 while all rows pass
+
+
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
 def linear(x, x_off, w, b, act, res, res_off, norm, nw, nb, eps, out, out_off):
     M = x.shape[0]
     N, K = w.shape
     blocks = (M + ROWS - 1) // ROWS
-    for blk in prange(blocks):
-        i0 = blk * ROWS
-        if i0 + ROWS <= M:
-            _tile_rows4(x, x_off, w, out, out_off, i0, N, K)
-        else:
-            for i in range(i0, M):
-                _tile_row1(x, x_off, w, out, out_off, i, N, K)
-        for i in range(i0, min(i0 + ROWS, M)):
+    if N <= WIDE:
+        # one task per block of rows; the epilogue runs while the rows are in cache
+        for blk in prange(blocks):
+            i0 = blk * ROWS
+            _tile(x, x_off, w, out, out_off, i0, min(i0 + ROWS, M), 0, N, K)
+            for i in range(i0, min(i0 + ROWS, M)):
+                _epilogue_row(out, i, out_off, N, b, act, res, res_off, norm, nw, nb, eps)
+    else:
+        # wide outputs (the vocabulary projection): tasks over (column chunk,
+        # row block), chunk-major, so each weight chunk is read from memory once
+        chunks = (N + CHUNK - 1) // CHUNK
+        for t in prange(chunks * blocks):
+            c = t // blocks
+            i0 = (t - c * blocks) * ROWS
+            _tile(x, x_off, w, out, out_off, i0, min(i0 + ROWS, M), c * CHUNK, min(c * CHUNK + CHUNK, N), K)
+        for i in prange(M):
             _epilogue_row(out, i, out_off, N, b, act, res, res_off, norm, nw, nb, eps)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _tile_rows4(x, x_off, w, out, out_off, i0, N, K):
+def _tile(x, x_off, w, out, out_off, i0, i1, n0, n1, K):
+    """out[i0:i1, out_off + n0 : out_off + n1] = x rows . w rows, no epilogue."""
+    if i1 - i0 == ROWS:
+        _tile_rows4(x, x_off, w, out, out_off, i0, n0, n1, K)
+    else:
+        for i in range(i0, i1):
+            _tile_row1(x, x_off, w, out, out_off, i, n0, n1, K)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _tile_rows4(x, x_off, w, out, out_off, i0, n0, N, K):
     x0 = x[i0, x_off:x_off + K]
     x1 = x[i0 + 1, x_off:x_off + K]
     x2 = x[i0 + 2, x_off:x_off + K]
     x3 = x[i0 + 3, x_off:x_off + K]
-    n = 0
+    n = n0
     while n + 4 <= N:
         w0 = w[n]
         w1 = w[n + 1]
@@ -126,9 +148,9 @@ def _tile_rows4(x, x_off, w, out, out_off, i0, N, K):
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _tile_row1(x, x_off, w, out, out_off, i, N, K):
+def _tile_row1(x, x_off, w, out, out_off, i, n0, N, K):
     xi = x[i, x_off:x_off + K]
-    n = 0
+    n = n0
     while n + 4 <= N:
         w0 = w[n]
         w1 = w[n + 1]

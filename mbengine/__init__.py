@@ -14,6 +14,13 @@ __version__ = "0.1.0"
 _LAZY = {
     "MobileBertConfig": "mbengine.config",
     "MobileBertModel": "mbengine.modeling",
+    "MobileBertForPreTraining": "mbengine.modeling",
+    "MobileBertForMaskedLM": "mbengine.modeling",
+    "MobileBertForNextSentencePrediction": "mbengine.modeling",
+    "MobileBertForSequenceClassification": "mbengine.modeling",
+    "MobileBertForMultipleChoice": "mbengine.modeling",
+    "MobileBertForTokenClassification": "mbengine.modeling",
+    "MobileBertForQuestionAnswering": "mbengine.modeling",
     "BaseModelOutputWithPooling": "mbengine.modeling",
     "MBEngineError": "mbengine.errors",
     "ConfigError": "mbengine.errors",

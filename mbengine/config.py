@@ -80,6 +80,31 @@ class MobileBertConfig:
         """Width of the tensor the value projection reads."""
         return self.true_hidden_size if self.use_bottleneck_attention else self.hidden_size
 
+    # ---------------------------------------------------------- task labels
+    @property
+    def id2label(self) -> dict[int, str]:
+        """HF's label names (``config.json`` keys are strings; here ints)."""
+        raw = self.extra.get("id2label")
+        if raw:
+            return {int(k): str(v) for k, v in raw.items()}
+        n = self.extra.get("num_labels", 2)
+        return {i: f"LABEL_{i}" for i in range(n)}
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        raw = self.extra.get("label2id")
+        if raw:
+            return {str(k): int(v) for k, v in raw.items()}
+        return {v: k for k, v in self.id2label.items()}
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label)
+
+    @property
+    def problem_type(self) -> str | None:
+        return self.extra.get("problem_type")
+
     # ------------------------------------------------------------- validation
     def validate(self) -> None:
         """Raise ConfigError naming the field if the config is impossible to run."""
@@ -130,6 +155,19 @@ class MobileBertConfig:
                 f"config field 'num_attention_heads' ({self.num_attention_heads}) does not divide the attention "
                 f"width {width} = {self.true_hidden_size}"
             )
+        raw = self.extra.get("id2label")
+        if raw is not None:
+            try:
+                keys = sorted(int(k) for k in raw)
+            except (TypeError, ValueError, AttributeError):
+                raise ConfigError(f"config field 'id2label' must map label indices to names, got {raw!r}") from None
+            if keys != list(range(len(keys))):
+                raise ConfigError(f"config field 'id2label' must have the keys 0..{len(keys) - 1}, got {keys}")
+        problem = self.extra.get("problem_type")
+        if problem not in (None, "regression", "single_label_classification", "multi_label_classification"):
+            raise ConfigError(
+                f"config field 'problem_type' is {problem!r}; expected regression, single_label_classification "
+                "or multi_label_classification")
         if (
             self.use_bottleneck
             and not self.use_bottleneck_attention

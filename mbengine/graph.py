@@ -167,14 +167,18 @@ class _Builder:
         return out
 
 
-def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *,
-                keep_hidden_states: bool = False, fuse: bool = True, cache: dict | None = None) -> Graph:
+def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *, head: str | None = None,
+                pooler: bool = True, keep_hidden_states: bool = False, fuse: bool = True,
+                cache: dict | None = None) -> Graph:
     """Turn ``config`` and its base-model weights (HF names, no prefix) into ops.
 
     ``keep_hidden_states`` gives every layer its own output buffer so the
     runner can return them all; otherwise two hidden buffers alternate.
-    ``cache`` keeps merged weights so several graphs of one model share them.
+    ``head`` appends a task head (see ``converters.canonical.HEADS``);
+    ``pooler`` adds the pooler. ``cache`` keeps merged and packed weights so
+    several graphs of one model share them.
     """
+    cache = {} if cache is None else cache
     c = config
     g = _Builder(c, weights)
     H, E, th, I, A = c.hidden_size, c.embedding_size, c.true_hidden_size, c.intermediate_size, c.all_head_size
@@ -256,19 +260,65 @@ def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *,
             x = g.linear(p + "output", p + "output.dense", inter, hidden(i + 1), res=cur, **out_norm)
         hidden_states.append(x)
 
+    outputs = {"last_hidden_state": x}
     # pooler --------------------------------------------------------------------
-    first = Ref(g.buf("first_token", H, rows="batch"), 0, H)
-    g.ops.append(FirstToken("pooler.first_token", x, first))
-    pooled = first
-    if c.classifier_activation:
-        pooled = Ref(g.buf("pooled", H, rows="batch"), 0, H)
-        g.linear("pooler.dense", "pooler.dense", first, pooled, act=ACTIVATIONS["tanh"])
+    if pooler:
+        first = Ref(g.buf("first_token", H, rows="batch"), 0, H)
+        g.ops.append(FirstToken("pooler.first_token", x, first))
+        pooled = first
+        if c.classifier_activation:
+            pooled = Ref(g.buf("pooled", H, rows="batch"), 0, H)
+            g.linear("pooler.dense", "pooler.dense", first, pooled, act=ACTIVATIONS["tanh"])
+        outputs["pooler_output"] = pooled
+    if head is not None:
+        outputs.update(_head(g, head, x, outputs.get("pooler_output"), cache))
 
-    graph = Graph(g.ops, g.buffers, {"last_hidden_state": x, "pooler_output": pooled}, hidden_states,
+    graph = Graph(g.ops, g.buffers, outputs, hidden_states,
                   c.num_hidden_layers, c.num_attention_heads, c.attention_head_size)
     if fuse:
         graph = fuse_sibling_linears(graph, cache)
     return graph
+
+
+def _head(g: _Builder, head: str, x: Ref, pooled: Ref | None, cache: dict) -> dict[str, Ref]:
+    """Append the ops of a task head; return its named outputs."""
+    c, w = g.c, g.w
+    H, V = c.hidden_size, c.vocab_size
+    out = {}
+    if head in ("pretraining", "masked_lm"):
+        # transform: dense, activation, LayerNorm (a real LayerNorm even in no_norm models)
+        t = Ref(g.buf("mlm_transform", H), 0, H)
+        p = "cls.predictions.transform."
+        g.linear("cls.predictions.transform", p + "dense", x, t, act=ACTIVATIONS[c.hidden_act],
+                 norm=NORM_LAYERNORM, nw=w[p + "LayerNorm.weight"], nb=w[p + "LayerNorm.bias"],
+                 eps=float(c.layer_norm_eps))
+        # logits = t . [decoder.weight^T ; dense.weight] + bias: packed once as (V, H) rows
+        packed = cache.get("cls.predictions.packed")
+        if packed is None:
+            packed = np.empty((V, H), np.float32)
+            packed[:, :c.embedding_size] = w["cls.predictions.decoder.weight"]
+            packed[:, c.embedding_size:] = w["cls.predictions.dense.weight"].T
+            packed = cache["cls.predictions.packed"] = _readonly(packed)
+        logits = Ref(g.buf("mlm_logits", V), 0, V)
+        bias = w["cls.predictions.bias" if c.tie_word_embeddings else "cls.predictions.decoder.bias"]
+        g.ops.append(Linear("cls.predictions.decoder", t, packed, bias, logits))
+        out["prediction_logits" if head == "pretraining" else "logits"] = logits
+    if head in ("pretraining", "next_sentence"):
+        nsp = Ref(g.buf("nsp_logits", 2, rows="batch"), 0, 2)
+        g.linear("cls.seq_relationship", "cls.seq_relationship", pooled, nsp)
+        out["seq_relationship_logits" if head == "pretraining" else "logits"] = nsp
+    if head in ("sequence_classification", "multiple_choice"):
+        n = c.num_labels if head == "sequence_classification" else 1
+        out["logits"] = g.linear("classifier", "classifier", pooled, Ref(g.buf("logits", n, rows="batch"), 0, n))
+    if head == "token_classification":
+        n = c.num_labels
+        out["logits"] = g.linear("classifier", "classifier", x, Ref(g.buf("logits", n), 0, n))
+    if head == "question_answering":
+        n = c.num_labels
+        g.linear("qa_outputs", "qa_outputs", x, Ref(g.buf("qa_logits", n), 0, n))
+        out["start_logits"] = Ref("qa_logits", 0, 1)
+        out["end_logits"] = Ref("qa_logits", 1, 1)
+    return out
 
 
 # ------------------------------------------------------------------ rewrites

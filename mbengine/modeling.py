@@ -3,26 +3,86 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from . import safetensors_mmap
 from .config import MobileBertConfig
 from .converters import canonical
-from .errors import CheckpointError, InputError
+from .errors import CheckpointError, ConfigError, InputError
 from .graph import build_graph
 from .runner import Runner
 
 
 @dataclass
-class BaseModelOutputWithPooling:
-    """Hugging Face's field names; numpy float32 arrays."""
+class ModelOutput:
+    """Base of the output dataclasses: HF field names, numpy float32 arrays."""
 
+    def __getitem__(self, key):
+        return getattr(self, key)
+
+    def keys(self):
+        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
+
+
+@dataclass
+class BaseModelOutputWithPooling(ModelOutput):
     last_hidden_state: np.ndarray  # (batch, seq, hidden)
-    pooler_output: np.ndarray  # (batch, hidden)
+    pooler_output: np.ndarray | None = None  # (batch, hidden); None without a pooler
     hidden_states: tuple | None = None  # num_layers + 1 arrays (batch, seq, hidden)
     attentions: tuple | None = None  # num_layers arrays (batch, heads, seq, seq)
+
+
+@dataclass
+class MobileBertForPreTrainingOutput(ModelOutput):
+    prediction_logits: np.ndarray  # (batch, seq, vocab)
+    seq_relationship_logits: np.ndarray  # (batch, 2)
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class MaskedLMOutput(ModelOutput):
+    logits: np.ndarray  # (batch, seq, vocab)
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class NextSentencePredictorOutput(ModelOutput):
+    logits: np.ndarray  # (batch, 2): index 0 "B follows A", 1 "B is random"
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class SequenceClassifierOutput(ModelOutput):
+    logits: np.ndarray  # (batch, num_labels)
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class MultipleChoiceModelOutput(ModelOutput):
+    logits: np.ndarray  # (batch, num_choices)
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class TokenClassifierOutput(ModelOutput):
+    logits: np.ndarray  # (batch, seq, num_labels)
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+@dataclass
+class QuestionAnsweringModelOutput(ModelOutput):
+    start_logits: np.ndarray  # (batch, seq)
+    end_logits: np.ndarray  # (batch, seq)
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -65,8 +125,11 @@ def _check_range(name: str, arr: np.ndarray, high: int, what: str) -> None:
         raise InputError(f"{name} holds {bad} at index {where}, outside [0, {high}) ({what})")
 
 
-class MobileBertModel:
-    """The bare MobileBERT encoder (embeddings, layers, pooler).
+class MobileBertPreTrainedModel:
+    """Shared machinery of every model class: load, validate inputs, run the graph.
+
+    A subclass names its task head (``HEAD``, see ``converters.canonical``)
+    and turns the graph's named outputs into its output dataclass (``_output``).
 
     ``trigram_padding``: ``"mask"`` (default) zeroes trigram neighbours that the
     attention mask hides, so a right-padded sequence gives the same values as
@@ -74,22 +137,37 @@ class MobileBertModel:
     last real token of a padded row sees the [PAD] embedding.
     """
 
+    HEAD: str | None = None
+
     def __init__(self, config: MobileBertConfig, weights: dict[str, np.ndarray], *, threads: int | None = None,
-                 trigram_padding: str = "mask", fuse: bool = True, source: str = "checkpoint"):
+                 trigram_padding: str = "mask", fuse: bool = True, source: str = "checkpoint",
+                 add_pooling_layer: bool | None = None):
         if trigram_padding not in ("mask", "hf"):
             raise ValueError(f"trigram_padding must be 'mask' or 'hf', got {trigram_padding!r}")
-        weights = canonical.base_model_tensors(weights)
-        canonical.validate(weights, config, source)
+        self.pooler = canonical.HEAD_USES_POOLER[self.HEAD] if add_pooling_layer is None else add_pooling_layer
+        self._check_config(config)
+        weights = canonical.model_tensors(weights, config, self.HEAD, self.pooler)
+        try:
+            canonical.validate(weights, config, source, head=self.HEAD, pooler=self.pooler)
+        except CheckpointError as e:
+            if any("'pooler." in p and p.startswith("missing") for p in e.problems):
+                e.problems.append("this checkpoint has no pooler (HF saves none for masked-LM, token-classification "
+                                  "and question-answering models): pass add_pooling_layer=False")
+                raise CheckpointError(f"{source} does not match its config", e.problems) from None
+            raise
         self.config = config
         self.weights = weights
         self.threads = _check_threads(threads)
         self.trigram_padding = trigram_padding
         self.fuse = fuse
         self._runners: dict[bool, Runner] = {}
-        self._merged: dict = {}  # fused weights, shared by the graphs of this model
+        self._cache: dict = {}  # fused and packed weights, shared by this model's graphs
+
+    def _check_config(self, config: MobileBertConfig) -> None:
+        pass
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **kwargs) -> "MobileBertModel":
+    def from_pretrained(cls, path: str | os.PathLike, **kwargs):
         """Load an HF directory (config.json + model.safetensors), memory-mapped."""
         config = MobileBertConfig.from_pretrained(path)
         return cls(config, load_weights(path), source=os.fspath(path), **kwargs)
@@ -97,8 +175,8 @@ class MobileBertModel:
     def runner(self, keep_hidden_states: bool = False) -> Runner:
         r = self._runners.get(keep_hidden_states)
         if r is None:
-            graph = build_graph(self.config, self.weights, keep_hidden_states=keep_hidden_states, fuse=self.fuse,
-                                cache=self._merged)
+            graph = build_graph(self.config, self.weights, head=self.HEAD, pooler=self.pooler,
+                                keep_hidden_states=keep_hidden_states, fuse=self.fuse, cache=self._cache)
             r = self._runners[keep_hidden_states] = Runner(graph)
         return r
 
@@ -135,28 +213,126 @@ class MobileBertModel:
         return ids, mask, types, positions
 
     # -------------------------------------------------------------------- call
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                 output_hidden_states: bool = False, output_attentions: bool = False,
-                 profile: dict | None = None) -> BaseModelOutputWithPooling:
+    def _run(self, input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
+             output_attentions, profile):
+        """Run the graph; return ({output name: array}, hidden_states, attentions)."""
         ids, mask, types, positions = self.check_inputs(input_ids, attention_mask, token_type_ids, position_ids)
         batch, seq = ids.shape
         runner = self.runner(bool(output_hidden_states))
         graph = runner.graph
 
         def collect(arena):
-            def tokens(ref):
-                return arena.view(ref).reshape(batch, seq, ref.width).copy()
-            out = BaseModelOutputWithPooling(
-                tokens(graph.outputs["last_hidden_state"]), arena.view(graph.outputs["pooler_output"]).copy())
-            if output_hidden_states:
-                out.hidden_states = tuple(tokens(r) for r in graph.hidden_states)
-            if output_attentions:
-                out.attentions = tuple(arena.probs[i].copy() for i in range(graph.num_layers))
-            return out
+            def array(ref):
+                a = arena.view(ref)
+                if a.shape[0] == batch * seq:
+                    a = a.reshape(batch, seq, ref.width)
+                return a.copy()
+            named = {name: array(ref) for name, ref in graph.outputs.items()}
+            hidden = tuple(array(r) for r in graph.hidden_states) if output_hidden_states else None
+            att = tuple(arena.probs[i].copy() for i in range(graph.num_layers)) if output_attentions else None
+            return named, hidden, att
 
         with _threads(self.threads):
             return runner.run(ids, mask, types, positions, want_probs=bool(output_attentions),
                               trigram_mask_aware=self.trigram_padding == "mask", profile=profile, collect=collect)
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                 output_hidden_states: bool = False, output_attentions: bool = False, profile: dict | None = None):
+        named, hidden, att = self._run(input_ids, attention_mask, token_type_ids, position_ids,
+                                       output_hidden_states, output_attentions, profile)
+        return self._output(named, hidden, att)
+
+    def _output(self, named, hidden, att):
+        raise NotImplementedError
+
+
+class MobileBertModel(MobileBertPreTrainedModel):
+    """The bare MobileBERT encoder: embeddings, layers and (optionally) the pooler."""
+
+    def _output(self, named, hidden, att):
+        return BaseModelOutputWithPooling(named["last_hidden_state"], named.get("pooler_output"), hidden, att)
+
+
+class MobileBertForPreTraining(MobileBertPreTrainedModel):
+    """Masked-LM and next-sentence heads: ``prediction_logits``, ``seq_relationship_logits``."""
+
+    HEAD = "pretraining"
+
+    def _output(self, named, hidden, att):
+        return MobileBertForPreTrainingOutput(named["prediction_logits"], named["seq_relationship_logits"],
+                                              hidden, att)
+
+
+class MobileBertForMaskedLM(MobileBertPreTrainedModel):
+    """Vocabulary logits for every token; the decoder is tied to the word embeddings."""
+
+    HEAD = "masked_lm"
+
+    def _output(self, named, hidden, att):
+        return MaskedLMOutput(named["logits"], hidden, att)
+
+
+class MobileBertForNextSentencePrediction(MobileBertPreTrainedModel):
+    HEAD = "next_sentence"
+
+    def _output(self, named, hidden, att):
+        return NextSentencePredictorOutput(named["logits"], hidden, att)
+
+
+class MobileBertForSequenceClassification(MobileBertPreTrainedModel):
+    """Logits over ``config.num_labels`` from the pooled output (``config.problem_type`` tells how to read them)."""
+
+    HEAD = "sequence_classification"
+
+    def _output(self, named, hidden, att):
+        return SequenceClassifierOutput(named["logits"], hidden, att)
+
+
+class MobileBertForTokenClassification(MobileBertPreTrainedModel):
+    HEAD = "token_classification"
+
+    def _output(self, named, hidden, att):
+        return TokenClassifierOutput(named["logits"], hidden, att)
+
+
+class MobileBertForQuestionAnswering(MobileBertPreTrainedModel):
+    """Answer-span ``start_logits`` and ``end_logits`` per token."""
+
+    HEAD = "question_answering"
+
+    def _check_config(self, config):
+        if config.num_labels != 2:
+            raise ConfigError(f"MobileBertForQuestionAnswering needs num_labels = 2 (start and end logits), "
+                              f"the config has {config.num_labels}")
+
+    def _output(self, named, hidden, att):
+        return QuestionAnsweringModelOutput(named["start_logits"][..., 0], named["end_logits"][..., 0], hidden, att)
+
+
+class MobileBertForMultipleChoice(MobileBertPreTrainedModel):
+    """Inputs of shape (batch, num_choices, seq); ``logits`` (batch, num_choices)."""
+
+    HEAD = "multiple_choice"
+
+    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
+                 output_hidden_states: bool = False, output_attentions: bool = False, profile: dict | None = None):
+        ids = np.asarray(input_ids)
+        if ids.ndim != 3:
+            raise InputError(f"input_ids must have shape (batch, num_choices, seq), got an array of shape {ids.shape}")
+        batch, choices, seq = ids.shape
+
+        def flat(name, value):
+            if value is None:
+                return None
+            arr = np.asarray(value)
+            if arr.shape != ids.shape:
+                raise InputError(f"{name} has shape {arr.shape}, expected {ids.shape} (the shape of input_ids)")
+            return arr.reshape(batch * choices, seq)
+
+        named, hidden, att = self._run(ids.reshape(batch * choices, seq), flat("attention_mask", attention_mask),
+                                       flat("token_type_ids", token_type_ids), flat("position_ids", position_ids),
+                                       output_hidden_states, output_attentions, profile)
+        return MultipleChoiceModelOutput(named["logits"].reshape(batch, choices), hidden, att)
 
 
 def _check_threads(threads):
