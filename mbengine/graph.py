@@ -21,7 +21,7 @@ import numpy as np
 
 from .config import MobileBertConfig
 from .kernels.activations import ACTIVATIONS
-from .kernels.linear import NORM_LAYERNORM, NORM_NONE, NORM_NONORM
+from .kernels.linear import NORM_LAYERNORM, NORM_NONE, NORM_NONORM, pack
 
 TORCH_LAYERNORM_EPS = 1e-5  # HF builds two of MobileBERT's LayerNorms without eps
 
@@ -72,7 +72,7 @@ class Linear:
 
     name: str
     x: Ref
-    w: np.ndarray  # (N, K), HF layout
+    w: np.ndarray | None  # (N, K), HF layout (None once only the packed form is kept)
     b: np.ndarray  # (N,)
     out: Ref
     act: int = 0
@@ -81,6 +81,7 @@ class Linear:
     nw: np.ndarray | None = None
     nb: np.ndarray | None = None
     eps: float = 0.0
+    wp: np.ndarray | None = None  # the packed weight the kernel reads (kernels.linear.pack)
 
 
 @dataclass
@@ -277,7 +278,20 @@ def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *, hea
                   c.num_hidden_layers, c.num_attention_heads, c.attention_head_size)
     if fuse:
         graph = fuse_sibling_linears(graph, cache)
-    return graph
+    return pack_weights(graph, cache)
+
+
+def pack_weights(graph: Graph, cache: dict) -> Graph:
+    """Give every linear its packed weight (packed once, kept in ``cache``)."""
+    ops = []
+    for op in graph.ops:
+        if isinstance(op, Linear) and op.wp is None:
+            key = ("packed", op.name)
+            if key not in cache:
+                cache[key] = pack(op.w)
+            op = dataclasses.replace(op, wp=cache[key])
+        ops.append(op)
+    return dataclasses.replace(graph, ops=ops)
 
 
 def _head(g: _Builder, head: str, x: Ref, pooled: Ref | None, cache: dict) -> dict[str, Ref]:
@@ -292,16 +306,18 @@ def _head(g: _Builder, head: str, x: Ref, pooled: Ref | None, cache: dict) -> di
         g.linear("cls.predictions.transform", p + "dense", x, t, act=ACTIVATIONS[c.hidden_act],
                  norm=NORM_LAYERNORM, nw=w[p + "LayerNorm.weight"], nb=w[p + "LayerNorm.bias"],
                  eps=float(c.layer_norm_eps))
-        # logits = t . [decoder.weight^T ; dense.weight] + bias: packed once as (V, H) rows
+        # logits = t . [decoder.weight^T ; dense.weight] + bias, i.e. a (V, H) weight
+        # [decoder.weight | dense.weight^T], packed straight from the two parts
         packed = cache.get("cls.predictions.packed")
         if packed is None:
-            packed = np.empty((V, H), np.float32)
-            packed[:, :c.embedding_size] = w["cls.predictions.decoder.weight"]
-            packed[:, c.embedding_size:] = w["cls.predictions.dense.weight"].T
-            packed = cache["cls.predictions.packed"] = _readonly(packed)
+            weight = np.empty((V, H), np.float32)
+            weight[:, :c.embedding_size] = w["cls.predictions.decoder.weight"]
+            weight[:, c.embedding_size:] = w["cls.predictions.dense.weight"].T
+            packed = cache["cls.predictions.packed"] = pack(weight)
+            del weight
         logits = Ref(g.buf("mlm_logits", V), 0, V)
         bias = w["cls.predictions.bias" if c.tie_word_embeddings else "cls.predictions.decoder.bias"]
-        g.ops.append(Linear("cls.predictions.decoder", t, packed, bias, logits))
+        g.ops.append(Linear("cls.predictions.decoder", t, None, bias, logits, wp=packed))
         out["prediction_logits" if head == "pretraining" else "logits"] = logits
     if head in ("pretraining", "next_sentence"):
         nsp = Ref(g.buf("nsp_logits", 2, rows="batch"), 0, 2)

@@ -68,7 +68,7 @@ class Arena:
             res, res_off = (B[op.res.buf], op.res.off) if op.res is not None else (_NO_MATRIX, -1)
             nw = op.nw if op.nw is not None else _NO_VECTOR
             nb = op.nb if op.nb is not None else _NO_VECTOR
-            return k_linear.linear, (B[op.x.buf], op.x.off, op.w, op.b, op.act, res, res_off,
+            return k_linear.linear, (B[op.x.buf], op.x.off, op.wp, op.b, op.act, res, res_off,
                                      op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off)
         if isinstance(op, Attention):
             want = self.probs is not None
