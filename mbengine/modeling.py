@@ -224,7 +224,7 @@ class MobileBertPreTrainedModel:
         def collect(arena):
             def array(ref):
                 a = arena.view(ref)
-                if a.shape[0] == batch * seq:
+                if graph.buffers[ref.buf].rows == "tokens":
                     a = a.reshape(batch, seq, ref.width)
                 return a.copy()
             named = {name: array(ref) for name, ref in graph.outputs.items()}
@@ -258,6 +258,9 @@ class MobileBertForPreTraining(MobileBertPreTrainedModel):
 
     HEAD = "pretraining"
 
+    def _check_config(self, config):
+        _check_lm_head(config)
+
     def _output(self, named, hidden, att):
         return MobileBertForPreTrainingOutput(named["prediction_logits"], named["seq_relationship_logits"],
                                               hidden, att)
@@ -267,6 +270,9 @@ class MobileBertForMaskedLM(MobileBertPreTrainedModel):
     """Vocabulary logits for every token; the decoder is tied to the word embeddings."""
 
     HEAD = "masked_lm"
+
+    def _check_config(self, config):
+        _check_lm_head(config)
 
     def _output(self, named, hidden, att):
         return MaskedLMOutput(named["logits"], hidden, att)
@@ -333,6 +339,14 @@ class MobileBertForMultipleChoice(MobileBertPreTrainedModel):
                                        flat("token_type_ids", token_type_ids), flat("position_ids", position_ids),
                                        output_hidden_states, output_attentions, profile)
         return MultipleChoiceModelOutput(named["logits"].reshape(batch, choices), hidden, att)
+
+
+def _check_lm_head(config):
+    if config.hidden_size < config.embedding_size:
+        raise ConfigError(
+            f"the masked-LM head needs hidden_size >= embedding_size (its extra dense weight has "
+            f"hidden_size - embedding_size = {config.hidden_size - config.embedding_size} rows); "
+            f"got hidden_size {config.hidden_size}, embedding_size {config.embedding_size}")
 
 
 def _check_threads(threads):

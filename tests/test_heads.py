@@ -1,0 +1,153 @@
+"""Every MobileBERT task head against Hugging Face transformers, over hypothesis-drawn configs."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import mbengine
+from mbengine.config import MobileBertConfig
+from mbengine.errors import CheckpointError, ConfigError
+
+from .hf_util import hf_config, random_hf_model, save_hf
+from .strategies import inputs, small_configs
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+TOL = 1e-4
+
+# class name -> (output fields, extra config)
+HEADS = {
+    "MobileBertForPreTraining": (["prediction_logits", "seq_relationship_logits"], {}),
+    "MobileBertForMaskedLM": (["logits"], {}),
+    "MobileBertForNextSentencePrediction": (["logits"], {}),
+    "MobileBertForSequenceClassification": (["logits"], {"num_labels": 3}),
+    "MobileBertForTokenClassification": (["logits"], {"num_labels": 5}),
+    "MobileBertForQuestionAnswering": (["start_logits", "end_logits"], {}),
+    "MobileBertForMultipleChoice": (["logits"], {}),
+}
+
+
+def random_head_model(cls_name, config, seed):
+    """An HF head model: the randomised base of hf_util.random_hf_model plus random head weights."""
+    base = random_hf_model(config, seed)
+    hf = getattr(transformers, cls_name)(hf_config(config)).eval()
+    with torch.no_grad():
+        hf.base_model.load_state_dict(base.state_dict(), strict=False)
+        gen = torch.Generator().manual_seed(seed + 1)
+        for name, p in hf.named_parameters():
+            if name.startswith("mobilebert.") or "word_embeddings" in name:
+                continue
+            if name.endswith("LayerNorm.weight"):
+                p.copy_(0.5 + torch.rand(p.shape, generator=gen))
+            elif p.ndim == 1:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) / np.sqrt(p.shape[-1]))
+    return hf
+
+
+def rel_err(ours, ref):
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    return float(np.linalg.norm(ours - ref) / max(np.linalg.norm(ref), 1e-30))
+
+
+def compare(cls_name, config, seed, ids, mask, types, tmp_path_factory):
+    fields, _ = HEADS[cls_name]
+    hf = random_head_model(cls_name, config, seed)
+    path = tmp_path_factory.mktemp("head")
+    save_hf(hf, str(path))
+    ours = getattr(mbengine, cls_name).from_pretrained(path, trigram_padding="hf")
+    if cls_name == "MobileBertForMultipleChoice":  # (batch, choices, seq): choices are rolled rows
+        ids, mask, types = (np.stack([a, np.roll(a, 1, axis=0)], axis=1) for a in (ids, mask, types))
+    out = ours(ids, attention_mask=mask, token_type_ids=types)
+    with torch.no_grad():
+        ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask), token_type_ids=torch.tensor(types))
+    for field in fields:
+        got, want = getattr(out, field), getattr(ref, field).numpy()
+        assert got.shape == want.shape, (field, got.shape, want.shape)
+        for b in range(got.shape[0]):
+            err = rel_err(got[b], want[b])
+            assert err <= TOL, f"{cls_name}.{field}[{b}]: relative error {err:.3g}"
+
+
+@pytest.mark.parametrize("cls_name", list(HEADS))
+@settings(max_examples=6, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(data=st.data(), config=small_configs(), seed=st.integers(0, 2**16))
+def test_head_matches_hf(tmp_path_factory, cls_name, data, config, seed):
+    extra = HEADS[cls_name][1]
+    if cls_name in ("MobileBertForPreTraining", "MobileBertForMaskedLM"):
+        assume(config.hidden_size >= config.embedding_size)  # else HF cannot build the head either
+    if extra:
+        config = MobileBertConfig.from_dict({**config.to_dict(), **extra})
+    ids, mask, types = data.draw(inputs(config))
+    compare(cls_name, config, seed, ids, mask, types, tmp_path_factory)
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_masked_lm_tied_and_untied_decoder(tmp_path_factory, tie):
+    config = MobileBertConfig(vocab_size=70, hidden_size=48, embedding_size=16, intra_bottleneck_size=24,
+                              num_hidden_layers=2, num_attention_heads=2, intermediate_size=30,
+                              tie_word_embeddings=tie, normalization_type="layer_norm")
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 70, (2, 10))
+    compare("MobileBertForMaskedLM", config, 5, ids, np.ones_like(ids), np.zeros_like(ids), tmp_path_factory)
+
+
+def test_vocab_projection_over_many_columns(tmp_path_factory):
+    """A vocabulary above the kernel's chunking threshold, not a multiple of the tile width."""
+    config = MobileBertConfig(vocab_size=3001, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
+                              num_hidden_layers=1, num_attention_heads=2, intermediate_size=20)
+    rng = np.random.default_rng(2)
+    ids = rng.integers(0, 3001, (3, 11))
+    compare("MobileBertForPreTraining", config, 9, ids, np.ones_like(ids), np.zeros_like(ids), tmp_path_factory)
+
+
+def test_base_model_from_head_checkpoint(tmp_path_factory):
+    """Loading MobileBertModel from a masked-LM checkpoint (which has no pooler)."""
+    config = MobileBertConfig(vocab_size=50, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
+                              num_hidden_layers=1, num_attention_heads=2, intermediate_size=20)
+    hf = random_head_model("MobileBertForMaskedLM", config, 3)
+    path = tmp_path_factory.mktemp("mlm")
+    save_hf(hf, str(path))
+    with pytest.raises(CheckpointError, match="add_pooling_layer=False"):
+        mbengine.MobileBertModel.from_pretrained(path)
+    model = mbengine.MobileBertModel.from_pretrained(path, add_pooling_layer=False, trigram_padding="hf")
+    ids = np.arange(1, 9)[None]
+    with torch.no_grad():
+        want = hf.mobilebert(torch.tensor(ids)).last_hidden_state.numpy()
+    out = model(ids)
+    assert out.pooler_output is None
+    assert rel_err(out.last_hidden_state, want) <= TOL
+
+
+def test_lm_head_needs_hidden_at_least_embedding():
+    config = MobileBertConfig(vocab_size=30, hidden_size=16, embedding_size=32, intra_bottleneck_size=16,
+                              num_hidden_layers=1, num_attention_heads=2, intermediate_size=20)
+    with pytest.raises(ConfigError, match="hidden_size >= embedding_size"):
+        mbengine.MobileBertForMaskedLM(config, {})
+    with pytest.raises(RuntimeError):  # transformers cannot build it either
+        transformers.MobileBertForMaskedLM(hf_config(config))
+
+
+def test_question_answering_needs_two_labels(tmp_path):
+    config = MobileBertConfig.from_dict({"vocab_size": 30, "hidden_size": 32, "embedding_size": 16,
+                                         "intra_bottleneck_size": 16, "num_hidden_layers": 1,
+                                         "num_attention_heads": 2, "intermediate_size": 20, "num_labels": 3})
+    with pytest.raises(ConfigError, match="num_labels = 2"):
+        mbengine.MobileBertForQuestionAnswering(config, {})
+
+
+def test_multiple_choice_shape_errors(tmp_path_factory):
+    config = MobileBertConfig(vocab_size=30, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
+                              num_hidden_layers=1, num_attention_heads=2, intermediate_size=20)
+    hf = random_head_model("MobileBertForMultipleChoice", config, 1)
+    path = tmp_path_factory.mktemp("mc")
+    save_hf(hf, str(path))
+    model = mbengine.MobileBertForMultipleChoice.from_pretrained(path)
+    with pytest.raises(ValueError, match=r"\(batch, num_choices, seq\)"):
+        model(np.ones((2, 5), np.int64))
+    with pytest.raises(ValueError, match="attention_mask"):
+        model(np.ones((2, 3, 5), np.int64), attention_mask=np.ones((2, 5), np.int64))

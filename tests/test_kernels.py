@@ -1,0 +1,376 @@
+"""Every kernel in kernels/ against plain NumPy float64, by hypothesis over shapes, offsets and values.
+
+Arguments are typed the way the runner passes them (float32 C-contiguous
+buffers, read-only weights, int64 ids), so these calls share the engine's
+compiled specialisations. Inputs and outputs are column windows of wider
+buffers; every cell outside the window must be left alone.
+
+Tolerance for float32 results (``assert_close32``): relative error
+||ours - ref|| / ||ref|| <= 1e-5, and elementwise rtol 1e-4 plus an atol of
+1e-5 times the largest reference magnitude (MobileBERT activations reach 1e7,
+so a fixed atol would mean nothing).
+"""
+
+import math
+
+import numba
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+from mbengine.kernels import activations as k_act
+from mbengine.kernels import attention as k_attention
+from mbengine.kernels import embeddings as k_embeddings
+from mbengine.kernels import linear as k_linear
+from mbengine.kernels import norms as k_norms
+
+from .reference import ACT, MASK_MIN, trigram
+
+SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SENTINEL = np.float32(-12345.5)  # fills every buffer cell a kernel must not touch
+SCALES = [1.0, 1e3, 1e6]  # MobileBERT's NoNorm activations reach ~1e7
+
+
+def rel_err(ours, ref) -> float:
+    ours = np.asarray(ours, np.float64)
+    ref = np.asarray(ref, np.float64)
+    return float(np.linalg.norm(ours - ref) / max(np.linalg.norm(ref), 1e-300))
+
+
+def assert_close32(ours, ref, rel=1e-5, rtol=1e-4, atol_frac=1e-5):
+    ours = np.asarray(ours, np.float64)
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    assert np.isfinite(ours).all(), "non-finite output"
+    err = rel_err(ours, ref)
+    assert err <= rel, f"relative error {err:.3g} > {rel}"
+    atol = atol_frac * float(np.abs(ref).max(initial=0.0)) + 1e-30
+    np.testing.assert_allclose(ours, ref, rtol=rtol, atol=atol)
+
+
+def readonly(a) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    a.flags.writeable = False
+    return a
+
+
+def framed(rows, cols, off, width, rng=None, fill=None) -> np.ndarray:
+    """A float32 (rows, cols) buffer of SENTINEL; with rng, columns off..off+width get N(0,1) values."""
+    buf = np.full((rows, cols), SENTINEL, np.float32)
+    if rng is not None:
+        buf[:, off:off + width] = rng.standard_normal((rows, width)) if fill is None else fill
+    return buf
+
+
+def assert_frame_untouched(buf, off, width):
+    """Every column outside off..off+width still holds SENTINEL."""
+    assert (buf[:, :off] == SENTINEL).all(), "kernel wrote left of its window"
+    assert (buf[:, off + width:] == SENTINEL).all(), "kernel wrote right of its window"
+
+
+def norm_ref(v, kind, w, b, eps):
+    """float64 [M, N] -> norm: 0 none, 1 NoNorm, 2 LayerNorm (biased variance)."""
+    if kind == 1:
+        return v * w + b
+    if kind == 2:
+        mean = v.mean(axis=1, keepdims=True)
+        var = ((v - mean) ** 2).mean(axis=1, keepdims=True)
+        return (v - mean) / np.sqrt(var + eps) * w + b
+    return v
+
+
+NORMS = st.sampled_from([0, 1, 2])
+EPS = st.sampled_from([1e-12, 1e-5, 1e-3])
+CODES = sorted(set(k_act.ACTIVATIONS.values()))
+NAME_OF_CODE = {code: name for name, code in sorted(k_act.ACTIVATIONS.items(), reverse=True)}
+
+
+# ----------------------------------------------------------------------------- activations
+@njit
+def _activate_all(x, code, out):
+    for i in range(x.size):
+        out[i] = k_act.apply_activation(x[i], code)
+
+
+ACT_POINTS = np.concatenate([
+    np.linspace(-12.0, 12.0, 2401),
+    [0.0, -0.0, 1e-30, -1e-30, -20.5, 20.5, -50.0, 50.0, -100.0, 100.0, -1e4, 1e4, -1e7, 1e7],
+])
+
+
+def test_every_hf_activation_name_has_a_reference():
+    assert set(k_act.ACTIVATIONS) == set(ACT)
+
+
+def test_unsupported_activations_have_no_code():
+    assert not set(k_act.UNSUPPORTED) & set(k_act.ACTIVATIONS)
+
+
+@given(code=st.sampled_from(CODES))
+@settings(max_examples=len(CODES) * 3, **SETTINGS)
+def test_apply_activation_float64(code):
+    x = ACT_POINTS
+    out = np.empty_like(x)
+    _activate_all(x, code, out)
+    np.testing.assert_allclose(out, ACT[NAME_OF_CODE[code]](x), rtol=1e-12, atol=1e-15)
+
+
+@given(code=st.sampled_from(CODES))
+@settings(max_examples=len(CODES) * 3, **SETTINGS)
+def test_apply_activation_float32(code):
+    """The float32 specialisation, as the linear epilogue calls it."""
+    x = ACT_POINTS.astype(np.float32)
+    out = np.empty_like(x)
+    _activate_all(x, code, out)
+    expected = ACT[NAME_OF_CODE[code]](x.astype(np.float64))
+    np.testing.assert_allclose(out, expected, rtol=2e-6, atol=1e-6)
+
+
+def test_apply_activation_scalar_call_from_python():
+    assert k_act.apply_activation(-2.0, k_act.ACTIVATIONS["relu"]) == 0.0
+    assert math.isclose(k_act.apply_activation(1.0, k_act.ACTIVATIONS["gelu"]), 0.8413447460685429, rel_tol=1e-14)
+    assert math.isnan(k_act.apply_activation(1.0, 999))
+
+
+# ----------------------------------------------------------------------------- embeddings
+@st.composite
+def token_batches(draw, max_batch=4, max_seq=40):
+    B = draw(st.integers(1, max_batch))
+    S = draw(st.integers(1, max_seq))
+    V = draw(st.integers(1, 50))
+    E = draw(st.integers(1, 40))
+    lengths = draw(st.lists(st.integers(1, S), min_size=B, max_size=B))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    ids = rng.integers(0, V, (B, S), dtype=np.int64)
+    mask = (np.arange(S)[None, :] < np.asarray(lengths)[:, None]).astype(np.int64)
+    return ids, mask, V, E, rng
+
+
+@given(batch=token_batches(), use_trigram=st.sampled_from([0, 1]), mask_aware=st.sampled_from([0, 1]))
+@settings(max_examples=40, **SETTINGS)
+def test_embed_words(batch, use_trigram, mask_aware):
+    ids, mask, V, E, rng = batch
+    B, S = ids.shape
+    word = readonly(rng.standard_normal((V, E)))
+    width = 3 * E if use_trigram else E
+    out = np.full((B * S, width), SENTINEL, np.float32)
+    k_embeddings.embed_words(ids, mask, word, use_trigram, mask_aware, out)
+    e = word.astype(np.float64)[ids]  # [B, S, E]
+    expected = trigram(e, mask, mask_aware) if use_trigram else e  # [B, S, 3E or E]
+    np.testing.assert_array_equal(out, expected.reshape(B * S, width))
+
+
+@given(batch=token_batches(), H=st.integers(1, 70), T=st.integers(1, 5), P=st.integers(1, 64))
+@settings(max_examples=30, **SETTINGS)
+def test_embed_positions(batch, H, T, P):
+    ids, _, _, _, rng = batch
+    B, S = ids.shape
+    positions = rng.integers(0, P, (B, S), dtype=np.int64)
+    types = rng.integers(0, T, (B, S), dtype=np.int64)
+    pos = readonly(rng.standard_normal((P, H)))
+    typ = readonly(rng.standard_normal((T, H)))
+    out = np.full((B * S, H), SENTINEL, np.float32)
+    k_embeddings.embed_positions(positions, types, pos, typ, out)
+    expected = (pos[positions] + typ[types]).reshape(B * S, H)  # float32 sum, as the kernel
+    np.testing.assert_array_equal(out, expected)
+
+
+@given(B=st.integers(1, 5), S=st.integers(1, 20), width=st.integers(1, 70), off=st.integers(0, 9),
+       extra=st.integers(0, 9), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=30, **SETTINGS)
+def test_gather_rows(B, S, width, off, extra, seed):
+    rng = np.random.default_rng(seed)
+    src = framed(B * S, off + width + extra, off, width, rng)
+    out = np.full((B, width), SENTINEL, np.float32)
+    k_embeddings.gather_rows(src, off, width, S, out)
+    np.testing.assert_array_equal(out, src[::S, off:off + width])
+
+
+# ----------------------------------------------------------------------------- add_norm
+@given(M=st.integers(1, 40), width=st.integers(1, 90), norm=NORMS, eps=EPS,
+       a_off=st.integers(0, 7), r_off=st.integers(-1, 7), out_off=st.integers(0, 7), extra=st.integers(0, 5),
+       in_place=st.booleans(), scale=st.sampled_from(SCALES), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=60, **SETTINGS)
+def test_add_norm(M, width, norm, eps, a_off, r_off, out_off, extra, in_place, scale, seed):
+    rng = np.random.default_rng(seed)
+    a = framed(M, a_off + width + extra, a_off, width, rng, scale * rng.standard_normal((M, width)))
+    if r_off >= 0:
+        r = framed(M, r_off + width + extra, r_off, width, rng, scale * rng.standard_normal((M, width)))
+        v = a[:, a_off:a_off + width] + r[:, r_off:r_off + width]  # float32 sum, as the kernel
+    else:
+        r = np.zeros((1, 1), np.float32)
+        v = a[:, a_off:a_off + width].copy()
+    w = readonly(rng.uniform(0.5, 1.5, width))
+    b = readonly(rng.normal(0.0, 0.1, width))
+    expected = norm_ref(v.astype(np.float64), norm, w.astype(np.float64), b.astype(np.float64), eps)
+    a_before = a.copy()
+    if in_place:
+        out, out_off = a, a_off
+    else:
+        out = framed(M, out_off + width + extra, out_off, width)
+    k_norms.add_norm(a, a_off, r, r_off, width, norm, w, b, eps, out, out_off)
+    assert_close32(out[:, out_off:out_off + width], expected)
+    if in_place:
+        assert_frame_untouched(a, a_off, width)
+    else:
+        assert_frame_untouched(out, out_off, width)
+        np.testing.assert_array_equal(a, a_before)
+
+
+def test_add_norm_constant_row_layernorm():
+    """A row with zero variance normalises to the bias (no NaN from 0/0)."""
+    a = np.full((2, 8), 3.0e6, np.float32)
+    w = readonly(np.linspace(0.5, 1.5, 8))
+    b = readonly(np.linspace(-0.1, 0.1, 8))
+    out = np.empty_like(a)
+    k_norms.add_norm(a, 0, np.zeros((1, 1), np.float32), -1, 8, 2, w, b, 1e-12, out, 0)
+    np.testing.assert_allclose(out, np.broadcast_to(b, (2, 8)), atol=1e-7)
+
+
+# ----------------------------------------------------------------------------- attention
+def attention_ref(q, k, v, mask_add, heads, D):
+    """q, k, v float64 [B*S, heads*D] -> (context [B*S, heads*D], probs [B, heads, S, S])."""
+    B, S = mask_add.shape
+
+    def split(x):
+        return x.reshape(B, S, heads, D).transpose(0, 2, 1, 3)  # [B, heads, S, D]
+
+    scores = split(q) @ split(k).transpose(0, 1, 3, 2) * D**-0.5 + mask_add[:, None, None, :]
+    scores = scores - scores.max(axis=-1, keepdims=True)
+    p = np.exp(scores)
+    p /= p.sum(axis=-1, keepdims=True)  # [B, heads, S, S]
+    ctx = (p @ split(v)).transpose(0, 2, 1, 3).reshape(B * S, heads * D)
+    return ctx, p
+
+
+@given(B=st.integers(1, 3), S=st.integers(1, 40), heads=st.integers(1, 4), D=st.integers(1, 40),
+       fused=st.booleans(), offs=st.lists(st.integers(0, 6), min_size=4, max_size=4),
+       want_probs=st.sampled_from([0, 1]), qk_scale=st.sampled_from([0.1, 1.0, 2.0]),
+       data=st.data(), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=40, **SETTINGS)
+def test_attention(B, S, heads, D, fused, offs, want_probs, qk_scale, data, seed):
+    rng = np.random.default_rng(seed)
+    A = heads * D
+    lengths = data.draw(st.lists(st.integers(1, S), min_size=B, max_size=B))
+    mask = np.arange(S)[None, :] < np.asarray(lengths)[:, None]
+    mask_add = np.where(mask, np.float32(0.0), np.float32(MASK_MIN)).astype(np.float32)
+    T = B * S
+    if fused:  # Q, K, V side by side in one buffer, as the graph packs them
+        o = offs[0]
+        qkv = framed(T, o + 3 * A + offs[1], o, 3 * A, rng)
+        qkv[:, o:o + 2 * A] *= qk_scale
+        q = k = v = qkv
+        q_off, k_off, v_off = o, o + A, o + 2 * A
+    else:
+        q_off, k_off, v_off = offs[0], offs[1], offs[2]
+        q = framed(T, q_off + A + 1, q_off, A, rng, qk_scale * rng.standard_normal((T, A)))
+        k = framed(T, k_off + A + 2, k_off, A, rng, qk_scale * rng.standard_normal((T, A)))
+        v = framed(T, v_off + A, v_off, A, rng)
+    inputs_before = [x.copy() for x in (q, k, v)]
+    out_off = offs[3]
+    out = framed(T, out_off + A + 3, out_off, A)
+    probs = (np.full((B, heads, S, S), SENTINEL, np.float32) if want_probs
+             else np.zeros((1, 1, 1, 1), np.float32))
+    vt = np.zeros((B * heads, D, S), np.float32)
+    scores = np.zeros((numba.config.NUMBA_NUM_THREADS, k_attention.ROWS_PER_TASK, S), np.float32)
+    scale = np.float32(D**-0.5)
+    k_attention.attention(q, q_off, k, k_off, v, v_off, mask_add, heads, D, scale,
+                          out, out_off, probs, want_probs, vt, scores)
+
+    ctx, p = attention_ref(*(x[:, o:o + A].astype(np.float64) for x, o in ((q, q_off), (k, k_off), (v, v_off))),
+                           mask_add.astype(np.float64), heads, D)
+    assert_close32(out[:, out_off:out_off + A], ctx)
+    assert_frame_untouched(out, out_off, A)
+    for x, before in zip((q, k, v), inputs_before):
+        np.testing.assert_array_equal(x, before)
+    if want_probs:
+        assert_close32(probs, p)
+        np.testing.assert_allclose(probs.sum(axis=-1, dtype=np.float64), 1.0, rtol=1e-5)
+        assert (probs[~np.broadcast_to(mask[:, None, None, :], probs.shape)] <= 1e-30).all(), \
+            "a masked key got weight"
+
+
+# ----------------------------------------------------------------------------- linear
+def pack_weight(w):
+    """The weight in the layout the linear kernel takes: packed panels if it has a packer, else (N, K)."""
+    pack = getattr(k_linear, "pack", None)
+    return readonly(w) if pack is None else pack(w)
+
+
+def linear_ref(x, w, b, act, res, norm, nw, nb, eps):
+    """float64: norm(act(x @ w.T + b) + res)."""
+    y = x @ w.T + b
+    if act:
+        y = ACT[NAME_OF_CODE[act]](y)
+    if res is not None:
+        y = y + res
+    return norm_ref(y, norm, nw, nb, eps)
+
+
+@st.composite
+def linear_cases(draw, max_m=70, max_k=300, max_n=70, min_n=1):
+    M = draw(st.integers(1, max_m))
+    K = draw(st.integers(1, max_k))
+    N = draw(st.integers(min_n, max_n))
+    act = draw(st.sampled_from(CODES))
+    use_res = draw(st.booleans())
+    norm = draw(NORMS)
+    # large magnitudes through linear, relu and the norms; bounded activations
+    # are only meaningful near their knee, where float32 inputs of ~1e6 carry no digits
+    scale = draw(st.sampled_from(SCALES)) if act in (0, 1) else 1.0
+    offs = draw(st.lists(st.integers(0, 9), min_size=3, max_size=3))
+    extra = draw(st.integers(0, 5))
+    eps = draw(EPS)
+    seed = draw(st.integers(0, 2**32 - 1))
+    return M, K, N, act, use_res, norm, scale, offs, extra, eps, seed
+
+
+def run_linear_case(M, K, N, act, use_res, norm, scale, offs, extra, eps, seed):
+    rng = np.random.default_rng(seed)
+    x_off, res_off, out_off = offs
+    x = framed(M, x_off + K + extra, x_off, K, rng, scale * rng.standard_normal((M, K)))
+    w = readonly(rng.standard_normal((N, K)) / math.sqrt(K))
+    b = readonly(scale * rng.standard_normal(N))
+    if use_res:
+        res = framed(M, res_off + N + extra, res_off, N, rng, scale * rng.standard_normal((M, N)))
+    else:
+        res, res_off = np.zeros((1, 1), np.float32), -1
+    if norm:
+        nw = readonly(rng.uniform(0.5, 1.5, N))
+        nb = readonly(rng.normal(0.0, 0.1, N))
+    else:
+        nw = nb = readonly(np.zeros(1))
+    out = framed(M, out_off + N + extra, out_off, N)
+    x_before, res_before = x.copy(), res.copy()
+
+    k_linear.linear(x, x_off, pack_weight(w), b, act, res, res_off, norm, nw, nb, eps, out, out_off)
+
+    f64 = lambda a: a.astype(np.float64)  # noqa: E731
+    expected = linear_ref(f64(x[:, x_off:x_off + K]), f64(w), f64(b), act,
+                          f64(res[:, res_off:res_off + N]) if use_res else None,
+                          norm, f64(nw), f64(nb), eps)
+    assert_close32(out[:, out_off:out_off + N], expected)
+    assert_frame_untouched(out, out_off, N)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(res, res_before)
+
+
+@given(case=linear_cases())
+@settings(max_examples=60, **SETTINGS)
+def test_linear(case):
+    run_linear_case(*case)
+
+
+@given(case=linear_cases(max_m=9, max_k=40, min_n=1025, max_n=1300))
+@settings(max_examples=6, **SETTINGS)
+def test_linear_wide_outputs(case):
+    """More outputs than the kernel's WIDE threshold (the vocabulary projection path)."""
+    run_linear_case(*case)
+
+
+def test_linear_tile_edges():
+    """Every remainder of rows and outputs against the 4 x 4 register tile, K of 1 and odd."""
+    for M in (1, 2, 3, 4, 5, 7, 8, 9):
+        for N in (1, 2, 3, 4, 5, 7, 8, 9, 16, 17):
+            for K in (1, 3, 16, 33):
+                run_linear_case(M, K, N, 0, True, 0, 1.0, [1, 2, 3], 1, 1e-5, M * 1000 + N * 10 + K)
