@@ -45,21 +45,24 @@ ROWS = 8
 
 
 def _make_tile(rows: int, vecs: int, lanes: int):
-    """An intrinsic ``tile(x, i0, xc, wt, n0, out, oc, K)``.
+    """An intrinsic ``tile(x, xr, xc, wt, n0, out, orow, oc, K)``.
 
-    out[i0 + r, oc + n0 + c] = sum_k x[i0 + r, xc + k] * wt[k, n0 + c]
+    out[orow + r, oc + c] = sum_k x[xr + r, xc + k] * wt[k, n0 + c]
     for r < rows, c < vecs * lanes. All three arrays are 2-D, C-contiguous float32.
     """
 
     @intrinsic
-    def tile(typingctx, x, i0, xc, wt, n0, out, oc, K):
+    def tile(typingctx, x, xr, xc, wt, n0, out, orow, oc, K):
         for a in (x, wt, out):
             if not (isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" and a.dtype == types.float32):
                 return None
-        sig = types.void(x, i0, xc, wt, n0, out, oc, K)
+        for i in (xr, xc, n0, orow, oc, K):
+            if not isinstance(i, types.Integer):
+                return None
+        sig = types.void(x, types.intp, types.intp, wt, types.intp, out, types.intp, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            x_v, i0_v, xc_v, wt_v, n0_v, out_v, oc_v, k_v = args
+            x_v, xr_v, xc_v, wt_v, n0_v, out_v, orow_v, oc_v, k_v = args
             i64 = ir.IntType(64)
             vec = ir.VectorType(ir.FloatType(), lanes)
             X = context.make_array(signature.args[0])(context, builder, x_v)
@@ -78,7 +81,7 @@ def _make_tile(rows: int, vecs: int, lanes: int):
 
             # accumulators as entry-block allocas: LLVM promotes them to registers
             acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(vecs)] for _ in range(rows)]
-            x_row = [builder.add(builder.mul(builder.add(i0_v, const(r)), x_cols), xc_v) for r in range(rows)]
+            x_row = [builder.add(builder.mul(builder.add(xr_v, const(r)), x_cols), xc_v) for r in range(rows)]
             with cgutils.for_range(builder, k_v) as loop:
                 k = loop.index
                 w_at = builder.add(builder.mul(k, w_cols), n0_v)
@@ -92,7 +95,7 @@ def _make_tile(rows: int, vecs: int, lanes: int):
                     for v in range(vecs):
                         builder.store(builder.call(fma, [xb, w[v], builder.load(acc[r][v])]), acc[r][v])
             for r in range(rows):
-                o_at = builder.add(builder.add(builder.mul(builder.add(i0_v, const(r)), o_cols), oc_v), n0_v)
+                o_at = builder.add(builder.mul(builder.add(orow_v, const(r)), o_cols), oc_v)
                 for v in range(vecs):
                     ptr = builder.bitcast(builder.gep(O.data, [builder.add(o_at, const(v * lanes))]),
                                           vec.as_pointer())

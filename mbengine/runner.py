@@ -51,9 +51,9 @@ class Arena:
         self.token_type_ids = np.zeros((batch, seq), np.int64)
         self.position_ids = np.zeros((batch, seq), np.int64)
         self.mask_add = np.zeros((batch, seq), np.float32)
-        # attention scratch: transposed V per (batch, head), one score block per thread
-        self.vt = np.zeros((batch * graph.heads, graph.head_dim, seq), np.float32)
-        self.scores = np.zeros((_max_threads(), k_attention.ROWS_PER_TASK, seq), np.float32)
+        # attention scratch: packed keys and values per (batch, head), one score block per thread
+        kp, vp, sc = k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
+        self.kp, self.vp, self.scores = (np.zeros(s, np.float32) for s in (kp, vp, sc))
         self.probs = (np.zeros((graph.num_layers, batch, graph.heads, seq, seq), np.float32)
                       if want_probs else None)
         self.trigram_mask_aware = 1
@@ -76,7 +76,7 @@ class Arena:
             scale = np.float32(op.head_dim ** -0.5)
             return k_attention.attention, (B[op.q.buf], op.q.off, B[op.k.buf], op.k.off, B[op.v.buf], op.v.off,
                                            self.mask_add, op.heads, op.head_dim, scale,
-                                           B[op.out.buf], op.out.off, probs, int(want), self.vt, self.scores)
+                                           B[op.out.buf], op.out.off, probs, int(want), self.kp, self.vp, self.scores)
         if isinstance(op, EmbedWords):
             assert op.out.off == 0 and op.out.width == self.bufs[op.out.buf].shape[1]
             return _embed_words, (self, op.table, int(op.trigram), B[op.out.buf])
