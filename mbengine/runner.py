@@ -112,14 +112,38 @@ def _embed_words(arena: Arena, table, trigram, out):
     k_embeddings.embed_words(arena.input_ids, arena.attention_mask, table, trigram, arena.trigram_mask_aware, out)
 
 
+_PROCESS_LOCK = threading.RLock()
+
+
+def _launch_lock(own):
+    """The lock a call must hold: the runner's own, or one for the whole process.
+
+    Numba's ``workqueue`` threading layer (the fallback when neither OpenMP nor
+    TBB is available) must not be entered from two threads at once, so with it
+    every model in the process takes turns. Until the first parallel kernel has
+    run the layer is unknown, and the process lock is used.
+    """
+    import numba
+
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        return _PROCESS_LOCK
+    return _PROCESS_LOCK if layer == "workqueue" else own
+
+
 class Runner:
-    """Runs one graph; keeps a few arenas (least recently used dropped)."""
+    """Runs one graph; keeps a few arenas (least recently used dropped).
+
+    Calls on one runner are serialised (its arenas are shared scratch); the
+    weights are never copied per call or per thread.
+    """
 
     def __init__(self, graph: Graph, max_arenas: int = 4):
         self.graph = graph
         self.max_arenas = max_arenas
         self._arenas: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
     def arena(self, batch: int, seq: int, want_probs: bool) -> Arena:
         key = (batch, seq, want_probs)
@@ -139,7 +163,7 @@ class Runner:
         With ``profile`` (a dict), the wall time of each op is added under its name.
         """
         batch, seq = input_ids.shape
-        with self._lock:
+        with _launch_lock(self._lock), self._lock:
             arena = self.arena(batch, seq, want_probs)
             arena.set_inputs(input_ids, attention_mask, token_type_ids, position_ids, trigram_mask_aware)
             if profile is None:
