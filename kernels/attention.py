@@ -36,7 +36,7 @@ import numpy as np
 from numba import njit, prange
 
 from .flags import FASTMATH
-from .simd import COLS, ROWS, tile_row, tile_rows
+from .simd import COLS, ROWS, pow2_int, row_max, tile_row, tile_rows
 
 
 def scratch_shapes(batch: int, seq: int, heads: int, head_dim: int, threads: int):
@@ -120,11 +120,7 @@ def _pack_head(k, k_off, v, v_off, bh, heads, S, D, PK, PV, kp, vp):
 def _softmax_rows(sc, n, S, mask_row, scale):
     for r in range(n):
         row = sc[r, :S]
-        m = np.float32(-np.inf)
-        for j in range(S):
-            s = row[j] * scale + mask_row[j]
-            row[j] = s
-            m = max(m, s)
+        m = _scale_mask_max(row, mask_row, scale)
         total = np.float32(0.0)
         for j in range(S):
             e = exp_nonpositive(row[j] - m)
@@ -135,14 +131,22 @@ def _softmax_rows(sc, n, S, mask_row, scale):
             row[j] *= inv
 
 
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _scale_mask_max(row, mask_row, scale):
+    """row = row * scale + mask_row, in place; return the max."""
+    for j in range(row.shape[0]):
+        row[j] = row[j] * scale + mask_row[j]
+    return row_max(row)
+
+
 # exp(x) for x <= 0 in float32, written so that a loop over it vectorises:
 # x = (n + f) / log2(e) with n an integer and |f| <= 1/2; 2**f by its Taylor
-# polynomial (relative error < 2e-7 on that interval), 2**n from a table.
-# Below -87 (where float32 exp underflows to denormals) the result is ~0.
+# polynomial (relative error < 2e-7 on that interval), 2**n from the exponent
+# bits. Below -87 (where float32 exp underflows to denormals) the result is
+# ~1e-38 instead of a denormal or 0: probabilities of masked keys.
 _LN2 = math.log(2.0)
 _LOG2E = np.float32(1.0 / _LN2)
 _P0, _P1, _P2, _P3, _P4, _P5, _P6 = (np.float32(_LN2 ** i / math.factorial(i)) for i in range(7))
-_POW2_NEG = np.array([2.0 ** -i for i in range(128)], np.float32)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -151,4 +155,4 @@ def exp_nonpositive(x):
     n = np.float32(math.floor(t + np.float32(0.5)))
     f = t - n
     p = ((((((_P6 * f + _P5) * f + _P4) * f + _P3) * f + _P2) * f + _P1) * f + _P0)
-    return p * _POW2_NEG[int(-n)]
+    return p * pow2_int(np.int32(n))

@@ -109,3 +109,64 @@ def _make_tile(rows: int, vecs: int, lanes: int):
 
 tile_rows = _make_tile(ROWS, VECS, LANES)  # the main tile: ROWS x COLS
 tile_row = _make_tile(1, VECS, LANES)  # leftover rows, one at a time
+
+
+@intrinsic
+def pow2_int(typingctx, n):
+    """2.0 ** n as float32 for an integer n in [-126, 127], built from the exponent bits.
+
+    ``(n + 127) << 23`` reinterpreted as a float32: no table, no libm call, so
+    loops using it vectorise without gathers.
+    """
+    if not isinstance(n, types.Integer):
+        return None
+    sig = types.float32(n)
+
+    def codegen(context, builder, signature, args):
+        i32 = ir.IntType(32)
+        v = args[0]
+        v = builder.trunc(v, i32) if v.type.width > 32 else builder.sext(v, i32) if v.type.width < 32 else v
+        bits = builder.shl(builder.add(v, ir.Constant(i32, 127)), ir.Constant(i32, 23))
+        return builder.bitcast(bits, ir.FloatType())
+
+    return sig, codegen
+
+
+@intrinsic
+def row_max(typingctx, row):
+    """max(row) of a 1-D C-contiguous float32 array with at least one element.
+
+    A running max does not vectorise in Numba (its compare-and-select keeps
+    NaN semantics), so this is written as vector ``maxnum`` over LANES-wide
+    loads plus a scalar tail, then one horizontal reduction.
+    """
+    if not (isinstance(row, types.Array) and row.ndim == 1 and row.layout == "C" and row.dtype == types.float32):
+        return None
+    sig = types.float32(row)
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        i64 = ir.IntType(64)
+        vec = ir.VectorType(f32, LANES)
+        R = context.make_array(signature.args[0])(context, builder, args[0])
+        n = builder.extract_value(R.shape, 0)
+        vmax = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec]),
+                                               f"llvm.maxnum.v{LANES}f32")
+        smax = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32, f32]), "llvm.maxnum.f32")
+        reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [vec]),
+                                                 f"llvm.vector.reduce.fmax.v{LANES}f32")
+        first = builder.load(R.data)
+        acc = cgutils.alloca_once_value(builder, builder.shuffle_vector(
+            builder.insert_element(ir.Constant(vec, ir.Undefined), first, ir.Constant(ir.IntType(32), 0)),
+            ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)))
+        whole = builder.udiv(n, ir.Constant(i64, LANES))
+        with cgutils.for_range(builder, whole) as loop:
+            ptr = builder.gep(R.data, [builder.mul(loop.index, ir.Constant(i64, LANES))])
+            v = builder.load(builder.bitcast(ptr, vec.as_pointer()), align=4)
+            builder.store(builder.call(vmax, [builder.load(acc), v]), acc)
+        best = cgutils.alloca_once_value(builder, builder.call(reduce, [builder.load(acc)]))
+        with cgutils.for_range_slice(builder, builder.mul(whole, ir.Constant(i64, LANES)), n, ir.Constant(i64, 1)) as (j, _):
+            builder.store(builder.call(smax, [builder.load(best), builder.load(builder.gep(R.data, [j]))]), best)
+        return builder.load(best)
+
+    return sig, codegen
