@@ -13,9 +13,12 @@ Inputs and outputs are column windows of larger row-major buffers, given as
 (buffer, column offset): the graph packs several tensors side by side in one
 buffer. N is ``b.shape[0]``.
 
-Parallel tasks are (panel, block of 8 rows), panel-major: a thread takes a
-run of panels and passes every row block through each, so each part of the
-weight is read from memory once per call, by one thread. The epilogue (bias,
+Parallel tasks are (chunk of 128 rows, panel, block of 8 rows), in that
+order: within a chunk (whose activations stay in L2) a thread takes a run of
+panels and passes every row block through each, so at batch 1 x seq 128 each
+part of the weight is read from memory once per call, by one thread, and
+longer inputs re-read the weights (from L3) once per chunk rather than the
+activations once per panel. The epilogue (bias,
 activation, residual, norm) is a second pass over rows, which are in cache by
 then. ``res_off < 0`` means no residual. ``norm``: 0 none, 1 NoNorm
 (``y * nw + nb``), 2 LayerNorm over the N outputs of the row (``eps``,
@@ -32,6 +35,8 @@ from .simd import COLS, ROWS, tile_row, tile_rows
 NORM_NONE = 0
 NORM_NONORM = 1
 NORM_LAYERNORM = 2
+
+CHUNK_ROWS = 128  # rows whose activations stay in L2 while the weight panels stream past
 
 
 def pack(w: np.ndarray) -> np.ndarray:
@@ -50,11 +55,15 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off):
     M = x.shape[0]
     P, K, _ = wp.shape
     N = b.shape[0]
-    blocks = (M + ROWS - 1) // ROWS
-    for t in prange(P * blocks):
-        p = t // blocks
-        i0 = (t - p * blocks) * ROWS
-        _panel(x, x_off, wp[p], out, out_off + p * COLS, i0, min(i0 + ROWS, M), min(COLS, N - p * COLS), K)
+    per_chunk = min(CHUNK_ROWS, M + ROWS - 1) // ROWS  # row blocks per chunk
+    chunks = (M + per_chunk * ROWS - 1) // (per_chunk * ROWS)
+    for t in prange(chunks * P * per_chunk):
+        c = t // (P * per_chunk)
+        rest = t - c * P * per_chunk
+        p = rest // per_chunk
+        i0 = (c * per_chunk + rest - p * per_chunk) * ROWS
+        if i0 < M:
+            _panel(x, x_off, wp[p], out, out_off + p * COLS, i0, min(i0 + ROWS, M), min(COLS, N - p * COLS), K)
     for i in prange(M):
         _epilogue_row(out, i, out_off, N, b, act, res, res_off, norm, nw, nb, eps)
 
