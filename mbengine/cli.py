@@ -7,6 +7,11 @@
         median latency. Offline; nothing is downloaded.
     mbengine run CHECKPOINT --ids "101 7592 102" [--threads N]
         Run a checkpoint on token ids and print the output shapes and values.
+    mbengine warmup CHECKPOINT
+        Compile (or load from the cache) every kernel the checkpoint's model
+        needs, so the first real request is fast. The cache lives in
+        NUMBA_CACHE_DIR (default: __pycache__ next to the installed kernels,
+        or a user cache directory when that is not writable).
 """
 
 from __future__ import annotations
@@ -90,6 +95,19 @@ def _run(args) -> int:
     return 0
 
 
+def _warmup(args) -> int:
+    from .modeling import MobileBertModel
+
+    t0 = time.perf_counter()
+    model = MobileBertModel.from_pretrained(args.checkpoint, threads=args.threads,
+                                            add_pooling_layer=None if args.pooler else False)
+    ids = np.zeros((1, 2), np.int64)
+    model(ids)
+    model(ids, output_hidden_states=True, output_attentions=True)
+    print(f"kernels for {args.checkpoint} ready in {time.perf_counter() - t0:.2f} s")
+    return 0
+
+
 def main(argv=None) -> int:
     from . import __version__
     from .errors import MBEngineError
@@ -109,6 +127,12 @@ def main(argv=None) -> int:
     r.add_argument("--ids", required=True, help='token ids, e.g. "101 7592 2088 102"')
     r.add_argument("--threads", type=int, default=None)
     r.set_defaults(func=_run)
+    w = sub.add_parser("warmup", help="compile every kernel a checkpoint needs (fills the Numba cache)")
+    w.add_argument("checkpoint")
+    w.add_argument("--threads", type=int, default=None)
+    w.add_argument("--no-pooler", dest="pooler", action="store_false",
+                   help="the checkpoint has no pooler (masked-LM, token-classification, QA models)")
+    w.set_defaults(func=_warmup)
     args = parser.parse_args(argv)
     try:
         return args.func(args)
