@@ -12,7 +12,7 @@ from .config import MobileBertConfig
 from .converters import canonical
 from .errors import CheckpointError, ConfigError, InputError
 from .graph import build_graph
-from .runner import Runner
+from .runner import Runner, arena_bytes, available_memory
 
 
 @dataclass
@@ -220,6 +220,7 @@ class MobileBertPreTrainedModel:
         batch, seq = ids.shape
         runner = self.runner(bool(output_hidden_states))
         graph = runner.graph
+        self._check_memory(graph, batch, seq, output_attentions, output_hidden_states)
 
         def collect(arena):
             def array(ref):
@@ -235,6 +236,21 @@ class MobileBertPreTrainedModel:
         with _threads(self.threads):
             return runner.run(ids, mask, types, positions, want_probs=bool(output_attentions),
                               trigram_mask_aware=self.trigram_padding == "mask", profile=profile, collect=collect)
+
+    def _check_memory(self, graph, batch, seq, want_probs, want_hidden):
+        """Refuse, before allocating, a call whose buffers and outputs would not fit in memory."""
+        need = arena_bytes(graph, batch, seq, bool(want_probs))
+        for name, ref in graph.outputs.items():  # the returned copies
+            need += 4 * ref.width * (batch * seq if graph.buffers[ref.buf].rows == "tokens" else batch)
+        if want_hidden:
+            need += 4 * len(graph.hidden_states) * batch * seq * self.config.hidden_size
+        if want_probs:
+            need += 4 * graph.num_layers * batch * graph.heads * seq * seq
+        free = available_memory()
+        if free is not None and need > free:
+            raise InputError(
+                f"a call with batch {batch} x seq {seq} needs about {need / 2**20:,.0f} MiB of activations and "
+                f"outputs, more than the {free / 2**20:,.0f} MiB of memory available; split the batch")
 
     def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
                  output_hidden_states: bool = False, output_attentions: bool = False, profile: dict | None = None):

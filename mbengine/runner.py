@@ -36,6 +36,30 @@ _NO_MATRIX = np.zeros((1, 1), np.float32)
 _NO_PROBS = np.zeros((1, 1, 1, 1), np.float32)
 
 
+def arena_bytes(graph: Graph, batch: int, seq: int, want_probs: bool) -> int:
+    """Bytes an :class:`Arena` for this shape allocates (activations, inputs, scratch)."""
+    T = batch * seq
+    total = sum((T if b.rows == "tokens" else batch) * b.width for b in graph.buffers.values()) * 4
+    total += 5 * batch * seq * 8  # inputs and the additive mask
+    kp, vp, sc = k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
+    total += 4 * sum(int(np.prod(s)) for s in (kp, vp, sc))
+    if want_probs:
+        total += 4 * graph.num_layers * batch * graph.heads * seq * seq
+    return total
+
+
+def available_memory() -> int | None:
+    """MemAvailable from /proc/meminfo in bytes (None where there is no such file)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
 class Arena:
     """Buffers and the bound plan for one (batch, seq, want_probs) shape."""
 

@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
 from mbengine import MobileBertModel
@@ -146,3 +148,38 @@ def test_missing_weights_file_lists_directory(tmp_path):
 def test_bad_threads_argument(checkpoint):
     with pytest.raises(ValueError, match="threads"):
         MobileBertModel.from_pretrained(checkpoint, threads=0)
+
+
+def test_huge_batch_refused_before_allocating(model, monkeypatch):
+    import mbengine.modeling as modeling
+
+    monkeypatch.setattr(modeling, "available_memory", lambda: 64 * 2**20)
+    ids = np.ones((4096, 20), np.int64)
+    with pytest.raises(InputError, match=r"batch 4096 x seq 20 needs about [\d,]+ MiB .* 64 MiB"):
+        model(ids)
+    assert model.runner()._arenas.get((4096, 20, False)) is None
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_random_arrays_never_crash(model, data):
+    """Arbitrary dtype and shape at the public boundary: a result or an InputError, nothing else."""
+    dtype = data.draw(st.sampled_from([np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint64, np.float16,
+                                       np.float32, np.float64, np.bool_, np.complex64, object, "U3"]))
+    shape = tuple(data.draw(st.lists(st.integers(0, 5), min_size=0, max_size=4)))
+    values = data.draw(st.sampled_from(["small", "negative", "huge", "nan"]))
+    size = int(np.prod(shape))
+    base = {"small": np.arange(size) % 40, "negative": -np.arange(size) - 1,
+            "huge": np.full(size, 2**40), "nan": np.full(size, np.nan)}[values]
+    try:
+        with np.errstate(invalid="ignore", over="ignore"):
+            arr = np.asarray(base).astype(dtype).reshape(shape)
+    except (ValueError, TypeError, OverflowError):
+        return
+    try:
+        out = model(arr)
+    except InputError as e:
+        assert "input_ids" in str(e)
+        return
+    assert out.last_hidden_state.shape == arr.shape + (CFG.hidden_size,)
+    assert np.isfinite(out.last_hidden_state).all()
