@@ -30,7 +30,7 @@ from numba import njit, prange
 
 from .activations import apply_activation
 from .flags import FASTMATH
-from .simd import COLS, ROWS, tile_row, tile_rows
+from .simd import COLS, ROWS, prefetch, tile_row, tile_rows
 
 NORM_NONE = 0
 NORM_NONORM = 1
@@ -64,6 +64,11 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off):
         i0 = (c * per_chunk + rest - p * per_chunk) * ROWS
         if i0 < M:
             _panel(x, x_off, wp[p], out, out_off + p * COLS, i0, min(i0 + ROWS, M), min(COLS, N - p * COLS), K)
+            if p + 1 < P:  # while this panel is hot, start fetching a slice of the next one
+                part = (K * COLS + per_chunk - 1) // per_chunk
+                blk = rest - p * per_chunk
+                start = blk * part
+                prefetch(wp[p + 1], start, min(part, K * COLS - start))
     for i in prange(M):
         _epilogue_row(out, i, out_off, N, b, act, res, res_off, norm, nw, nb, eps)
 
