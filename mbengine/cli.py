@@ -7,6 +7,11 @@
         median latency. Offline; nothing is downloaded.
     mbengine run CHECKPOINT --ids "101 7592 102" [--threads N]
         Run a checkpoint on token ids and print the output shapes and values.
+    mbengine convert SRC DST [--class MobileBertForMaskedLM] [--force]
+        Write SRC (a Hugging Face checkpoint directory) as an engine checkpoint:
+        weights packed for this CPU, loading memory-mapped with no work.
+    mbengine info CHECKPOINT
+        What a checkpoint holds: format, model class, sizes, tensors.
     mbengine warmup CHECKPOINT
         Compile (or load from the cache) every kernel the checkpoint's model
         needs, so the first real request is fast. The cache lives in
@@ -108,6 +113,65 @@ def _warmup(args) -> int:
     return 0
 
 
+CLASSES = ("MobileBertModel", "MobileBertForPreTraining", "MobileBertForMaskedLM",
+           "MobileBertForNextSentencePrediction", "MobileBertForSequenceClassification",
+           "MobileBertForMultipleChoice", "MobileBertForTokenClassification", "MobileBertForQuestionAnswering")
+
+
+def model_class(path, name=None):
+    """The mbengine class for a checkpoint: ``name``, else its config's "architectures", else the base model."""
+    import mbengine
+
+    from .config import MobileBertConfig
+
+    if name is None:
+        architectures = MobileBertConfig.from_pretrained(path).extra.get("architectures") or []
+        name = next((a for a in architectures if a in CLASSES), "MobileBertModel")
+    if name not in CLASSES:
+        raise ValueError(f"unknown model class {name!r}; choose one of {', '.join(CLASSES)}")
+    return getattr(mbengine, name)
+
+
+def _convert(args) -> int:
+    from .converters import engine
+
+    cls = model_class(args.src, args.model_class)
+    t0 = time.perf_counter()
+    kwargs = {"add_pooling_layer": False} if args.no_pooler else {}
+    model = cls.from_pretrained(args.src, **kwargs)
+    out = engine.write(model, args.dst, tokenizer_from=args.src if os.path.isdir(args.src) else None,
+                       force=args.force)
+    size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+    print(f"wrote {cls.__name__} to {out} ({size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _info(args) -> int:
+    from . import safetensors_mmap
+    from .config import MobileBertConfig
+
+    config = MobileBertConfig.from_pretrained(args.checkpoint)
+    meta = config.extra.get("mbengine")
+    path = os.path.join(args.checkpoint, "model.safetensors")
+    header, _ = safetensors_mmap.read_header(path)
+    header.pop("__metadata__", None)
+    params = sum(int(np.prod(v["shape"])) for v in header.values())
+    c = config
+    print(f"checkpoint   {args.checkpoint}")
+    if isinstance(meta, dict):
+        print(f"format       mbengine engine checkpoint v{meta.get('format_version')}, {meta.get('dtype')}, "
+              f"panels of {meta.get('tile_cols')} columns, head {meta.get('head')}, pooler {meta.get('pooler')}")
+    else:
+        print(f"format       Hugging Face ({', '.join(c.extra.get('architectures') or ['no architectures'])})")
+    print(f"model        {c.num_hidden_layers} layers, hidden {c.hidden_size}, true hidden {c.true_hidden_size}, "
+          f"embedding {c.embedding_size}, {c.num_attention_heads} heads, intermediate {c.intermediate_size} "
+          f"x {c.num_feedforward_networks} FFNs, {c.normalization_type}, {c.hidden_act}, vocab {c.vocab_size}")
+    print(f"tensors      {len(header)} ({params / 1e6:.1f} M values stored, {os.path.getsize(path) / 2**20:.1f} MiB)")
+    files = sorted(os.listdir(args.checkpoint))
+    print(f"files        {', '.join(files)}")
+    return 0
+
+
 def main(argv=None) -> int:
     from . import __version__
     from .errors import MBEngineError
@@ -127,6 +191,17 @@ def main(argv=None) -> int:
     r.add_argument("--ids", required=True, help='token ids, e.g. "101 7592 2088 102"')
     r.add_argument("--threads", type=int, default=None)
     r.set_defaults(func=_run)
+    cv = sub.add_parser("convert", help="write a checkpoint as an engine checkpoint (packed, memory-mapped)")
+    cv.add_argument("src")
+    cv.add_argument("dst")
+    cv.add_argument("--class", dest="model_class", default=None, help="model class (default: from config.json)")
+    cv.add_argument("--no-pooler", action="store_true", help="the source has no pooler weights")
+    cv.add_argument("--dtype", choices=["float32"], default="float32")
+    cv.add_argument("--force", action="store_true", help="replace DST if it exists")
+    cv.set_defaults(func=_convert)
+    inf = sub.add_parser("info", help="describe a checkpoint")
+    inf.add_argument("checkpoint")
+    inf.set_defaults(func=_info)
     w = sub.add_parser("warmup", help="compile every kernel a checkpoint needs (fills the Numba cache)")
     w.add_argument("checkpoint")
     w.add_argument("--threads", type=int, default=None)
@@ -136,7 +211,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (MBEngineError, ValueError) as e:
+    except (MBEngineError, ValueError, FileExistsError) as e:
         print(f"mbengine: error: {e}", file=sys.stderr)
         return 1
 

@@ -21,7 +21,9 @@ import numpy as np
 
 from .config import MobileBertConfig
 from .kernels.activations import ACTIVATIONS
+from .errors import CheckpointError
 from .kernels.linear import NORM_LAYERNORM, NORM_NONE, NORM_NONORM, pack
+from .kernels.simd import COLS
 
 TORCH_LAYERNORM_EPS = 1e-5  # HF builds two of MobileBERT's LayerNorms without eps
 
@@ -133,6 +135,7 @@ class Graph:
     num_layers: int = 0
     heads: int = 1
     head_dim: int = 1
+    packed_sources: frozenset = frozenset()  # HF weight names that reach the kernels only packed
 
 
 # ------------------------------------------------------------------- builder
@@ -150,6 +153,8 @@ class _Builder:
         self.w = weights
         self.ops: list = []
         self.buffers: dict[str, Buffer] = {}
+        self.consumed: set[str] = set()
+        self.cache: dict = {}
 
     def buf(self, name: str, width: int, rows: str = "tokens") -> str:
         old = self.buffers.get(name)
@@ -162,8 +167,15 @@ class _Builder:
         return dict(norm=kind, nw=self.w[prefix + ".weight"], nb=self.w[prefix + ".bias"], eps=float(eps))
 
     def linear(self, name: str, prefix: str, x: Ref, out: Ref, **kw) -> Ref:
-        w = self.w[prefix + ".weight"]
-        assert w.shape == (out.width, x.width), (prefix, w.shape, out, x)
+        """A Linear op on HF weights ``prefix.weight``/``prefix.bias``.
+
+        The (N, K) weight may be absent when its packed form is already in the
+        cache (an engine checkpoint stores only that).
+        """
+        self.consumed.add(prefix + ".weight")
+        w = self.w.get(prefix + ".weight")
+        if w is not None:
+            assert w.shape == (out.width, x.width), (prefix, w.shape, out, x)
         self.ops.append(Linear(name, x, w, self.w[prefix + ".bias"], out, **kw))
         return out
 
@@ -182,6 +194,7 @@ def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *, hea
     cache = {} if cache is None else cache
     c = config
     g = _Builder(c, weights)
+    g.cache = cache
     H, E, th, I, A = c.hidden_size, c.embedding_size, c.true_hidden_size, c.intermediate_size, c.all_head_size
     ib = c.intra_bottleneck_size
     act = ACTIVATIONS[c.hidden_act]
@@ -275,21 +288,33 @@ def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *, hea
         outputs.update(_head(g, head, x, outputs.get("pooler_output"), cache))
 
     graph = Graph(g.ops, g.buffers, outputs, hidden_states,
-                  c.num_hidden_layers, c.num_attention_heads, c.attention_head_size)
+                  c.num_hidden_layers, c.num_attention_heads, c.attention_head_size, frozenset(g.consumed))
     if fuse:
         graph = fuse_sibling_linears(graph, cache)
     return pack_weights(graph, cache)
 
 
 def pack_weights(graph: Graph, cache: dict) -> Graph:
-    """Give every linear its packed weight (packed once, kept in ``cache``)."""
+    """Give every linear its packed weight (packed once, kept in ``cache`` under ("packed", op name))."""
     ops = []
     for op in graph.ops:
         if isinstance(op, Linear) and op.wp is None:
             key = ("packed", op.name)
             if key not in cache:
+                if op.w is None:
+                    raise CheckpointError(f"no weight for {op.name!r}: neither the (N, K) tensor nor its packed form")
                 cache[key] = pack(op.w)
-            op = dataclasses.replace(op, wp=cache[key])
+            wp = cache[key]
+            if wp.ndim == 3 and wp.shape[2] != COLS and wp.shape[1] == op.x.width:
+                # packed for another vector width: repack once for this CPU
+                from .converters.engine import unpack
+
+                wp = cache[key] = pack(unpack(wp, op.out.width))
+            expected = (-(-op.out.width // COLS), op.x.width, COLS)
+            if wp.shape != expected:
+                raise CheckpointError(f"packed weight of {op.name!r} has shape {list(wp.shape)}, "
+                                      f"expected {list(expected)}")
+            op = dataclasses.replace(op, wp=wp)
         ops.append(op)
     return dataclasses.replace(graph, ops=ops)
 
@@ -308,16 +333,17 @@ def _head(g: _Builder, head: str, x: Ref, pooled: Ref | None, cache: dict) -> di
                  eps=float(c.layer_norm_eps))
         # logits = t . [decoder.weight^T ; dense.weight] + bias, i.e. a (V, H) weight
         # [decoder.weight | dense.weight^T], packed straight from the two parts
-        packed = cache.get("cls.predictions.packed")
-        if packed is None:
+        g.consumed.add("cls.predictions.dense.weight")
+        key = ("packed", "cls.predictions.decoder")
+        if key not in cache:
             weight = np.empty((V, H), np.float32)
             weight[:, :c.embedding_size] = w["cls.predictions.decoder.weight"]
             weight[:, c.embedding_size:] = w["cls.predictions.dense.weight"].T
-            packed = cache["cls.predictions.packed"] = pack(weight)
+            cache[key] = pack(weight)
             del weight
         logits = Ref(g.buf("mlm_logits", V), 0, V)
         bias = w["cls.predictions.bias" if c.tie_word_embeddings else "cls.predictions.decoder.bias"]
-        g.ops.append(Linear("cls.predictions.decoder", t, None, bias, logits, wp=packed))
+        g.ops.append(Linear("cls.predictions.decoder", t, None, bias, logits))  # packed weight: from the cache
         out["prediction_logits" if head == "pretraining" else "logits"] = logits
     if head in ("pretraining", "next_sentence"):
         nsp = Ref(g.buf("nsp_logits", 2, rows="batch"), 0, 2)
@@ -357,20 +383,15 @@ def _norm_vectors(op: Linear) -> tuple[np.ndarray, np.ndarray]:
 def _merge(ops: list, cache: dict) -> Linear:
     first = ops[0]
     name = "+".join(op.name for op in ops)
-    if name in cache:
-        return dataclasses.replace(cache[name], x=first.x, out=Ref(first.out.buf, first.out.off,
-                                                                   cache[name].out.width))
-    any_nonorm = any(op.norm == NORM_NONORM for op in ops)
     kw = {}
-    if any_nonorm:
+    if any(op.norm == NORM_NONORM for op in ops):
         pairs = [_norm_vectors(op) for op in ops]
         kw = dict(norm=NORM_NONORM, nw=_readonly(np.concatenate([p[0] for p in pairs])),
                   nb=_readonly(np.concatenate([p[1] for p in pairs])))
-    merged = cache[name] = Linear(
-        name, first.x,
-        _readonly(np.concatenate([op.w for op in ops])), _readonly(np.concatenate([op.b for op in ops])),
-        Ref(first.out.buf, first.out.off, sum(op.out.width for op in ops)), act=first.act, **kw)
-    return merged
+    # the big weight is only concatenated when its packed form is not there yet
+    w = None if ("packed", name) in cache else np.concatenate([op.w for op in ops])
+    return Linear(name, first.x, w, _readonly(np.concatenate([op.b for op in ops])),
+                  Ref(first.out.buf, first.out.off, sum(op.out.width for op in ops)), act=first.act, **kw)
 
 
 def fuse_sibling_linears(graph: Graph, cache: dict | None = None) -> Graph:

@@ -141,14 +141,15 @@ class MobileBertPreTrainedModel:
 
     def __init__(self, config: MobileBertConfig, weights: dict[str, np.ndarray], *, threads: int | None = None,
                  trigram_padding: str = "mask", fuse: bool = True, source: str = "checkpoint",
-                 add_pooling_layer: bool | None = None):
+                 add_pooling_layer: bool | None = None, packed: dict[str, np.ndarray] | None = None):
         if trigram_padding not in ("mask", "hf"):
             raise ValueError(f"trigram_padding must be 'mask' or 'hf', got {trigram_padding!r}")
         self.pooler = canonical.HEAD_USES_POOLER[self.HEAD] if add_pooling_layer is None else add_pooling_layer
         self._check_config(config)
         weights = canonical.model_tensors(weights, config, self.HEAD, self.pooler)
         try:
-            canonical.validate(weights, config, source, head=self.HEAD, pooler=self.pooler)
+            canonical.validate(weights, config, source, head=self.HEAD, pooler=self.pooler,
+                               packed=packed is not None)
         except CheckpointError as e:
             if any("'pooler." in p and p.startswith("missing") for p in e.problems):
                 e.problems.append("this checkpoint has no pooler (HF saves none for masked-LM, token-classification "
@@ -161,16 +162,43 @@ class MobileBertPreTrainedModel:
         self.trigram_padding = trigram_padding
         self.fuse = fuse
         self._runners: dict[bool, Runner] = {}
-        self._cache: dict = {}  # fused and packed weights, shared by this model's graphs
+        self._cache: dict = {}  # packed weights by ("packed", op name), shared by this model's graphs
+        if packed is not None:  # an engine checkpoint: build the graph now to check every packed tensor
+            if not fuse:
+                raise ValueError("an engine checkpoint holds fused weights: fuse=False is not possible")
+            self._cache.update({("packed", name): arr for name, arr in packed.items()})
+            used = {op.name for op in self.runner().graph.ops}
+            unknown = sorted(set(packed) - used)
+            if unknown:
+                raise CheckpointError(f"{source} does not match its config",
+                                      [f"unexpected packed tensor 'packed/{name}'" for name in unknown])
 
     def _check_config(self, config: MobileBertConfig) -> None:
         pass
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, **kwargs):
-        """Load an HF directory (config.json + model.safetensors), memory-mapped."""
+        """Load a checkpoint directory, memory-mapped.
+
+        Either an engine checkpoint (``mbengine convert``; weights already
+        packed, nothing is copied) or a Hugging Face directory with
+        ``model.safetensors`` (weights packed at the first call).
+        """
+        from .converters import engine
+
         config = MobileBertConfig.from_pretrained(path)
-        return cls(config, load_weights(path), source=os.fspath(path), **kwargs)
+        source = os.fspath(path)
+        tensors = load_weights(path)
+        meta = config.extra.get("mbengine")
+        if isinstance(meta, dict):
+            engine.check_meta(meta, source)
+            tensors, packed = engine.split_packed(tensors)
+            if meta.get("head") != cls.HEAD and cls.HEAD is not None:
+                raise CheckpointError(f"{source} is an engine checkpoint of a {meta.get('head') or 'base'} model, "
+                                      f"not of {cls.__name__}'s head {cls.HEAD!r}")
+            kwargs.setdefault("add_pooling_layer", bool(meta.get("pooler", True)))
+            return cls(config, tensors, source=source, packed=packed, **kwargs)
+        return cls(config, tensors, source=source, **kwargs)
 
     def runner(self, keep_hidden_states: bool = False) -> Runner:
         r = self._runners.get(keep_hidden_states)

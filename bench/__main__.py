@@ -1,0 +1,25 @@
+"""python -m bench {model,kernels} [options]: run one of the benchmarks (options as for the scripts)."""
+
+import sys
+
+USAGE = "usage: python -m bench {model,kernels} [options]   (python -m bench model --help for options)"
+
+
+def main(argv=None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    which, rest = argv[0], argv[1:]
+    if which == "model":
+        from bench import bench_model as mod
+    elif which == "kernels":
+        from bench import bench_kernels as mod
+    else:
+        sys.exit(f"unknown benchmark {which!r}\n{USAGE}")
+    sys.argv = [mod.__file__, *rest]
+    mod.main(rest)
+
+
+if __name__ == "__main__":
+    main()

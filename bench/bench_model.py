@@ -1,0 +1,348 @@
+"""The whole MobileBERT encoder: mbengine against PyTorch eager and ONNX Runtime (fp32, int8), same run.
+
+    python bench/bench_model.py [--seq 128] [--batch 1] [--threads 1 2] [--repeats 30]
+                                [--systems mbengine,torch,ort-fp32,ort-int8] [--layers 24]
+
+A full-size MobileBERT (``transformers.MobileBertConfig()`` defaults, i.e.
+google/mobilebert-uncased, with ``classifier_activation=False``) gets random
+weights (``torch.manual_seed(0)``) and is saved with ``save_pretrained``;
+mbengine loads that directory, the same model is exported to ONNX (opset 17)
+and quantized dynamically to int8 (QInt8 weights) for ONNX Runtime.
+
+For each thread count every system is warmed up, its ``last_hidden_state`` is
+checked against PyTorch's (relative Frobenius error), and then all systems
+are timed round robin. Systems that are not installed or fail are skipped
+with the reason. Results: bench/results/model.json and model.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __package__ in (None, ""):  # run as a script: make `bench` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import clean_blas_env  # noqa: E402
+
+clean_blas_env()  # before NumPy loads OpenBLAS
+
+import argparse  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import traceback  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from bench import common  # noqa: E402
+
+ALL_SYSTEMS = ("mbengine", "torch", "ort-fp32", "ort-int8")
+
+
+def _reason(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}"[:300]
+
+
+# --------------------------------------------------------------------------- model + artifacts
+def build_hf_model(layers: int, path: str):
+    """Random-weight HF MobileBertModel (google/mobilebert-uncased shapes), saved to ``path``."""
+    import torch
+    import transformers
+
+    config = transformers.MobileBertConfig(classifier_activation=False, num_hidden_layers=layers)
+    torch.manual_seed(0)
+    model = transformers.MobileBertModel(config).eval()
+    model.save_pretrained(path)
+    return model
+
+
+def make_inputs(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random token ids, no padding, token types 0 then 1 (two segments)."""
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1, vocab, size=(batch, seq), dtype=np.int64)
+    mask = np.ones((batch, seq), np.int64)
+    types = np.zeros((batch, seq), np.int64)
+    types[:, seq // 2:] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def export_onnx(model, path: str, example: dict[str, np.ndarray]) -> str:
+    """Export to ONNX (opset 17) with dynamic batch and sequence axes; returns how it was exported."""
+    import torch
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask, token_type_ids):
+            out = self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
+                         return_dict=True)
+            return out.last_hidden_state, out.pooler_output
+
+    args = tuple(torch.from_numpy(example[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    axes = {n: {0: "batch", 1: "seq"} for n in names}
+    axes["last_hidden_state"] = {0: "batch", 1: "seq"}
+    axes["pooler_output"] = {0: "batch"}
+    import warnings
+
+    errors = []
+    # the legacy TorchScript exporter first (no onnxscript needed), then the dynamo one
+    for how, kwargs in (("torchscript (dynamo=False)", {"dynamo": False, "dynamic_axes": axes}),
+                        ("dynamo", {"dynamo": True, "dynamic_shapes": None})):
+        try:
+            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # tracer and deprecation warnings of the exporter
+                torch.onnx.export(Wrapper(model).eval(), args, path, input_names=names,
+                                  output_names=["last_hidden_state", "pooler_output"], opset_version=17, **kwargs)
+            return how
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"{how}: {_reason(e)}")
+    raise RuntimeError("ONNX export failed: " + " | ".join(errors))
+
+
+def quantize_int8(src: str, dst: str) -> None:
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs a warning per integer tensor it cannot type
+    try:
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+    finally:
+        root.setLevel(level)
+
+
+def ort_session(path: str, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+
+
+# --------------------------------------------------------------------------- systems
+def make_callables(names, threads, hf_model, ckpt_dir, onnx_paths, skipped):
+    """{system: zero-argument callable(inputs) -> last_hidden_state numpy} for one thread count."""
+    import torch
+
+    made = {}
+    for name in names:
+        try:
+            if name == "mbengine":
+                import mbengine
+
+                m = mbengine.MobileBertModel.from_pretrained(ckpt_dir, threads=threads)
+                made[name] = lambda inp, m=m: m(inp["input_ids"], attention_mask=inp["attention_mask"],
+                                                token_type_ids=inp["token_type_ids"]).last_hidden_state
+            elif name == "torch":
+                def run_torch(inp, model=hf_model, n=threads):
+                    torch.set_num_threads(n)
+                    with torch.inference_mode():
+                        out = model(input_ids=torch.from_numpy(inp["input_ids"]),
+                                    attention_mask=torch.from_numpy(inp["attention_mask"]),
+                                    token_type_ids=torch.from_numpy(inp["token_type_ids"]))
+                    return out.last_hidden_state.numpy()
+                made[name] = run_torch
+            elif name in ("ort-fp32", "ort-int8"):
+                path = onnx_paths.get(name)
+                if path is None:
+                    raise RuntimeError(onnx_paths.get(name + ":error", "no ONNX model"))
+                sess = ort_session(path, threads)
+                feed_names = [i.name for i in sess.get_inputs()]
+                made[name] = lambda inp, s=sess, f=feed_names: s.run(["last_hidden_state"], {k: inp[k] for k in f})[0]
+            else:
+                raise ValueError(f"unknown system {name!r} (known: {', '.join(ALL_SYSTEMS)})")
+        except Exception as e:  # noqa: BLE001
+            skipped.setdefault(name, _reason(e))
+            print(f"  skipping {name} (threads {threads}): {skipped[name]}", flush=True)
+    return made
+
+
+def run(args) -> dict:
+    import torch
+
+    systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = [s for s in systems if s not in ALL_SYSTEMS]
+    if unknown:
+        raise SystemExit(f"unknown systems {unknown}; known: {', '.join(ALL_SYSTEMS)}")
+    skipped: dict[str, str] = {}
+    info: dict = {}
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mbengine-bench-") as tmp:
+        ckpt = os.path.join(tmp, "hf")
+        t0 = time.perf_counter()
+        hf_model = build_hf_model(args.layers, ckpt)
+        info["hf_model_build_s"] = time.perf_counter() - t0
+        info["attn_implementation"] = getattr(hf_model.config, "_attn_implementation", None)
+        info["parameters"] = sum(p.numel() for p in hf_model.parameters())
+        print(f"HF MobileBertModel: {args.layers} layers, {info['parameters'] / 1e6:.1f} M parameters, "
+              f"attention {info['attn_implementation']}", flush=True)
+        vocab = hf_model.config.vocab_size
+
+        onnx_paths: dict[str, str] = {}
+        if any(s.startswith("ort") for s in systems):
+            try:
+                import onnxruntime  # noqa: F401
+
+                fp32 = os.path.join(tmp, "model.onnx")
+                t0 = time.perf_counter()
+                example = make_inputs(2, 16, vocab)
+                example["attention_mask"][1, -4:] = 0  # padding in the example keeps the mask path in the trace
+                info["onnx_exporter"] = export_onnx(hf_model, fp32, example)
+                info["onnx_export_s"] = time.perf_counter() - t0
+                info["onnx_fp32_mb"] = os.path.getsize(fp32) / 2**20
+                onnx_paths["ort-fp32"] = fp32
+                print(f"ONNX export: {info['onnx_exporter']}, {info['onnx_fp32_mb']:.1f} MiB", flush=True)
+                if "ort-int8" in systems:
+                    try:
+                        int8 = os.path.join(tmp, "model.int8.onnx")
+                        quantize_int8(fp32, int8)
+                        onnx_paths["ort-int8"] = int8
+                        info["onnx_int8_mb"] = os.path.getsize(int8) / 2**20
+                        print(f"ONNX int8 (dynamic, QInt8 weights): {info['onnx_int8_mb']:.1f} MiB", flush=True)
+                    except Exception as e:  # noqa: BLE001
+                        onnx_paths["ort-int8:error"] = f"quantization failed: {_reason(e)}"
+            except Exception as e:  # noqa: BLE001
+                for s in ("ort-fp32", "ort-int8"):
+                    onnx_paths[f"{s}:error"] = _reason(e)
+                if args.verbose:
+                    traceback.print_exc()
+
+        for n in args.threads:
+            if args.wait_quiet > 0:
+                common.wait_until_quiet(args.wait_quiet)
+            fns_by_input = make_callables(systems, n, hf_model, ckpt, onnx_paths, skipped)
+            for batch in args.batch:
+                for seq in args.seq:
+                    inp = make_inputs(batch, seq, vocab)
+                    torch.set_num_threads(n)
+                    with torch.inference_mode():
+                        ref = hf_model(**{k: torch.from_numpy(v) for k, v in inp.items()}).last_hidden_state.numpy()
+                    ok = {}
+                    errs = {}
+                    for name, f in fns_by_input.items():
+                        try:
+                            for _ in range(args.warmup):
+                                out = f(inp)
+                            errs[name] = common.rel_err(out, ref)
+                            ok[name] = lambda f=f, inp=inp: f(inp)
+                        except Exception as e:  # noqa: BLE001
+                            skipped.setdefault(name, _reason(e))
+                            print(f"  skipping {name} (threads {n}, b{batch} s{seq}): {_reason(e)}", flush=True)
+                            if args.verbose:
+                                traceback.print_exc()
+                    if not ok:
+                        continue
+                    times, load, attempts = common.time_when_quiet(
+                        ok, args.repeats, retries=args.retries, wait=args.wait_quiet, warmup=1, gap=args.gap)
+                    base = common.median(times["mbengine"]) if "mbengine" in times else None
+                    for name, t in times.items():
+                        st = common.stats(t)
+                        rows.append({
+                            "system": name, "threads": n, "batch": batch, "seq": seq,
+                            "median_ms": st["median"] * 1e3, "min_ms": st["min"] * 1e3,
+                            "mean_ms": st["mean"] * 1e3, "stdev_ms": st["stdev"] * 1e3, "n": st["n"],
+                            "ratio_to_mbengine": st["median"] / base if base else None,
+                            "rel_err_vs_torch": errs[name],
+                            "other_cpu": load["other_cpu"], "steal": load.get("steal"), "attempts": attempts,
+                            "samples_ms": [x * 1e3 for x in t],
+                        })
+                        r = rows[-1]
+                        ratio = "–" if r["ratio_to_mbengine"] is None else f"{r['ratio_to_mbengine']:.2f}"
+                        print(f"threads {n} b{batch} s{seq}  {name:<9} median {r['median_ms']:8.2f} ms  "
+                              f"min {r['min_ms']:8.2f} ms  x mbengine {ratio}  rel err {r['rel_err_vs_torch']:.1e}",
+                              flush=True)
+                    if load["other_cpu"] is not None:
+                        print(f"  (other processes used {100 * load['other_cpu']:.0f}% of the CPUs meanwhile)")
+            del fns_by_input
+    return {"rows": rows, "skipped": skipped, "info": info}
+
+
+def worst_load(rows) -> dict:
+    """The timed case during which other processes used the most CPU."""
+    fr = [r["other_cpu"] for r in rows if r.get("other_cpu") is not None]
+    ncpu = os.cpu_count() or 1
+    return {"other_cpu": max(fr), "other_cpus_equiv": max(fr) * ncpu} if fr else {}
+
+
+def table(rows) -> str:
+    headers = ["system", "threads", "batch", "seq", "median ms", "min ms", "median / mbengine median",
+               "rel err vs torch", "other load %"]
+    out = []
+    for r in rows:
+        out.append([r["system"], r["threads"], r["batch"], r["seq"], f"{r['median_ms']:.2f}", f"{r['min_ms']:.2f}",
+                    "–" if r["ratio_to_mbengine"] is None else f"{r['ratio_to_mbengine']:.2f}",
+                    f"{r['rel_err_vs_torch']:.1e}",
+                    "–" if r["other_cpu"] is None else f"{100 * r['other_cpu']:.0f}"])
+    return common.markdown_table(headers, out)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seq", type=int, nargs="+", default=[128])
+    ap.add_argument("--batch", type=int, nargs="+", default=[1])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=30, help="timed rounds (one call of each system per round)")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed calls per system before the check")
+    ap.add_argument("--systems", default=",".join(ALL_SYSTEMS), help=f"comma-separated subset of {ALL_SYSTEMS}")
+    ap.add_argument("--layers", type=int, default=24, help="num_hidden_layers (24 = full size)")
+    ap.add_argument("--gap", type=float, default=0.05,
+                    help="seconds of pause (busy-wait on the main thread) after each system's call, so its thread "
+                         "pool stops spinning before the next system runs (ONNX Runtime's workers spin ~30 ms "
+                         "after a run; default 0.05)")
+    ap.add_argument("--wait-quiet", type=float, default=120.0, metavar="S",
+                    help="before each thread count, wait up to S seconds for other processes to go idle (0: don't)")
+    ap.add_argument("--retries", type=int, default=2,
+                    help="time again (up to this many times) if other processes were busy meanwhile")
+    ap.add_argument("--name", default="model", help="results file name: bench/results/<name>.{json,md}")
+    ap.add_argument("--verbose", action="store_true", help="print tracebacks of skipped systems")
+    ap.add_argument(common.KEEP_ENV_FLAG, action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
+    args = ap.parse_args(argv)
+
+    env = common.environment()
+    common.print_environment(env)
+    git = env.get("git")  # the sources that ran: taken before the run (others may edit them meanwhile)
+    mon = common.LoadMonitor().start()
+    data = run(args)
+    load = mon.stop()
+    warning = common.load_warning(worst_load(data["rows"]))
+    env = common.environment()  # after the run: numba's threading layer and every BLAS are loaded now
+    env["git"] = git
+    data = {"benchmark": "model", "date": common.now(), "command": common.command_line(), "environment": env,
+            "settings": vars(args), "load": load, **data}
+    md = table(data["rows"])
+    notes = [f"model: HF MobileBertModel, MobileBertConfig() defaults (google/mobilebert-uncased), "
+             f"classifier_activation=False, {args.layers} layers, random weights (torch.manual_seed(0))",
+             "inputs: random ids, no padding, token types 0|1 halves; output compared: last_hidden_state",
+             f"systems timed round robin (order rotating), {args.repeats} rounds, {args.gap * 1e3:g} ms pause "
+             "(busy-wait) after each call; ratio = system median / mbengine median (>1: mbengine faster)",
+             "torch: eager, torch.set_num_threads(n), inference_mode; ORT: intra_op_num_threads=n, ORT_ENABLE_ALL; "
+             "mbengine: from_pretrained(dir, threads=n)"]
+    info = data["info"]
+    if info.get("onnx_exporter"):
+        notes.append(f"ONNX: exporter {info['onnx_exporter']}, opset 17; int8: quantize_dynamic QInt8 weights")
+    for name, why in data["skipped"].items():
+        notes.append(f"skipped {name}: {why}")
+    if warning:
+        notes.append(warning)
+    jpath, mpath = common.write_results(args.name, data, table=md, title="Whole-model benchmark", notes=notes)
+    print()
+    print(md)
+    for name, why in data["skipped"].items():
+        print(f"skipped {name}: {why}")
+    if warning:
+        print(warning)
+    print(f"wrote {jpath}, {mpath}")
+
+
+if __name__ == "__main__":
+    main()
