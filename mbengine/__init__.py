@@ -22,6 +22,7 @@ _LAZY = {
     "MobileBertForTokenClassification": "mbengine.modeling",
     "MobileBertForQuestionAnswering": "mbengine.modeling",
     "BaseModelOutputWithPooling": "mbengine.modeling",
+    "MobileBertTokenizer": "mbengine.tokenizer",
     "MBEngineError": "mbengine.errors",
     "ConfigError": "mbengine.errors",
     "InputError": "mbengine.errors",
