@@ -7,7 +7,10 @@ For sequence b, head h (head width D, columns h*D ..) and query row i:
     out_i = sum_j p_j v_j
 
 Q, K and V are column windows of token-major buffers (row b*S + s) and the
-context goes straight into the token-major output layout. The work is split
+context goes straight into the token-major output layout. Keys after the
+last visible one (right padding) are not computed at all: they get
+probability 0 (Hugging Face's float32 softmax underflows to 0 there too). The
+work is split
 into tasks of ``ROWS`` query rows of one (batch, head); a task holds only its
 block of scores, in the calling thread's slice of ``scores``, so no (S, S)
 matrix per head is ever materialised.
@@ -63,36 +66,51 @@ def attention(q, q_off, k, k_off, v, v_off, mask_add, heads, head_dim, scale,
         b = bh // heads
         h = bh - b * heads
         sc = scores[numba.get_thread_id()]
+        # keys beyond the last visible one (right padding) are skipped: their
+        # probability is exactly 0, and a padded row computes exactly what it
+        # computes alone (same trip counts, same rounding)
+        L = _visible_length(mask_add[b])
         # scores[r, j] = q[b*S + i0 + r, head h] . k[b*S + j, head h]
-        for p in range(PK):
+        for p in range((L + COLS - 1) // COLS):
             if n == ROWS:
                 tile_rows(q, b * S + i0, q_off + h * D, kp[bh * PK + p], 0, sc, 0, p * COLS, D)
             else:
                 for r in range(n):
                     tile_row(q, b * S + i0 + r, q_off + h * D, kp[bh * PK + p], 0, sc, r, p * COLS, D)
-        _softmax_rows(sc, n, S, mask_add[b], scale)
+        _softmax_rows(sc, n, L, mask_add[b], scale)
         if want_probs:
             for r in range(n):
-                for j in range(S):
+                for j in range(L):
                     probs[b, h, i0 + r, j] = sc[r, j]
+                for j in range(L, S):
+                    probs[b, h, i0 + r, j] = 0.0
         # out[b*S + i0 + r, head h] = scores[r, :S] . V
         for p in range(PV):
             width = min(COLS, D - p * COLS)
             oc = out_off + h * D + p * COLS
             panel = vp[bh * PV + p]
             if width == COLS and n == ROWS:
-                tile_rows(sc, 0, 0, panel, 0, out, b * S + i0, oc, S)
+                tile_rows(sc, 0, 0, panel, 0, out, b * S + i0, oc, L)
             elif width == COLS:
                 for r in range(n):
-                    tile_row(sc, r, 0, panel, 0, out, b * S + i0 + r, oc, S)
+                    tile_row(sc, r, 0, panel, 0, out, b * S + i0 + r, oc, L)
             else:
                 for r in range(n):
                     o = out[b * S + i0 + r, oc:oc + width]
                     o[:] = 0.0
-                    for j in range(S):
+                    for j in range(L):
                         pj = sc[r, j]
                         for c in range(width):
                             o[c] += pj * panel[j, c]
+
+
+@njit(cache=True, inline="always")
+def _visible_length(mask_row):
+    """1 + the index of the last key the mask leaves visible (all of them if none is)."""
+    for j in range(mask_row.shape[0] - 1, -1, -1):
+        if mask_row[j] == 0.0:
+            return j + 1
+    return mask_row.shape[0]
 
 
 @njit(cache=True, inline="always")

@@ -23,6 +23,7 @@ _LAZY = {
     "MobileBertForQuestionAnswering": "mbengine.modeling",
     "BaseModelOutputWithPooling": "mbengine.modeling",
     "MobileBertTokenizer": "mbengine.tokenizer",
+    "pipeline": "mbengine.pipelines",
     "MBEngineError": "mbengine.errors",
     "ConfigError": "mbengine.errors",
     "InputError": "mbengine.errors",

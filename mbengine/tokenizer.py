@@ -149,6 +149,12 @@ class MobileBertTokenizer:
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return self._tok.decode([int(i) for i in ids], skip_special_tokens=skip_special_tokens)
 
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """Tokens back to text with the tokenizer's decoder ("##" pieces joined, spaces cleaned up)."""
+        if self._tok.decoder is not None:
+            return self._tok.decoder.decode(list(tokens))
+        return " ".join(tokens).replace(" ##", "").strip()
+
     def tokenize(self, text: str) -> list[str]:
         _check_text("text", text)
         return self._tok.encode(text, add_special_tokens=False).tokens
@@ -183,7 +189,7 @@ class MobileBertTokenizer:
     def __call__(self, text, text_pair=None, *, max_length: int | None = None, truncation=False, padding=False,
                  return_overflowing_tokens: bool = False, stride: int = 0, return_offsets_mapping: bool = False,
                  add_special_tokens: bool = True, return_token_type_ids: bool = True,
-                 return_attention_mask: bool = True) -> dict:
+                 return_attention_mask: bool = True, return_word_ids: bool = False) -> dict:
         """Encode texts (or pairs) into a dict of NumPy int64 arrays.
 
         Keys: ``input_ids``, ``token_type_ids``, ``attention_mask`` (batch,
@@ -242,13 +248,15 @@ class MobileBertTokenizer:
             fields["attention_mask"] = [r.attention_mask for r in rows]
         if return_offsets_mapping:
             fields["offset_mapping"] = [r.offsets for r in rows]
+        if return_word_ids:  # index of each token's word in its own text, -1 for special tokens
+            fields["word_ids"] = [[-1 if w is None else w for w in r.word_ids] for r in rows]
         lengths = [len(r.ids) for r in rows]
         if pad is None and len(set(lengths)) > 1:
             out = {k: [np.asarray(v, np.int64).reshape(len(v), *(2,) if k == "offset_mapping" else ())
                        for v in vals] for k, vals in fields.items()}
         else:
             width = max(lengths) if pad != "max_length" else max(limit, max(lengths))
-            fill = {"input_ids": self.pad_token_id, "token_type_ids": 0, "attention_mask": 0}
+            fill = {"input_ids": self.pad_token_id, "token_type_ids": 0, "attention_mask": 0, "word_ids": -1}
             out = {}
             for key, vals in fields.items():
                 shape = (len(rows), width, 2) if key == "offset_mapping" else (len(rows), width)

@@ -18,7 +18,10 @@ def hf_config(cfg: MobileBertConfig):
     import transformers
 
     fields = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "extra"}
-    return transformers.MobileBertConfig(**fields, attn_implementation="eager")
+    labels = {k: cfg.extra[k] for k in ("id2label", "label2id", "num_labels", "problem_type") if k in cfg.extra}
+    if "id2label" in labels:
+        labels["id2label"] = {int(k): v for k, v in labels["id2label"].items()}
+    return transformers.MobileBertConfig(**fields, **labels, attn_implementation="eager")
 
 
 def random_hf_model(cfg: MobileBertConfig, seed: int):

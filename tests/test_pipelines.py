@@ -1,0 +1,212 @@
+"""Pipelines against transformers' pipelines on small random models with the real uncased vocabulary."""
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import mbengine
+from mbengine.config import MobileBertConfig
+
+from .hf_util import save_hf
+from .test_heads import random_head_model
+from .test_tokenizer import real_vocab_dir
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+CONFIG = dict(vocab_size=30522, hidden_size=32, embedding_size=16, intra_bottleneck_size=16, num_hidden_layers=2,
+              num_attention_heads=2, intermediate_size=24, max_position_embeddings=64)
+NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+TEXTS = ["Hello world, this is MobileBERT running on unaffable Numba kernels.",
+         "Angela Merkel visited Zürich and Paris in 2019!",
+         "short",
+         "日本語 and naïve café owners in São Paulo"]
+
+
+def checkpoint(tmp_path_factory, cls_name, seed=0, **extra):
+    config = MobileBertConfig.from_dict({**CONFIG, **extra})
+    hf = random_head_model(cls_name, config, seed)
+    path = tmp_path_factory.mktemp(cls_name)
+    save_hf(hf, str(path))
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(os.path.join(real_vocab_dir(), name), path / name)
+    return str(path), hf
+
+
+def hf_pipeline(task, path, hf):
+    tok = transformers.BertTokenizerFast.from_pretrained(path)
+    return transformers.pipeline(task, model=hf, tokenizer=tok, device="cpu")
+
+
+def close(a, b, rtol=1e-4):
+    return abs(a - b) <= rtol * max(abs(a), abs(b)) + 1e-7
+
+
+@pytest.fixture(scope="module")
+def mlm(tmp_path_factory):
+    return checkpoint(tmp_path_factory, "MobileBertForMaskedLM", seed=1)
+
+
+def test_fill_mask_matches_hf(mlm):
+    path, hf = mlm
+    ours, theirs = mbengine.pipeline("fill-mask", model=path), hf_pipeline("fill-mask", path, hf)
+    for text in ["The capital of France is [MASK].", "[MASK] is a [MASK] day for a walk."]:
+        for kw in [dict(top_k=5), dict(top_k=3, targets=["paris", "london", "walking", "zzzqx"])]:
+            got, want = ours(text, **kw), theirs(text, **kw)
+            if isinstance(want[0], dict):
+                got, want = [got], [want]
+            for g_mask, w_mask in zip(got, want):
+                assert [g["token"] for g in g_mask] == [w["token"] for w in w_mask]
+                for g, w in zip(g_mask, w_mask):
+                    assert g["token_str"] == w["token_str"] and g["sequence"] == w["sequence"]
+                    assert close(g["score"], w["score"]), (g, w)
+
+
+def test_fill_mask_batches_and_errors(mlm):
+    path, _ = mlm
+    pipe = mbengine.pipeline("fill-mask", model=path, batch_size=2)
+    texts = ["a [MASK] b", "this is a much longer sentence with a [MASK] in it", "[MASK]"]
+    one_by_one = [pipe(t) for t in texts]
+    assert pipe(texts) == one_by_one
+    with pytest.raises(ValueError, match=r"no \[MASK\] token"):
+        pipe("no mask here")
+    with pytest.raises(TypeError, match="inputs"):
+        pipe(42)
+
+
+@pytest.mark.parametrize("labels, problem", [(3, None), (1, None), (4, "multi_label_classification"),
+                                             (1, "regression")])
+def test_text_classification_matches_hf(tmp_path_factory, labels, problem):
+    extra = {"id2label": {str(i): f"label_{i}" for i in range(labels)}}
+    if problem:
+        extra["problem_type"] = problem
+    path, hf = checkpoint(tmp_path_factory, "MobileBertForSequenceClassification", seed=labels, **extra)
+    ours, theirs = mbengine.pipeline("text-classification", model=path), hf_pipeline("text-classification", path, hf)
+    for kw in [{}, {"top_k": None}, {"top_k": 2}]:
+        for inputs in (TEXTS[0], TEXTS):
+            got, want = ours(inputs, **kw), theirs(inputs, **kw)
+            flat_g = [d for x in (got if isinstance(got, list) else [got])
+                      for d in (x if isinstance(x, list) else [x])]
+            flat_w = [d for x in (want if isinstance(want, list) else [want])
+                      for d in (x if isinstance(x, list) else [x])]
+            assert [d["label"] for d in flat_g] == [d["label"] for d in flat_w]
+            assert all(close(g["score"], w["score"]) for g, w in zip(flat_g, flat_w))
+            assert type(got) is type(want) and len(got) == len(want)
+
+
+@pytest.fixture(scope="module")
+def ner(tmp_path_factory):
+    return checkpoint(tmp_path_factory, "MobileBertForTokenClassification", seed=3,
+                      id2label={str(k): v for k, v in NER_LABELS.items()})
+
+
+@pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
+def test_token_classification_matches_hf(ner, strategy):
+    path, hf = ner
+    ours = mbengine.pipeline("token-classification", model=path)
+    theirs = hf_pipeline("token-classification", path, hf)
+    for text in TEXTS:
+        got, want = ours(text, aggregation_strategy=strategy), theirs(text, aggregation_strategy=strategy)
+        assert len(got) == len(want), (text, got, want)
+        for g, w in zip(got, want):
+            for key in w:
+                if key == "score":
+                    assert close(g[key], float(w[key]))
+                else:
+                    assert g[key] == w[key], (key, g, w)
+
+
+def test_feature_extraction_matches_hf(tmp_path_factory):
+    path, hf = checkpoint(tmp_path_factory, "MobileBertForMaskedLM", seed=5)  # any checkpoint: its base model
+    ours = mbengine.pipeline("feature-extraction", model=path)
+    theirs = transformers.pipeline("feature-extraction", model=hf.mobilebert,
+                                   tokenizer=transformers.BertTokenizerFast.from_pretrained(path))
+    for text in TEXTS:
+        got, want = ours(text), np.asarray(theirs(text))[0]
+        assert got.shape == want.shape
+        assert np.linalg.norm(got - want) <= 1e-4 * np.linalg.norm(want)
+    pooled = ours(TEXTS, pooling="mean", normalize=True)
+    assert pooled.shape == (len(TEXTS), 32)
+    np.testing.assert_allclose(np.linalg.norm(pooled, axis=1), 1.0, rtol=1e-5)
+    for i, text in enumerate(TEXTS):
+        np.testing.assert_allclose(pooled[i], ours(text, pooling="mean", normalize=True), rtol=1e-5, atol=1e-6)
+
+
+def reference_qa(hf, tok, question, context, top_k, max_seq_len, doc_stride, max_answer_len, impossible):
+    """HF 4.x's span decoding, step by step, on the torch model's logits and BertTokenizerFast's windows."""
+    enc = tok(question, context, truncation="only_second", max_length=max_seq_len, stride=doc_stride,
+              return_overflowing_tokens=True, return_offsets_mapping=True)
+    answers, min_null = [], 1e6
+    for w in range(len(enc["input_ids"])):
+        ids = torch.tensor([enc["input_ids"][w]])
+        with torch.no_grad():
+            out = hf(ids, token_type_ids=torch.tensor([enc["token_type_ids"][w]]))
+        seq = enc.sequence_ids(w)
+        allowed = np.array([s == 1 for s in seq])
+        allowed[0] = True  # [CLS]
+        start = np.where(allowed, out.start_logits[0].numpy(), -10000.0).astype(np.float64)
+        end = np.where(allowed, out.end_logits[0].numpy(), -10000.0).astype(np.float64)
+        start, end = np.exp(start - start.max()), np.exp(end - end.max())
+        start, end = start / start.sum(), end / end.sum()
+        min_null = min(min_null, start[0] * end[0])
+        start[0] = end[0] = 0.0
+        cand = np.tril(np.triu(np.outer(start, end)), max_answer_len - 1)
+        order = np.argsort(-cand, axis=None, kind="stable")[:top_k]
+        for f in order:
+            s, e = np.unravel_index(f, cand.shape)
+            if not (allowed[s] and allowed[e]) or cand[s, e] <= 0:
+                continue
+            a = enc.word_to_chars(w, enc.token_to_word(w, s), sequence_index=1)[0]
+            b = enc.word_to_chars(w, enc.token_to_word(w, e), sequence_index=1)[1]
+            answers.append({"score": cand[s, e], "start": a, "end": b, "answer": context[a:b]})
+    if impossible:
+        answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
+    return sorted(answers, key=lambda x: x["score"], reverse=True)[:top_k]
+
+
+@pytest.mark.parametrize("top_k, impossible", [(1, False), (3, False), (4, True)])
+def test_question_answering_against_span_decoding_reference(tmp_path_factory, top_k, impossible):
+    path, hf = checkpoint(tmp_path_factory, "MobileBertForQuestionAnswering", seed=7)
+    tok = transformers.BertTokenizerFast.from_pretrained(path)
+    pipe = mbengine.pipeline("question-answering", model=path)
+    context = (" ".join(TEXTS) + " ") * 3  # long enough for several 48-token windows
+    question = "Who visited Zürich?"
+    kw = dict(top_k=top_k, max_seq_len=48, doc_stride=16, max_answer_len=6)
+    got = pipe(question, context, handle_impossible_answer=impossible, **kw)
+    want = reference_qa(hf, tok, question, context, top_k, 48, 16, 6, impossible)
+    got = [got] if isinstance(got, dict) else got
+    assert [(g["start"], g["end"], g["answer"]) for g in got] == [(w["start"], w["end"], w["answer"]) for w in want]
+    assert all(close(g["score"], w["score"]) for g, w in zip(got, want))
+
+
+def test_multiple_choice_and_next_sentence(tmp_path_factory):
+    path, hf = checkpoint(tmp_path_factory, "MobileBertForMultipleChoice", seed=9)
+    pipe = mbengine.pipeline("multiple-choice", model=path)
+    tok = transformers.BertTokenizerFast.from_pretrained(path)
+    choices = ["a cat", "a very large dog", "nothing"]
+    got = pipe("The pet was", choices)
+    logits = []
+    for choice in choices:  # each choice alone: padding must not change a choice's score
+        enc = tok("The pet was", choice, return_tensors="pt")
+        with torch.no_grad():
+            logits.append(hf(**{k: v[None] for k, v in enc.items()}).logits[0, 0].item())
+    logits = np.array(logits)
+    want = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+    np.testing.assert_allclose(got["scores"], want, rtol=1e-4)
+    assert got["best"] == int(want.argmax())
+
+    path, hf = checkpoint(tmp_path_factory, "MobileBertForNextSentencePrediction", seed=10)
+    nsp = mbengine.pipeline("next-sentence", model=path)
+    got = nsp(["I went out.", "Hello"], ["It was raining.", "Goodbye forever, friend"])
+    for (a, b), g in zip([("I went out.", "It was raining."), ("Hello", "Goodbye forever, friend")], got):
+        with torch.no_grad():
+            logits = hf(**tok(a, b, return_tensors="pt")).logits[0].numpy()
+        p = np.exp(logits) / np.exp(logits).sum()
+        assert close(g["is_next"], float(p[0]))
+
+
+def test_unknown_task():
+    with pytest.raises(ValueError, match="unknown task 'summarization'"):
+        mbengine.pipeline("summarization", model="nowhere")
