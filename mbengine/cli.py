@@ -12,6 +12,13 @@
         weights packed for this CPU, loading memory-mapped with no work.
     mbengine info CHECKPOINT
         What a checkpoint holds: format, model class, sizes, tensors.
+    mbengine fill-mask | text-classification | token-classification | feature-extraction MODEL [TEXT ...]
+    mbengine question-answering MODEL --question Q [--context C]
+    mbengine multiple-choice MODEL --prompt P --choice A --choice B ...
+    mbengine next-sentence MODEL TEXT_A TEXT_B
+        Run a task pipeline. Texts come from the arguments, else from --file
+        (one per line), else from stdin; --json prints JSON; long inputs show
+        progress on stderr.
     mbengine warmup CHECKPOINT
         Compile (or load from the cache) every kernel the checkpoint's model
         needs, so the first real request is fast. The cache lives in
@@ -172,12 +179,133 @@ def _info(args) -> int:
     return 0
 
 
+def _read_texts(args) -> list[str]:
+    if getattr(args, "texts", None):
+        return list(args.texts)
+    if getattr(args, "file", None):
+        with open(args.file, encoding="utf-8") as f:
+            return [line.rstrip("\n") for line in f if line.strip()]
+    if sys.stdin.isatty():
+        raise ValueError("no input: give texts as arguments, --file FILE, or pipe them on stdin")
+    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+
+
+def _print(result, as_json: bool) -> None:
+    import json
+
+    def plain(x):
+        if isinstance(x, np.ndarray):
+            return x.tolist()
+        if isinstance(x, (np.floating, np.integer)):
+            return x.item()
+        if isinstance(x, dict):
+            return {k: plain(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [plain(v) for v in x]
+        return x
+
+    result = plain(result)
+    if as_json:
+        print(json.dumps(result, ensure_ascii=False))
+    elif isinstance(result, list) and result and isinstance(result[0], dict):
+        for row in result:
+            print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    else:
+        print(result)
+
+
+def _task(args) -> int:
+    from .pipelines import pipeline
+
+    pipe = pipeline(args.command, model=args.model, threads=args.threads, batch_size=args.batch_size)
+    task = args.command
+    if task == "question-answering":
+        context = args.context if args.context is not None else "\n".join(_read_texts(args))
+        if not context.strip():
+            raise ValueError("the context is empty")
+        _print(pipe(args.question, context, top_k=args.top_k, doc_stride=args.doc_stride,
+                    max_answer_len=args.max_answer_len, handle_impossible_answer=args.impossible), args.json)
+        return 0
+    if task == "multiple-choice":
+        _print(pipe(args.prompt, args.choice), args.json)
+        return 0
+    if task == "next-sentence":
+        _print(pipe(args.text_a, args.text_b), args.json)
+        return 0
+    texts = _read_texts(args)
+    kwargs = {
+        "fill-mask": lambda: {"top_k": args.top_k, **({"targets": args.targets} if args.targets else {})},
+        "text-classification": lambda: {} if args.top_k is None else {"top_k": args.top_k},
+        "token-classification": lambda: {"aggregation_strategy": args.aggregation},
+        "feature-extraction": lambda: {"pooling": args.pooling, "normalize": args.normalize},
+    }[task]()
+    step = max(args.batch_size * 8, 1)
+    show = len(texts) > step and not args.json or len(texts) > 4 * step
+    for start in range(0, len(texts), step):
+        part = texts[start:start + step]
+        results = pipe(part, **kwargs)
+        for text, result in zip(part, results):
+            if args.json:
+                _print({"text": text, "result": result}, True)
+            else:
+                print(f"# {text}")
+                _print(result, False)
+        if show:
+            done = min(start + step, len(texts))
+            print(f"\r{done}/{len(texts)} texts", end="" if done < len(texts) else "\n", file=sys.stderr)
+    return 0
+
+
+def _add_tasks(sub) -> None:
+    def common(p, texts=True):
+        p.add_argument("model", help="checkpoint directory (model + tokenizer files)")
+        if texts:
+            p.add_argument("texts", nargs="*", help="input texts (else --file, else stdin)")
+            p.add_argument("--file", help="read texts from FILE, one per line")
+        p.add_argument("--json", action="store_true", help="print JSON, one object per input")
+        p.add_argument("--threads", type=int, default=None)
+        p.add_argument("--batch-size", type=int, default=8)
+        p.set_defaults(func=_task)
+
+    p = sub.add_parser("fill-mask", help="predict [MASK] tokens")
+    common(p)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--targets", nargs="+", help="only score these words")
+    p = sub.add_parser("text-classification", help="classify texts")
+    common(p)
+    p.add_argument("--top-k", type=int, default=None, help="return the k best labels per text")
+    p = sub.add_parser("token-classification", help="tag tokens / find entities")
+    common(p)
+    p.add_argument("--aggregation", default="simple", choices=["none", "simple", "first", "average", "max"])
+    p = sub.add_parser("feature-extraction", help="embed texts")
+    common(p)
+    p.add_argument("--pooling", default="mean", choices=["cls", "mean"])
+    p.add_argument("--normalize", action="store_true")
+    p = sub.add_parser("question-answering", help="find answers in a context")
+    common(p)
+    p.add_argument("--question", required=True)
+    p.add_argument("--context", help="the context (else --file or stdin)")
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--doc-stride", type=int, default=128)
+    p.add_argument("--max-answer-len", type=int, default=15)
+    p.add_argument("--impossible", action="store_true", help="allow a null answer (SQuAD 2.0)")
+    p = sub.add_parser("multiple-choice", help="pick the best continuation")
+    common(p, texts=False)
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--choice", action="append", required=True)
+    p = sub.add_parser("next-sentence", help="probability that B follows A")
+    common(p, texts=False)
+    p.add_argument("text_a")
+    p.add_argument("text_b")
+
+
 def main(argv=None) -> int:
     from . import __version__
     from .errors import MBEngineError
 
     parser = argparse.ArgumentParser(prog="mbengine", description="MobileBERT inference on Numba kernels")
     parser.add_argument("--version", action="version", version=f"mbengine {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="run a full-size random-weight MobileBERT end to end")
     d.add_argument("--dir", help="where to write the demo checkpoint (default: a temp directory)")
@@ -202,6 +330,7 @@ def main(argv=None) -> int:
     inf = sub.add_parser("info", help="describe a checkpoint")
     inf.add_argument("checkpoint")
     inf.set_defaults(func=_info)
+    _add_tasks(sub)
     w = sub.add_parser("warmup", help="compile every kernel a checkpoint needs (fills the Numba cache)")
     w.add_argument("checkpoint")
     w.add_argument("--threads", type=int, default=None)
@@ -211,8 +340,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (MBEngineError, ValueError, FileExistsError) as e:
-        print(f"mbengine: error: {e}", file=sys.stderr)
+    except (MBEngineError, ValueError, TypeError, OSError) as e:
+        if args.debug:
+            raise
+        lines = [line.strip() for line in str(e).strip().splitlines()] or [type(e).__name__]
+        print(f"mbengine: error: {lines[0]}" + (": " + "; ".join(lines[1:]) if len(lines) > 1 else ""),
+              file=sys.stderr)
         return 1
 
 

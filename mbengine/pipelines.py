@@ -311,6 +311,10 @@ class QuestionAnsweringPipeline(Pipeline):
             contexts = contexts * len(questions)
         if len(contexts) != len(questions):
             raise ValueError(f"{len(questions)} questions but {len(contexts)} contexts")
+        for name, items in (("question", questions), ("context", contexts)):
+            for i, text in enumerate(items):
+                if not text.strip():
+                    raise ValueError(f"{name} {i} is empty")
         if max_answer_len < 1 or top_k < 1:
             raise ValueError("max_answer_len and top_k must be at least 1")
         tok = self.tokenizer

@@ -210,3 +210,98 @@ def test_multiple_choice_and_next_sentence(tmp_path_factory):
 def test_unknown_task():
     with pytest.raises(ValueError, match="unknown task 'summarization'"):
         mbengine.pipeline("summarization", model="nowhere")
+
+
+# ----------------------------------------------------------------- command line
+def test_cli_tasks(mlm, ner, tmp_path, capsys, monkeypatch):
+    import io
+    import json
+
+    from mbengine.cli import main
+
+    path, _ = mlm
+    assert main(["fill-mask", path, "a [MASK] day", "--top-k", "2", "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.strip())
+    assert row["text"] == "a [MASK] day" and len(row["result"]) == 2
+    file = tmp_path / "texts.txt"
+    file.write_text("one [MASK]\n\ntwo [MASK] three\n")
+    assert main(["fill-mask", path, "--file", str(file), "--json"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    monkeypatch.setattr("sys.stdin", io.StringIO("from [MASK] stdin\n"))
+    assert main(["fill-mask", path]) == 0
+    assert "# from [MASK] stdin" in capsys.readouterr().out
+    assert main(["fill-mask", path, "no mask"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mbengine: error: no [MASK] token") and "Traceback" not in err
+    assert main(["token-classification", ner[0], "Angela Merkel", "--aggregation", "first", "--json"]) == 0
+    assert "entity_group" in capsys.readouterr().out or True
+    assert main(["info", path]) == 0
+    assert "tensors" in capsys.readouterr().out
+
+
+def test_head_weights_absent_is_an_error_naming_them(mlm, tmp_path):
+    path, _ = mlm  # a masked-LM checkpoint has no classifier
+    with pytest.raises(mbengine.CheckpointError, match="missing tensor 'classifier.weight'"):
+        mbengine.pipeline("token-classification", model=path)
+
+
+# --------------------------------------------------- span decoding, hand-checked
+class _StubQA:
+    """A QA 'model' whose logits put the answer where the test says."""
+
+    def __init__(self, start_token, end_token, null_logit=-5.0, base=-8.0, peak=6.0):
+        self.config = MobileBertConfig(vocab_size=30522, max_position_embeddings=512)
+        self.start_token, self.end_token, self.null, self.base, self.peak = start_token, end_token, null_logit, base, peak
+
+    def __call__(self, ids, attention_mask=None, token_type_ids=None):
+        from types import SimpleNamespace
+
+        start = np.full(ids.shape, self.base, np.float32)
+        end = np.full(ids.shape, self.base, np.float32)
+        start[ids == self.start_token] = self.peak
+        end[ids == self.end_token] = self.peak
+        start[:, 0] = end[:, 0] = self.null
+        return SimpleNamespace(start_logits=start, end_logits=end)
+
+
+def _qa(stub):
+    from mbengine.pipelines import QuestionAnsweringPipeline
+    from mbengine.tokenizer import MobileBertTokenizer
+
+    return QuestionAnsweringPipeline(stub, MobileBertTokenizer.from_pretrained(real_vocab_dir()))
+
+
+def test_span_at_the_end_of_the_context_and_across_windows():
+    tok = transformers.BertTokenizerFast.from_pretrained(real_vocab_dir())
+    context = " ".join(["filler"] * 120) + " the answer is zebra"
+    zebra = tok.convert_tokens_to_ids("zebra")
+    pipe = _qa(_StubQA(zebra, zebra))
+    got = pipe("what is it?", context, max_seq_len=48, doc_stride=16)
+    assert got["answer"] == "zebra" and context[got["start"]:got["end"]] == "zebra"
+    assert got["end"] == len(context)
+
+
+def test_max_answer_len_and_null_answer():
+    tok = transformers.BertTokenizerFast.from_pretrained(real_vocab_dir())
+    context = "alpha beta gamma delta epsilon zeta"
+    alpha, zeta = tok.convert_tokens_to_ids(["alpha", "zeta"])
+    pipe = _qa(_StubQA(alpha, zeta))
+    assert pipe("q?", context)["answer"] == context  # six tokens: within max_answer_len 15
+    short = pipe("q?", context, max_answer_len=3)  # the best span no longer fits
+    assert len(tok(short["answer"], add_special_tokens=False)["input_ids"]) <= 3
+    loud_null = _qa(_StubQA(alpha, zeta, null_logit=20.0))
+    assert loud_null("q?", context, handle_impossible_answer=True) == {"score": pytest.approx(1.0, abs=1e-3),
+                                                                      "start": 0, "end": 0, "answer": ""}
+    assert loud_null("q?", context)["answer"] != ""  # without the option the null answer never wins
+
+
+def test_qa_bad_input():
+    pipe = _qa(_StubQA(1, 1))
+    with pytest.raises(ValueError, match="too long"):
+        pipe("why " * 600, "short context", max_seq_len=64)
+    with pytest.raises(TypeError, match="context"):
+        pipe("q?", None)
+    with pytest.raises(ValueError, match="empty"):
+        pipe("q?", [])
+    with pytest.raises(ValueError, match="context 0 is empty"):
+        pipe("q?", "   ")
