@@ -86,15 +86,34 @@ class QuestionAnsweringModelOutput(ModelOutput):
 
 
 def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Memory-map the checkpoint's tensors (``model.safetensors`` in a directory)."""
+    """The tensors of a checkpoint directory (or file) as float32 NumPy arrays.
+
+    ``model.safetensors`` is memory-mapped (zero copy); sharded safetensors
+    (``model.safetensors.index.json``), ``pytorch_model.bin`` (zip or legacy,
+    through a restricted unpickler that runs no code) and sharded ``.bin`` are
+    read into memory.
+    """
+    from .converters import torch_bin
+
     path = os.fspath(path)
-    file = os.path.join(path, "model.safetensors") if os.path.isdir(path) else path
-    if not os.path.exists(file):
-        present = sorted(os.listdir(path)) if os.path.isdir(path) else []
-        raise CheckpointError(
-            f"no model.safetensors in {path} (found: {present}); other formats need a converter")
-    tensors, _ = safetensors_mmap.load(file)
-    return tensors
+    if os.path.isdir(path):
+        for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                     "pytorch_model.bin.index.json"):
+            if os.path.isfile(os.path.join(path, name)):
+                file = os.path.join(path, name)
+                break
+        else:
+            raise CheckpointError(
+                f"no model.safetensors or pytorch_model.bin in {path} (found: {sorted(os.listdir(path))})")
+    elif os.path.isfile(path):
+        file = path
+    else:
+        raise CheckpointError(f"no checkpoint at {path}")
+    if file.endswith(".safetensors"):
+        return safetensors_mmap.load(file)[0]
+    tensors = torch_bin.read_sharded(file) if file.endswith(".index.json") else torch_bin.read_torch_bin(file)
+    return {k: (v.astype(np.float32) if v.dtype.kind == "f" and v.dtype != np.float32 else v)
+            for k, v in tensors.items()}
 
 
 def _int_array(name: str, value, shape=None) -> np.ndarray:
