@@ -85,33 +85,47 @@ class QuestionAnsweringModelOutput(ModelOutput):
     attentions: tuple | None = None
 
 
-def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """The tensors of a checkpoint directory (or file) as float32 NumPy arrays.
+def _find_checkpoint(path: str) -> str:
+    """The weights file of a checkpoint directory, in order of preference."""
+    for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                 "pytorch_model.bin.index.json", "tf_model.h5"):
+        if os.path.isfile(os.path.join(path, name)):
+            return os.path.join(path, name)
+    indexes = sorted(n for n in os.listdir(path) if n.endswith(".index") and ".ckpt" in n)
+    if indexes:  # a TF1 checkpoint: model.ckpt.index + model.ckpt.data-*
+        return os.path.join(path, indexes[-1])
+    raise CheckpointError(f"no model.safetensors, pytorch_model.bin, tf_model.h5 or TF checkpoint in {path} "
+                          f"(found: {sorted(os.listdir(path))})")
 
-    ``model.safetensors`` is memory-mapped (zero copy); sharded safetensors
-    (``model.safetensors.index.json``), ``pytorch_model.bin`` (zip or legacy,
-    through a restricted unpickler that runs no code) and sharded ``.bin`` are
-    read into memory.
+
+def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The tensors of a checkpoint directory (or file) as float32 NumPy arrays, HF PyTorch names.
+
+    ``model.safetensors`` is memory-mapped (zero copy). Read into memory, with no
+    framework: sharded safetensors (``model.safetensors.index.json``);
+    ``pytorch_model.bin`` (zip or legacy, through a restricted unpickler that runs
+    no code) and its sharded form; HF's TensorFlow ``tf_model.h5`` (h5py); a TF1
+    checkpoint such as Google's original release (``*.ckpt.index`` + data).
     """
-    from .converters import torch_bin
+    from .converters import tf_bundle, tf_h5, torch_bin
 
     path = os.fspath(path)
     if os.path.isdir(path):
-        for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                     "pytorch_model.bin.index.json"):
-            if os.path.isfile(os.path.join(path, name)):
-                file = os.path.join(path, name)
-                break
-        else:
-            raise CheckpointError(
-                f"no model.safetensors or pytorch_model.bin in {path} (found: {sorted(os.listdir(path))})")
-    elif os.path.isfile(path):
+        file = _find_checkpoint(path)
+    elif os.path.isfile(path) or os.path.isfile(path + ".index"):
         file = path
     else:
         raise CheckpointError(f"no checkpoint at {path}")
     if file.endswith(".safetensors"):
         return safetensors_mmap.load(file)[0]
-    tensors = torch_bin.read_sharded(file) if file.endswith(".index.json") else torch_bin.read_torch_bin(file)
+    if file.endswith(".index.json"):
+        tensors = torch_bin.read_sharded(file)
+    elif file.endswith(".h5"):
+        tensors = tf_h5.read_tf_h5(file)
+    elif file.endswith(".index") or os.path.isfile(file + ".index"):
+        tensors = tf_bundle.read_tf_checkpoint(file)
+    else:
+        tensors = torch_bin.read_torch_bin(file)
     return {k: (v.astype(np.float32) if v.dtype.kind == "f" and v.dtype != np.float32 else v)
             for k, v in tensors.items()}
 

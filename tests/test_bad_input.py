@@ -141,7 +141,7 @@ def test_corrupt_safetensors_file(checkpoint, tmp_path, damage):
 
 def test_missing_weights_file_lists_directory(tmp_path):
     CFG.save_pretrained(tmp_path)
-    with pytest.raises(CheckpointError, match=r"no model.safetensors or pytorch_model.bin .*config.json"):
+    with pytest.raises(CheckpointError, match=r"no model.safetensors, pytorch_model.bin, .*config.json"):
         MobileBertModel.from_pretrained(tmp_path)
 
 

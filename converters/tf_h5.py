@@ -1,0 +1,61 @@
+"""Read Hugging Face's TensorFlow checkpoint ``tf_model.h5`` (Keras h5 weights) without TensorFlow.
+
+The file is HDF5, read with h5py: the root's ``layer_names`` attribute lists
+the top-level layers, each group's ``weight_names`` its weights, named like
+``tf_mobile_bert_for_pre_training/mobilebert/encoder/layer_._0/attention/self/query/kernel:0``.
+:func:`hf_name` maps such a name to Hugging Face's PyTorch name as transformers
+does when it converts between its TF and PyTorch classes: drop the model scope
+and ``:0``, ``layer_._0`` -> ``layer.0``, ``predictions___cls`` -> ``cls``,
+``kernel``/``gamma``/``embeddings`` -> ``weight`` (kernels transposed),
+``beta`` -> ``bias``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+import numpy as np
+
+from mbengine.errors import CheckpointError
+
+LEAF = {"kernel": "weight", "gamma": "weight", "embeddings": "weight", "beta": "bias"}
+
+
+def hf_name(tf_name: str) -> tuple[str, bool]:
+    """(HF PyTorch name, transpose?) of an HF TF weight name."""
+    name = tf_name.removesuffix(":0")
+    name = re.sub(r"[^/]*___([^/]*)", r"\1", name)  # "predictions___cls" is the cls module's scope
+    name = name.replace("_._", "/")
+    parts = name.split("/")[1:]  # the model's own scope
+    last = parts[-1]
+    parts[-1] = LEAF.get(last, last)
+    return ".".join(parts), last == "kernel"
+
+
+def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The tensors of ``tf_model.h5`` under Hugging Face's PyTorch names."""
+    try:
+        import h5py
+    except ImportError:
+        raise CheckpointError(f"{path}: reading tf_model.h5 needs h5py (pip install h5py)") from None
+    path = os.fspath(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise CheckpointError(f"{path}: not a readable HDF5 file ({e})") from None
+    out = {}
+    with f:
+        if "layer_names" not in f.attrs:
+            raise CheckpointError(f"{path}: no 'layer_names' attribute (not Keras h5 weights)")
+        for layer in f.attrs["layer_names"]:
+            layer = layer.decode() if isinstance(layer, bytes) else str(layer)
+            group = f[layer]
+            for weight in group.attrs.get("weight_names", []):
+                weight = weight.decode() if isinstance(weight, bytes) else str(weight)
+                if weight not in group:
+                    raise CheckpointError(f"{path}: weight {weight!r} is listed but missing")
+                arr = np.asarray(group[weight])
+                name, transpose = hf_name(weight)
+                out[name] = np.ascontiguousarray(arr.T) if transpose else arr
+    return out
