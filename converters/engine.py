@@ -86,9 +86,14 @@ def write(model, directory: str | os.PathLike, *, tokenizer_from: str | os.PathL
         raise FileExistsError(f"{directory} exists; pass force=True (--force) to replace it")
     graph = model.runner().graph  # packs every weight into model's cache
     tensors = {PACKED + name: arr for (kind, name), arr in model._cache.items() if kind == "packed"}
+    from mbengine.converters.canonical import linear_weight_names
+
     tied = "cls.predictions.decoder.weight" if model.config.tie_word_embeddings else None
+    # linear weights live only packed; one no op uses (the embedding transformation of a
+    # model without trigram input and embedding_size == hidden_size) is not stored at all
+    linear = linear_weight_names(model.config, model.HEAD, model.pooler)
     for name, arr in model.weights.items():
-        if name in graph.packed_sources or name == tied:
+        if name in graph.packed_sources or name in linear or name == tied:
             continue
         tensors[name] = arr
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}

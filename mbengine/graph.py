@@ -199,6 +199,9 @@ def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *, hea
     ib = c.intra_bottleneck_size
     act = ACTIVATIONS[c.hidden_act]
     eps = c.layer_norm_eps
+    # HF builds the embeddings' and each layer output's LayerNorm with torch's default eps;
+    # BERT checkpoints run here (converters/bert.py) use their own eps there
+    default_eps = float(c.extra.get("mbengine_default_layer_norm_eps", TORCH_LAYERNORM_EPS))
 
     def hidden(i: int) -> Ref:
         name = f"hidden{i}" if keep_hidden_states else f"hidden{i % 2}"
@@ -212,7 +215,7 @@ def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *, hea
     g.ops.append(EmbedPositions("embeddings.positions", weights["embeddings.position_embeddings.weight"],
                                 weights["embeddings.token_type_embeddings.weight"], pos))
     x = hidden(0)
-    emb_norm = g.norm_args("embeddings.LayerNorm", TORCH_LAYERNORM_EPS)
+    emb_norm = g.norm_args("embeddings.LayerNorm", default_eps)
     if c.trigram_input or E != H:
         # [T, 3E] -> [T, H], + positions/types, norm
         g.linear("embeddings.transformation", "embeddings.embedding_transformation", words, x, res=pos, **emb_norm)
@@ -264,7 +267,7 @@ def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *, hea
             cur = g.linear(f + "output", f + "output.dense", inter, nxt, res=cur,
                            **g.norm_args(f + "output.LayerNorm", eps))
         g.linear(p + "intermediate", p + "intermediate.dense", cur, inter, act=act)
-        out_norm = g.norm_args(p + "output.LayerNorm", TORCH_LAYERNORM_EPS)
+        out_norm = g.norm_args(p + "output.LayerNorm", default_eps)
         if c.use_bottleneck:
             o = g.linear(p + "output", p + "output.dense", inter, Ref(g.buf("layer_out", th), 0, th),
                          res=cur, **out_norm)

@@ -85,6 +85,18 @@ class QuestionAnsweringModelOutput(ModelOutput):
     attentions: tuple | None = None
 
 
+def _read_config(path: str) -> dict:
+    import json
+
+    file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    try:
+        with open(file, encoding="utf-8") as f:
+            raw = json.load(f)
+    except (OSError, ValueError):
+        return {}  # MobileBertConfig.from_pretrained reports the problem precisely
+    return raw if isinstance(raw, dict) else {}
+
+
 def _find_checkpoint(path: str) -> str:
     """The weights file of a checkpoint directory, in order of preference."""
     for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -217,10 +229,14 @@ class MobileBertPreTrainedModel:
         packed, nothing is copied) or a Hugging Face directory with
         ``model.safetensors`` (weights packed at the first call).
         """
-        from .converters import engine
+        from .converters import bert, engine
 
-        config = MobileBertConfig.from_pretrained(path)
         source = os.fspath(path)
+        raw = _read_config(source)
+        if raw.get("model_type") == "bert":  # a BERT checkpoint: the same graph without bottlenecks
+            config = bert.config_from_bert(raw)
+            return cls(config, bert.tensors_from_bert(load_weights(path), config), source=source, **kwargs)
+        config = MobileBertConfig.from_pretrained(path)
         tensors = load_weights(path)
         meta = config.extra.get("mbengine")
         if isinstance(meta, dict):
