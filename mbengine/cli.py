@@ -129,10 +129,12 @@ def model_class(path, name=None):
     """The mbengine class for a checkpoint: ``name``, else its config's "architectures", else the base model."""
     import mbengine
 
-    from .config import MobileBertConfig
+    from .modeling import _read_config
 
     if name is None:
-        architectures = MobileBertConfig.from_pretrained(path).extra.get("architectures") or []
+        architectures = _read_config(os.fspath(path)).get("architectures") or []
+        # BERT checkpoints run as the MobileBERT class of the same head
+        architectures = ["Mobile" + a if a.startswith("Bert") else a for a in architectures]
         name = next((a for a in architectures if a in CLASSES), "MobileBertModel")
     if name not in CLASSES:
         raise ValueError(f"unknown model class {name!r}; choose one of {', '.join(CLASSES)}")
@@ -143,9 +145,19 @@ def _convert(args) -> int:
     from .converters import engine
 
     cls = model_class(args.src, args.model_class)
+    if os.path.exists(args.dst) and not args.force:
+        raise FileExistsError(f"{args.dst} exists; pass --force to replace it")
     t0 = time.perf_counter()
     kwargs = {"add_pooling_layer": False} if args.no_pooler else {}
+
+    def step(message):
+        print(f"[{time.perf_counter() - t0:6.1f} s] {message}", file=sys.stderr, flush=True)
+
+    step(f"reading {args.src} as {cls.__name__}")
     model = cls.from_pretrained(args.src, **kwargs)
+    step(f"read and checked {len(model.weights)} tensors; packing weights for the kernels")
+    model.runner()
+    step(f"writing {args.dst}")
     out = engine.write(model, args.dst, tokenizer_from=args.src if os.path.isdir(args.src) else None,
                        force=args.force)
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))

@@ -213,7 +213,11 @@ class MobileBertPreTrainedModel:
                 raise ValueError("an engine checkpoint holds fused weights: fuse=False is not possible")
             self._cache.update({("packed", name): arr for name, arr in packed.items()})
             used = {op.name for op in self.runner().graph.ops}
-            unknown = sorted(set(packed) - used)
+            # a head or pooler this class does not use is ignored, as HF ignores their weights
+            unknown = sorted(n for n in set(packed) - used
+                             if not n.startswith(("pooler.", "cls.", "classifier", "qa_outputs")))
+            for n in set(packed) - used:
+                self._cache.pop(("packed", n), None)
             if unknown:
                 raise CheckpointError(f"{source} does not match its config",
                                       [f"unexpected packed tensor 'packed/{name}'" for name in unknown])
@@ -242,7 +246,7 @@ class MobileBertPreTrainedModel:
         if isinstance(meta, dict):
             engine.check_meta(meta, source)
             tensors, packed = engine.split_packed(tensors)
-            if meta.get("head") != cls.HEAD and cls.HEAD is not None:
+            if meta.get("head") != cls.HEAD and cls.HEAD is not None:  # (a base model may come from any)
                 raise CheckpointError(f"{source} is an engine checkpoint of a {meta.get('head') or 'base'} model, "
                                       f"not of {cls.__name__}'s head {cls.HEAD!r}")
             kwargs.setdefault("add_pooling_layer", bool(meta.get("pooler", True)))
