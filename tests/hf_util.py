@@ -1,7 +1,8 @@
 """Hugging Face transformers helpers for the tests: configs, random models, forward passes.
 
 torch and transformers are imported inside the functions, so importing this
-module costs nothing; tests that call it should ``pytest.importorskip`` them.
+module costs nothing; the test extra installs them (a missing one fails the tests: the
+Hugging Face comparisons must run, never skip).
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ def checkpoint_dir(tmp_path, kind):
     d.mkdir()
     shutil.copy(os.path.join(FIXTURES, "config.json"), d / "config.json")
     if kind == "h5":
-        pytest.importorskip("h5py")
         shutil.copy(os.path.join(FIXTURES, "tf_model.h5"), d / "tf_model.h5")
     else:
         for name in os.listdir(os.path.join(FIXTURES, "tf1")):

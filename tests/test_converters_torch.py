@@ -16,7 +16,7 @@ from mbengine.errors import CheckpointError
 
 from .test_heads import random_head_model
 
-torch = pytest.importorskip("torch")
+import torch
 
 CONFIG = MobileBertConfig(vocab_size=70, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
                           num_hidden_layers=2, num_attention_heads=2, intermediate_size=20)

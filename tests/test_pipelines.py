@@ -13,8 +13,8 @@ from .hf_util import save_hf
 from .test_heads import random_head_model
 from .test_tokenizer import real_vocab_dir
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
 CONFIG = dict(vocab_size=30522, hidden_size=32, embedding_size=16, intra_bottleneck_size=16, num_hidden_layers=2,
               num_attention_heads=2, intermediate_size=24, max_position_embeddings=64)

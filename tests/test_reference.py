@@ -15,8 +15,8 @@ from mbengine.kernels.activations import ACTIVATIONS
 from .reference import ACT, reference_forward
 from .strategies import HF_TESTER_CONFIG, inputs, small_configs
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
 from .hf_util import hf_forward, random_hf_model, state_dict_numpy  # noqa: E402
 
