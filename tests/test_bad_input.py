@@ -154,10 +154,10 @@ def test_huge_batch_refused_before_allocating(model, monkeypatch):
     import mbengine.modeling as modeling
 
     monkeypatch.setattr(modeling, "available_memory", lambda: 64 * 2**20)
-    ids = np.ones((4096, 20), np.int64)
-    with pytest.raises(InputError, match=r"batch 4096 x seq 20 needs about [\d,]+ MiB .* 64 MiB"):
+    ids = np.ones((40000, 20), np.int64)
+    with pytest.raises(InputError, match=r"batch 40000 x seq 20 needs about [\d,]+ MiB .* 64 MiB"):
         model(ids)
-    assert model.runner()._arenas.get((4096, 20, False)) is None
+    assert model.runner()._arenas.get((40000, 20, False)) is None
 
 
 @settings(max_examples=60, deadline=None)

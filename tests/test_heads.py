@@ -73,7 +73,7 @@ def compare(cls_name, config, seed, ids, mask, types, tmp_path_factory):
 
 
 @pytest.mark.parametrize("cls_name", list(HEADS))
-@settings(max_examples=6, deadline=None,
+@settings(max_examples=12, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(data=st.data(), config=small_configs(), seed=st.integers(0, 2**16))
 def test_head_matches_hf(tmp_path_factory, cls_name, data, config, seed):

@@ -51,7 +51,7 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scope
                                                       HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@settings(max_examples=25, **SETTINGS)
+@settings(max_examples=60, **SETTINGS)
 @given(data=st.data(), config=small_configs(), seed=st.integers(0, 2**16))
 def test_matches_reference_and_hf(tmp_path_factory, data, config, seed):
     hf = random_hf_model(config, seed)
@@ -71,7 +71,7 @@ def test_matches_reference_and_hf(tmp_path_factory, data, config, seed):
             check(f"{name}/attentions", ours, exp)
 
 
-@settings(max_examples=10, **SETTINGS)
+@settings(max_examples=20, **SETTINGS)
 @given(data=st.data(), config=small_configs(), seed=st.integers(0, 2**16))
 def test_padded_rows_equal_rows_alone(tmp_path_factory, data, config, seed):
     """With the default trigram_padding="mask", padding never changes the real tokens."""
