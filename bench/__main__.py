@@ -1,8 +1,8 @@
-"""python -m bench {model,kernels,profile,startup} [options]: run one of the benchmarks (options as for the scripts)."""
+"""python -m bench {suite,model,kernels,profile,startup} [options]: run one of the benchmarks (options as for the scripts)."""
 
 import sys
 
-USAGE = "usage: python -m bench {model,kernels,profile,startup} [options]   (python -m bench model --help for options)"
+USAGE = "usage: python -m bench {suite,model,kernels,profile,startup} [options]   (python -m bench model --help for options)"
 
 
 def main(argv=None) -> None:
@@ -11,6 +11,17 @@ def main(argv=None) -> None:
         print(USAGE)
         return
     which, rest = argv[0], argv[1:]
+    if which == "suite":  # everything, as the README's figures were made
+        import subprocess
+
+        steps = [["kernels", "--threads", "1", "2"],
+                 ["model", "--seq", "32", "128", "384", "--batch", "1", "8", "--threads", "1", "2",
+                  "--repeats", "10", "--name", "model_grid"],
+                 ["model", "--threads", "1", "2"], ["profile"], ["startup"]]
+        for step in steps:
+            print("== python -m bench", " ".join(step), flush=True)
+            subprocess.run([sys.executable, "-m", "bench", *step, *rest], check=True)
+        return
     if which == "model":
         from bench import bench_model as mod
     elif which == "kernels":

@@ -286,6 +286,38 @@ def table(rows) -> str:
     return common.markdown_table(headers, out)
 
 
+def plot(rows, path) -> bool:
+    """Latency against sequence length, one line per (system, threads, batch)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plot (pip install matplotlib)")
+        return False
+    series = {}
+    for r in rows:
+        series.setdefault((r["system"], r["threads"], r["batch"]), []).append((r["seq"], r["median_ms"]))
+    if all(len(points) < 2 for points in series.values()):
+        return False
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for (system, threads, batch), points in sorted(series.items()):
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
+                linestyle="-" if system == "mbengine" else "--", label=f"{system}, {threads} thr, batch {batch}")
+    ax.set_xlabel("sequence length")
+    ax.set_ylabel("median latency, ms (log)")
+    ax.set_yscale("log")
+    ax.set_title("Full-size MobileBERT forward pass")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
+    return True
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seq", type=int, nargs="+", default=[128])
@@ -335,6 +367,7 @@ def main(argv=None):
     if warning:
         notes.append(warning)
     jpath, mpath = common.write_results(args.name, data, table=md, title="Whole-model benchmark", notes=notes)
+    plot(data["rows"], os.path.join(os.path.dirname(jpath), f"{args.name}.png"))
     print()
     print(md)
     for name, why in data["skipped"].items():
