@@ -1,4 +1,5 @@
-"""TensorFlow checkpoints without TensorFlow: HF's tf_model.h5 and a TF1 bundle laid out like Google's release.
+"""Committed checkpoints made by the upstream code, read with no framework: torch's pytorch_model.bin
+(zip and legacy), HF's TensorFlow tf_model.h5, and a TF1 bundle laid out like Google's release.
 
 The fixtures in tests/fixtures/tiny were written by TensorFlow and transformers themselves
 (tests/fixtures/make_fixtures.py); expected.npz holds what transformers computes from each.
@@ -28,10 +29,22 @@ def checkpoint_dir(tmp_path, kind):
     shutil.copy(os.path.join(FIXTURES, "config.json"), d / "config.json")
     if kind == "h5":
         shutil.copy(os.path.join(FIXTURES, "tf_model.h5"), d / "tf_model.h5")
+    elif kind.startswith("bin"):
+        name = "pytorch_model.bin" if kind == "bin-zip" else "pytorch_model_legacy.bin"
+        shutil.copy(os.path.join(FIXTURES, name), d / "pytorch_model.bin")
     else:
         for name in os.listdir(os.path.join(FIXTURES, "tf1")):
             shutil.copy(os.path.join(FIXTURES, "tf1", name), d / name)
     return d
+
+
+@pytest.mark.parametrize("kind", ["bin-zip", "bin-legacy"])
+def test_committed_torch_checkpoints(tmp_path, kind):
+    """pytorch_model.bin written by torch 2.13 (zip and legacy format), read without torch."""
+    model = mbengine.MobileBertForPreTraining.from_pretrained(checkpoint_dir(tmp_path, kind), trigram_padding="hf")
+    out = model(EXPECTED["input_ids"], token_type_ids=EXPECTED["token_type_ids"])
+    for field in ("prediction_logits", "seq_relationship_logits"):
+        assert rel(getattr(out, field), EXPECTED[field]) <= 1e-5, field
 
 
 @pytest.mark.parametrize("kind", ["h5", "tf1"])
