@@ -53,8 +53,10 @@ def _timed(fn) -> float:
 
 
 def op_flops(op, batch: int, seq: int) -> float:
-    from mbengine.graph import Attention, Linear
+    from mbengine.graph import Attention, FeedForward, Linear
 
+    if isinstance(op, FeedForward):
+        return op_flops(op.first, batch, seq) + op_flops(op.second, batch, seq)
     T = batch * seq
     if isinstance(op, Linear):
         rows = T if not op.name.startswith(("pooler", "cls.seq", "classifier")) else batch
@@ -73,7 +75,7 @@ def run(args) -> dict:
 
     import mbengine
     from mbengine.cli import random_checkpoint
-    from mbengine.graph import Linear
+    from mbengine.graph import FeedForward, Linear
 
     env = common.environment()
     common.print_environment(env)
@@ -88,7 +90,8 @@ def run(args) -> dict:
             graph = model.runner().graph
             flops = {op.name: op_flops(op, args.batch, args.seq) for op in graph.ops}
             total_flops = sum(flops.values())
-            linear_flops = sum(f for op in graph.ops if isinstance(op, Linear) for f in [flops[op.name]])
+            matmul = [op for op in graph.ops if isinstance(op, (Linear, FeedForward))]
+            linear_flops = sum(flops[op.name] for op in matmul)
             profiles = []
             walls = []
             for _ in range(args.repeats):
@@ -106,7 +109,7 @@ def run(args) -> dict:
                 g[2] += 1
             wall = float(np.median(walls))
             ops_time = sum(per_op.values())
-            linear_time = sum(per_op[op.name] for op in graph.ops if isinstance(op, Linear))
+            linear_time = sum(per_op[op.name] for op in matmul)
             overhead = runner_overhead(model, ids, threads)
             peak = gemm_peak(threads)
             for name, (secs, fl, count) in sorted(groups.items(), key=lambda kv: -kv[1][0]):

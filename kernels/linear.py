@@ -25,12 +25,13 @@ then. ``res_off < 0`` means no residual. ``norm``: 0 none, 1 NoNorm
 float64 statistics).
 """
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from .activations import apply_activation
 from .flags import FASTMATH
-from .simd import COLS, ROWS, prefetch, tile_row, tile_rows
+from .simd import COLS, ROWS, prefetch, tile_row, tile_rows  # noqa: F401 (ROWS: used by the runner)
 
 NORM_NONE = 0
 NORM_NONORM = 1
@@ -135,3 +136,54 @@ def _layernorm_row(a, i, off, N, nw, nb, eps):
     inv = 1.0 / (ss / N + eps) ** 0.5
     for n in range(N):
         a[i, off + n] = (a[i, off + n] - mean) * inv * nw[n] + nb[n]
+
+
+@njit(cache=True, parallel=True, fastmath=FASTMATH)
+def ffn(x, x_off, wp1, b1, act, wp2, b2, norm, nw, nb, eps, out, out_off, scratch):
+    """A feed-forward pair in one pass: out = norm(act(x @ W1 + b1) @ W2 + b2 + x).
+
+    Each task takes 8 rows: the intermediate rows (``scratch[thread]``, (8,
+    I)) never leave the core's cache, both epilogues run in the task, and the
+    pair costs one parallel region instead of four. ``out`` must not overlap
+    ``x`` (it is the residual).
+    """
+    M = x.shape[0]
+    P1, K, _ = wp1.shape
+    P2, I, _ = wp2.shape
+    N = b2.shape[0]
+    for blk in prange((M + ROWS - 1) // ROWS):
+        i0 = blk * ROWS
+        i1 = min(i0 + ROWS, M)
+        h = scratch[numba.get_thread_id()]
+        for p in range(P1):  # h[r] = x[i0 + r] @ W1, panel by panel
+            if i1 - i0 == ROWS and COLS * (p + 1) <= I:
+                tile_rows(x, i0, x_off, wp1[p], 0, h, 0, p * COLS, K)
+            else:
+                for i in range(i0, i1):
+                    _one_row(x, i, x_off, wp1[p], h, i - i0, p * COLS, min(COLS, I - p * COLS), K)
+        for r in range(i1 - i0):
+            _epilogue_row(h, r, 0, I, b1, act, h, -1, NORM_NONE, nw, nb, eps)
+        for p in range(P2):  # out[i0 + r] = h[r] @ W2
+            width = min(COLS, N - p * COLS)
+            if i1 - i0 == ROWS and width == COLS:
+                tile_rows(h, 0, 0, wp2[p], 0, out, i0, out_off + p * COLS, I)
+            else:
+                for i in range(i0, i1):
+                    _one_row(h, i - i0, 0, wp2[p], out, i, out_off + p * COLS, width, I)
+        for i in range(i0, i1):
+            _epilogue_row(out, i, out_off, N, b2, 0, x, x_off, norm, nw, nb, eps)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _one_row(x, xr, xc, w, out, orow, oc, width, K):
+    """out[orow, oc:oc + width] = x[xr, xc:xc + K] @ w[:, :width] (one panel, any width)."""
+    if width == COLS:
+        tile_row(x, xr, xc, w, 0, out, orow, oc, K)
+        return
+    o = out[orow, oc:oc + width]
+    o[:] = 0.0
+    for k in range(K):
+        xv = x[xr, xc + k]
+        wk = w[k]
+        for n in range(width):
+            o[n] += xv * wk[n]

@@ -11,7 +11,7 @@ from . import safetensors_mmap
 from .config import MobileBertConfig
 from .converters import canonical
 from .errors import CheckpointError, ConfigError, InputError
-from .graph import build_graph
+from .graph import build_graph, linear_ops
 from .runner import Runner, arena_bytes, available_memory
 
 
@@ -212,7 +212,7 @@ class MobileBertPreTrainedModel:
             if not fuse:
                 raise ValueError("an engine checkpoint holds fused weights: fuse=False is not possible")
             self._cache.update({("packed", name): arr for name, arr in packed.items()})
-            used = {op.name for op in self.runner().graph.ops}
+            used = {op.name for op in linear_ops(self.runner().graph)}
             # a head or pooler this class does not use is ignored, as HF ignores their weights
             unknown = sorted(n for n in set(packed) - used
                              if not n.startswith(("pooler.", "cls.", "classifier", "qa_outputs")))

@@ -15,7 +15,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .graph import AddNorm, Attention, EmbedPositions, EmbedWords, FirstToken, Graph, Linear, Ref
+from .graph import AddNorm, Attention, EmbedPositions, EmbedWords, FeedForward, FirstToken, Graph, Linear, Ref
 from .kernels import attention as k_attention
 from .kernels import embeddings as k_embeddings
 from .kernels import linear as k_linear
@@ -41,6 +41,7 @@ def arena_bytes(graph: Graph, batch: int, seq: int, want_probs: bool) -> int:
     T = batch * seq
     total = sum((T if b.rows == "tokens" else batch) * b.width for b in graph.buffers.values()) * 4
     total += 5 * batch * seq * 8  # inputs and the additive mask
+    total += 4 * _max_threads() * k_linear.ROWS * _ffn_width(graph)
     kp, vp, sc = k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
     total += 4 * sum(int(np.prod(s)) for s in (kp, vp, sc))
     if want_probs:
@@ -78,6 +79,8 @@ class Arena:
         # attention scratch: packed keys and values per (batch, head), one score block per thread
         kp, vp, sc = k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
         self.kp, self.vp, self.scores = (np.zeros(s, np.float32) for s in (kp, vp, sc))
+        # fused feed-forward pairs: one block of intermediate rows per thread
+        self.ffn_scratch = np.zeros((_max_threads(), k_linear.ROWS, _ffn_width(graph)), np.float32)
         self.probs = (np.zeros((graph.num_layers, batch, graph.heads, seq, seq), np.float32)
                       if want_probs else None)
         self.trigram_mask_aware = 1
@@ -94,6 +97,12 @@ class Arena:
             nb = op.nb if op.nb is not None else _NO_VECTOR
             return k_linear.linear, (B[op.x.buf], op.x.off, op.wp, op.b, op.act, res, res_off,
                                      op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off)
+        if isinstance(op, FeedForward):
+            a, b = op.first, op.second
+            nw = b.nw if b.nw is not None else _NO_VECTOR
+            nb = b.nb if b.nb is not None else _NO_VECTOR
+            return k_linear.ffn, (B[a.x.buf], a.x.off, a.wp, a.b, a.act, b.wp, b.b, b.norm, nw, nb, float(b.eps),
+                                  B[b.out.buf], b.out.off, self.ffn_scratch)
         if isinstance(op, Attention):
             want = self.probs is not None
             probs = self.probs[op.layer] if want else _NO_PROBS
@@ -124,6 +133,11 @@ class Arena:
         # additive mask: 0 for visible keys, float32 min for padding
         np.multiply(self.attention_mask == 0, MASK_MIN, out=self.mask_add)
         self.trigram_mask_aware = int(trigram_mask_aware)
+
+
+def _ffn_width(graph: Graph) -> int:
+    widths = [op.first.wp.shape[0] * op.first.wp.shape[2] for op in graph.ops if isinstance(op, FeedForward)]
+    return max(widths, default=1)
 
 
 def _max_threads() -> int:

@@ -6,7 +6,7 @@ import pytest
 from mbengine import MobileBertModel
 from mbengine.cli import random_checkpoint
 from mbengine.config import MobileBertConfig
-from mbengine.graph import Attention, Linear, build_graph
+from mbengine.graph import Attention, FeedForward, Linear, build_graph, linear_ops
 from mbengine.kernels.linear import NORM_LAYERNORM, NORM_NONORM
 
 SMALL = dict(vocab_size=40, hidden_size=32, embedding_size=16, intra_bottleneck_size=16, num_hidden_layers=2,
@@ -21,7 +21,7 @@ def weights_for(config):
 
 
 def linears(graph):
-    return [op for op in graph.ops if isinstance(op, Linear)]
+    return list(linear_ops(graph))
 
 
 def test_default_variant_fuses_bottlenecks_with_value_and_query_with_key():
@@ -98,3 +98,29 @@ def test_profile_names_every_op_and_arenas_are_reused(tmp_path):
     for shape in [(1, 3), (1, 4), (1, 6), (1, 7), (1, 8)]:
         model(np.ones(shape, np.int64))
     assert len(runner._arenas) <= runner.max_arenas
+
+
+@pytest.mark.parametrize("nffn, use_bottleneck", [(1, True), (4, True), (2, False)])
+def test_feed_forward_fusion(tmp_path, nffn, use_bottleneck):
+    """Every FFN pair becomes one FeedForward op; outputs equal the unfused graph's."""
+    config = MobileBertConfig(**{**SMALL, "num_feedforward_networks": nffn, "use_bottleneck": use_bottleneck})
+    weights = weights_for(config)
+    fused = build_graph(config, weights, fuse_ffn=True)
+    plain = build_graph(config, weights)
+    assert sum(isinstance(op, FeedForward) for op in fused.ops) == nffn * config.num_hidden_layers
+    assert not any(isinstance(op, FeedForward) for op in plain.ops)
+    assert all(isinstance(op, Linear) for op in linear_ops(fused))
+    model = MobileBertModel.from_pretrained(random_checkpoint(str(tmp_path), config, std=0.3))
+    ids = np.random.default_rng(4).integers(0, 40, (3, 11))
+    b = model(ids).last_hidden_state
+    model._runners.clear()
+    import mbengine.modeling as modeling
+
+    original = modeling.build_graph
+    try:
+        modeling.build_graph = lambda *args, **kw: original(*args, **{**kw, "fuse_ffn": True})
+        a = model(ids).last_hidden_state
+        assert any(isinstance(op, FeedForward) for op in model.runner().graph.ops)
+    finally:
+        modeling.build_graph = original
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * np.abs(b).max())
