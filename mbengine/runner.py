@@ -64,25 +64,31 @@ def available_memory() -> int | None:
 class Arena:
     """Buffers and the bound plan for one (batch, seq, want_probs) shape."""
 
-    def __init__(self, graph: Graph, batch: int, seq: int, want_probs: bool):
+    def __init__(self, graph: Graph, batch: int, seq: int, want_probs: bool, carve=None):
+        carve = carve or _carve
         self.batch, self.seq = batch, seq
         T = batch * seq
-        self.bufs = {
-            name: np.zeros((T if b.rows == "tokens" else batch, b.width), np.float32)
-            for name, b in graph.buffers.items()
-        }
-        self.input_ids = np.zeros((batch, seq), np.int64)
-        self.attention_mask = np.ones((batch, seq), np.int64)
-        self.token_type_ids = np.zeros((batch, seq), np.int64)
-        self.position_ids = np.zeros((batch, seq), np.int64)
-        self.mask_add = np.zeros((batch, seq), np.float32)
-        # attention scratch: packed keys and values per (batch, head), one score block per thread
         kp, vp, sc = k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
-        self.kp, self.vp, self.scores = (np.zeros(s, np.float32) for s in (kp, vp, sc))
-        # fused feed-forward pairs: one block of intermediate rows per thread
-        self.ffn_scratch = np.zeros((_max_threads(), k_linear.ROWS, _ffn_width(graph)), np.float32)
-        self.probs = (np.zeros((graph.num_layers, batch, graph.heads, seq, seq), np.float32)
-                      if want_probs else None)
+        shapes = {name: (T if b.rows == "tokens" else batch, b.width) for name, b in graph.buffers.items()}
+        shapes.update({
+            "mask_add": (batch, seq),
+            # attention scratch: packed keys and values per (batch, head), one score block per thread
+            "kp": kp, "vp": vp, "scores": sc,
+            # fused feed-forward pairs: one block of intermediate rows per thread
+            "ffn_scratch": (_max_threads(), k_linear.ROWS, _ffn_width(graph)),
+        })
+        if want_probs:
+            shapes["probs"] = (graph.num_layers, batch, graph.heads, seq, seq)
+        # Every buffer is a view of one float block and one integer block, which the
+        # runner shares between its arenas (see Runner.carve): no allocation per shape.
+        views = carve(np.float32, shapes)
+        self.bufs = {name: views.pop(name) for name in graph.buffers}
+        self.mask_add, self.kp, self.vp, self.scores, self.ffn_scratch = (
+            views[k] for k in ("mask_add", "kp", "vp", "scores", "ffn_scratch"))
+        self.probs = views.get("probs")
+        ints = carve(np.int64, {k: (batch, seq) for k in ("ids", "mask", "types", "positions")})
+        self.input_ids, self.attention_mask, self.token_type_ids, self.position_ids = (
+            ints["ids"], ints["mask"], ints["types"], ints["positions"])
         self.trigram_mask_aware = 1
         self.plan = [(op.name, *self._bind(op)) for op in graph.ops]
 
@@ -135,6 +141,29 @@ class Arena:
         self.trigram_mask_aware = int(trigram_mask_aware)
 
 
+def _layout(dtype, shapes: dict) -> tuple[dict, int]:
+    """Element offsets of each shape in one block (64-byte aligned) and the block's size."""
+    align = 64 // np.dtype(dtype).itemsize
+    offsets, total = {}, 0
+    for name, shape in shapes.items():
+        offsets[name] = total
+        total += -(-int(np.prod(shape)) // align) * align
+    return offsets, total + align
+
+
+def _views(block: np.ndarray, shapes: dict, offsets: dict) -> dict:
+    align = 64 // block.itemsize
+    start = (-block.ctypes.data // block.itemsize) % align
+    return {name: block[start + offsets[name]:start + offsets[name] + int(np.prod(shape))].reshape(shape)
+            for name, shape in shapes.items()}
+
+
+def _carve(dtype, shapes: dict) -> dict:
+    """Zeroed arrays of the given shapes, views of one fresh allocation."""
+    offsets, total = _layout(dtype, shapes)
+    return _views(np.zeros(total, dtype), shapes, offsets)
+
+
 def _ffn_width(graph: Graph) -> int:
     widths = [op.first.wp.shape[0] * op.first.wp.shape[2] for op in graph.ops if isinstance(op, FeedForward)]
     return max(widths, default=1)
@@ -181,18 +210,37 @@ class Runner:
         self.graph = graph
         self.max_arenas = max_arenas
         self._arenas: OrderedDict = OrderedDict()
+        self._blocks: dict[str, np.ndarray] = {}
         self._lock = threading.RLock()
 
     def arena(self, batch: int, seq: int, want_probs: bool) -> Arena:
         key = (batch, seq, want_probs)
         arena = self._arenas.get(key)
         if arena is None:
-            arena = Arena(self.graph, batch, seq, want_probs)
+            arena = Arena(self.graph, batch, seq, want_probs, carve=self.carve)
             self._arenas[key] = arena
             while len(self._arenas) > self.max_arenas:
                 self._arenas.popitem(last=False)
         self._arenas.move_to_end(key)
         return arena
+
+    def carve(self, dtype, shapes: dict) -> dict:
+        """Views for an arena, in this runner's shared block of ``dtype`` (grown when too small).
+
+        Arenas of one runner never run at the same time (the runner's lock) and no
+        buffer carries anything from one call to the next, so they can share
+        memory: the process keeps one block per runner, sized by the largest
+        shape seen, instead of allocating and freeing buffers as shapes change.
+        When the block must grow, the arenas built on the old one are dropped.
+        """
+        offsets, total = _layout(dtype, shapes)
+        key = np.dtype(dtype).str
+        block = self._blocks.get(key)
+        if block is None or block.size < total:
+            if block is not None:
+                self._arenas.clear()
+            block = self._blocks[key] = np.zeros(max(total, 0 if block is None else block.size * 3 // 2), dtype)
+        return _views(block, shapes, offsets)
 
     def run(self, input_ids, attention_mask, token_type_ids, position_ids, *, want_probs=False,
             trigram_mask_aware=True, profile: dict | None = None, collect=None):
