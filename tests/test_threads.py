@@ -16,8 +16,8 @@ def test_threads_share_a_model_and_get_sequential_results(tmp_path):
     model = MobileBertModel.from_pretrained(random_checkpoint(str(tmp_path), config, seed=2, std=0.2))
     rng = np.random.default_rng(0)
     jobs = []
-    for _ in range(64):
-        batch, seq = int(rng.integers(1, 4)), int(rng.integers(1, 30))
+    for _ in range(480):  # 8 threads x 60 calls
+        batch, seq = int(rng.integers(1, 6)), int(rng.integers(1, 40))
         ids = rng.integers(0, 80, (batch, seq))
         mask = (np.arange(seq)[None] < rng.integers(1, seq + 1, (batch, 1))).astype(np.int64)
         jobs.append((ids, mask))
@@ -25,7 +25,7 @@ def test_threads_share_a_model_and_get_sequential_results(tmp_path):
     results = [None] * len(jobs)
     errors = []
 
-    def worker(start):
+    def worker(start):  # each thread takes every 8th job, all threads at once
         try:
             for i in range(start, len(jobs), 8):
                 ids, mask = jobs[i]
