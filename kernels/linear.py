@@ -77,21 +77,11 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off):
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def _panel(x, x_off, w, out, oc, i0, i1, width, K):
     """out[i0:i1, oc:oc + width] = x[i0:i1, x_off:x_off + K] @ w[:, :width]  (w: one (K, COLS) panel)."""
-    if width == COLS:
-        if i1 - i0 == ROWS:
-            tile_rows(x, i0, x_off, w, 0, out, i0, oc, K)
-        else:
-            for i in range(i0, i1):
-                tile_row(x, i, x_off, w, 0, out, i, oc, K)
-    else:  # the last, partial panel: only `width` columns of out may be written
+    if width == COLS and i1 - i0 == ROWS:
+        tile_rows(x, i0, x_off, w, 0, out, i0, oc, K)
+    else:
         for i in range(i0, i1):
-            o = out[i, oc:oc + width]
-            o[:] = 0.0
-            for k in range(K):
-                xv = x[i, x_off + k]
-                wk = w[k]
-                for n in range(width):
-                    o[n] += xv * wk[n]
+            _one_row(x, i, x_off, w, out, i, oc, width, K)
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
