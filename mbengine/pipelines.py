@@ -349,19 +349,26 @@ class QuestionAnsweringPipeline(Pipeline):
             null[t] = score_null if null[t] is None else min(null[t], score_null)
             ps, pe = ps * context_token, pe * context_token
             outer = np.triu(np.tril(np.outer(ps, pe), max_answer_len - 1))
-            flat = np.argsort(-outer, axis=None, kind="stable")[:top_k]
-            for f in flat:
+            # as transformers 4: more candidates per window when aligning to words (several
+            # token spans can widen to one word span), and equal answer texts add their scores
+            candidates = top_k * 2 + 10 if align_to_words else top_k
+            for f in np.argsort(-outer, axis=None, kind="stable")[:candidates]:
                 i, j = np.unravel_index(f, outer.shape)
                 if outer[i, j] <= 0:
                     continue
-                if align_to_words:  # widen to whole words, as HF does
+                if align_to_words:  # widen to whole words
                     words = row["word_ids"][:n]
                     same_i = context_token & (words == words[i])
                     same_j = context_token & (words == words[j])
                     a, b = int(row["offset_mapping"][same_i, 0].min()), int(row["offset_mapping"][same_j, 1].max())
                 else:
                     a, b = int(row["offset_mapping"][i][0]), int(row["offset_mapping"][j][1])
-                spans[t].append({"score": float(outer[i, j]), "start": a, "end": b, "answer": contexts[t][a:b]})
+                text = contexts[t][a:b]
+                known = next((x for x in spans[t] if x["answer"].lower() == text.lower()), None)
+                if known is not None:
+                    known["score"] += float(outer[i, j])
+                else:
+                    spans[t].append({"score": float(outer[i, j]), "start": a, "end": b, "answer": text})
         out = []
         for t in range(len(questions)):
             answers = spans[t]

@@ -134,53 +134,6 @@ def test_feature_extraction_matches_hf(tmp_path_factory):
         np.testing.assert_allclose(pooled[i], ours(text, pooling="mean", normalize=True), rtol=1e-5, atol=1e-6)
 
 
-def reference_qa(hf, tok, question, context, top_k, max_seq_len, doc_stride, max_answer_len, impossible):
-    """HF 4.x's span decoding, step by step, on the torch model's logits and BertTokenizerFast's windows."""
-    enc = tok(question, context, truncation="only_second", max_length=max_seq_len, stride=doc_stride,
-              return_overflowing_tokens=True, return_offsets_mapping=True)
-    answers, min_null = [], 1e6
-    for w in range(len(enc["input_ids"])):
-        ids = torch.tensor([enc["input_ids"][w]])
-        with torch.no_grad():
-            out = hf(ids, token_type_ids=torch.tensor([enc["token_type_ids"][w]]))
-        seq = enc.sequence_ids(w)
-        allowed = np.array([s == 1 for s in seq])
-        allowed[0] = True  # [CLS]
-        start = np.where(allowed, out.start_logits[0].numpy(), -10000.0).astype(np.float64)
-        end = np.where(allowed, out.end_logits[0].numpy(), -10000.0).astype(np.float64)
-        start, end = np.exp(start - start.max()), np.exp(end - end.max())
-        start, end = start / start.sum(), end / end.sum()
-        min_null = min(min_null, start[0] * end[0])
-        start[0] = end[0] = 0.0
-        cand = np.tril(np.triu(np.outer(start, end)), max_answer_len - 1)
-        order = np.argsort(-cand, axis=None, kind="stable")[:top_k]
-        for f in order:
-            s, e = np.unravel_index(f, cand.shape)
-            if not (allowed[s] and allowed[e]) or cand[s, e] <= 0:
-                continue
-            a = enc.word_to_chars(w, enc.token_to_word(w, s), sequence_index=1)[0]
-            b = enc.word_to_chars(w, enc.token_to_word(w, e), sequence_index=1)[1]
-            answers.append({"score": cand[s, e], "start": a, "end": b, "answer": context[a:b]})
-    if impossible:
-        answers.append({"score": min_null, "start": 0, "end": 0, "answer": ""})
-    return sorted(answers, key=lambda x: x["score"], reverse=True)[:top_k]
-
-
-@pytest.mark.parametrize("top_k, impossible", [(1, False), (3, False), (4, True)])
-def test_question_answering_against_span_decoding_reference(tmp_path_factory, top_k, impossible):
-    path, hf = checkpoint(tmp_path_factory, "MobileBertForQuestionAnswering", seed=7)
-    tok = transformers.BertTokenizerFast.from_pretrained(path)
-    pipe = mbengine.pipeline("question-answering", model=path)
-    context = (" ".join(TEXTS) + " ") * 3  # long enough for several 48-token windows
-    question = "Who visited Zürich?"
-    kw = dict(top_k=top_k, max_seq_len=48, doc_stride=16, max_answer_len=6)
-    got = pipe(question, context, handle_impossible_answer=impossible, **kw)
-    want = reference_qa(hf, tok, question, context, top_k, 48, 16, 6, impossible)
-    got = [got] if isinstance(got, dict) else got
-    assert [(g["start"], g["end"], g["answer"]) for g in got] == [(w["start"], w["end"], w["answer"]) for w in want]
-    assert all(close(g["score"], w["score"]) for g, w in zip(got, want))
-
-
 def test_multiple_choice_and_next_sentence(tmp_path_factory):
     path, hf = checkpoint(tmp_path_factory, "MobileBertForMultipleChoice", seed=9)
     pipe = mbengine.pipeline("multiple-choice", model=path)
@@ -305,3 +258,20 @@ def test_qa_bad_input():
         pipe("q?", [])
     with pytest.raises(ValueError, match="context 0 is empty"):
         pipe("q?", "   ")
+
+
+def test_question_answering_matches_transformers_4_pipeline():
+    """Answers of transformers 4.57's own question-answering pipeline (tests/fixtures/make_qa_fixture.py)."""
+    import json
+
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "qa")
+    with open(os.path.join(path, "expected.json")) as f:
+        cases = json.load(f)["cases"]
+    pipe = mbengine.pipeline("question-answering", model=path)
+    for case in cases:
+        got = pipe(**case["args"])
+        got = got if isinstance(got, list) else [got]
+        want = case["answers"]
+        assert [(g["start"], g["end"], g["answer"]) for g in got] == [(w["start"], w["end"], w["answer"])
+                                                                      for w in want], case["args"]["question"]
+        assert all(close(g["score"], w["score"]) for g, w in zip(got, want)), (got, want)
