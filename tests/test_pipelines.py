@@ -1,5 +1,8 @@
-"""Pipelines against transformers' pipelines on small random models with the real uncased vocabulary."""
+"""Pipelines against transformers: version 5's pipelines live (fill-mask, text and token classification,
+feature extraction) on small random models with the real uncased vocabulary, and the question-answering
+answers that transformers 4.57 stored in tests/fixtures/pipelines/ (make_qa_fixture.py)."""
 
+import json
 import os
 import shutil
 
@@ -16,22 +19,44 @@ from .test_tokenizer import real_vocab_dir
 import torch
 import transformers
 
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "pipelines")
 CONFIG = dict(vocab_size=30522, hidden_size=32, embedding_size=16, intra_bottleneck_size=16, num_hidden_layers=2,
               num_attention_heads=2, intermediate_size=24, max_position_embeddings=64)
-NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "MISC"}
 TEXTS = ["Hello world, this is MobileBERT running on unaffable Numba kernels.",
          "Angela Merkel visited Zürich and Paris in 2019!",
          "short",
-         "日本語 and naïve café owners in São Paulo"]
+         "日本語 and naïve café owners in São Paulo ☃ [MASK] typed"]
 
 
-def checkpoint(tmp_path_factory, cls_name, seed=0, **extra):
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one thread each for torch and our kernels (parallel regions only cost time here,
+    a lot of it on a loaded machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def pipeline(task, model, **kw):
+    return mbengine.pipeline(task, model=model, threads=1, **kw)
+
+
+def checkpoint(tmp_path_factory, cls_name, seed=0, model_max_length=None, zero_pad_embedding=False, **extra):
     config = MobileBertConfig.from_dict({**CONFIG, **extra})
     hf = random_head_model(cls_name, config, seed)
+    if zero_pad_embedding:  # transformers pads windows: with a zero [PAD] row its trigram sees what we see
+        with torch.no_grad():
+            hf.get_input_embeddings().weight[0].zero_()
     path = tmp_path_factory.mktemp(cls_name)
     save_hf(hf, str(path))
     for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(os.path.join(real_vocab_dir(), name), path / name)
+    if model_max_length is not None:
+        tok_config = json.loads((path / "tokenizer_config.json").read_text())
+        tok_config["model_max_length"] = model_max_length
+        (path / "tokenizer_config.json").write_text(json.dumps(tok_config))
     return str(path), hf
 
 
@@ -44,6 +69,24 @@ def close(a, b, rtol=1e-4):
     return abs(a - b) <= rtol * max(abs(a), abs(b)) + 1e-7
 
 
+def assert_same(got, want, path="result"):
+    """Same structure, same non-score values, scores within rtol 1e-4."""
+    if isinstance(want, dict):
+        assert isinstance(got, dict) and set(got) == set(want), (path, got, want)
+        for key in want:
+            assert_same(got[key], want[key], f"{path}[{key!r}]")
+    elif isinstance(want, (list, tuple)):
+        assert isinstance(got, list) and len(got) == len(want), (path, got, want)
+        for i, (g, w) in enumerate(zip(got, want)):
+            assert_same(g, w, f"{path}[{i}]")
+    elif isinstance(want, (float, np.floating)):
+        assert isinstance(got, float) and close(got, float(want)), (path, got, want)
+    else:
+        assert type(got) is type(want.item() if isinstance(want, np.generic) else want) and got == want, \
+            (path, got, want)
+
+
+# ----------------------------------------------------------------------------- fill-mask
 @pytest.fixture(scope="module")
 def mlm(tmp_path_factory):
     return checkpoint(tmp_path_factory, "MobileBertForMaskedLM", seed=1)
@@ -51,31 +94,36 @@ def mlm(tmp_path_factory):
 
 def test_fill_mask_matches_hf(mlm):
     path, hf = mlm
-    ours, theirs = mbengine.pipeline("fill-mask", model=path), hf_pipeline("fill-mask", path, hf)
-    for text in ["The capital of France is [MASK].", "[MASK] is a [MASK] day for a walk."]:
-        for kw in [dict(top_k=5), dict(top_k=3, targets=["paris", "london", "walking", "zzzqx"])]:
-            got, want = ours(text, **kw), theirs(text, **kw)
-            if isinstance(want[0], dict):
-                got, want = [got], [want]
-            for g_mask, w_mask in zip(got, want):
-                assert [g["token"] for g in g_mask] == [w["token"] for w in w_mask]
-                for g, w in zip(g_mask, w_mask):
-                    assert g["token_str"] == w["token_str"] and g["sequence"] == w["sequence"]
-                    assert close(g["score"], w["score"]), (g, w)
+    ours, theirs = pipeline("fill-mask", path), hf_pipeline("fill-mask", path, hf)
+    texts = ["The capital of France is [MASK].", "[MASK] is a [MASK] day for a walk.", "[MASK]"]
+    for kw in [{}, dict(top_k=3), dict(top_k=7, targets=["paris", "london", "walking", "zzzqx", "Über", ""]),
+               dict(targets="paris"), dict(top_k=2, targets=["##s", "[UNK]", "rome"])]:
+        for text in texts:
+            assert_same(ours(text, **kw), theirs(text, **kw))
+        assert_same(ours(texts, **kw), theirs(texts, **kw))
 
 
-def test_fill_mask_batches_and_errors(mlm):
+def test_fill_mask_errors_and_truncation(mlm):
     path, _ = mlm
-    pipe = mbengine.pipeline("fill-mask", model=path, batch_size=2)
-    texts = ["a [MASK] b", "this is a much longer sentence with a [MASK] in it", "[MASK]"]
-    one_by_one = [pipe(t) for t in texts]
-    assert pipe(texts) == one_by_one
-    with pytest.raises(ValueError, match=r"no \[MASK\] token"):
-        pipe("no mask here")
-    with pytest.raises(TypeError, match="inputs"):
-        pipe(42)
+    pipe = pipeline("fill-mask", path)
+    with pytest.raises(ValueError, match=r"inputs\[1\] has no \[MASK\] token"):
+        pipe(["a [MASK]", "no mask here"])
+    for bad, match in [(42, "inputs must be"), ([], "inputs is an empty list"), (["a [MASK]", 3], r"inputs\[1\]")]:
+        with pytest.raises(ValueError, match=match):
+            pipe(bad)
+    with pytest.raises(ValueError, match="top_k must be >= 1"):
+        pipe("a [MASK]", top_k=0)
+    with pytest.raises(ValueError, match="targets is an empty list"):
+        pipe("a [MASK]", targets=[])
+    with pytest.raises(ValueError, match="no target gives a token"):
+        pipe("a [MASK]", targets=[""])
+    long = "[MASK] " + "word " * 100
+    with pytest.raises(ValueError, match="inputs is 103 tokens long, more than the 64 .* truncation=True"):
+        pipe(long)
+    assert len(pipe(long, tokenizer_kwargs={"truncation": True})) == 5
 
 
+# ----------------------------------------------------------------------------- text-classification
 @pytest.mark.parametrize("labels, problem", [(3, None), (1, None), (4, "multi_label_classification"),
                                              (1, "regression")])
 def test_text_classification_matches_hf(tmp_path_factory, labels, problem):
@@ -83,19 +131,31 @@ def test_text_classification_matches_hf(tmp_path_factory, labels, problem):
     if problem:
         extra["problem_type"] = problem
     path, hf = checkpoint(tmp_path_factory, "MobileBertForSequenceClassification", seed=labels, **extra)
-    ours, theirs = mbengine.pipeline("text-classification", model=path), hf_pipeline("text-classification", path, hf)
-    for kw in [{}, {"top_k": None}, {"top_k": 2}]:
-        for inputs in (TEXTS[0], TEXTS):
-            got, want = ours(inputs, **kw), theirs(inputs, **kw)
-            flat_g = [d for x in (got if isinstance(got, list) else [got])
-                      for d in (x if isinstance(x, list) else [x])]
-            flat_w = [d for x in (want if isinstance(want, list) else [want])
-                      for d in (x if isinstance(x, list) else [x])]
-            assert [d["label"] for d in flat_g] == [d["label"] for d in flat_w]
-            assert all(close(g["score"], w["score"]) for g, w in zip(flat_g, flat_w))
-            assert type(got) is type(want) and len(got) == len(want)
+    ours, theirs = pipeline("text-classification", path), hf_pipeline("text-classification", path, hf)
+    pair = {"text": TEXTS[1], "text_pair": TEXTS[0]}
+    for kw in [{}, {"top_k": None}, {"top_k": 2}, {"top_k": 1}, {"function_to_apply": "softmax", "top_k": None},
+               {"function_to_apply": "SIGMOID"}, {"function_to_apply": "none", "top_k": 3}]:
+        for inputs in (TEXTS[0], TEXTS, pair, [pair, TEXTS[2]]):
+            assert_same(ours(inputs, **kw), theirs(inputs, **kw))
+    assert_same(ours(TEXTS[0], text_pair="the pair"), theirs(TEXTS[0], text_pair="the pair"))
 
 
+def test_text_classification_errors(tmp_path_factory):
+    path, _ = checkpoint(tmp_path_factory, "MobileBertForSequenceClassification", seed=3,
+                         id2label={"0": "neg", "1": "pos"})
+    pipe = pipeline("sentiment-analysis", path)
+    with pytest.raises(ValueError, match="function_to_apply must be"):
+        pipe("x", function_to_apply="relu")
+    with pytest.raises(ValueError, match=r"inputs\[1\] must be a str or a"):
+        pipe(["x", None])
+    with pytest.raises(ValueError, match=r"inputs must be a dict with the keys 'text'"):
+        pipe({"txt": "x"})
+    with pytest.raises(ValueError, match=r"inputs\[1\] is 102 tokens long"):
+        pipe(["ok", "word " * 100])
+    assert pipe("word " * 100, truncation=True)[0]["label"] in ("neg", "pos")
+
+
+# ----------------------------------------------------------------------------- token-classification
 @pytest.fixture(scope="module")
 def ner(tmp_path_factory):
     return checkpoint(tmp_path_factory, "MobileBertForTokenClassification", seed=3,
@@ -105,106 +165,144 @@ def ner(tmp_path_factory):
 @pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
 def test_token_classification_matches_hf(ner, strategy):
     path, hf = ner
-    ours = mbengine.pipeline("token-classification", model=path)
+    ours = pipeline("token-classification", path)
     theirs = hf_pipeline("token-classification", path, hf)
-    for text in TEXTS:
-        got, want = ours(text, aggregation_strategy=strategy), theirs(text, aggregation_strategy=strategy)
-        assert len(got) == len(want), (text, got, want)
-        for g, w in zip(got, want):
-            for key in w:
-                if key == "score":
-                    assert close(g[key], float(w[key]))
-                else:
-                    assert g[key] == w[key], (key, g, w)
+    for kw in [{}, {"ignore_labels": []}, {"ignore_labels": ["O", "MISC", "B-PER"]}]:
+        kw["aggregation_strategy"] = strategy
+        for text in TEXTS:
+            assert_same(ours(text, **kw), theirs(text, **kw))
+        assert_same(ours(TEXTS, **kw), theirs(TEXTS, **kw))
 
 
+@pytest.mark.parametrize("strategy", ["simple", "first", "average", "max"])
+def test_token_classification_stride_windows_match_hf(tmp_path_factory, strategy):
+    # the tokenizer's model_max_length (24) makes transformers and us cut the same windows
+    path, hf = checkpoint(tmp_path_factory, "MobileBertForTokenClassification", seed=4, model_max_length=24,
+                          zero_pad_embedding=True, id2label={str(k): v for k, v in NER_LABELS.items()})
+    ours = pipeline("token-classification", path)
+    theirs = hf_pipeline("token-classification", path, hf)
+    text = " ".join(TEXTS[:2] + TEXTS[3:]) * 2
+    for stride, ignore in [(8, None), (3, []), (0, ["O", "MISC"])]:
+        kw = dict(aggregation_strategy=strategy, stride=stride, ignore_labels=ignore)
+        got, want = ours(text, **kw), theirs(text, **kw)
+        assert len(want) > 3
+        assert_same(got, want)
+    with pytest.raises(ValueError, match="stride must be less than 22"):
+        ours(text, aggregation_strategy=strategy, stride=22)
+    with pytest.raises(ValueError, match='stride needs an aggregation_strategy other than "none"'):
+        ours(text, stride=4)
+
+
+def test_token_classification_cuts_long_text_like_hf(tmp_path_factory):
+    # transformers cuts at the tokenizer's limit: make it the model's 64 positions
+    path, hf = checkpoint(tmp_path_factory, "MobileBertForTokenClassification", seed=5, model_max_length=64,
+                          id2label={str(k): v for k, v in NER_LABELS.items()})
+    ours = pipeline("ner", path)
+    theirs = hf_pipeline("token-classification", path, hf)
+    long = " ".join(TEXTS) * 4
+    for strategy in ("none", "average"):
+        assert_same(ours(long, aggregation_strategy=strategy), theirs(long, aggregation_strategy=strategy))
+    with pytest.raises(ValueError, match="aggregation_strategy must be one of"):
+        ours("x", aggregation_strategy="mean")
+
+
+# ----------------------------------------------------------------------------- feature-extraction
 def test_feature_extraction_matches_hf(tmp_path_factory):
     path, hf = checkpoint(tmp_path_factory, "MobileBertForMaskedLM", seed=5)  # any checkpoint: its base model
-    ours = mbengine.pipeline("feature-extraction", model=path)
+    ours = pipeline("feature-extraction", path, batch_size=3)
     theirs = transformers.pipeline("feature-extraction", model=hf.mobilebert,
                                    tokenizer=transformers.BertTokenizerFast.from_pretrained(path))
-    for text in TEXTS:
-        got, want = ours(text), np.asarray(theirs(text))[0]
-        assert got.shape == want.shape
-        assert np.linalg.norm(got - want) <= 1e-4 * np.linalg.norm(want)
-    pooled = ours(TEXTS, pooling="mean", normalize=True)
-    assert pooled.shape == (len(TEXTS), 32)
-    np.testing.assert_allclose(np.linalg.norm(pooled, axis=1), 1.0, rtol=1e-5)
-    for i, text in enumerate(TEXTS):
-        np.testing.assert_allclose(pooled[i], ours(text, pooling="mean", normalize=True), rtol=1e-5, atol=1e-6)
+    tokens = ours(TEXTS)
+    assert isinstance(tokens, list) and len(tokens) == len(TEXTS)
+    want = [np.asarray(theirs(text))[0] for text in TEXTS]
+    for got, ref in zip(tokens, want):
+        assert got.dtype == np.float32 and got.shape == ref.shape
+        assert np.linalg.norm(got - ref) <= 1e-4 * np.linalg.norm(ref)
+    mean = ours(TEXTS, pooling="mean")
+    cls = ours(TEXTS, pooling="cls", normalize=True)
+    assert mean.shape == cls.shape == (len(TEXTS), 32)
+    for i, ref in enumerate(want):
+        np.testing.assert_allclose(mean[i], ref.mean(axis=0), rtol=1e-4, atol=1e-4 * np.abs(ref).max())
+        np.testing.assert_allclose(cls[i], ref[0] / np.linalg.norm(ref[0]), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(cls, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(ours(TEXTS[1], pooling="mean"), mean[1])
+    with pytest.raises(ValueError, match="pooling must be None, 'cls' or 'mean'"):
+        ours("x", pooling="max")
 
 
-def test_multiple_choice_and_next_sentence(tmp_path_factory):
-    path, hf = checkpoint(tmp_path_factory, "MobileBertForMultipleChoice", seed=9)
-    pipe = mbengine.pipeline("multiple-choice", model=path)
-    tok = transformers.BertTokenizerFast.from_pretrained(path)
-    choices = ["a cat", "a very large dog", "nothing"]
-    got = pipe("The pet was", choices)
-    logits = []
-    for choice in choices:  # each choice alone: padding must not change a choice's score
-        enc = tok("The pet was", choice, return_tensors="pt")
-        with torch.no_grad():
-            logits.append(hf(**{k: v[None] for k, v in enc.items()}).logits[0, 0].item())
-    logits = np.array(logits)
-    want = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
-    np.testing.assert_allclose(got["scores"], want, rtol=1e-4)
-    assert got["best"] == int(want.argmax())
-
-    path, hf = checkpoint(tmp_path_factory, "MobileBertForNextSentencePrediction", seed=10)
-    nsp = mbengine.pipeline("next-sentence", model=path)
-    got = nsp(["I went out.", "Hello"], ["It was raining.", "Goodbye forever, friend"])
-    for (a, b), g in zip([("I went out.", "It was raining."), ("Hello", "Goodbye forever, friend")], got):
-        with torch.no_grad():
-            logits = hf(**tok(a, b, return_tensors="pt")).logits[0].numpy()
-        p = np.exp(logits) / np.exp(logits).sum()
-        assert close(g["is_next"], float(p[0]))
+# ----------------------------------------------------------------------------- question-answering
+QA_CASES = json.load(open(os.path.join(FIXTURES, "qa_expected.json"), encoding="utf-8"))
 
 
-def test_unknown_task():
-    with pytest.raises(ValueError, match="unknown task 'summarization'"):
-        mbengine.pipeline("summarization", model="nowhere")
+@pytest.fixture(scope="module")
+def qa_pipes():
+    path = os.path.join(FIXTURES, "qa")
+    return {bs: pipeline("question-answering", path, batch_size=bs) for bs in (1, 3, 8)}
 
 
-# ----------------------------------------------------------------- command line
-def test_cli_tasks(mlm, ner, tmp_path, capsys, monkeypatch):
-    import io
-    import json
-
-    from mbengine.cli import main
-
-    path, _ = mlm
-    assert main(["fill-mask", path, "a [MASK] day", "--top-k", "2", "--json"]) == 0
-    row = json.loads(capsys.readouterr().out.strip())
-    assert row["text"] == "a [MASK] day" and len(row["result"]) == 2
-    file = tmp_path / "texts.txt"
-    file.write_text("one [MASK]\n\ntwo [MASK] three\n")
-    assert main(["fill-mask", path, "--file", str(file), "--json"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 2
-    monkeypatch.setattr("sys.stdin", io.StringIO("from [MASK] stdin\n"))
-    assert main(["fill-mask", path]) == 0
-    assert "# from [MASK] stdin" in capsys.readouterr().out
-    assert main(["fill-mask", path, "no mask"]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("mbengine: error: no [MASK] token") and "Traceback" not in err
-    assert main(["token-classification", ner[0], "Angela Merkel", "--aggregation", "first", "--json"]) == 0
-    assert "entity_group" in capsys.readouterr().out or True
-    assert main(["info", path]) == 0
-    assert "tensors" in capsys.readouterr().out
+def run_case(pipe, case):
+    if case["context"] is None:
+        return pipe(case["question"], **case["kwargs"])
+    return pipe(case["question"], case["context"], **case["kwargs"])
 
 
-def test_head_weights_absent_is_an_error_naming_them(mlm, tmp_path):
-    path, _ = mlm  # a masked-LM checkpoint has no classifier
-    with pytest.raises(mbengine.CheckpointError, match="missing tensor 'classifier.weight'"):
-        mbengine.pipeline("token-classification", model=path)
+@pytest.mark.parametrize("case", QA_CASES["cases"], ids=[c["name"] for c in QA_CASES["cases"]])
+def test_question_answering_matches_transformers_4_57(qa_pipes, case):
+    for batch_size, pipe in qa_pipes.items():
+        assert_same(run_case(pipe, case), case["expected"], f"{case['name']} (batch_size {batch_size})")
 
 
-# --------------------------------------------------- span decoding, hand-checked
+def test_question_answering_matches_transformers_4_pipeline_default_init():
+    """The other 4.57 fixture (tests/fixtures/make_qa_fixture.py): HF's default init, near-uniform scores."""
+    path = os.path.join(os.path.dirname(__file__), "fixtures", "qa")
+    with open(os.path.join(path, "expected.json"), encoding="utf-8") as f:
+        cases = json.load(f)["cases"]
+    pipe = pipeline("question-answering", path)
+    for case in cases:
+        want = case["answers"]
+        assert_same(pipe(**case["args"]), want[0] if len(want) == 1 else want, case["args"]["question"])
+
+
+def test_question_answering_fixture_is_small_and_versioned():
+    assert QA_CASES["versions"]["transformers"].startswith("4.57")
+    total = sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(FIXTURES) for f in files)
+    assert total < 2_000_000, total
+
+
+def test_question_answering_long_question_and_bad_input(qa_pipes):
+    pipe = qa_pipes[8]
+    context = QA_CASES["cases"][0]["context"]
+    question = "Who walked on the surface " * 30 + "?"  # 151 tokens: no room beside it in 80
+    got = pipe(question, context, max_seq_len=80, doc_stride=8)  # cut to max_question_len=64 tokens
+    assert context[got["start"]:got["end"]] == got["answer"] and got["answer"]
+    with pytest.raises(ValueError, match="no context token fits"):
+        pipe(question, context, max_seq_len=80, max_question_len=78)
+    with pytest.raises(ValueError, match="doc_stride=20 must be less than the 13 context tokens"):
+        pipe(question, context, max_seq_len=80, doc_stride=20)
+    with pytest.raises(ValueError, match=r"doc_stride \(90\) is larger than max_seq_len \(80\)"):
+        pipe("who?", context, max_seq_len=80, doc_stride=90)
+    with pytest.raises(ValueError, match="max_seq_len=600 is more than the model's 512 positions"):
+        pipe("who?", context, max_seq_len=600)
+    for args, match in [(("q?", None), "context is required"), (("q?", []), "context is an empty list"),
+                        (("q?", "   "), "context is empty"), (("", "text"), "question is empty"),
+                        ((["a?", "b?"], ["c", "d", "e"]), "2 questions but 3 contexts"),
+                        (("q?", ["c", "d"]), "one question but 2 contexts"),
+                        (([{"question": "q?"}],), r"question\[0\] must be a dict with the keys")]:
+        with pytest.raises((ValueError, TypeError), match=match):
+            pipe(*args)
+    for kw, match in [({"top_k": 0}, "top_k must be >= 1"), ({"max_answer_len": 0}, "max_answer_len must be >= 1"),
+                      ({"handle_impossible_answer": "yes"}, "handle_impossible_answer must be True or False")]:
+        with pytest.raises(ValueError, match=match):
+            pipe("q?", "text", **kw)
+
+
 class _StubQA:
     """A QA 'model' whose logits put the answer where the test says."""
 
     def __init__(self, start_token, end_token, null_logit=-5.0, base=-8.0, peak=6.0):
         self.config = MobileBertConfig(vocab_size=30522, max_position_embeddings=512)
-        self.start_token, self.end_token, self.null, self.base, self.peak = start_token, end_token, null_logit, base, peak
+        self.start_token, self.end_token = start_token, end_token
+        self.null, self.base, self.peak = null_logit, base, peak
 
     def __call__(self, ids, attention_mask=None, token_type_ids=None):
         from types import SimpleNamespace
@@ -248,30 +346,116 @@ def test_max_answer_len_and_null_answer():
     assert loud_null("q?", context)["answer"] != ""  # without the option the null answer never wins
 
 
-def test_qa_bad_input():
-    pipe = _qa(_StubQA(1, 1))
-    with pytest.raises(ValueError, match="too long"):
-        pipe("why " * 600, "short context", max_seq_len=64)
-    with pytest.raises(TypeError, match="context"):
-        pipe("q?", None)
-    with pytest.raises(ValueError, match="empty"):
-        pipe("q?", [])
-    with pytest.raises(ValueError, match="context 0 is empty"):
-        pipe("q?", "   ")
+# ----------------------------------------------------------------------------- multiple choice, next sentence
+def test_multiple_choice_and_next_sentence(tmp_path_factory):
+    path, hf = checkpoint(tmp_path_factory, "MobileBertForMultipleChoice", seed=9)
+    tok = transformers.BertTokenizerFast.from_pretrained(path)
+    prompts = ["The pet was", "She opened the door and", "Numbers:"]
+    choices = [["a cat", "a very large dog", "nothing"], ["left.", "saw the garden behind the old house"],
+               ["one", "two", "three and four"]]
+    results = {bs: pipeline("multiple-choice", path, batch_size=bs)(prompts, choices)
+               for bs in (1, 3)}
+    assert results[1] == results[3]
+    for prompt, cs, got in zip(prompts, choices, results[3]):
+        logits = []
+        for choice in cs:  # each choice alone: padding must not change a choice's score
+            enc = tok(prompt, choice, return_tensors="pt")
+            with torch.no_grad():
+                logits.append(hf(**{k: v[None] for k, v in enc.items()}).logits[0, 0].item())
+        logits = np.array(logits)
+        want = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+        np.testing.assert_allclose(got["scores"], want, rtol=1e-4)
+        assert got["best"] == int(want.argmax())
+    single = pipeline("multiple-choice", path)(prompts[0], choices[0])
+    assert single == results[1][0]
+    with pytest.raises(ValueError, match="choices is an empty list"):
+        pipeline("multiple-choice", path)("p", [])
+
+    path, hf = checkpoint(tmp_path_factory, "MobileBertForNextSentencePrediction", seed=10)
+    a = ["I went out.", "Hello", "The weather was fine and the streets were full of people"]
+    b = ["It was raining.", "Goodbye forever, friend", "so we walked"]
+    got = {bs: pipeline("next-sentence", path, batch_size=bs)(a, b) for bs in (1, 3)}
+    assert got[1] == got[3]
+    for x, y, g in zip(a, b, got[3]):
+        with torch.no_grad():
+            logits = hf(**tok(x, y, return_tensors="pt")).logits[0].numpy().astype(np.float64)
+        p = np.exp(logits) / np.exp(logits).sum()
+        assert close(g["is_next"], float(p[0]))
+    with pytest.raises(ValueError, match="text_a and text_b must both be"):
+        pipeline("next-sentence", path)(a, b[:2])
 
 
-def test_question_answering_matches_transformers_4_pipeline():
-    """Answers of transformers 4.57's own question-answering pipeline (tests/fixtures/make_qa_fixture.py)."""
-    import json
+# ----------------------------------------------------------------------------- batching, order, errors
+def test_batches_keep_input_order(mlm, ner, tmp_path_factory):
+    texts = ["a [MASK] b", "this is a much longer sentence with a [MASK] in it, and more words after it",
+             "[MASK]", "two [MASK] masks [MASK] here", "medium [MASK] sentence here"]
+    one, three = (pipeline("fill-mask", mlm[0], batch_size=bs) for bs in (1, 3))
+    assert one(texts) == three(texts) == [three(t) for t in texts]
+    plain = [t.replace("[MASK]", "x") for t in texts]
+    one, three = (pipeline("token-classification", ner[0], batch_size=bs) for bs in (1, 3))
+    for strategy in ("none", "first"):
+        assert one(plain, aggregation_strategy=strategy) == three(plain, aggregation_strategy=strategy) \
+            == [three(t, aggregation_strategy=strategy) for t in plain]
+    path, _ = checkpoint(tmp_path_factory, "MobileBertForSequenceClassification", seed=11,
+                         id2label={"0": "a", "1": "b", "2": "c"})
+    one, three = (pipeline("text-classification", path, batch_size=bs) for bs in (1, 3))
+    assert one(plain, top_k=None) == three(plain, top_k=None) == [three(t, top_k=None) for t in plain]
+    one, three = (pipeline("feature-extraction", mlm[0], batch_size=bs) for bs in (1, 3))
+    np.testing.assert_array_equal(one(plain, pooling="mean"), three(plain, pooling="mean"))
+    for x, y in zip(one(plain), three(plain)):
+        np.testing.assert_array_equal(x, y)
 
-    path = os.path.join(os.path.dirname(__file__), "fixtures", "qa")
-    with open(os.path.join(path, "expected.json")) as f:
-        cases = json.load(f)["cases"]
-    pipe = mbengine.pipeline("question-answering", model=path)
-    for case in cases:
-        got = pipe(**case["args"])
-        got = got if isinstance(got, list) else [got]
-        want = case["answers"]
-        assert [(g["start"], g["end"], g["answer"]) for g in got] == [(w["start"], w["end"], w["answer"])
-                                                                      for w in want], case["args"]["question"]
-        assert all(close(g["score"], w["score"]) for g, w in zip(got, want)), (got, want)
+
+def test_pipeline_arguments(mlm):
+    with pytest.raises(ValueError, match="unknown task 'summarization'"):
+        pipeline("summarization", "nowhere")
+    with pytest.raises(ValueError, match="model is required"):
+        mbengine.pipeline("fill-mask")
+    with pytest.raises(ValueError, match="is not a directory"):
+        pipeline("fill-mask", "/nonexistent/checkpoint")
+    with pytest.raises(ValueError, match="batch_size must be >= 1"):
+        pipeline("fill-mask", mlm[0], batch_size=0)
+    with pytest.raises(ValueError, match="task must be a str"):
+        mbengine.pipeline(None, model=mlm[0])
+    model = mbengine.MobileBertForMaskedLM.from_pretrained(mlm[0], threads=1)
+    with pytest.raises(ValueError, match="needs a tokenizer"):
+        mbengine.pipeline("fill-mask", model=model)
+    with pytest.raises(TypeError, match="model must be a checkpoint path or a MobileBertForSequenceClassification"):
+        mbengine.pipeline("text-classification", model=model, tokenizer=mlm[0])
+    with pytest.raises(ValueError, match="threads and model options apply when loading"):
+        mbengine.pipeline("fill-mask", model=model, tokenizer=mlm[0], threads=2)
+    pipe = mbengine.pipeline("fill-mask", model=model, tokenizer=mlm[0])
+    assert pipe("a [MASK]", top_k=1)[0]["sequence"].startswith("a ")
+
+
+def test_head_weights_absent_is_an_error_naming_them(mlm):
+    path, _ = mlm  # a masked-LM checkpoint has no classifier
+    with pytest.raises(mbengine.CheckpointError, match="missing tensor 'classifier.weight'"):
+        pipeline("token-classification", path)
+
+
+# ----------------------------------------------------------------------------- command line
+def test_cli_tasks(mlm, ner, tmp_path, capsys, monkeypatch):
+    import io
+
+    from mbengine.cli import main
+
+    path, _ = mlm
+    assert main(["fill-mask", path, "a [MASK] day", "--top-k", "2", "--json", "--threads", "1"]) == 0
+    row = json.loads(capsys.readouterr().out.strip())
+    assert row["text"] == "a [MASK] day" and len(row["result"]) == 2
+    file = tmp_path / "texts.txt"
+    file.write_text("one [MASK]\n\ntwo [MASK] three\n")
+    assert main(["fill-mask", path, "--file", str(file), "--json", "--threads", "1"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    monkeypatch.setattr("sys.stdin", io.StringIO("from [MASK] stdin\n"))
+    assert main(["fill-mask", path, "--threads", "1"]) == 0
+    assert "# from [MASK] stdin" in capsys.readouterr().out
+    assert main(["fill-mask", path, "no mask", "--threads", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("mbengine: error: inputs[0] has no [MASK] token") and "Traceback" not in err
+    assert main(["token-classification", ner[0], "Angela Merkel", "--aggregation", "first", "--json",
+                 "--threads", "1"]) == 0
+    assert json.loads(capsys.readouterr().out.strip())["text"] == "Angela Merkel"
+    assert main(["info", path]) == 0
+    assert "tensors" in capsys.readouterr().out
