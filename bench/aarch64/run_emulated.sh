@@ -8,7 +8,8 @@
 #   CPUS        extra NUMBA_CPU_NAME targets to compile for (default "cortex-a72 cortex-a76":
 #               Raspberry Pi 4 and Raspberry Pi 5)
 #   TESTS       pytest files run inside the arm64 root ("" skips them; default
-#               "tests/test_graph.py tests/test_bad_input.py": no torch needed)
+#               "tests/test_graph.py tests/test_bad_input.py tests/test_kernels.py tests/test_threads.py":
+#               the files that need neither torch nor transformers)
 #   MIRROR      Debian mirror for debootstrap (default: the first URIs of /etc/apt/sources.list.d/debian.sources)
 #
 # What it does (every step is idempotent: an existing ROOT, venv and packages are reused):
@@ -21,11 +22,14 @@
 #  4. builds the project's wheel on the host (pip wheel --no-deps), installs it in an arm64 venv
 #     (ROOT/work/venv) with its dependencies, i.e. PyPI's aarch64 wheels of numpy, numba,
 #     llvmlite, safetensors and tokenizers; the project's wheel is force-reinstalled every run.
-#  5. on the host: a small random checkpoint (base + masked-LM head) and fixed int64 inputs
-#     (bench/aarch64/check_outputs.py make), and the host's outputs (... run, tag x86_64).
-#  6. in the root: the same run (tag aarch64), twice: cold Numba cache, then warm cache;
-#     then compare against the host: relative error <= 1e-5 for MobileBertModel's
-#     last_hidden_state / pooler_output (fused and unfused graph) and MobileBertForMaskedLM's logits.
+#  5. on the host: small random checkpoints (base std 0.2, base std 0.05, base + masked-LM head)
+#     and fixed int64 inputs (bench/aarch64/check_outputs.py make), and the host's outputs
+#     (... run, tag x86_64; host Numba cache in ROOT/work/host-cache).
+#  6. in the root (with Debian's arm64 libgomp1 added, so Numba's omp threading layer is
+#     available): the same run (tag aarch64), cold Numba cache, then warm cache, then warm with
+#     NUMBA_THREADING_LAYER=workqueue (what a root without libgomp gets); then compare against
+#     the host: relative error <= 1e-5 for MobileBertModel's last_hidden_state / pooler_output
+#     (fused and unfused graph, both checkpoints) and MobileBertForMaskedLM's logits.
 #  7. in the root, per CPU (the emulated default, then each of CPUS via NUMBA_CPU_NAME, each with
 #     a fresh cache so the code is really compiled): the kernels' vector width (LANES, COLS) and the
 #     instructions of mbengine.kernels.linear.linear's assembly (fmla v.4s counts ...);
@@ -40,7 +44,7 @@ ROOT=$(realpath -m "${1:-/var/tmp/mbengine-arm64}")
 HOSTPY=${HOSTPY:-/work/venv/bin/python}
 [ -x "$HOSTPY" ] || HOSTPY=python3
 CPUS=${CPUS-cortex-a72 cortex-a76}
-TESTS=${TESTS-tests/test_graph.py tests/test_bad_input.py}
+TESTS=${TESTS-tests/test_graph.py tests/test_bad_input.py tests/test_kernels.py tests/test_threads.py}
 WORK=$ROOT/work                   # seen as /work inside the root
 LOG=$WORK/run.log
 
@@ -108,6 +112,13 @@ time in_root pip install -q "/work/dist/$WHEEL"
 in_root pip install -q --force-reinstall --no-deps "/work/dist/$WHEEL"
 in_root pip list 2>/dev/null | grep -Ei '^(numpy|numba|llvmlite|safetensors|tokenizers|mbengine|pip) '
 cp "$HERE/check_outputs.py" "$WORK/check_outputs.py"
+# minbase has no libgomp: Numba would fall back to its workqueue threading layer. Install the
+# arm64 libgomp1 from the root's own apt, so the default run uses the omp layer (as wherever GCC's
+# runtime is installed); step 6 also runs with NUMBA_THREADING_LAYER=workqueue.
+if [ ! -e "$ROOT/usr/lib/aarch64-linux-gnu/libgomp.so.1" ]; then
+    chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root DEBIAN_FRONTEND=noninteractive \
+        sh -c "apt-get update -qq && apt-get install -y -qq --no-install-recommends libgomp1 >/dev/null"
+fi
 
 # ---- 5. inputs + host reference
 stamp "host: checkpoints, inputs, reference outputs"
@@ -126,9 +137,11 @@ rm -rf "$WORK/numba-cache"
 time in_root python /work/check_outputs.py run /work aarch64
 stamp "aarch64: model run again, warm Numba cache"
 time in_root python /work/check_outputs.py run /work aarch64-warm
+stamp "aarch64: model run, warm cache, NUMBA_THREADING_LAYER=workqueue"
+time EXTRA_ENV=NUMBA_THREADING_LAYER=workqueue in_root python /work/check_outputs.py run /work aarch64-workqueue
 stamp "compare aarch64 with x86-64"
 status=0
-"$HOSTPY" "$WORK/check_outputs.py" compare "$WORK" x86_64 aarch64 aarch64-warm || status=1
+"$HOSTPY" "$WORK/check_outputs.py" compare "$WORK" x86_64 aarch64 aarch64-warm aarch64-workqueue || status=1
 
 # ---- 7. vector width and instructions, per target CPU
 for cpu in default $CPUS; do
