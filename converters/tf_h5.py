@@ -19,15 +19,19 @@ import numpy as np
 
 from mbengine.errors import CheckpointError
 
+# Keras leaf names -> PyTorch's (transformers' convert_tf_weight_name_to_pt_weight_name)
 LEAF = {"kernel": "weight", "gamma": "weight", "embeddings": "weight", "beta": "bias"}
 
 
 def hf_name(tf_name: str) -> tuple[str, bool]:
     """(HF PyTorch name, transpose?) of an HF TF weight name."""
-    name = tf_name.removesuffix(":0")
-    name = re.sub(r"[^/]*___([^/]*)", r"\1", name)  # "predictions___cls" is the cls module's scope
-    name = name.replace("_._", "/")
-    parts = name.split("/")[1:]  # the model's own scope
+    name = tf_name.replace(":0", "")
+    name = re.sub(r"/[^/]*___([^/]*)/", r"/\1/", name)  # "predictions___cls" is the cls module's scope
+    name = name.replace("_._", "/")  # "layer_._0": a list element
+    name = re.sub(r"//+", "/", name)
+    parts = name.split("/")
+    if len(parts) > 1:
+        parts = parts[1:]  # the model's own scope
     last = parts[-1]
     parts[-1] = LEAF.get(last, last)
     return ".".join(parts), last == "kernel"
@@ -38,7 +42,8 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         import h5py
     except ImportError:
-        raise CheckpointError(f"{path}: reading tf_model.h5 needs h5py (pip install h5py)") from None
+        raise CheckpointError(f"{path}: reading tf_model.h5 needs h5py, which is not installed: "
+                              "pip install h5py (or pip install 'mbengine[h5]')") from None
     path = os.fspath(path)
     try:
         f = h5py.File(path, "r")
@@ -48,14 +53,21 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     with f:
         if "layer_names" not in f.attrs:
             raise CheckpointError(f"{path}: no 'layer_names' attribute (not Keras h5 weights)")
-        for layer in f.attrs["layer_names"]:
-            layer = layer.decode() if isinstance(layer, bytes) else str(layer)
-            group = f[layer]
-            for weight in group.attrs.get("weight_names", []):
-                weight = weight.decode() if isinstance(weight, bytes) else str(weight)
-                if weight not in group:
-                    raise CheckpointError(f"{path}: weight {weight!r} is listed but missing")
-                arr = np.asarray(group[weight])
-                name, transpose = hf_name(weight)
-                out[name] = np.ascontiguousarray(arr.T) if transpose else arr
+        try:
+            for layer in f.attrs["layer_names"]:
+                group = f[_text(layer)]
+                for weight in (_text(w) for w in group.attrs.get("weight_names", [])):
+                    if weight not in group:
+                        raise CheckpointError(f"{path}: weight {weight!r} is listed but missing")
+                    arr = np.asarray(group[weight])
+                    if arr.dtype.kind == "f" and arr.dtype != np.float32:
+                        arr = arr.astype(np.float32)
+                    name, transpose = hf_name(weight)
+                    out[name] = np.ascontiguousarray(arr.T) if transpose else arr
+        except (OSError, KeyError, ValueError, TypeError) as e:  # h5py's errors on damaged groups and data
+            raise CheckpointError(f"{path}: unreadable HDF5 content ({type(e).__name__}: {e})") from None
     return out
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

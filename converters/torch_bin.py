@@ -15,12 +15,18 @@ Two container formats exist:
   info, the object) then the storage keys, then per storage an int64 element
   count followed by its bytes.
 
+Every tensor comes back as a contiguous NumPy array: floating-point ones
+(fp16, bf16, fp64) as float32, integer and bool ones (``position_ids``
+buffers) as stored. Strided or offset views are honoured (``as_strided`` on
+the storage, bounds-checked first).
+
 Sharded checkpoints (``pytorch_model.bin.index.json``) and sharded safetensors
 (``model.safetensors.index.json``) are read shard by shard.
 """
 
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import json
@@ -68,22 +74,26 @@ class _Tensor:
             raise ValueError("a tensor whose storage is not a storage reference")
         self.storage, self.offset = storage, int(offset)
         self.size, self.stride = tuple(int(n) for n in size), tuple(int(n) for n in stride)
+        if len(self.size) != len(self.stride) or any(n < 0 for n in self.size):
+            raise ValueError(f"a tensor with size {self.size} and stride {self.stride}")
 
     def materialize(self, data: np.ndarray) -> np.ndarray:
         if self.storage.view is not None:  # legacy storage views: (key, offset, size)
             _, start, length = self.storage.view
             data = data[int(start):int(start) + int(length)]
         if any(n == 0 for n in self.size):
-            return np.zeros(self.size, data.dtype)
+            return np.zeros(self.size, np.float32 if self.storage.type.bf16 or data.dtype.kind == "f" else data.dtype)
         last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
         if self.offset < 0 or last >= data.size or any(s < 0 for s in self.stride):
             raise ValueError(f"tensor view (offset {self.offset}, size {self.size}, stride {self.stride}) "
                              f"outside its storage of {data.size} elements")
         view = np.lib.stride_tricks.as_strided(data[self.offset:], self.size,
                                                tuple(s * data.itemsize for s in self.stride))
-        arr = np.array(view)
+        arr = np.array(view, order="C")  # a C-contiguous copy (the default order "K" keeps the strides)
         if self.storage.type.bf16:
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
+        elif arr.dtype.kind == "f" and arr.dtype != np.float32:
+            arr = arr.astype(np.float32)
         return arr
 
 
@@ -101,6 +111,7 @@ _ALLOWED = {
     ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
+    ("torch", "Size"): tuple,
 }
 
 
@@ -115,7 +126,11 @@ class _Unpickler(pickle.Unpickler):
             return _ALLOWED[(module, name)]
         if module == "torch" and name in _STORAGES:
             return _StorageType(name)
-        raise CheckpointError(f"{self.path}: refused to load the global {module}.{name}: a tensor checkpoint "
+        shown = f"{module}.{name}"
+        py3 = _compat_pickle.IMPORT_MAPPING.get(module)  # protocol 0-2 pickles use Python 2 module names
+        if py3:
+            shown += f" ({py3}.{name})"
+        raise CheckpointError(f"{self.path}: refused to load the global {shown}: a tensor checkpoint "
                               "needs only tensor-rebuilding globals, and this one was not executed")
 
     def persistent_load(self, pid):
@@ -208,8 +223,15 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """All tensors of a ``pytorch_model.bin`` (zip or legacy format) as NumPy arrays."""
     path = os.fspath(path)
     try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror})") from None
+    try:
         if zipfile.is_zipfile(path):
             return _read_zip(path)
+        if magic == b"PK\x03\x04":  # a zip's first entry, but no central directory at the end
+            raise CheckpointError(f"{path}: a damaged zip archive (truncated? its central directory is missing)")
         return _read_legacy(path)
     except CheckpointError:
         raise
@@ -228,9 +250,13 @@ def read_sharded(index_file: str | os.PathLike) -> dict[str, np.ndarray]:
             weight_map = json.load(f)["weight_map"]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CheckpointError(f"{index_file}: not a checkpoint index ({e})") from None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index_file}: 'weight_map' is not a mapping of tensor names to shard files")
     directory = os.path.dirname(index_file)
     tensors: dict[str, np.ndarray] = {}
     for shard in sorted(set(weight_map.values())):
+        if os.path.basename(shard) != shard or shard in ("", ".", ".."):
+            raise CheckpointError(f"{index_file}: shard {shard!r} is not a file name in the checkpoint's directory")
         file = os.path.join(directory, shard)
         if not os.path.isfile(file):
             raise CheckpointError(f"{index_file}: shard {shard} is missing")

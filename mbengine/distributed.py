@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import threading
+import uuid
 
 _MODELS: dict = {}  # per worker process: (task, path, options) -> pipeline
 _LOCK = threading.Lock()
@@ -55,14 +56,16 @@ def map_pipeline(client, task: str, model_path: str | os.PathLike, texts, *, chu
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     path = os.path.abspath(os.fspath(model_path))
+    # One fresh name per job (keys of a finished job may still be known to the
+    # scheduler, so they are never reused); the chunk number ends each key.
+    job = uuid.uuid4().hex
     futures = []
     for index, start in enumerate(range(0, len(texts), chunk_size)):
         chunk = texts[start:start + chunk_size]
         futures.append(client.submit(_run_chunk, index, chunk, task, path, threads, batch_size, kwargs,
-                                     key=f"mbengine-{task}-{id(texts):x}-{index}", retries=retries, pure=False))
+                                     key=f"mbengine-{task}-{job}-{index}", retries=retries, pure=False))
     results: dict[int, list] = {}
-    for future in as_completed(futures):
-        index, chunk_results = future.result()
+    for _, (index, chunk_results) in as_completed(futures, with_results=True):
         results[index] = chunk_results  # a re-run chunk lands on the same index
     missing = [i for i in range(len(futures)) if i not in results]
     if missing:
