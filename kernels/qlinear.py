@@ -1,0 +1,180 @@
+"""Int8 linear layer: dynamic per-row activation quantization, int8 x int8 -> int32, fused epilogue.
+
+    out[i, o0 + n] = norm( act( sx[i] * sw[n] * sum_k qx[i, k] * wq[n, k]
+                                + sum_j x[i, x0 + o_j] * ow[j, n] + b[n] ) + res[i, r0 + n] )
+
+* weights: int8 per output channel, ``W[n, :] ~ sw[n] * wq[n, :]`` (symmetric,
+  :func:`quantize_weight`), packed by :func:`pack` into panels of ``COLS``
+  outputs and groups of 4 inputs (the layout the dot-product instructions
+  read, see :mod:`.qsimd`);
+* activations: quantized per row as the kernel runs, ``qx[i] = round(x[i] /
+  sx[i])`` with ``sx[i] = max_k |x[i, k]| / 127`` over the *inlier* channels;
+* outlier channels: a few input channels (``o_j``, chosen from calibration
+  data at conversion time: MobileBERT's residual stream carries channels of
+  ~1e7 next to channels of ~1) would set every row's scale and flush the rest
+  to zero. Their weight rows are left out of ``wq`` (zero there) and applied
+  in float32 in the epilogue (``ow``, one (N,) row per outlier channel).
+
+Three parallel passes: quantize rows; int32 tiles (same task order as
+:func:`.linear.linear`: chunk of rows, panel, block of 8 rows), dequantized as
+they leave the registers; epilogue rows (outliers, bias, activation, residual,
+norm, shared with the float32 kernel).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from .flags import FASTMATH
+from .linear import CHUNK_ROWS, _epilogue_row
+from .qsimd import CACHE, COLS, OFFSET, ROWS, VARIANT, float_from_bits, qtile_row, qtile_rows  # noqa: F401 (VARIANT: re-exported)
+
+QX_DTYPE = np.uint8 if OFFSET else np.int8  # the quantized activations' storage type
+QMAX = 127
+INLIER = 0x7FFFFFFF  # mask value of an inlier channel (see _quantize_row)
+
+
+def channel_mask(k: int, outliers) -> np.ndarray:
+    """The (k,) int32 mask :func:`qlinear` takes: INLIER everywhere but at ``outliers``."""
+    mask = np.full(k, INLIER, np.int32)
+    mask[np.asarray(outliers, np.int64)] = 0
+    mask.flags.writeable = False
+    return mask
+
+
+def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(N, K) float -> (int8 (N, K), float32 scales (N,)), symmetric per row, |error| <= scale / 2."""
+    w = np.asarray(w, np.float32)
+    amax = np.abs(w).max(axis=1) if w.shape[1] else np.zeros(w.shape[0], np.float32)
+    scale = np.where(amax > 0, amax / np.float32(QMAX), np.float32(1.0)).astype(np.float32)
+    q = np.clip(np.rint(w / scale[:, None]), -QMAX, QMAX).astype(np.int8)
+    return q, scale
+
+
+def pack(wq: np.ndarray) -> np.ndarray:
+    """(N, K) int8 -> (P, ceil(K / 4), 4 * COLS) panels: ``wp[p, g, 4c + j] = wq[p*COLS + c, 4g + j]``."""
+    N, K = wq.shape
+    P, K4 = -(-N // COLS), -(-K // 4)
+    padded = np.zeros((P * COLS, K4 * 4), np.int8)
+    padded[:N, :K] = wq
+    wp = np.ascontiguousarray(padded.reshape(P, COLS, K4, 4).transpose(0, 2, 1, 3).reshape(P, K4, 4 * COLS))
+    wp.flags.writeable = False
+    return wp
+
+
+def unpack(wp: np.ndarray, n: int, k: int) -> np.ndarray:
+    """Panels back to the (n, k) int8 weight (inverse of :func:`pack`)."""
+    P, K4, C4 = wp.shape
+    cols = C4 // 4
+    return np.ascontiguousarray(wp.reshape(P, K4, cols, 4).transpose(0, 2, 1, 3).reshape(P * cols, K4 * 4)[:n, :k])
+
+
+def correction(wp: np.ndarray) -> np.ndarray:
+    """``OFFSET * sum_k wq[n, k]`` per packed column (int32, P * COLS): removes the activation offset."""
+    P, K4, C4 = wp.shape
+    sums = wp.reshape(P, K4, C4 // 4, 4).astype(np.int32).sum(axis=(1, 3)).reshape(-1)
+    return np.ascontiguousarray(sums * np.int32(OFFSET), dtype=np.int32)
+
+
+@njit(cache=CACHE, parallel=True, fastmath=FASTMATH)
+def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off, norm, nw, nb, eps,
+            out, out_off):
+    """The int8 linear (module doc). ``mask``: (K,) int32, INLIER or 0 (an outlier) per input channel; ``qx`` (>= M, >= 4 K4)
+    and ``sx`` (>= M,) are scratch; ``sw`` and ``corr`` are padded to whole panels; ``oidx`` (J,) and
+    ``ow`` (J, N) the outlier channels."""
+    M = x.shape[0]
+    K = mask.shape[0]
+    P, K4, _ = wq.shape
+    N = b.shape[0]
+    for i in prange(M):
+        _quantize_row(x, i, x_off, K, K4 * 4, mask, qx, sx)
+    per_chunk = min(CHUNK_ROWS, M + ROWS - 1) // ROWS
+    chunks = (M + per_chunk * ROWS - 1) // (per_chunk * ROWS)
+    for t in prange(chunks * P * per_chunk):
+        c = t // (P * per_chunk)
+        rest = t - c * P * per_chunk
+        p = rest // per_chunk
+        i0 = (c * per_chunk + rest - p * per_chunk) * ROWS
+        if i0 < M:
+            _qpanel(qx, wq[p], out, out_off + p * COLS, i0, min(i0 + ROWS, M), min(COLS, N - p * COLS), K4,
+                    sx, sw, corr, p * COLS)
+    for i in prange(M):
+        if oidx.shape[0] > 0:
+            o = out[i, out_off:out_off + N]
+            for j in range(oidx.shape[0]):
+                xv = x[i, x_off + oidx[j]]
+                wj = ow[j]
+                for n in range(N):
+                    o[n] += xv * wj[n]
+        _epilogue_row(out, i, out_off, N, b, act, res, res_off, norm, nw, nb, eps)
+
+
+@njit(cache=CACHE, parallel=True)
+def qmatmul_exact(qx, wq, corr, out):
+    """out[i, n] = sum_k qx[i, k] * wq[n, k] - corr[n] in int32 through the same tiles (for tests)."""
+    M = qx.shape[0]
+    P, K4, _ = wq.shape
+    N = out.shape[1]
+    none = np.zeros(0, np.float32)  # no scales: the exact integers
+    for t in prange(P * ((M + ROWS - 1) // ROWS)):
+        p = t % P
+        i0 = (t // P) * ROWS
+        _qpanel(qx, wq[p], out, p * COLS, i0, min(i0 + ROWS, M), min(COLS, N - p * COLS), K4,
+                none, none, corr, p * COLS)
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _quantize_row(x, i, x_off, K, Kp, mask, qx, sx):
+    """qx[i] = round(x[i] / sx[i]) (+ OFFSET), sx[i] = max |inlier x[i, k]| / 127.
+
+    The maximum is taken over the float bit patterns as integers (``bits &
+    mask`` clears the sign, and the whole value of an outlier channel): for
+    non-negative floats integer order is float order, and unlike a float max
+    it vectorises. A NaN or infinity wins that maximum, and the row's scale
+    becomes NaN, so bad input shows in the output instead of vanishing.
+    """
+    bits = x[i].view(np.int32)
+    top = 0
+    for k in range(K):
+        top = max(top, bits[x_off + k] & mask[k])
+    amax = float_from_bits(top)
+    if top >= 0x7F800000:
+        scale = np.float32(np.nan)
+    elif top == 0:
+        scale = np.float32(1.0)
+    else:
+        scale = amax / np.float32(QMAX)
+    inv = np.float32(1.0) / scale
+    q = qx[i]
+    for k in range(K):
+        v = min(max(np.rint(x[i, x_off + k] * inv), np.float32(-QMAX)), np.float32(QMAX))
+        q[k] = np.int32(v) + OFFSET
+    for k in range(K, Kp):
+        q[k] = OFFSET
+    sx[i] = scale
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _qpanel(qx, w, out, oc, i0, i1, width, K4, sx, sw, corr, n0):
+    """Rows i0:i1 of one panel (``w``: (K4, 4 * COLS)) into out[:, oc:oc + width]."""
+    if width == COLS:
+        if i1 - i0 == ROWS:
+            qtile_rows(qx, i0, w, out, i0, oc, K4, sx, sw, corr, n0)
+        else:
+            for i in range(i0, i1):
+                qtile_row(qx, i, w, out, i, oc, K4, sx, sw, corr, n0)
+        return
+    for i in range(i0, i1):  # a partial panel (the last one of an odd width): plain loops
+        for c in range(width):
+            acc = np.int32(0)
+            for g in range(K4):
+                for j in range(4):
+                    acc += np.int32(qx[i, 4 * g + j]) * np.int32(w[g, 4 * c + j])
+            _store(out, i, oc + c, acc - corr[n0 + c], sx, i, sw, n0 + c)
+
+
+@njit(cache=CACHE, inline="always")
+def _store(out, i, j, acc, sx, si, sw, sj):
+    if sx.shape[0] == 0:
+        out[i, j] = acc
+    else:
+        out[i, j] = np.float32(acc) * sw[sj] * sx[si]
