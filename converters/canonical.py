@@ -171,10 +171,11 @@ def linear_weight_names(config: MobileBertConfig, head: str | None = None, poole
 
 def validate(tensors: dict[str, np.ndarray], config: MobileBertConfig, source: str = "checkpoint",
              check_finite: bool = True, head: str | None = None, pooler: bool | None = None,
-             packed: bool = False) -> None:
+             packed: bool = False, int8: frozenset = frozenset()) -> None:
     """Raise CheckpointError listing every tensor that does not fit ``config`` (and ``head``).
 
     ``packed``: the linear weights come separately, packed (engine checkpoints).
+    ``int8``: names of tensors stored as int8 (with row scales kept elsewhere).
     """
     expected = model_shapes(config, head, pooler)
     if packed:
@@ -191,6 +192,9 @@ def validate(tensors: dict[str, np.ndarray], config: MobileBertConfig, source: s
             problems.append(
                 f"tensor {name!r} has shape {list(arr.shape)}, expected {list(expected[name])} for this config"
             )
+        elif name in int8:
+            if arr.dtype != np.int8:
+                problems.append(f"tensor {name!r} has dtype {arr.dtype}, expected int8 (an int8 checkpoint)")
         elif arr.dtype.kind != "f":
             problems.append(f"tensor {name!r} has dtype {arr.dtype}, expected a floating-point type")
         elif check_finite and not np.isfinite(arr).all():

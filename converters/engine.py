@@ -19,6 +19,21 @@ Layout (format version 1)::
                         metadata: {"format": "mbengine", "format_version": "1"}
     tokenizer files     copied from the source when present
 
+An int8 checkpoint (``"dtype": "int8"``, made by ``mbengine convert --dtype
+int8`` or ``mbengine quantize``; see mbengine/quantize.py) differs in:
+
+                          int8/<op name>           int8 panels (P, ceil(K / 4), 4 * tile_cols):
+                                                   [p, g, 4c + j] = Wq[p * tile_cols + c, 4g + j]
+                                                   (kernels.qlinear.pack)
+                          scale/<op name>          (N,) float32, W[n] ~ scale[n] * Wq[n]
+                          outliers/<op name>       (J,) int64 input channels applied in float32
+                          outlier_weight/<op name> (J, N) float32, their rows of W.T
+                          packed/<op name>         float32 panels of the linears kept float32
+                          embeddings.word_embeddings.weight          int8 (vocab, E)
+                          scale/embeddings.word_embeddings.weight    (vocab,) float32 row scales
+                        and the "mbengine" block has a "quantization" entry (calibration,
+                        settings, which linears stayed float32, outlier channel count).
+
 Panels are laid out for the CPU's vector width (``tile_cols``: 32 with AVX-512,
 16 with AVX, 8 on NEON). A checkpoint packed for another width still loads:
 its panels are repacked once at load time.
@@ -37,6 +52,8 @@ from mbengine.errors import CheckpointError, FormatVersionError
 
 FORMAT_VERSION = 1
 PACKED = "packed/"
+INT8_PARTS = ("int8/", "scale/", "outliers/", "outlier_weight/")
+DTYPES = ("float32", "int8")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 
@@ -51,22 +68,86 @@ def check_meta(meta: dict, source: str) -> None:
         raise FormatVersionError(
             f"{source}: engine checkpoint format version {version!r}; this mbengine reads version "
             f"{FORMAT_VERSION} (convert the original checkpoint again with this version)")
-    if meta.get("dtype", "float32") != "float32":
+    if meta.get("dtype", "float32") not in DTYPES:
         raise FormatVersionError(f"{source}: engine checkpoint dtype {meta.get('dtype')!r} is not supported "
-                                 "by this mbengine (float32 only)")
+                                 f"by this mbengine ({' or '.join(DTYPES)})")
     if not isinstance(meta.get("tile_cols"), int) or meta["tile_cols"] < 1:
         raise CheckpointError(f"{source}: config.json mbengine block has no valid 'tile_cols'")
 
 
-def split_packed(tensors: dict[str, np.ndarray]) -> tuple[dict, dict]:
-    """(plain tensors, {op name: packed panels})."""
-    plain, packed = {}, {}
+def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> tuple[dict, dict, dict, dict]:
+    """(plain tensors, {op name: float32 panels}, {op name: Int8Weight}, {tensor name: row scales}).
+
+    The int8 parts are checked here (every part present, dtypes, shapes that
+    agree, finite positive scales); whether they fit the config is checked
+    when the graph is built.
+    """
+    plain, packed, parts = {}, {}, {}
     for name, arr in tensors.items():
         if name.startswith(PACKED):
             packed[name[len(PACKED):]] = arr
-        else:
+            continue
+        prefix = next((p for p in INT8_PARTS if name.startswith(p)), None)
+        if prefix is None:
             plain[name] = arr
-    return plain, packed
+        else:
+            parts.setdefault(name[len(prefix):], {})[prefix[:-1]] = arr
+    int8, scales, problems = {}, {}, []
+    for name, part in sorted(parts.items()):
+        where = f"{source}: {name!r}"
+        scale = part.get("scale")
+        if scale is None:
+            problems.append(f"{where}: int8 data without 'scale/{name}'")
+            continue
+        if scale.dtype != np.float32 or scale.ndim != 1:
+            problems.append(f"{where}: 'scale/{name}' is {scale.dtype} {list(scale.shape)}, expected float32 (N,)")
+            continue
+        if not (np.isfinite(scale).all() and (scale > 0).all()):
+            bad = int(np.count_nonzero(~(np.isfinite(scale) & (scale > 0))))
+            problems.append(f"{where}: 'scale/{name}' holds {bad} zero, negative or non-finite scales")
+            continue
+        if name in plain:  # an int8 tensor with one scale per row (the word embeddings)
+            table = plain[name]
+            if table.dtype != np.int8 or table.ndim != 2 or table.shape[0] != scale.shape[0]:
+                problems.append(f"{where} is {table.dtype} {list(table.shape)} with {scale.shape[0]} row scales, "
+                                f"expected int8 with one scale per row")
+            else:
+                scales[name] = scale
+            continue
+        problems += _int8_linear(name, part, where, int8)
+    for name, arr in plain.items():
+        if arr.dtype == np.int8 and name not in scales and not any(p.startswith(f"{source}: {name!r}")
+                                                                    for p in problems):
+            problems.append(f"{source}: int8 tensor {name!r} has no 'scale/{name}'")
+    if problems:
+        raise CheckpointError(f"{source}: invalid int8 weights", problems)
+    return plain, packed, int8, scales
+
+
+def _int8_linear(name: str, part: dict, where: str, int8: dict) -> list[str]:
+    from mbengine.quantize import int8_weight
+
+    wq, scale = part.get("int8"), part["scale"]
+    outliers = part.get("outliers", np.zeros(0, np.int64))
+    outlier_w = part.get("outlier_weight")
+    if wq is None:
+        return [f"{where}: 'scale/{name}' without 'int8/{name}'"]
+    if wq.dtype != np.int8 or wq.ndim != 3:
+        return [f"{where}: 'int8/{name}' is {wq.dtype} {list(wq.shape)}, expected int8 (P, K/4, 4 * tile_cols)"]
+    if scale.shape[0] > wq.shape[0] * wq.shape[2] // 4 or scale.shape[0] <= (wq.shape[0] - 1) * wq.shape[2] // 4:
+        return [f"{where}: {scale.shape[0]} scales for int8 panels of shape {list(wq.shape)}"]
+    if outliers.dtype != np.int64 or outliers.ndim != 1:
+        return [f"{where}: 'outliers/{name}' is {outliers.dtype} {list(outliers.shape)}, expected int64 (J,)"]
+    J, N = outliers.shape[0], scale.shape[0]
+    if outlier_w is None:
+        outlier_w = np.zeros((0, N), np.float32)
+    if outlier_w.dtype != np.float32 or outlier_w.shape != (J, N):
+        return [f"{where}: 'outlier_weight/{name}' is {outlier_w.dtype} {list(outlier_w.shape)}, "
+                f"expected float32 {[J, N]}"]
+    if not np.isfinite(outlier_w).all():
+        return [f"{where}: 'outlier_weight/{name}' holds non-finite values"]
+    int8[name] = int8_weight(wq, scale, outliers, outlier_w)
+    return []
 
 
 def write(model, directory: str | os.PathLike, *, tokenizer_from: str | os.PathLike | None = None,
@@ -86,6 +167,15 @@ def write(model, directory: str | os.PathLike, *, tokenizer_from: str | os.PathL
         raise FileExistsError(f"{directory} exists; pass force=True (--force) to replace it")
     graph = model.runner().graph  # packs every weight into model's cache
     tensors = {PACKED + name: arr for (kind, name), arr in model._cache.items() if kind == "packed"}
+    for (kind, name), value in model._cache.items():
+        if kind == "int8":
+            tensors["int8/" + name] = value.wq
+            tensors["scale/" + name] = value.scale[:value.n]
+            if value.outliers.size:
+                tensors["outliers/" + name] = value.outliers
+                tensors["outlier_weight/" + name] = value.outlier_w
+        elif kind == "scale":
+            tensors["scale/" + name] = value
     from mbengine.converters.canonical import linear_weight_names
 
     tied = "cls.predictions.decoder.weight" if model.config.tie_word_embeddings else None
@@ -96,10 +186,14 @@ def write(model, directory: str | os.PathLike, *, tokenizer_from: str | os.PathL
         if name in graph.packed_sources or name in linear or name == tied:
             continue
         tensors[name] = arr
-    tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()}
+    tensors = {k: np.ascontiguousarray(v, dtype=v.dtype if v.dtype in (np.int8, np.int64) else np.float32)
+               for k, v in tensors.items()}
     config = model.config.to_dict()
-    config["mbengine"] = {"format_version": FORMAT_VERSION, "dtype": "float32", "tile_cols": COLS,
+    dtype = getattr(model, "dtype", "float32")
+    config["mbengine"] = {"format_version": FORMAT_VERSION, "dtype": dtype, "tile_cols": COLS,
                           "head": model.HEAD, "pooler": bool(model.pooler)}
+    if dtype == "int8":
+        config["mbengine"]["quantization"] = model.quantization
     parent = os.path.dirname(directory) or "."
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".mbengine-convert-", dir=parent)

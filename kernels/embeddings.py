@@ -11,37 +11,41 @@ from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
-def embed_words(ids, mask, word, trigram, mask_aware, out):
-    """out[b*S + s, :] = word[ids[b, s]] (trigram: [next | this | prev], width 3E)."""
+def embed_words(ids, mask, word, scale, trigram, mask_aware, out):
+    """out[b*S + s, :] = word[ids[b, s]] (trigram: [next | this | prev], width 3E).
+
+    ``word`` is float32, or int8 with a float32 ``scale`` per row (dequantized
+    here); a float32 table comes with an empty ``scale``.
+    """
     B, S = ids.shape
     E = word.shape[1]
     for r in prange(B * S):
         b = r // S
         s = r - b * S
         if trigram == 0:
-            tok = ids[b, s]
-            for e in range(E):
-                out[r, e] = word[tok, e]
+            _row(word, scale, ids[b, s], out, r, 0)
             continue
-        nxt = s + 1 < S and (mask_aware == 0 or mask[b, s + 1] != 0)
-        prv = s >= 1 and (mask_aware == 0 or mask[b, s - 1] != 0)
-        if nxt:
-            tok = ids[b, s + 1]
-            for e in range(E):
-                out[r, e] = word[tok, e]
+        if s + 1 < S and (mask_aware == 0 or mask[b, s + 1] != 0):
+            _row(word, scale, ids[b, s + 1], out, r, 0)
         else:
-            for e in range(E):
-                out[r, e] = 0.0
-        tok = ids[b, s]
+            out[r, :E] = 0.0
+        _row(word, scale, ids[b, s], out, r, E)
+        if s >= 1 and (mask_aware == 0 or mask[b, s - 1] != 0):
+            _row(word, scale, ids[b, s - 1], out, r, 2 * E)
+        else:
+            out[r, 2 * E:3 * E] = 0.0
+
+
+@njit(cache=True, inline="always")
+def _row(word, scale, tok, out, r, off):
+    E = word.shape[1]
+    if scale.shape[0] == 0:
         for e in range(E):
-            out[r, E + e] = word[tok, e]
-        if prv:
-            tok = ids[b, s - 1]
-            for e in range(E):
-                out[r, 2 * E + e] = word[tok, e]
-        else:
-            for e in range(E):
-                out[r, 2 * E + e] = 0.0
+            out[r, off + e] = word[tok, e]
+    else:
+        sc = scale[tok]
+        for e in range(E):
+            out[r, off + e] = word[tok, e] * sc
 
 
 @njit(cache=True, parallel=True)

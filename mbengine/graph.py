@@ -53,9 +53,23 @@ class EmbedWords:
     """Word embeddings of the input ids, trigram window optional."""
 
     name: str
-    table: np.ndarray  # (vocab, E)
+    table: np.ndarray  # (vocab, E), float32, or int8 with a scale per row
     trigram: bool
     out: Ref
+    scale: np.ndarray | None = None  # (vocab,) float32 row scales of an int8 table
+
+
+@dataclass(frozen=True)
+class Int8Weight:
+    """A linear's weight for :func:`kernels.qlinear.qlinear` (see :mod:`mbengine.quantize`)."""
+
+    wq: np.ndarray  # (P, ceil(K / 4), 4 * COLS) int8 panels (kernels.qlinear.pack)
+    scale: np.ndarray  # (P * COLS,) float32 per output channel, zero-padded
+    corr: np.ndarray  # (P * COLS,) int32 activation-offset correction
+    mask: np.ndarray  # (K,) int32 channel mask: 0 for the outlier channels
+    outliers: np.ndarray  # (J,) int64 input channels applied in float32
+    outlier_w: np.ndarray  # (J, N) float32: their rows of W.T
+    n: int  # output channels (N)
 
 
 @dataclass
@@ -84,6 +98,7 @@ class Linear:
     nb: np.ndarray | None = None
     eps: float = 0.0
     wp: np.ndarray | None = None  # the packed weight the kernel reads (kernels.linear.pack)
+    q: Int8Weight | None = None  # or, in an int8 model, its int8 form
 
 
 @dataclass
@@ -219,7 +234,11 @@ def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *, hea
     # embeddings -------------------------------------------------------------
     words_w = E * (3 if c.trigram_input else 1)
     words = Ref(g.buf("words", words_w), 0, words_w)
-    g.ops.append(EmbedWords("embeddings.words", weights["embeddings.word_embeddings.weight"], c.trigram_input, words))
+    table = weights["embeddings.word_embeddings.weight"]
+    g.ops.append(EmbedWords("embeddings.words", table, c.trigram_input, words,
+                            cache.get(("scale", "embeddings.word_embeddings.weight"))))
+    if table.dtype != np.float32 and words.width and g.ops[-1].scale is None:
+        raise CheckpointError(f"embeddings.word_embeddings.weight is {table.dtype} but has no row scales")
     pos = Ref(g.buf("postype", H), 0, H)
     g.ops.append(EmbedPositions("embeddings.positions", weights["embeddings.position_embeddings.weight"],
                                 weights["embeddings.token_type_embeddings.weight"], pos))
@@ -337,7 +356,8 @@ def fuse_feed_forward(graph: Graph) -> Graph:
     while i < len(graph.ops):
         a = graph.ops[i]
         b = graph.ops[i + 1] if i + 1 < len(graph.ops) else None
-        if (isinstance(a, Linear) and isinstance(b, Linear) and a.res is None and a.norm == NORM_NONE
+        if (isinstance(a, Linear) and isinstance(b, Linear) and a.q is None and b.q is None
+                and a.res is None and a.norm == NORM_NONE
                 and b.x == a.out and b.res == a.x and b.act == 0 and b.out.buf != a.x.buf):
             ops.append(FeedForward(a.name + "+" + b.name, a, b))
             i += 2
@@ -348,10 +368,15 @@ def fuse_feed_forward(graph: Graph) -> Graph:
 
 
 def pack_weights(graph: Graph, cache: dict) -> Graph:
-    """Give every linear its packed weight (packed once, kept in ``cache`` under ("packed", op name))."""
+    """Give every linear its packed weight (packed once, kept in ``cache`` under ("packed", op name)).
+
+    A linear whose int8 weight is in the cache (("int8", op name)) gets that instead.
+    """
     ops = []
     for op in graph.ops:
-        if isinstance(op, Linear) and op.wp is None:
+        if isinstance(op, Linear) and op.q is None and ("int8", op.name) in cache:
+            op = dataclasses.replace(op, q=_checked_int8(op, cache[("int8", op.name)]))
+        elif isinstance(op, Linear) and op.wp is None:
             key = ("packed", op.name)
             if key not in cache:
                 if op.w is None:
@@ -372,6 +397,29 @@ def pack_weights(graph: Graph, cache: dict) -> Graph:
     return dataclasses.replace(graph, ops=ops)
 
 
+def _checked_int8(op: Linear, q: Int8Weight) -> Int8Weight:
+    from .kernels.qlinear import COLS as QCOLS
+    from .kernels.qlinear import channel_mask
+
+    N, K = op.out.width, op.x.width
+    P = -(-N // QCOLS)
+    problems = []
+    if q.wq.dtype != np.int8 or q.wq.shape != (P, -(-K // 4), 4 * QCOLS):
+        problems.append(f"int8 weight is {q.wq.dtype} {list(q.wq.shape)}, expected int8 {[P, -(-K // 4), 4 * QCOLS]}")
+    if q.n != N or q.scale.shape != (P * QCOLS,) or q.corr.shape != (P * QCOLS,):
+        problems.append(f"scales have shape [{q.n}], expected [{N}]")
+    if q.outlier_w.shape != (q.outliers.shape[0], N):
+        problems.append(f"outlier weights have shape {list(q.outlier_w.shape)}, expected [{q.outliers.shape[0]}, {N}]")
+    if q.outliers.size and (q.outliers.min() < 0 or q.outliers.max() >= K
+                            or np.unique(q.outliers).size != q.outliers.size):
+        problems.append(f"outlier channels must be distinct inputs in [0, {K}), got {q.outliers.tolist()}")
+    if problems:
+        raise CheckpointError(f"int8 weight of {op.name!r} does not match the op ({K} -> {N})", problems)
+    if q.mask.shape != (K,):  # stored weights cover the padded input width: cut the mask to the op's
+        q = dataclasses.replace(q, mask=channel_mask(K, q.outliers))
+    return q
+
+
 def _head(g: _Builder, head: str, x: Ref, pooled: Ref | None, cache: dict) -> dict[str, Ref]:
     """Append the ops of a task head; return its named outputs."""
     c, w = g.c, g.w
@@ -388,7 +436,7 @@ def _head(g: _Builder, head: str, x: Ref, pooled: Ref | None, cache: dict) -> di
         # [decoder.weight | dense.weight^T], packed straight from the two parts
         g.consumed.add("cls.predictions.dense.weight")
         key = ("packed", "cls.predictions.decoder")
-        if key not in cache:
+        if key not in cache and ("int8", "cls.predictions.decoder") not in cache:
             weight = np.empty((V, H), np.float32)
             weight[:, :c.embedding_size] = w["cls.predictions.decoder.weight"]
             weight[:, c.embedding_size:] = w["cls.predictions.dense.weight"].T
@@ -442,7 +490,7 @@ def _merge(ops: list, cache: dict) -> Linear:
         kw = dict(norm=NORM_NONORM, nw=_readonly(np.concatenate([p[0] for p in pairs])),
                   nb=_readonly(np.concatenate([p[1] for p in pairs])))
     # the big weight is only concatenated when its packed form is not there yet
-    w = None if ("packed", name) in cache else np.concatenate([op.w for op in ops])
+    w = None if ("packed", name) in cache or ("int8", name) in cache else np.concatenate([op.w for op in ops])
     return Linear(name, first.x, w, _readonly(np.concatenate([op.b for op in ops])),
                   Ref(first.out.buf, first.out.off, sum(op.out.width for op in ops)), act=first.act, **kw)
 

@@ -186,7 +186,8 @@ class MobileBertPreTrainedModel:
 
     def __init__(self, config: MobileBertConfig, weights: dict[str, np.ndarray], *, threads: int | None = None,
                  trigram_padding: str = "mask", fuse: bool = True, source: str = "checkpoint",
-                 add_pooling_layer: bool | None = None, packed: dict[str, np.ndarray] | None = None):
+                 add_pooling_layer: bool | None = None, packed: dict[str, np.ndarray] | None = None,
+                 int8: dict | None = None, scales: dict[str, np.ndarray] | None = None):
         if trigram_padding not in ("mask", "hf"):
             raise ValueError(f"trigram_padding must be 'mask' or 'hf', got {trigram_padding!r}")
         self.pooler = canonical.HEAD_USES_POOLER[self.HEAD] if add_pooling_layer is None else add_pooling_layer
@@ -194,7 +195,7 @@ class MobileBertPreTrainedModel:
         weights = canonical.model_tensors(weights, config, self.HEAD, self.pooler)
         try:
             canonical.validate(weights, config, source, head=self.HEAD, pooler=self.pooler,
-                               packed=packed is not None)
+                               packed=packed is not None, int8=frozenset(scales or ()))
         except CheckpointError as e:
             if any("'pooler." in p and p.startswith("missing") for p in e.problems):
                 e.problems.append("this checkpoint has no pooler (HF saves none for masked-LM, token-classification "
@@ -207,20 +208,29 @@ class MobileBertPreTrainedModel:
         self.trigram_padding = trigram_padding
         self.fuse = fuse
         self._runners: dict[bool, Runner] = {}
-        self._cache: dict = {}  # packed weights by ("packed", op name), shared by this model's graphs
+        # packed weights by ("packed", op name), int8 ones by ("int8", op name), int8 embedding
+        # row scales by ("scale", tensor name): shared by this model's graphs
+        self._cache: dict = {}
+        self.dtype = "int8" if int8 or scales else "float32"
+        self.quantization = config.extra.get("mbengine", {}).get("quantization") if self.dtype == "int8" else None
         if packed is not None:  # an engine checkpoint: build the graph now to check every packed tensor
             if not fuse:
                 raise ValueError("an engine checkpoint holds fused weights: fuse=False is not possible")
             self._cache.update({("packed", name): arr for name, arr in packed.items()})
+            self._cache.update({("int8", name): q for name, q in (int8 or {}).items()})
+            self._cache.update({("scale", name): s for name, s in (scales or {}).items()})
             used = {op.name for op in linear_ops(self.runner().graph)}
             # a head or pooler this class does not use is ignored, as HF ignores their weights
-            unknown = sorted(n for n in set(packed) - used
+            stored = set(packed) | set(int8 or ())
+            unknown = sorted(n for n in stored - used
                              if not n.startswith(("pooler.", "cls.", "classifier", "qa_outputs")))
-            for n in set(packed) - used:
+            for n in stored - used:
                 self._cache.pop(("packed", n), None)
+                self._cache.pop(("int8", n), None)
             if unknown:
                 raise CheckpointError(f"{source} does not match its config",
-                                      [f"unexpected packed tensor 'packed/{name}'" for name in unknown])
+                                      [f"unexpected packed tensor '{'int8' if n in (int8 or {}) else 'packed'}/{n}'"
+                                       for n in unknown])
 
     def _check_config(self, config: MobileBertConfig) -> None:
         pass
@@ -245,12 +255,12 @@ class MobileBertPreTrainedModel:
         meta = config.extra.get("mbengine")
         if isinstance(meta, dict):
             engine.check_meta(meta, source)
-            tensors, packed = engine.split_packed(tensors)
+            tensors, packed, int8, scales = engine.split_packed(tensors, source)
             if meta.get("head") != cls.HEAD and cls.HEAD is not None:  # (a base model may come from any)
                 raise CheckpointError(f"{source} is an engine checkpoint of a {meta.get('head') or 'base'} model, "
                                       f"not of {cls.__name__}'s head {cls.HEAD!r}")
             kwargs.setdefault("add_pooling_layer", bool(meta.get("pooler", True)))
-            return cls(config, tensors, source=source, packed=packed, **kwargs)
+            return cls(config, tensors, source=source, packed=packed, int8=int8, scales=scales, **kwargs)
         return cls(config, tensors, source=source, **kwargs)
 
     def runner(self, keep_hidden_states: bool = False) -> Runner:

@@ -20,6 +20,7 @@ from .kernels import attention as k_attention
 from .kernels import embeddings as k_embeddings
 from .kernels import linear as k_linear
 from .kernels import norms as k_norms
+from .kernels import qlinear as k_qlinear
 
 MASK_MIN = np.float32(np.finfo(np.float32).min)  # what HF adds for a masked key
 
@@ -34,6 +35,13 @@ def _ro(a: np.ndarray) -> np.ndarray:
 _NO_VECTOR = _ro(np.zeros(1, np.float32))
 _NO_MATRIX = np.zeros((1, 1), np.float32)
 _NO_PROBS = np.zeros((1, 1, 1, 1), np.float32)
+_NO_SCALES = _ro(np.zeros(0, np.float32))
+
+
+def _int8_width(graph: Graph) -> int:
+    """Bytes per row of the quantized-activation scratch (0 without int8 linears)."""
+    return max((op.q.wq.shape[1] * 4 for op in graph.ops if isinstance(op, Linear) and op.q is not None),
+               default=0)
 
 
 def arena_bytes(graph: Graph, batch: int, seq: int, want_probs: bool) -> int:
@@ -42,6 +50,7 @@ def arena_bytes(graph: Graph, batch: int, seq: int, want_probs: bool) -> int:
     total = sum((T if b.rows == "tokens" else batch) * b.width for b in graph.buffers.values()) * 4
     total += 5 * batch * seq * 8  # inputs and the additive mask
     total += 4 * _max_threads() * k_linear.ROWS * _ffn_width(graph)
+    total += T * (_int8_width(graph) + 4)
     kp, vp, sc = k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
     total += 4 * sum(int(np.prod(s)) for s in (kp, vp, sc))
     if want_probs:
@@ -76,6 +85,7 @@ class Arena:
             "kp": kp, "vp": vp, "scores": sc,
             # fused feed-forward pairs: one block of intermediate rows per thread
             "ffn_scratch": (_max_threads(), k_linear.ROWS, _ffn_width(graph)),
+            "qscale": (T,),  # int8 linears: the scale of each quantized row
         })
         if want_probs:
             shapes["probs"] = (graph.num_layers, batch, graph.heads, seq, seq)
@@ -86,6 +96,9 @@ class Arena:
         self.mask_add, self.kp, self.vp, self.scores, self.ffn_scratch = (
             views[k] for k in ("mask_add", "kp", "vp", "scores", "ffn_scratch"))
         self.probs = views.get("probs")
+        self.qscale = views["qscale"]
+        # int8 linears: each row of activations, quantized (one byte per input)
+        self.qx = carve(k_qlinear.QX_DTYPE, {"qx": (T, max(_int8_width(graph), 4))})["qx"]
         ints = carve(np.int64, {k: (batch, seq) for k in ("ids", "mask", "types", "positions")})
         self.input_ids, self.attention_mask, self.token_type_ids, self.position_ids = (
             ints["ids"], ints["mask"], ints["types"], ints["positions"])
@@ -101,6 +114,11 @@ class Arena:
             res, res_off = (B[op.res.buf], op.res.off) if op.res is not None else (_NO_MATRIX, -1)
             nw = op.nw if op.nw is not None else _NO_VECTOR
             nb = op.nb if op.nb is not None else _NO_VECTOR
+            if op.q is not None:
+                q = op.q
+                return k_qlinear.qlinear, (B[op.x.buf], op.x.off, q.mask, self.qx, self.qscale, q.wq, q.scale,
+                                           q.corr, q.outliers, q.outlier_w, op.b, op.act, res, res_off,
+                                           op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off)
             return k_linear.linear, (B[op.x.buf], op.x.off, op.wp, op.b, op.act, res, res_off,
                                      op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off)
         if isinstance(op, FeedForward):
@@ -118,7 +136,8 @@ class Arena:
                                            B[op.out.buf], op.out.off, probs, int(want), self.kp, self.vp, self.scores)
         if isinstance(op, EmbedWords):
             assert op.out.off == 0 and op.out.width == self.bufs[op.out.buf].shape[1]
-            return _embed_words, (self, op.table, int(op.trigram), B[op.out.buf])
+            scale = op.scale if op.scale is not None else _NO_SCALES
+            return _embed_words, (self, op.table, scale, int(op.trigram), B[op.out.buf])
         if isinstance(op, EmbedPositions):
             assert op.out.off == 0
             return k_embeddings.embed_positions, (self.position_ids, self.token_type_ids, op.positions,
@@ -175,8 +194,9 @@ def _max_threads() -> int:
     return numba.config.NUMBA_NUM_THREADS
 
 
-def _embed_words(arena: Arena, table, trigram, out):
-    k_embeddings.embed_words(arena.input_ids, arena.attention_mask, table, trigram, arena.trigram_mask_aware, out)
+def _embed_words(arena: Arena, table, scale, trigram, out):
+    k_embeddings.embed_words(arena.input_ids, arena.attention_mask, table, scale, trigram,
+                             arena.trigram_mask_aware, out)
 
 
 _PROCESS_LOCK = threading.RLock()
@@ -243,16 +263,21 @@ class Runner:
         return _views(block, shapes, offsets)
 
     def run(self, input_ids, attention_mask, token_type_ids, position_ids, *, want_probs=False,
-            trigram_mask_aware=True, profile: dict | None = None, collect=None):
+            trigram_mask_aware=True, profile: dict | None = None, collect=None, observe=None):
         """Run the graph; ``collect(arena)`` copies outputs out while the lock is held.
 
         With ``profile`` (a dict), the wall time of each op is added under its name.
+        ``observe(op, arena)``, when given, is called after each op (calibration).
         """
         batch, seq = input_ids.shape
         with _launch_lock(self._lock), self._lock:
             arena = self.arena(batch, seq, want_probs)
             arena.set_inputs(input_ids, attention_mask, token_type_ids, position_ids, trigram_mask_aware)
-            if profile is None:
+            if observe is not None:
+                for (_, kernel, args), op in zip(arena.plan, self.graph.ops):
+                    kernel(*args)
+                    observe(op, arena)
+            elif profile is None:
                 for _, kernel, args in arena.plan:
                     kernel(*args)
             else:

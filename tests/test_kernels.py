@@ -146,16 +146,23 @@ def token_batches(draw, max_batch=4, max_seq=40):
     return ids, mask, V, E, rng
 
 
-@given(batch=token_batches(), use_trigram=st.sampled_from([0, 1]), mask_aware=st.sampled_from([0, 1]))
+@given(batch=token_batches(), use_trigram=st.sampled_from([0, 1]), mask_aware=st.sampled_from([0, 1]),
+       int8=st.booleans())
 @settings(max_examples=40, **SETTINGS)
-def test_embed_words(batch, use_trigram, mask_aware):
+def test_embed_words(batch, use_trigram, mask_aware, int8):
     ids, mask, V, E, rng = batch
     B, S = ids.shape
-    word = readonly(rng.standard_normal((V, E)))
+    if int8:  # an int8 table with a scale per row, dequantized on lookup
+        word = rng.integers(-127, 128, (V, E)).astype(np.int8)
+        scale = rng.uniform(1e-3, 10, V).astype(np.float32)
+        table = word.astype(np.float32) * scale[:, None]  # the float32 products the kernel forms
+    else:
+        word = table = readonly(rng.standard_normal((V, E)))
+        scale = np.zeros(0, np.float32)
     width = 3 * E if use_trigram else E
     out = np.full((B * S, width), SENTINEL, np.float32)
-    k_embeddings.embed_words(ids, mask, word, use_trigram, mask_aware, out)
-    e = word.astype(np.float64)[ids]  # [B, S, E]
+    k_embeddings.embed_words(ids, mask, word, scale, use_trigram, mask_aware, out)
+    e = table.astype(np.float64)[ids]  # [B, S, E]
     expected = trigram(e, mask, mask_aware) if use_trigram else e  # [B, S, 3E or E]
     np.testing.assert_array_equal(out, expected.reshape(B * S, width))
 

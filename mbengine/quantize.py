@@ -1,0 +1,271 @@
+"""Post-training int8 quantization of a loaded model, calibrated on text.
+
+What becomes int8 (``quantize``):
+
+* every linear's weight, per output channel (``W[n] ~ scale[n] * q[n]``); its
+  activations are quantized per row at run time by the kernel
+  (:mod:`mbengine.kernels.qlinear`);
+* the word embeddings, per row (dequantized on lookup);
+* norms, biases, position and token-type embeddings stay float32.
+
+MobileBERT's NoNorm lets a few channels of the residual stream grow to
+~1e4-1e7 while the rest stay near 1; one such channel sets every row's
+activation scale and flushes the others to zero. Two remedies, both chosen
+from calibration data (the model run in float32 on sample text):
+
+1. **Outlier channels**: for each linear, the input channels whose calibration
+   maximum exceeds ``outlier_ratio`` times the median channel's maximum (at
+   most ``max_outlier_fraction`` of them, the largest first) are taken out of
+   the int8 product and applied in float32 in the kernel's epilogue.
+2. **Mixed precision**: each linear's own error, with its own calibration
+   inputs (int8 product vs float32 product), is measured; a linear whose
+   relative error exceeds ``max_error`` stays float32.
+
+The choices and the numbers behind them come back as a :class:`Report` and
+are stored in the checkpoint's config.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+
+import numpy as np
+
+from .graph import Int8Weight, Linear, linear_ops
+from .kernels import qlinear as kq
+
+OUTLIER_RATIO = 16.0
+MAX_OUTLIER_FRACTION = 1 / 16
+MAX_ERROR = 0.05
+WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
+
+
+@dataclass
+class OpReport:
+    name: str
+    shape: tuple  # (K, N)
+    outliers: int  # input channels applied in float32
+    max_ratio: float  # largest channel maximum / median channel maximum, on the calibration data
+    error: float  # relative error of the int8 product on the calibration inputs
+    dtype: str  # "int8", or "float32" when the error was too large
+
+
+@dataclass
+class Report:
+    calibration: str
+    tokens: int
+    ops: list[OpReport] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """What goes into the checkpoint's config: the settings and the decisions."""
+        int8 = [op for op in self.ops if op.dtype == "int8"]
+        return {
+            "calibration": self.calibration, "calibration_tokens": self.tokens, **self.settings,
+            "int8_linears": len(int8), "float32_linears": [op.name for op in self.ops if op.dtype != "int8"],
+            "outlier_channels": int(sum(op.outliers for op in int8)),
+            "max_linear_error": float(max((op.error for op in int8), default=0.0)),
+        }
+
+    def table(self) -> str:
+        rows = ["| linear | K -> N | outliers | max/median | error | dtype |", "|---|---|---|---|---|---|"]
+        rows += [f"| {op.name} | {op.shape[0]} -> {op.shape[1]} | {op.outliers} | {op.max_ratio:.3g} | "
+                 f"{op.error:.2e} | {op.dtype} |" for op in self.ops]
+        return "\n".join(rows)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# -------------------------------------------------------------- calibration
+def sample_texts() -> list[str]:
+    """The built-in calibration sentences (general English, one per line)."""
+    text = resources.files("mbengine").joinpath("data/calibration.txt").read_text(encoding="utf-8")
+    return [line for line in text.splitlines() if line.strip()]
+
+
+def calibration_batches(model, texts=None, tokenizer=None, *, batch_size: int = 8, max_length: int = 128,
+                        seed: int = 0):
+    """(description, [(input_ids, attention_mask, token_type_ids)]) to calibrate ``model`` with.
+
+    Text (``texts`` or the built-in sentences) needs a tokenizer; without one,
+    random token ids are used (and said so in the description).
+    """
+    if tokenizer is not None:
+        texts = list(texts) if texts is not None else sample_texts()
+        if not texts:
+            raise ValueError("no calibration texts")
+        pairs = [texts[i:i + 2] for i in range(0, len(texts), 2)]  # sentence pairs, as the model was trained
+        batches = []
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start:start + batch_size]
+            enc = tokenizer([p[0] for p in chunk], [p[-1] for p in chunk], padding=True, truncation=True,
+                            max_length=max_length)
+            batches.append((np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]),
+                            np.asarray(enc["token_type_ids"])))
+        source = "built-in sentences" if texts is None else f"{len(texts)} texts"
+        return source, batches
+    if texts is not None:
+        raise ValueError("calibration texts need a tokenizer")
+    rng = np.random.default_rng(seed)
+    c = model.config
+    seq = min(max_length, c.max_position_embeddings)
+    ids = rng.integers(1, c.vocab_size, (batch_size, seq))
+    return "random token ids", [(ids, np.ones_like(ids), np.zeros_like(ids))]
+
+
+# -------------------------------------------------------------- quantization
+def quantize_linear(w: np.ndarray, outliers=()) -> Int8Weight:
+    """The int8 form of an (N, K) float weight, with ``outliers`` (input channels) kept in float32."""
+    N, K = w.shape
+    outliers = np.asarray(sorted(int(i) for i in outliers), np.int64)
+    inliers = w.copy()
+    inliers[:, outliers] = 0.0
+    wq, scale = kq.quantize_weight(inliers)
+    return int8_weight(kq.pack(wq), scale, outliers, np.ascontiguousarray(w[:, outliers].T, np.float32))
+
+
+def int8_weight(wp: np.ndarray, scale: np.ndarray, outliers: np.ndarray, outlier_w: np.ndarray) -> Int8Weight:
+    """Assemble the kernel's arguments from the stored parts (panels, (N,) scales, outliers).
+
+    The channel mask covers the padded input width here; the graph cuts it to
+    the op's input width (:func:`mbengine.graph.pack_weights`).
+    """
+    if wp.shape[2] != 4 * kq.COLS:  # packed for another vector width: repack once for this CPU
+        wp = kq.pack(kq.unpack(wp, scale.shape[0], wp.shape[1] * 4))
+    if scale.shape[0] > wp.shape[0] * kq.COLS:
+        raise ValueError(f"{scale.shape[0]} scales for {wp.shape[0] * kq.COLS} packed columns")
+    padded = np.zeros(wp.shape[0] * kq.COLS, np.float32)
+    padded[:scale.shape[0]] = scale
+    mask = kq.channel_mask(wp.shape[1] * 4, outliers)
+    for a in (padded, outliers, outlier_w):
+        a.flags.writeable = False
+    return Int8Weight(wp, padded, kq.correction(wp), mask, outliers, outlier_w, int(scale.shape[0]))
+
+
+def quantize_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """An embedding table as int8 rows with one float32 scale per row."""
+    return kq.quantize_weight(table)
+
+
+def choose_outliers(amax: np.ndarray, ratio: float, max_fraction: float) -> tuple[np.ndarray, float]:
+    """Input channels whose maximum exceeds ``ratio`` x the median channel's (largest first, capped)."""
+    median = float(np.median(amax))
+    floor = median if median > 0 else float(amax.max(initial=0.0)) or 1.0
+    ratios = amax / floor
+    cap = int(max_fraction * amax.shape[0])
+    order = np.argsort(-ratios, kind="stable")
+    chosen = [int(i) for i in order[:cap] if ratios[i] > ratio]
+    return np.asarray(chosen, np.int64), float(ratios.max(initial=0.0))
+
+
+def _simulate(x: np.ndarray, w: np.ndarray, outliers: np.ndarray) -> np.ndarray:
+    """The int8 product as the kernel forms it, in float64 (for measuring the error)."""
+    x = x.astype(np.float64)
+    inl = x.copy()
+    inl[:, outliers] = 0.0
+    sx = np.abs(inl).max(axis=1) / kq.QMAX
+    sx[sx == 0] = 1.0
+    qx = np.clip(np.rint(inl / sx[:, None]), -kq.QMAX, kq.QMAX)
+    w_in = w.astype(np.float32).copy()
+    w_in[:, outliers] = 0.0
+    wq, sw = kq.quantize_weight(w_in)
+    y = (qx @ wq.T.astype(np.float64)) * sx[:, None] * sw.astype(np.float64)[None, :]
+    return y + x[:, outliers] @ w[:, outliers].T.astype(np.float64)
+
+
+def quantize(model, batches, *, calibration: str = "", outlier_ratio: float = OUTLIER_RATIO,
+             max_outlier_fraction: float = MAX_OUTLIER_FRACTION, max_error: float = MAX_ERROR) -> Report:
+    """Make ``model`` (float32, any head) an int8 model in place; return what was decided and measured.
+
+    ``batches``: [(input_ids, attention_mask, token_type_ids)] run in float32 to
+    collect each linear's input statistics (:func:`calibration_batches`).
+    """
+    from .converters.engine import unpack
+
+    if getattr(model, "dtype", "float32") != "float32":
+        raise ValueError(f"the model is already {model.dtype}")
+    runner = model.runner()
+    ops = [op for op in linear_ops(runner.graph)]
+    weights = {op.name: unpack(op.wp, op.out.width) for op in ops}
+    amax = {op.name: np.zeros(op.x.width) for op in ops}
+    tokens = 0
+
+    def run(observe):
+        for ids, mask, types in batches:
+            ids, mask, types, positions = model.check_inputs(ids, mask, types)
+            runner.run(ids, mask, types, positions, observe=observe, collect=lambda arena: None)
+
+    def stats(op, arena):
+        if isinstance(op, Linear):
+            rows = _visible_rows(arena, op)
+            np.maximum(amax[op.name], np.abs(rows).max(axis=0, initial=0.0), out=amax[op.name])
+
+    run(stats)
+    for _, mask, _ in batches:
+        tokens += int(np.asarray(mask).sum())
+    chosen = {}
+    ratios = {}
+    for op in ops:
+        chosen[op.name], ratios[op.name] = choose_outliers(amax[op.name], outlier_ratio, max_outlier_fraction)
+    err_num = {op.name: 0.0 for op in ops}
+    err_den = {op.name: 0.0 for op in ops}
+
+    def errors(op, arena):
+        if isinstance(op, Linear):
+            x = _visible_rows(arena, op)
+            w = weights[op.name]
+            exact = x.astype(np.float64) @ w.T.astype(np.float64)
+            err_num[op.name] += float(np.sum((_simulate(x, w, chosen[op.name]) - exact) ** 2))
+            err_den[op.name] += float(np.sum(exact ** 2))
+
+    run(errors)
+    report = Report(calibration, tokens, settings={"outlier_ratio": outlier_ratio,
+                                                   "max_outlier_fraction": max_outlier_fraction,
+                                                   "max_error": max_error})
+    cache = model._cache
+    for op in ops:
+        error = (err_num[op.name] / err_den[op.name]) ** 0.5 if err_den[op.name] > 0 else 0.0
+        dtype = "int8" if error <= max_error else "float32"
+        report.ops.append(OpReport(op.name, (op.x.width, op.out.width), len(chosen[op.name]), ratios[op.name],
+                                   error, dtype))
+        if dtype == "int8":
+            cache[("int8", op.name)] = quantize_linear(weights[op.name], chosen[op.name])
+            cache.pop(("packed", op.name), None)
+    table, scale = quantize_rows(model.weights[WORD_EMBEDDINGS])
+    model.weights[WORD_EMBEDDINGS] = table
+    cache[("scale", WORD_EMBEDDINGS)] = scale
+    model.dtype = "int8"
+    model.quantization = report.summary()
+    model._runners.clear()
+    return report
+
+
+def _visible_rows(arena, op) -> np.ndarray:
+    """The op's input rows that belong to real tokens (padding rows say nothing about the data)."""
+    x = arena.view(op.x)
+    if x.shape[0] == arena.attention_mask.size:
+        return x[arena.attention_mask.reshape(-1) != 0]
+    return x
+
+
+def quantize_path(src: str | os.PathLike, dst: str | os.PathLike, *, cls=None, texts=None,
+                  force: bool = False, **options) -> Report:
+    """Load ``src`` (any checkpoint mbengine reads), quantize it, write an int8 engine checkpoint to ``dst``."""
+    from .cli import model_class
+    from .converters import engine
+
+    src = os.fspath(src)
+    cls = cls or model_class(src)
+    model = cls.from_pretrained(src)
+    tokenizer = None
+    if any(os.path.isfile(os.path.join(src, f)) for f in ("tokenizer.json", "vocab.txt")):
+        from .tokenizer import MobileBertTokenizer
+
+        tokenizer = MobileBertTokenizer.from_pretrained(src)
+    description, batches = calibration_batches(model, texts, tokenizer)
+    report = quantize(model, batches, calibration=description, **options)
+    engine.write(model, dst, tokenizer_from=src, force=force)
+    return report
