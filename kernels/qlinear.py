@@ -132,10 +132,11 @@ def _quantize_row(x, i, x_off, K, Kp, mask, qx, sx):
     it vectorises. A NaN or infinity wins that maximum, and the row's scale
     becomes NaN, so bad input shows in the output instead of vanishing.
     """
-    bits = x[i].view(np.int32)
+    row = x[i, x_off:x_off + K]  # a 1-D contiguous slice: both loops vectorise (indexing x[i, x_off + k]
+    bits = row.view(np.int32)     # directly left the second one scalar, 4.7x slower)
     top = 0
     for k in range(K):
-        top = max(top, bits[x_off + k] & mask[k])
+        top = max(top, bits[k] & mask[k])
     amax = float_from_bits(top)
     if top >= 0x7F800000:
         scale = np.float32(np.nan)
@@ -146,7 +147,7 @@ def _quantize_row(x, i, x_off, K, Kp, mask, qx, sx):
     inv = np.float32(1.0) / scale
     q = qx[i]
     for k in range(K):
-        v = min(max(np.rint(x[i, x_off + k] * inv), np.float32(-QMAX)), np.float32(QMAX))
+        v = min(max(np.rint(row[k] * inv), np.float32(-QMAX)), np.float32(QMAX))
         q[k] = np.int32(v) + OFFSET
     for k in range(K, Kp):
         q[k] = OFFSET

@@ -157,12 +157,48 @@ def _convert(args) -> int:
     model = cls.from_pretrained(args.src, **kwargs)
     step(f"read and checked {len(model.weights)} tensors; packing weights for the kernels")
     model.runner()
+    if args.dtype == "int8":
+        _quantize_model(model, args, step)
     step(f"writing {args.dst}")
     out = engine.write(model, args.dst, tokenizer_from=args.src if os.path.isdir(args.src) else None,
                        force=args.force)
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
     print(f"wrote {cls.__name__} to {out} ({size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
     return 0
+
+
+def _quantize_model(model, args, step) -> None:
+    from . import quantize
+
+    texts = None
+    if args.calibration:
+        with open(args.calibration, encoding="utf-8") as f:
+            texts = [line.strip() for line in f if line.strip()]
+        if not texts:
+            raise ValueError(f"{args.calibration} holds no text (one sentence per line expected)")
+    tokenizer = None
+    if os.path.isdir(args.src) and any(os.path.isfile(os.path.join(args.src, f))
+                                       for f in ("tokenizer.json", "vocab.txt")):
+        from .tokenizer import MobileBertTokenizer
+
+        tokenizer = MobileBertTokenizer.from_pretrained(args.src)
+    elif texts is not None:
+        raise ValueError(f"--calibration needs a tokenizer (tokenizer.json or vocab.txt) in {args.src}")
+    description, batches = quantize.calibration_batches(model, texts, tokenizer)
+    step(f"calibrating on {description}; quantizing")
+    report = quantize.quantize(model, batches, calibration=description)
+    summary = report.summary()
+    step(f"{summary['int8_linears']} linears int8, {len(summary['float32_linears'])} kept float32, "
+         f"{summary['outlier_channels']} outlier channels in float32, largest linear error "
+         f"{summary['max_linear_error']:.2e}")
+    if args.report:
+        with open(args.report, "w", encoding="utf-8") as f:
+            f.write(report.table() + "\n")
+
+
+def _quantize(args) -> int:
+    args.dtype = "int8"
+    return _convert(args)
 
 
 def _info(args) -> int:
@@ -180,6 +216,11 @@ def _info(args) -> int:
     if isinstance(meta, dict):
         print(f"format       mbengine engine checkpoint v{meta.get('format_version')}, {meta.get('dtype')}, "
               f"panels of {meta.get('tile_cols')} columns, head {meta.get('head')}, pooler {meta.get('pooler')}")
+        q = meta.get("quantization")
+        if isinstance(q, dict):
+            print(f"quantization {q.get('int8_linears')} linears int8, float32: "
+                  f"{', '.join(q.get('float32_linears') or []) or 'none'}; {q.get('outlier_channels')} outlier "
+                  f"channels; calibrated on {q.get('calibration')} ({q.get('calibration_tokens')} tokens)")
     else:
         print(f"format       Hugging Face ({', '.join(c.extra.get('architectures') or ['no architectures'])})")
     print(f"model        {c.num_hidden_layers} layers, hidden {c.hidden_size}, true hidden {c.true_hidden_size}, "
@@ -311,6 +352,13 @@ def _add_tasks(sub) -> None:
     p.add_argument("text_b")
 
 
+def _calibration_args(p) -> None:
+    p.add_argument("--calibration", metavar="FILE",
+                   help="int8: calibration text, one sentence per line (default: built-in sentences; random "
+                        "token ids when SRC has no tokenizer)")
+    p.add_argument("--report", metavar="FILE", help="int8: write the per-linear quantization table (markdown)")
+
+
 def main(argv=None) -> int:
     from . import __version__
     from .errors import MBEngineError
@@ -336,9 +384,18 @@ def main(argv=None) -> int:
     cv.add_argument("dst")
     cv.add_argument("--class", dest="model_class", default=None, help="model class (default: from config.json)")
     cv.add_argument("--no-pooler", action="store_true", help="the source has no pooler weights")
-    cv.add_argument("--dtype", choices=["float32"], default="float32")
+    cv.add_argument("--dtype", choices=["float32", "int8"], default="float32")
     cv.add_argument("--force", action="store_true", help="replace DST if it exists")
+    _calibration_args(cv)
     cv.set_defaults(func=_convert)
+    qz = sub.add_parser("quantize", help="write an int8 engine checkpoint from a float32 one (or any checkpoint)")
+    qz.add_argument("src")
+    qz.add_argument("dst")
+    qz.add_argument("--class", dest="model_class", default=None, help="model class (default: from config.json)")
+    qz.add_argument("--no-pooler", action="store_true", help="the source has no pooler weights")
+    qz.add_argument("--force", action="store_true", help="replace DST if it exists")
+    _calibration_args(qz)
+    qz.set_defaults(func=_quantize)
     inf = sub.add_parser("info", help="describe a checkpoint")
     inf.add_argument("checkpoint")
     inf.set_defaults(func=_info)
