@@ -146,6 +146,9 @@ def _int8_linear(name: str, part: dict, where: str, int8: dict) -> list[str]:
                 f"expected float32 {[J, N]}"]
     if not np.isfinite(outlier_w).all():
         return [f"{where}: 'outlier_weight/{name}' holds non-finite values"]
+    K = 4 * wq.shape[1]  # the padded input width; the op's own width is checked when the graph binds
+    if J and (outliers.min() < 0 or outliers.max() >= K or np.unique(outliers).size != J):
+        return [f"{where}: outlier channels must be distinct inputs in [0, {K}), got {outliers.tolist()}"]
     int8[name] = int8_weight(wq, scale, outliers, outlier_w)
     return []
 

@@ -71,7 +71,7 @@ def apply_activation(x, code):
     if code == 0:
         return x
     if code == 1:
-        return x if x > 0.0 else 0.0
+        return 0.0 if x <= 0.0 else x  # NaN stays NaN, as in torch
     if code == 2:
         return min(max(x, 0.0), 6.0)
     if code == 3:
@@ -93,7 +93,7 @@ def apply_activation(x, code):
     if code == 11:
         return x * math.tanh(_softplus(x))
     if code == 12:
-        r = x if x > 0.0 else 0.0
+        r = 0.0 if x <= 0.0 else x
         return r * r
     if code == 13:
         return x if x >= 0.0 else 0.01 * x

@@ -30,6 +30,7 @@ from .qsimd import CACHE, COLS, OFFSET, ROWS, VARIANT, float_from_bits, qtile_ro
 
 QX_DTYPE = np.uint8 if OFFSET else np.int8  # the quantized activations' storage type
 QMAX = 127
+TINY = 0x0D800000  # bits of 2.0**-100: rows with a smaller max take _quantize_row's float64 path
 INLIER = 0x7FFFFFFF  # mask value of an inlier channel (see _quantize_row)
 
 
@@ -144,11 +145,17 @@ def _quantize_row(x, i, x_off, K, Kp, mask, qx, sx):
         scale = np.float32(1.0)
     else:
         scale = amax / np.float32(QMAX)
-    inv = np.float32(1.0) / scale
     q = qx[i]
-    for k in range(K):
-        v = min(max(np.rint(row[k] * inv), np.float32(-QMAX)), np.float32(QMAX))
-        q[k] = np.int32(v) + OFFSET
+    if top >= TINY or top == 0:
+        inv = np.float32(1.0) / scale
+        for k in range(K):
+            v = min(max(np.rint(row[k] * inv), np.float32(-QMAX)), np.float32(QMAX))
+            q[k] = np.int32(v) + OFFSET
+    else:  # max |x| < 2**-100: 1 / scale could overflow float32, divide in float64
+        inv64 = QMAX / np.float64(amax)
+        for k in range(K):
+            v64 = min(max(np.rint(np.float64(row[k]) * inv64), -QMAX), QMAX)
+            q[k] = np.int32(v64) + OFFSET
     for k in range(K, Kp):
         q[k] = OFFSET
     sx[i] = scale

@@ -193,9 +193,12 @@ class MobileBertPreTrainedModel:
         self.pooler = canonical.HEAD_USES_POOLER[self.HEAD] if add_pooling_layer is None else add_pooling_layer
         self._check_config(config)
         weights = canonical.model_tensors(weights, config, self.HEAD, self.pooler)
+        int8_tables = set(scales or ())
+        if "embeddings.word_embeddings.weight" in int8_tables and config.tie_word_embeddings:
+            int8_tables.add("cls.predictions.decoder.weight")  # the tied table (its linear is packed apart)
         try:
             canonical.validate(weights, config, source, head=self.HEAD, pooler=self.pooler,
-                               packed=packed is not None, int8=frozenset(scales or ()))
+                               packed=packed is not None, int8=frozenset(int8_tables))
         except CheckpointError as e:
             if any("'pooler." in p and p.startswith("missing") for p in e.problems):
                 e.problems.append("this checkpoint has no pooler (HF saves none for masked-LM, token-classification "
