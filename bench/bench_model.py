@@ -1,13 +1,16 @@
 """The whole MobileBERT encoder: mbengine against PyTorch eager and ONNX Runtime (fp32, int8), same run.
 
     python bench/bench_model.py [--seq 128] [--batch 1] [--threads 1 2] [--repeats 30]
-                                [--systems mbengine,torch,ort-fp32,ort-int8] [--layers 24]
+                                [--systems mbengine,mbengine-int8,torch,ort-fp32,ort-int8] [--layers 24]
 
 A full-size MobileBERT (``transformers.MobileBertConfig()`` defaults, i.e.
 google/mobilebert-uncased, with ``classifier_activation=False``) gets random
 weights (``torch.manual_seed(0)``) and is saved with ``save_pretrained``;
 mbengine loads that directory, the same model is exported to ONNX (opset 17)
-and quantized dynamically to int8 (QInt8 weights) for ONNX Runtime.
+and quantized dynamically to int8 (QInt8 weights) for ONNX Runtime. For
+mbengine-int8 the model is quantized as ``mbengine quantize`` does (random-id
+calibration: the directory has no tokenizer) and written as an int8 engine
+checkpoint, which each thread count loads.
 
 For each thread count every system is warmed up, its ``last_hidden_state`` is
 checked against PyTorch's (relative Frobenius error), and then all systems
@@ -36,7 +39,7 @@ import numpy as np  # noqa: E402
 
 from bench import common  # noqa: E402
 
-ALL_SYSTEMS = ("mbengine", "torch", "ort-fp32", "ort-int8")
+ALL_SYSTEMS = ("mbengine", "mbengine-int8", "torch", "ort-fp32", "ort-int8")
 
 
 def _reason(e: BaseException) -> str:
@@ -130,6 +133,19 @@ def ort_session(path: str, threads: int):
 
 
 # --------------------------------------------------------------------------- systems
+def quantize_engine(src: str, dst: str) -> dict:
+    """src (HF directory) -> dst, an int8 engine checkpoint; the quantizer's summary."""
+    import mbengine
+    from mbengine import quantize as q8
+    from mbengine.converters import engine
+
+    model = mbengine.MobileBertModel.from_pretrained(src)
+    description, batches = q8.calibration_batches(model, None, None)
+    report = q8.quantize(model, batches, calibration=description)
+    engine.write(model, dst)
+    return report.summary()
+
+
 def make_callables(names, threads, hf_model, ckpt_dir, onnx_paths, skipped):
     """{system: zero-argument callable(inputs) -> last_hidden_state numpy} for one thread count."""
     import torch
@@ -137,10 +153,13 @@ def make_callables(names, threads, hf_model, ckpt_dir, onnx_paths, skipped):
     made = {}
     for name in names:
         try:
-            if name == "mbengine":
+            if name in ("mbengine", "mbengine-int8"):
                 import mbengine
 
-                m = mbengine.MobileBertModel.from_pretrained(ckpt_dir, threads=threads)
+                path = ckpt_dir if name == "mbengine" else onnx_paths.get(name)
+                if path is None:
+                    raise RuntimeError(onnx_paths.get(name + ":error", "no int8 checkpoint"))
+                m = mbengine.MobileBertModel.from_pretrained(path, threads=threads)
                 made[name] = lambda inp, m=m: m(inp["input_ids"], attention_mask=inp["attention_mask"],
                                                 token_type_ids=inp["token_type_ids"]).last_hidden_state
             elif name == "torch":
@@ -188,7 +207,21 @@ def run(args) -> dict:
               f"attention {info['attn_implementation']}", flush=True)
         vocab = hf_model.config.vocab_size
 
-        onnx_paths: dict[str, str] = {}
+        onnx_paths: dict[str, str] = {}  # (and the int8 engine checkpoint's)
+        if "mbengine-int8" in systems:
+            try:
+                t0 = time.perf_counter()
+                q = os.path.join(tmp, "engine-int8")
+                info["mbengine_int8"] = quantize_engine(ckpt, q)
+                info["mbengine_int8_quantize_s"] = time.perf_counter() - t0
+                info["mbengine_int8_mb"] = os.path.getsize(os.path.join(q, "model.safetensors")) / 2**20
+                onnx_paths["mbengine-int8"] = q
+                print(f"mbengine int8: {info['mbengine_int8_mb']:.1f} MiB, quantized in "
+                      f"{info['mbengine_int8_quantize_s']:.1f} s", flush=True)
+            except Exception as e:  # noqa: BLE001
+                onnx_paths["mbengine-int8:error"] = f"quantization failed: {_reason(e)}"
+                if args.verbose:
+                    traceback.print_exc()
         if any(s.startswith("ort") for s in systems):
             try:
                 import onnxruntime  # noqa: F401
@@ -305,7 +338,7 @@ def plot(rows, path) -> bool:
     for (system, threads, batch), points in sorted(series.items()):
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                linestyle="-" if system == "mbengine" else "--", label=f"{system}, {threads} thr, batch {batch}")
+                linestyle="-" if system.startswith("mbengine") else "--", label=f"{system}, {threads} thr, batch {batch}")
     ax.set_xlabel("sequence length")
     ax.set_ylabel("median latency, ms (log)")
     ax.set_yscale("log")
