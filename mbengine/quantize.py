@@ -94,6 +94,7 @@ def calibration_batches(model, texts=None, tokenizer=None, *, batch_size: int = 
     random token ids are used (and said so in the description).
     """
     if tokenizer is not None:
+        source = "built-in sentences" if texts is None else "given texts"
         texts = list(texts) if texts is not None else sample_texts()
         if not texts:
             raise ValueError("no calibration texts")
@@ -105,8 +106,7 @@ def calibration_batches(model, texts=None, tokenizer=None, *, batch_size: int = 
                             max_length=max_length)
             batches.append((np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]),
                             np.asarray(enc["token_type_ids"])))
-        source = "built-in sentences" if texts is None else f"{len(texts)} texts"
-        return source, batches
+        return f"{source} ({len(texts)})", batches
     if texts is not None:
         raise ValueError("calibration texts need a tokenizer")
     rng = np.random.default_rng(seed)

@@ -338,3 +338,18 @@ def test_cli_convert_int8_quantize_and_info(int8_checkpoint, tmp_path, capsys):
     a = run(mbengine.MobileBertForMaskedLM.from_pretrained(out))["logits"]
     b = run(mbengine.MobileBertForMaskedLM.from_pretrained(tmp_path / "q2"))["logits"]
     np.testing.assert_array_equal(a, b)  # same calibration, same weights: the same int8 model
+
+
+def test_calibration_batches_describe_their_source():
+    from .test_tokenizer import real_vocab_dir
+
+    tokenizer = mbengine.MobileBertTokenizer.from_pretrained(real_vocab_dir())
+    model = None  # the text path reads no model
+    built_in, batches = q8.calibration_batches(model, None, tokenizer, batch_size=8, max_length=24)
+    assert built_in == f"built-in sentences ({len(q8.sample_texts())})"
+    assert sum(b[0].shape[0] for b in batches) == -(-len(q8.sample_texts()) // 2)  # one row per pair
+    assert all(b[0].shape[1] <= 24 for b in batches)
+    given, batches = q8.calibration_batches(model, ["a first text.", "a second one."], tokenizer)
+    assert given == "given texts (2)" and batches[0][0].shape[0] == 1
+    with pytest.raises(ValueError, match="need a tokenizer"):
+        q8.calibration_batches(model, ["text"], None)
