@@ -34,3 +34,7 @@ class CheckpointError(MBEngineError):
 
 class FormatVersionError(CheckpointError):
     """An engine checkpoint written by a format version this build does not know."""
+
+
+class PerformanceWarning(UserWarning):
+    """The call works, but slower than it should: e.g. int8 on a CPU without int8 dot products."""

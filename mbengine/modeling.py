@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -10,7 +11,7 @@ import numpy as np
 from . import safetensors_mmap
 from .config import MobileBertConfig
 from .converters import canonical
-from .errors import CheckpointError, ConfigError, InputError
+from .errors import CheckpointError, ConfigError, InputError, PerformanceWarning
 from .graph import build_graph, linear_ops
 from .runner import Runner, arena_bytes, available_memory
 
@@ -216,6 +217,8 @@ class MobileBertPreTrainedModel:
         self._cache: dict = {}
         self.dtype = "int8" if int8 or scales else "float32"
         self.quantization = config.extra.get("mbengine", {}).get("quantization") if self.dtype == "int8" else None
+        if self.dtype == "int8":
+            _warn_if_no_int8_dot()
         if packed is not None:  # an engine checkpoint: build the graph now to check every packed tensor
             if not fuse:
                 raise ValueError("an engine checkpoint holds fused weights: fuse=False is not possible")
@@ -490,3 +493,13 @@ class _threads:
             import numba
 
             numba.set_num_threads(self.old)
+
+
+def _warn_if_no_int8_dot() -> None:
+    """int8 without a dot-product instruction is slower than float32: say so (once per process)."""
+    from .kernels.qsimd import VARIANT, _detected
+
+    if VARIANT == "generic" and _detected() == "generic":  # (not when MBENGINE_INT8_KERNEL forced it)
+        warnings.warn("this CPU has no int8 dot-product instruction (AVX-512 VNNI, ARMv8.2 dotprod): the int8 "
+                      "model runs on the portable int8 kernel, several times slower than float32 here; "
+                      "it still uses less memory", PerformanceWarning, stacklevel=3)

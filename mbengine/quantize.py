@@ -238,6 +238,9 @@ def quantize(model, batches, *, calibration: str = "", outlier_ratio: float = OU
     model.weights[WORD_EMBEDDINGS] = table
     cache[("scale", WORD_EMBEDDINGS)] = scale
     model.dtype = "int8"
+    from .modeling import _warn_if_no_int8_dot
+
+    _warn_if_no_int8_dot()
     model.quantization = report.summary()
     model._runners.clear()
     return report

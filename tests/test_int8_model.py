@@ -2,6 +2,7 @@
 
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -353,3 +354,18 @@ def test_calibration_batches_describe_their_source():
     assert given == "given texts (2)" and batches[0][0].shape[0] == 1
     with pytest.raises(ValueError, match="need a tokenizer"):
         q8.calibration_batches(model, ["text"], None)
+
+
+def test_int8_without_dot_product_instruction_warns(int8_checkpoint, monkeypatch):
+    from mbengine.errors import PerformanceWarning
+    from mbengine.kernels import qsimd
+
+    _, _, dst, _ = int8_checkpoint
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PerformanceWarning)
+        if qsimd._detected() != "generic":  # this CPU has one: loading is silent
+            mbengine.MobileBertForMaskedLM.from_pretrained(dst)
+    monkeypatch.setattr(qsimd, "VARIANT", "generic")
+    monkeypatch.setattr(qsimd, "_detected", lambda: "generic")
+    with pytest.warns(PerformanceWarning, match="no int8 dot-product instruction"):
+        mbengine.MobileBertForMaskedLM.from_pretrained(dst)
