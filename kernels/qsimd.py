@@ -28,8 +28,12 @@ which the tests compare with NumPy bit for bit).
   VNNI): the same arithmetic as plain vector IR (widen, multiply, add the
   four products of each lane), which LLVM lowers to what the target has.
 
+The choice is made for the CPU Numba compiles for: the host, or with
+``NUMBA_CPU_NAME`` set (e.g. building a cache for another machine) only what
+``NUMBA_CPU_FEATURES`` lists (``+dotprod``, ``+avx512vnni``): compiling ``sdot``
+for a CPU without it aborts the process inside LLVM.
 ``MBENGINE_INT8_KERNEL=generic`` forces the portable variant (for tests and
-for comparing). The caller guarantees the tile is in bounds.
+for comparing); forcing a dot-product variant the target lacks is an error. The caller guarantees the tile is in bounds.
 """
 
 import os
@@ -46,8 +50,22 @@ COLS = VECS * LANES
 ROWS = 8
 
 
+def _target_features() -> dict[str, bool]:
+    """The features of the CPU Numba compiles for: the host's, unless NUMBA_CPU_NAME names another.
+
+    For a named CPU only NUMBA_CPU_FEATURES says what it has (a CPU name alone
+    tells us nothing here); the dot-product variants need the feature, or LLVM
+    aborts the process while compiling (seen for sdot on cortex-a72).
+    """
+    name = os.environ.get("NUMBA_CPU_NAME", "").strip()
+    listed = os.environ.get("NUMBA_CPU_FEATURES", "").strip()
+    if name and name != "host" or listed:
+        return {f[1:]: f[0] == "+" for f in listed.replace(" ", "").split(",") if f[:1] in "+-" and len(f) > 1}
+    return llvm_binding.get_host_cpu_features()
+
+
 def _detected() -> str:
-    features = llvm_binding.get_host_cpu_features()
+    features = _target_features()
     if LANES == 16 and features.get("avx512vnni") and features.get("avx512bw"):
         return "vnni"
     if LANES == 4 and features.get("dotprod") and llvm_binding.get_process_triple().startswith(("aarch64", "arm64")):
@@ -59,6 +77,9 @@ def _variant() -> str:
     forced = os.environ.get("MBENGINE_INT8_KERNEL", "").strip().lower()
     if forced and forced not in ("generic", "vnni", "sdot"):
         raise ValueError(f"MBENGINE_INT8_KERNEL={forced!r}: expected generic, vnni or sdot")
+    if forced and forced != "generic" and forced != _detected():
+        raise ValueError(f"MBENGINE_INT8_KERNEL={forced}: the CPU Numba compiles for does not have that "
+                         f"instruction (detected: {_detected()}; NUMBA_CPU_NAME / NUMBA_CPU_FEATURES count)")
     return forced or _detected()
 
 

@@ -176,7 +176,7 @@ GENERIC_SCRIPT = textwrap.dedent("""
 def test_qmatmul_exact_forced_generic(tmp_path):
     env = dict(os.environ, MBENGINE_INT8_KERNEL="generic", NUMBA_CACHE_DIR=str(tmp_path / "nbc"))
     proc = subprocess.run([sys.executable, "-c", GENERIC_SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, cwd=tmp_path)  # (not the source tree: its mbengine/ has no kernels/)
     assert proc.returncode == 0, f"generic variant failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
     assert "generic ok" in proc.stdout
 
@@ -184,7 +184,7 @@ def test_qmatmul_exact_forced_generic(tmp_path):
 def test_bad_forced_variant_is_rejected(tmp_path):
     env = dict(os.environ, MBENGINE_INT8_KERNEL="avx9", NUMBA_CACHE_DIR=str(tmp_path / "nbc"))
     proc = subprocess.run([sys.executable, "-c", "import mbengine.kernels.qsimd"], env=env, capture_output=True,
-                          text=True, timeout=300)
+                          text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode != 0 and "MBENGINE_INT8_KERNEL" in proc.stderr
 
 
@@ -430,3 +430,13 @@ def test_qlinear_tiny_row(amax):
     call_qlinear(x, 0, qw, qx, sx, b, 0, np.zeros((1, 1), np.float32), -1, 0, b, b, 1e-5, out, 0)
     ref = x.astype(np.float64) @ w.astype(np.float32).astype(np.float64).T
     assert rel_err(out[1], ref[1]) < 3e-2
+
+
+@pytest.mark.parametrize("features", ["-avx512vnni", "+sse2"])
+def test_forced_dot_variant_needs_the_target_feature(tmp_path, features):
+    """Forcing an instruction the compile target lacks is a clear error, not an LLVM abort while compiling."""
+    env = dict(os.environ, MBENGINE_INT8_KERNEL="vnni", NUMBA_CPU_FEATURES=features,
+               NUMBA_CACHE_DIR=str(tmp_path / "nbc"))
+    proc = subprocess.run([sys.executable, "-c", "import mbengine.kernels.qsimd"], env=env, capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 1 and "does not have that instruction" in proc.stderr, proc.stderr[-2000:]
