@@ -161,19 +161,26 @@ def choose_outliers(amax: np.ndarray, ratio: float, max_fraction: float) -> tupl
     return np.asarray(chosen, np.int64), float(ratios.max(initial=0.0))
 
 
-def _simulate(x: np.ndarray, w: np.ndarray, outliers: np.ndarray) -> np.ndarray:
-    """The int8 product as the kernel forms it, in float64 (for measuring the error)."""
+def _inlier_weight(w: np.ndarray, outliers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(int8 weight, scales) of ``w`` without its outlier input channels, as the kernel gets them."""
+    w_in = w.astype(np.float32).copy()
+    w_in[:, outliers] = 0.0
+    return kq.quantize_weight(w_in)
+
+
+def _simulate(x: np.ndarray, w: np.ndarray, wq: np.ndarray, sw: np.ndarray, outliers: np.ndarray) -> np.ndarray:
+    """The int8 product as the kernel forms it, in float64 (for measuring the error); w, wq: float64."""
     x = x.astype(np.float64)
     inl = x.copy()
     inl[:, outliers] = 0.0
     sx = np.abs(inl).max(axis=1) / kq.QMAX
     sx[sx == 0] = 1.0
     qx = np.clip(np.rint(inl / sx[:, None]), -kq.QMAX, kq.QMAX)
-    w_in = w.astype(np.float32).copy()
-    w_in[:, outliers] = 0.0
-    wq, sw = kq.quantize_weight(w_in)
-    y = (qx @ wq.T.astype(np.float64)) * sx[:, None] * sw.astype(np.float64)[None, :]
-    return y + x[:, outliers] @ w[:, outliers].T.astype(np.float64)
+    y = (qx @ wq.T) * sx[:, None] * sw.astype(np.float64)[None, :]
+    return y + x[:, outliers] @ w[:, outliers].T
+
+
+ERROR_ROWS = 256  # rows per step of the error measurement: a 30522-wide decoder output is 62 MB of float64 each
 
 
 def quantize(model, batches, *, calibration: str = "", outlier_ratio: float = OUTLIER_RATIO,
@@ -213,13 +220,19 @@ def quantize(model, batches, *, calibration: str = "", outlier_ratio: float = OU
     err_num = {op.name: 0.0 for op in ops}
     err_den = {op.name: 0.0 for op in ops}
 
+    inlier_weights = {op.name: _inlier_weight(weights[op.name], chosen[op.name]) for op in ops}
+
     def errors(op, arena):
         if isinstance(op, Linear):
-            x = _visible_rows(arena, op)
-            w = weights[op.name]
-            exact = x.astype(np.float64) @ w.T.astype(np.float64)
-            err_num[op.name] += float(np.sum((_simulate(x, w, chosen[op.name]) - exact) ** 2))
-            err_den[op.name] += float(np.sum(exact ** 2))
+            rows = _visible_rows(arena, op)
+            w = weights[op.name].astype(np.float64)
+            wq, sw = inlier_weights[op.name]
+            wq = wq.astype(np.float64)
+            for start in range(0, rows.shape[0], ERROR_ROWS):
+                x = rows[start:start + ERROR_ROWS]
+                exact = x.astype(np.float64) @ w.T
+                err_num[op.name] += float(np.sum((_simulate(x, w, wq, sw, chosen[op.name]) - exact) ** 2))
+                err_den[op.name] += float(np.sum(exact ** 2))
 
     run(errors)
     report = Report(calibration, tokens, settings={"outlier_ratio": outlier_ratio,
