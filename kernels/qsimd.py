@@ -44,10 +44,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .simd import LANES, VECS
-
-COLS = VECS * LANES
-ROWS = 8
+from .simd import COLS, LANES, ROWS, VECS  # the int8 tile has the float32 tile's geometry
 
 
 def _target_features() -> dict[str, bool]:

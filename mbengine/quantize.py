@@ -27,7 +27,6 @@ are stored in the checkpoint's config.
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 
@@ -117,13 +116,13 @@ def calibration_batches(model, texts=None, tokenizer=None, *, batch_size: int = 
 
 
 # -------------------------------------------------------------- quantization
-def quantize_linear(w: np.ndarray, outliers=()) -> Int8Weight:
-    """The int8 form of an (N, K) float weight, with ``outliers`` (input channels) kept in float32."""
-    N, K = w.shape
+def quantize_linear(w: np.ndarray, outliers=(), quantized: tuple | None = None) -> Int8Weight:
+    """The int8 form of an (N, K) float weight, with ``outliers`` (input channels) kept in float32.
+
+    ``quantized``: :func:`_inlier_weight` of the same weight and outliers, if already made.
+    """
     outliers = np.asarray(sorted(int(i) for i in outliers), np.int64)
-    inliers = w.copy()
-    inliers[:, outliers] = 0.0
-    wq, scale = kq.quantize_weight(inliers)
+    wq, scale = quantized if quantized is not None else _inlier_weight(w, outliers)
     return int8_weight(kq.pack(wq), scale, outliers, np.ascontiguousarray(w[:, outliers].T, np.float32))
 
 
@@ -163,7 +162,7 @@ def choose_outliers(amax: np.ndarray, ratio: float, max_fraction: float) -> tupl
 
 def _inlier_weight(w: np.ndarray, outliers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(int8 weight, scales) of ``w`` without its outlier input channels, as the kernel gets them."""
-    w_in = w.astype(np.float32).copy()
+    w_in = np.array(w, np.float32)  # a copy
     w_in[:, outliers] = 0.0
     return kq.quantize_weight(w_in)
 
@@ -245,7 +244,7 @@ def quantize(model, batches, *, calibration: str = "", outlier_ratio: float = OU
         report.ops.append(OpReport(op.name, (op.x.width, op.out.width), len(chosen[op.name]), ratios[op.name],
                                    error, dtype))
         if dtype == "int8":
-            cache[("int8", op.name)] = quantize_linear(weights[op.name], chosen[op.name])
+            cache[("int8", op.name)] = quantize_linear(weights[op.name], chosen[op.name], inlier_weights[op.name])
             cache.pop(("packed", op.name), None)
     table, scale = quantize_rows(model.weights[WORD_EMBEDDINGS])
     model.weights[WORD_EMBEDDINGS] = table
@@ -265,23 +264,3 @@ def _visible_rows(arena, op) -> np.ndarray:
     if x.shape[0] == arena.attention_mask.size:
         return x[arena.attention_mask.reshape(-1) != 0]
     return x
-
-
-def quantize_path(src: str | os.PathLike, dst: str | os.PathLike, *, cls=None, texts=None,
-                  force: bool = False, **options) -> Report:
-    """Load ``src`` (any checkpoint mbengine reads), quantize it, write an int8 engine checkpoint to ``dst``."""
-    from .cli import model_class
-    from .converters import engine
-
-    src = os.fspath(src)
-    cls = cls or model_class(src)
-    model = cls.from_pretrained(src)
-    tokenizer = None
-    if any(os.path.isfile(os.path.join(src, f)) for f in ("tokenizer.json", "vocab.txt")):
-        from .tokenizer import MobileBertTokenizer
-
-        tokenizer = MobileBertTokenizer.from_pretrained(src)
-    description, batches = calibration_batches(model, texts, tokenizer)
-    report = quantize(model, batches, calibration=description, **options)
-    engine.write(model, dst, tokenizer_from=src, force=force)
-    return report
