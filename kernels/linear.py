@@ -31,7 +31,7 @@ from numba import njit, prange
 
 from .activations import apply_activation
 from .flags import FASTMATH
-from .simd import COLS, ROWS, prefetch, tile_row, tile_rows  # noqa: F401 (ROWS: used by the runner)
+from .simd import COLS, ROWS, prefetch, tile_row, tile_row_epilogue, tile_rows, tile_rows_epilogue  # noqa: F401 (ROWS: used by the runner)
 
 NORM_NONE = 0
 NORM_NONORM = 1
@@ -56,6 +56,7 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off):
     M = x.shape[0]
     P, K, _ = wp.shape
     N = b.shape[0]
+    fused = act <= 1  # no activation or relu: the tiles finish their outputs (a LayerNorm still follows)
     per_chunk = min(CHUNK_ROWS, M + ROWS - 1) // ROWS  # row blocks per chunk
     chunks = (M + per_chunk * ROWS - 1) // (per_chunk * ROWS)
     for t in prange(chunks * P * per_chunk):
@@ -64,14 +65,55 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off):
         p = rest // per_chunk
         i0 = (c * per_chunk + rest - p * per_chunk) * ROWS
         if i0 < M:
-            _panel(x, x_off, wp[p], out, out_off + p * COLS, i0, min(i0 + ROWS, M), min(COLS, N - p * COLS), K)
+            i1 = min(i0 + ROWS, M)
+            width = min(COLS, N - p * COLS)
+            if fused:
+                _panel_epilogue(x, x_off, wp[p], out, out_off, p * COLS, i0, i1, width, K,
+                                b, act, res, res_off, norm, nw, nb)
+            else:
+                _panel(x, x_off, wp[p], out, out_off + p * COLS, i0, i1, width, K)
             if p + 1 < P:  # while this panel is hot, start fetching a slice of the next one
                 part = (K * COLS + per_chunk - 1) // per_chunk
                 blk = rest - p * per_chunk
                 start = blk * part
                 prefetch(wp[p + 1], start, min(part, K * COLS - start))
-    for i in prange(M):
-        _epilogue_row(out, i, out_off, N, b, act, res, res_off, norm, nw, nb, eps)
+    if not fused:
+        for i in prange(M):
+            _epilogue_row(out, i, out_off, N, b, act, res, res_off, norm, nw, nb, eps)
+    elif norm == NORM_LAYERNORM:  # needs whole rows
+        for i in prange(M):
+            _layernorm_row(out, i, out_off, N, nw, nb, eps)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _panel_epilogue(x, x_off, w, out, out_off, c0, i0, i1, width, K, b, act, res, res_off, norm, nw, nb):
+    """Outputs c0..c0+width of rows i0..i1 from one panel, finished (bias, relu, residual, NoNorm) in registers."""
+    rc = res_off + c0 if res_off >= 0 else -1
+    nonorm = 1 if norm == NORM_NONORM else 0
+    if width == COLS:
+        if i1 - i0 == ROWS:
+            tile_rows_epilogue(x, i0, x_off, w, 0, out, i0, out_off + c0, K, b, c0, act, res, rc, nonorm, nw, nb)
+        else:
+            for i in range(i0, i1):
+                tile_row_epilogue(x, i, x_off, w, 0, out, i, out_off + c0, K, b, c0, act, res, rc, nonorm, nw, nb)
+    else:  # the last, narrower panel of an N that is not a multiple of COLS
+        for i in range(i0, i1):
+            _one_row(x, i, x_off, w, out, i, out_off + c0, width, K)
+            _epilogue_cols(out, i, out_off, c0, width, b, act, res, res_off, norm, nw, nb)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _epilogue_cols(out, i, out_off, c0, width, b, act, res, res_off, norm, nw, nb):
+    o = out[i, out_off + c0:out_off + c0 + width]
+    for n in range(width):
+        y = o[n] + b[c0 + n]
+        if act == 1:
+            y = max(y, np.float32(0.0))
+        if res_off >= 0:
+            y += res[i, res_off + c0 + n]
+        if norm == NORM_NONORM:
+            y = y * nw[c0 + n] + nb[c0 + n]
+        o[n] = y
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")

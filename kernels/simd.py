@@ -44,6 +44,60 @@ COLS = VECS * LANES
 ROWS = 8
 
 
+def _is_matrix(a) -> bool:
+    return isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" and a.dtype == types.float32
+
+
+def _is_vector(a) -> bool:
+    return isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and a.dtype == types.float32
+
+
+def _tile_products(context, builder, sig, args, rows, vecs, lanes):
+    """Emit the K loop of a tile; return its accumulators ([row][vec] allocas) and a pointer maker.
+
+    ``args`` start with (x, xr, xc, wt, n0, out, orow, oc, K); ``out_ptr(r, v)``
+    points at out[orow + r, oc + v * lanes].
+    """
+    x_v, xr_v, xc_v, wt_v, n0_v, out_v, orow_v, oc_v, k_v = args[:9]
+    i64 = ir.IntType(64)
+    vec = ir.VectorType(ir.FloatType(), lanes)
+    X = context.make_array(sig.args[0])(context, builder, x_v)
+    W = context.make_array(sig.args[3])(context, builder, wt_v)
+    O = context.make_array(sig.args[5])(context, builder, out_v)
+    x_cols = builder.extract_value(X.shape, 1)
+    w_cols = builder.extract_value(W.shape, 1)
+    o_cols = builder.extract_value(O.shape, 1)
+    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
+                                          f"llvm.fmuladd.v{lanes}f32")
+    zero = ir.Constant(vec, [0.0] * lanes)
+    splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+
+    def const(v):
+        return ir.Constant(i64, v)
+
+    # accumulators as entry-block allocas: LLVM promotes them to registers
+    acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(vecs)] for _ in range(rows)]
+    x_row = [builder.add(builder.mul(builder.add(xr_v, const(r)), x_cols), xc_v) for r in range(rows)]
+    with cgutils.for_range(builder, k_v) as loop:
+        k = loop.index
+        w_at = builder.add(builder.mul(k, w_cols), n0_v)
+        w = [builder.load(builder.bitcast(builder.gep(W.data, [builder.add(w_at, const(v * lanes))]),
+                                          vec.as_pointer()), align=4) for v in range(vecs)]
+        for r in range(rows):
+            xs = builder.load(builder.gep(X.data, [builder.add(x_row[r], k)]))
+            xb = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), xs,
+                                                               ir.Constant(ir.IntType(32), 0)),
+                                        ir.Constant(vec, ir.Undefined), splat)
+            for v in range(vecs):
+                builder.store(builder.call(fma, [xb, w[v], builder.load(acc[r][v])]), acc[r][v])
+
+    def out_ptr(r, v):
+        o_at = builder.add(builder.mul(builder.add(orow_v, const(r)), o_cols), oc_v)
+        return builder.bitcast(builder.gep(O.data, [builder.add(o_at, const(v * lanes))]), vec.as_pointer())
+
+    return acc, out_ptr
+
+
 def _make_tile(rows: int, vecs: int, lanes: int):
     """An intrinsic ``tile(x, xr, xc, wt, n0, out, orow, oc, K)``.
 
@@ -53,53 +107,90 @@ def _make_tile(rows: int, vecs: int, lanes: int):
 
     @intrinsic
     def tile(typingctx, x, xr, xc, wt, n0, out, orow, oc, K):
-        for a in (x, wt, out):
-            if not (isinstance(a, types.Array) and a.ndim == 2 and a.layout == "C" and a.dtype == types.float32):
-                return None
-        for i in (xr, xc, n0, orow, oc, K):
-            if not isinstance(i, types.Integer):
-                return None
+        if not all(_is_matrix(a) for a in (x, wt, out)):
+            return None
+        if not all(isinstance(i, types.Integer) for i in (xr, xc, n0, orow, oc, K)):
+            return None
         sig = types.void(x, types.intp, types.intp, wt, types.intp, out, types.intp, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            x_v, xr_v, xc_v, wt_v, n0_v, out_v, orow_v, oc_v, k_v = args
+            acc, out_ptr = _tile_products(context, builder, signature, args, rows, vecs, lanes)
+            for r in range(rows):
+                for v in range(vecs):
+                    builder.store(builder.load(acc[r][v]), out_ptr(r, v), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return tile
+
+
+def _make_tile_epilogue(rows: int, vecs: int, lanes: int):
+    """A tile that finishes its outputs in registers before storing them:
+    ``tile(x, xr, xc, wt, n0, out, orow, oc, K, b, bc, relu, res, rc, nonorm, nw, nb)``
+
+        y = sum_k x[xr + r, xc + k] * wt[k, n0 + c] + b[bc + c]
+        y = max(y, 0)                      if relu
+        y = y + res[orow + r, rc + c]      if rc >= 0
+        y = y * nw[bc + c] + nb[bc + c]    if nonorm
+        out[orow + r, oc + c] = y
+
+    in that order, the order of the linear kernel's separate epilogue.
+    """
+
+    @intrinsic
+    def tile(typingctx, x, xr, xc, wt, n0, out, orow, oc, K, b, bc, relu, res, rc, nonorm, nw, nb):
+        if not (all(_is_matrix(a) for a in (x, wt, out, res)) and all(_is_vector(a) for a in (b, nw, nb))):
+            return None
+        if not all(isinstance(i, types.Integer) for i in (xr, xc, n0, orow, oc, K, bc, relu, rc, nonorm)):
+            return None
+        ip = types.intp
+        sig = types.void(x, ip, ip, wt, ip, out, ip, ip, ip, b, ip, ip, res, ip, ip, nw, nb)
+
+        def codegen(context, builder, signature, args):
+            acc, out_ptr = _tile_products(context, builder, signature, args, rows, vecs, lanes)
             i64 = ir.IntType(64)
             vec = ir.VectorType(ir.FloatType(), lanes)
-            X = context.make_array(signature.args[0])(context, builder, x_v)
-            W = context.make_array(signature.args[3])(context, builder, wt_v)
-            O = context.make_array(signature.args[5])(context, builder, out_v)
-            x_cols = builder.extract_value(X.shape, 1)
-            w_cols = builder.extract_value(W.shape, 1)
-            o_cols = builder.extract_value(O.shape, 1)
+            orow_v = args[6]
+            b_v, bc_v, relu_v, res_v, rc_v, nonorm_v, nw_v, nb_v = args[9:]
+            B, NW, NB = (context.make_array(signature.args[i])(context, builder, a)
+                         for i, a in ((9, b_v), (15, nw_v), (16, nb_v)))
+            R = context.make_array(signature.args[12])(context, builder, res_v)
+            r_cols = builder.extract_value(R.shape, 1)
+
+            def vload(data, at):
+                return builder.load(builder.bitcast(builder.gep(data, [at]), vec.as_pointer()), align=4)
+
+            def column(v):
+                return builder.add(bc_v, ir.Constant(i64, v * lanes))
+
+            def update(fn):
+                for r in range(rows):
+                    for v in range(vecs):
+                        builder.store(fn(r, v, builder.load(acc[r][v])), acc[r][v])
+
+            zero = ir.Constant(vec, [0.0] * lanes)
+            vmax = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec]),
+                                                   f"llvm.maxnum.v{lanes}f32")
             fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
                                                   f"llvm.fmuladd.v{lanes}f32")
-            zero = ir.Constant(vec, [0.0] * lanes)
-            splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
-
-            def const(v):
-                return ir.Constant(i64, v)
-
-            # accumulators as entry-block allocas: LLVM promotes them to registers
-            acc = [[cgutils.alloca_once_value(builder, zero) for _ in range(vecs)] for _ in range(rows)]
-            x_row = [builder.add(builder.mul(builder.add(xr_v, const(r)), x_cols), xc_v) for r in range(rows)]
-            with cgutils.for_range(builder, k_v) as loop:
-                k = loop.index
-                w_at = builder.add(builder.mul(k, w_cols), n0_v)
-                w = [builder.load(builder.bitcast(builder.gep(W.data, [builder.add(w_at, const(v * lanes))]),
-                                                  vec.as_pointer()), align=4) for v in range(vecs)]
-                for r in range(rows):
-                    xs = builder.load(builder.gep(X.data, [builder.add(x_row[r], k)]))
-                    xb = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), xs,
-                                                                       ir.Constant(ir.IntType(32), 0)),
-                                                ir.Constant(vec, ir.Undefined), splat)
-                    for v in range(vecs):
-                        builder.store(builder.call(fma, [xb, w[v], builder.load(acc[r][v])]), acc[r][v])
+            bias = [vload(B.data, column(v)) for v in range(vecs)]
+            update(lambda r, v, y: builder.fadd(y, bias[v]))
+            with builder.if_then(builder.icmp_signed("!=", relu_v, ir.Constant(i64, 0))):
+                update(lambda r, v, y: builder.call(vmax, [y, zero]))
+            with builder.if_then(builder.icmp_signed(">=", rc_v, ir.Constant(i64, 0))):
+                def add_res(r, v, y):
+                    at = builder.add(builder.mul(builder.add(orow_v, ir.Constant(i64, r)), r_cols),
+                                     builder.add(rc_v, ir.Constant(i64, v * lanes)))
+                    return builder.fadd(y, vload(R.data, at))
+                update(add_res)
+            with builder.if_then(builder.icmp_signed("!=", nonorm_v, ir.Constant(i64, 0))):
+                scale = [vload(NW.data, column(v)) for v in range(vecs)]
+                shift = [vload(NB.data, column(v)) for v in range(vecs)]
+                update(lambda r, v, y: builder.call(fma, [y, scale[v], shift[v]]))
             for r in range(rows):
-                o_at = builder.add(builder.mul(builder.add(orow_v, const(r)), o_cols), oc_v)
                 for v in range(vecs):
-                    ptr = builder.bitcast(builder.gep(O.data, [builder.add(o_at, const(v * lanes))]),
-                                          vec.as_pointer())
-                    builder.store(builder.load(acc[r][v]), ptr, align=4)
+                    builder.store(builder.load(acc[r][v]), out_ptr(r, v), align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -109,6 +200,8 @@ def _make_tile(rows: int, vecs: int, lanes: int):
 
 tile_rows = _make_tile(ROWS, VECS, LANES)  # the main tile: ROWS x COLS
 tile_row = _make_tile(1, VECS, LANES)  # leftover rows, one at a time
+tile_rows_epilogue = _make_tile_epilogue(ROWS, VECS, LANES)
+tile_row_epilogue = _make_tile_epilogue(1, VECS, LANES)
 
 
 @intrinsic

@@ -314,6 +314,12 @@ def linear_ref(x, w, b, act, res, norm, nw, nb, eps):
     return norm_ref(y, norm, nw, nb, eps)
 
 
+def layernorm_condition(y, eps) -> float:
+    """max over rows of rms(row) / sqrt(var(row) + eps): how much LayerNorm amplifies relative input error."""
+    rms = np.sqrt(np.mean(y * y, axis=1))
+    return float(np.max(rms / np.sqrt(np.var(y, axis=1) + eps), initial=1.0))
+
+
 @st.composite
 def linear_cases(draw, max_m=70, max_k=300, max_n=70, min_n=1):
     M = draw(st.integers(1, max_m))
@@ -353,10 +359,14 @@ def run_linear_case(M, K, N, act, use_res, norm, scale, offs, extra, eps, seed):
     k_linear.linear(x, x_off, pack_weight(w), b, act, res, res_off, norm, nw, nb, eps, out, out_off)
 
     f64 = lambda a: a.astype(np.float64)  # noqa: E731
-    expected = linear_ref(f64(x[:, x_off:x_off + K]), f64(w), f64(b), act,
-                          f64(res[:, res_off:res_off + N]) if use_res else None,
-                          norm, f64(nw), f64(nb), eps)
-    assert_close32(out[:, out_off:out_off + N], expected)
+    args = (f64(x[:, x_off:x_off + K]), f64(w), f64(b), act, f64(res[:, res_off:res_off + N]) if use_res else None)
+    expected = linear_ref(*args, norm, f64(nw), f64(nb), eps)
+    # A LayerNorm divides by the row's spread: a row of near-equal values (a
+    # saturated activation) turns float32 rounding of its inputs into output
+    # error kappa times larger. Allow for that conditioning, and no more.
+    kappa = layernorm_condition(linear_ref(*args, 0, None, None, eps), eps) if norm == 2 else 1.0
+    widen = max(1.0, 0.4 * kappa)
+    assert_close32(out[:, out_off:out_off + N], expected, rel=1e-5 * widen, rtol=1e-4 * widen, atol_frac=1e-5 * widen)
     assert_frame_untouched(out, out_off, N)
     np.testing.assert_array_equal(x, x_before)
     np.testing.assert_array_equal(res, res_before)
