@@ -16,18 +16,19 @@ block of scores, in the calling thread's slice of ``scores``, so no (S, S)
 matrix per head is ever materialised.
 
 Both products run on the register-tiled micro-kernel of :mod:`.simd`, which
-multiplies rows by packed weight panels. So each (batch, head) first packs
-its keys as panels of K^T (``kp``: key j of panel p at column j - p*COLS) and
-its values as panels of V (``vp``), zero-padded to whole panels. Then per
-task: scores = Q rows x K^T panels, softmax in place (a vectorisable exp),
-context = score rows x V panels, written to ``out``.
+multiplies rows by (K, COLS) panels. So each (batch, head) first packs its
+keys as panels of K^T (``kp``: key j of panel p at column j - p*COLS),
+zero-padded to whole panels. Then per task: scores = Q rows x K^T panels,
+softmax in place (a vectorisable exp), context = score rows x V, where the
+values need no packing: COLS columns of V's token-major rows already are such
+a panel, read in place.
 
 ``mask_add`` is 0 for visible keys and a large negative number (float32 min,
 as Hugging Face uses) for padding. With ``want_probs`` the probabilities are
 also written to ``probs[b, h, i, :]``.
 
-Scratch (see :func:`scratch_shapes`): ``kp`` (B*H*ceil(S/COLS), D, COLS),
-``vp`` (B*H*ceil(D/COLS), S, COLS), ``scores`` (threads, ROWS, ceil(S/COLS)*COLS)
+Scratch (see :func:`scratch_shapes`): ``kp`` (B*H*ceil(S/COLS), D, COLS) and
+``scores`` (threads, ROWS, ceil(S/COLS)*COLS)
 with ``threads`` at least Numba's thread count (``numba.get_thread_id``
 picks the slice).
 """
@@ -43,21 +44,20 @@ from .simd import COLS, ROWS, pow2_int, row_max, tile_row, tile_rows
 
 
 def scratch_shapes(batch: int, seq: int, heads: int, head_dim: int, threads: int):
-    """Shapes of (kp, vp, scores) for :func:`attention`."""
+    """Shapes of (kp, scores) for :func:`attention`."""
     pk = -(-seq // COLS)
-    pv = -(-head_dim // COLS)
-    return (batch * heads * pk, head_dim, COLS), (batch * heads * pv, seq, COLS), (threads, ROWS, pk * COLS)
+    return (batch * heads * pk, head_dim, COLS), (threads, ROWS, pk * COLS)
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
 def attention(q, q_off, k, k_off, v, v_off, mask_add, heads, head_dim, scale,
-              out, out_off, probs, want_probs, kp, vp, scores):
+              out, out_off, probs, want_probs, kp, scores):
     B, S = mask_add.shape
     D = head_dim
     PK = (S + COLS - 1) // COLS
     PV = (D + COLS - 1) // COLS
     for bh in prange(B * heads):
-        _pack_head(k, k_off, v, v_off, bh, heads, S, D, PK, PV, kp, vp)
+        _pack_keys(k, k_off, bh, heads, S, D, PK, kp)
     blocks = (S + ROWS - 1) // ROWS
     for task in prange(B * heads * blocks):
         bh = task // blocks
@@ -84,16 +84,17 @@ def attention(q, q_off, k, k_off, v, v_off, mask_add, heads, head_dim, scale,
                     probs[b, h, i0 + r, j] = sc[r, j]
                 for j in range(L, S):
                     probs[b, h, i0 + r, j] = 0.0
-        # out[b*S + i0 + r, head h] = scores[r, :S] . V
+        # out[b*S + i0 + r, head h] = scores[r, :L] . V[b*S : b*S + L, head h]
+        vb = v[b * S:b * S + L]
         for p in range(PV):
             width = min(COLS, D - p * COLS)
             oc = out_off + h * D + p * COLS
-            panel = vp[bh * PV + p]
+            vc = v_off + h * D + p * COLS
             if width == COLS and n == ROWS:
-                tile_rows(sc, 0, 0, panel, 0, out, b * S + i0, oc, L)
+                tile_rows(sc, 0, 0, vb, vc, out, b * S + i0, oc, L)
             elif width == COLS:
                 for r in range(n):
-                    tile_row(sc, r, 0, panel, 0, out, b * S + i0 + r, oc, L)
+                    tile_row(sc, r, 0, vb, vc, out, b * S + i0 + r, oc, L)
             else:
                 for r in range(n):
                     o = out[b * S + i0 + r, oc:oc + width]
@@ -101,7 +102,7 @@ def attention(q, q_off, k, k_off, v, v_off, mask_add, heads, head_dim, scale,
                     for j in range(L):
                         pj = sc[r, j]
                         for c in range(width):
-                            o[c] += pj * panel[j, c]
+                            o[c] += pj * vb[j, vc + c]
 
 
 @njit(cache=True, inline="always")
@@ -114,8 +115,8 @@ def _visible_length(mask_row):
 
 
 @njit(cache=True, inline="always")
-def _pack_head(k, k_off, v, v_off, bh, heads, S, D, PK, PV, kp, vp):
-    """Keys of (batch, head) bh as K^T panels, values as V panels (zero-padded)."""
+def _pack_keys(k, k_off, bh, heads, S, D, PK, kp):
+    """Keys of (batch, head) bh as K^T panels (zero-padded)."""
     b = bh // heads
     h = bh - b * heads
     for p in range(PK):
@@ -125,13 +126,6 @@ def _pack_head(k, k_off, v, v_off, bh, heads, S, D, PK, PV, kp, vp):
             row = b * S + p * COLS + c
             for d in range(D):
                 panel[d, c] = k[row, k_off + h * D + d]
-    for p in range(PV):
-        panel = vp[bh * PV + p]
-        panel[:, :] = 0.0
-        width = min(COLS, D - p * COLS)
-        for j in range(S):
-            for c in range(width):
-                panel[j, c] = v[b * S + j, v_off + h * D + p * COLS + c]
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")

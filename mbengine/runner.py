@@ -51,8 +51,8 @@ def arena_bytes(graph: Graph, batch: int, seq: int, want_probs: bool) -> int:
     total += 5 * batch * seq * 8  # inputs and the additive mask
     total += 4 * _max_threads() * k_linear.ROWS * _ffn_width(graph)
     total += T * (_int8_width(graph) + 4)
-    kp, vp, sc = k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
-    total += 4 * sum(int(np.prod(s)) for s in (kp, vp, sc))
+    total += 4 * sum(int(np.prod(s)) for s in
+                     k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads()))
     if want_probs:
         total += 4 * graph.num_layers * batch * graph.heads * seq * seq
     return total
@@ -77,12 +77,12 @@ class Arena:
         carve = carve or _carve
         self.batch, self.seq = batch, seq
         T = batch * seq
-        kp, vp, sc = k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
+        kp, sc = k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
         shapes = {name: (T if b.rows == "tokens" else batch, b.width) for name, b in graph.buffers.items()}
         shapes.update({
             "mask_add": (batch, seq),
             # attention scratch: packed keys and values per (batch, head), one score block per thread
-            "kp": kp, "vp": vp, "scores": sc,
+            "kp": kp, "scores": sc,
             # fused feed-forward pairs: one block of intermediate rows per thread
             "ffn_scratch": (_max_threads(), k_linear.ROWS, _ffn_width(graph)),
             "qscale": (T,),  # int8 linears: the scale of each quantized row
@@ -93,8 +93,8 @@ class Arena:
         # runner shares between its arenas (see Runner.carve): no allocation per shape.
         views = carve(np.float32, shapes)
         self.bufs = {name: views.pop(name) for name in graph.buffers}
-        self.mask_add, self.kp, self.vp, self.scores, self.ffn_scratch = (
-            views[k] for k in ("mask_add", "kp", "vp", "scores", "ffn_scratch"))
+        self.mask_add, self.kp, self.scores, self.ffn_scratch = (
+            views[k] for k in ("mask_add", "kp", "scores", "ffn_scratch"))
         self.probs = views.get("probs")
         self.qscale = views["qscale"]
         # int8 linears: each row of activations, quantized (one byte per input)
@@ -133,7 +133,7 @@ class Arena:
             scale = np.float32(op.head_dim ** -0.5)
             return k_attention.attention, (B[op.q.buf], op.q.off, B[op.k.buf], op.k.off, B[op.v.buf], op.v.off,
                                            self.mask_add, op.heads, op.head_dim, scale,
-                                           B[op.out.buf], op.out.off, probs, int(want), self.kp, self.vp, self.scores)
+                                           B[op.out.buf], op.out.off, probs, int(want), self.kp, self.scores)
         if isinstance(op, EmbedWords):
             assert op.out.off == 0 and op.out.width == self.bufs[op.out.buf].shape[1]
             scale = op.scale if op.scale is not None else _NO_SCALES

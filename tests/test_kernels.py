@@ -278,11 +278,11 @@ def test_attention(B, S, heads, D, fused, offs, want_probs, qk_scale, data, seed
     out = framed(T, out_off + A + 3, out_off, A)
     probs = (np.full((B, heads, S, S), SENTINEL, np.float32) if want_probs
              else np.zeros((1, 1, 1, 1), np.float32))
-    kp, vp, scores = (np.zeros(shape, np.float32) for shape in
-                      k_attention.scratch_shapes(B, S, heads, D, numba.config.NUMBA_NUM_THREADS))
+    kp, scores = (np.zeros(shape, np.float32) for shape in
+                  k_attention.scratch_shapes(B, S, heads, D, numba.config.NUMBA_NUM_THREADS))
     scale = np.float32(D**-0.5)
     k_attention.attention(q, q_off, k, k_off, v, v_off, mask_add, heads, D, scale,
-                          out, out_off, probs, want_probs, kp, vp, scores)
+                          out, out_off, probs, want_probs, kp, scores)
 
     ctx, p = attention_ref(*(x[:, o:o + A].astype(np.float64) for x, o in ((q, q_off), (k, k_off), (v, v_off))),
                            mask_add.astype(np.float64), heads, D)
