@@ -19,7 +19,7 @@ Both products run on the register-tiled micro-kernel of :mod:`.simd`, which
 multiplies rows by (K, COLS) panels. So each (batch, head) first packs its
 keys as panels of K^T (``kp``: key j of panel p at column j - p*COLS),
 zero-padded to whole panels. Then per task: scores = Q rows x K^T panels,
-softmax in place (a vectorisable exp), context = score rows x V, where the
+softmax in place (:func:`.simd.softmax_row`), context = score rows x V, where the
 values need no packing: COLS columns of V's token-major rows already are such
 a panel, read in place.
 
@@ -33,14 +33,12 @@ with ``threads`` at least Numba's thread count (``numba.get_thread_id``
 picks the slice).
 """
 
-import math
-
 import numba
 import numpy as np
 from numba import njit, prange
 
 from .flags import FASTMATH
-from .simd import COLS, ROWS, pow2_int, row_max, tile_row, tile_rows
+from .simd import COLS, ROWS, softmax_row, tile_row, tile_rows
 
 
 def scratch_shapes(batch: int, seq: int, heads: int, head_dim: int, threads: int):
@@ -131,40 +129,4 @@ def _pack_keys(k, k_off, bh, heads, S, D, PK, kp):
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def _softmax_rows(sc, n, S, mask_row, scale):
     for r in range(n):
-        row = sc[r, :S]
-        m = _scale_mask_max(row, mask_row, scale)
-        total = np.float32(0.0)
-        for j in range(S):
-            e = exp_nonpositive(row[j] - m)
-            row[j] = e
-            total += e
-        inv = np.float32(1.0) / total
-        for j in range(S):
-            row[j] *= inv
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def _scale_mask_max(row, mask_row, scale):
-    """row = row * scale + mask_row, in place; return the max."""
-    for j in range(row.shape[0]):
-        row[j] = row[j] * scale + mask_row[j]
-    return row_max(row)
-
-
-# exp(x) for x <= 0 in float32, written so that a loop over it vectorises:
-# x = (n + f) / log2(e) with n an integer and |f| <= 1/2; 2**f by its Taylor
-# polynomial (relative error < 2e-7 on that interval), 2**n from the exponent
-# bits. Below -87 (where float32 exp underflows to denormals) the result is
-# ~1e-38 instead of a denormal or 0: probabilities of masked keys.
-_LN2 = math.log(2.0)
-_LOG2E = np.float32(1.0 / _LN2)
-_P0, _P1, _P2, _P3, _P4, _P5, _P6 = (np.float32(_LN2 ** i / math.factorial(i)) for i in range(7))
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
-def exp_nonpositive(x):
-    t = max(x, np.float32(-87.0)) * _LOG2E
-    n = np.float32(math.floor(t + np.float32(0.5)))
-    f = t - n
-    p = ((((((_P6 * f + _P5) * f + _P4) * f + _P3) * f + _P2) * f + _P1) * f + _P0)
-    return p * pow2_int(np.int32(n))
+        softmax_row(sc[r], S, mask_row, scale)

@@ -22,6 +22,8 @@ else 4); a tile covers ``COLS = VECS * LANES`` columns.
 The caller guarantees the tile is in bounds: no checks happen here.
 """
 
+import math
+
 import llvmlite.binding as llvm_binding
 from llvmlite import ir
 from numba import types
@@ -204,63 +206,131 @@ tile_rows_epilogue = _make_tile_epilogue(ROWS, VECS, LANES)
 tile_row_epilogue = _make_tile_epilogue(1, VECS, LANES)
 
 
+# exp(x) for x <= 0 in float32: x = (n + f) / log2(e) with n an integer and
+# |f| <= 1/2; 2**f by its Taylor polynomial (relative error < 2e-7 on that
+# interval), 2**n from the exponent bits. Below -87 (where float32 exp
+# underflows to denormals) the result is ~1e-38 instead of a denormal or 0:
+# the probabilities of masked keys.
+_EXP_COEFFS = [math.log(2.0) ** i / math.factorial(i) for i in range(7)]
+
+
+def _emit_exp_nonpositive(builder, x, lanes):
+    """IR for exp(x), x <= 0, on a float or a <lanes x float> value (see above)."""
+    f32 = ir.FloatType()
+    i32 = ir.IntType(32)
+    ty = f32 if lanes == 1 else ir.VectorType(f32, lanes)
+    ity = i32 if lanes == 1 else ir.VectorType(i32, lanes)
+    suffix = "f32" if lanes == 1 else f"v{lanes}f32"
+
+    def c(v, t=ty):
+        return ir.Constant(t, v) if lanes == 1 else ir.Constant(t, [v] * lanes)
+
+    maxnum = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty, ty]), f"llvm.maxnum.{suffix}")
+    floor = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty]), f"llvm.floor.{suffix}")
+    t = builder.fmul(builder.call(maxnum, [x, c(-87.0)]), c(1.0 / math.log(2.0)))
+    n = builder.call(floor, [builder.fadd(t, c(0.5))])
+    f = builder.fsub(t, n)
+    p = c(_EXP_COEFFS[6])
+    for coeff in reversed(_EXP_COEFFS[:6]):
+        p = builder.fadd(builder.fmul(p, f), c(coeff))
+    bits = builder.shl(builder.add(builder.fptosi(n, ity), c(127, ity)), c(23, ity))
+    return builder.fmul(p, builder.bitcast(bits, ty))
+
+
 @intrinsic
-def pow2_int(typingctx, n):
-    """2.0 ** n as float32 for an integer n in [-126, 127], built from the exponent bits.
+def softmax_row(typingctx, row, length, mask_row, scale):
+    """row[:length] = softmax(row[:length] * scale + mask_row[:length]), in place, in float32.
 
-    ``(n + 127) << 23`` reinterpreted as a float32: no table, no libm call, so
-    loops using it vectorise without gathers.
+    Three passes of LANES-wide vectors with scalar tails: scale, mask and
+    running max; exp (the polynomial above) and sum; multiply by 1 / sum. The
+    row must hold at least one element.
     """
-    if not isinstance(n, types.Integer):
+    if not (_is_vector(row) and _is_vector(mask_row) and isinstance(length, types.Integer)
+            and isinstance(scale, types.Float)):
         return None
-    sig = types.float32(n)
-
-    def codegen(context, builder, signature, args):
-        i32 = ir.IntType(32)
-        v = args[0]
-        v = builder.trunc(v, i32) if v.type.width > 32 else builder.sext(v, i32) if v.type.width < 32 else v
-        bits = builder.shl(builder.add(v, ir.Constant(i32, 127)), ir.Constant(i32, 23))
-        return builder.bitcast(bits, ir.FloatType())
-
-    return sig, codegen
-
-
-@intrinsic
-def row_max(typingctx, row):
-    """max(row) of a 1-D C-contiguous float32 array with at least one element.
-
-    A running max does not vectorise in Numba (its compare-and-select keeps
-    NaN semantics), so this is written as vector ``maxnum`` over LANES-wide
-    loads plus a scalar tail, then one horizontal reduction.
-    """
-    if not (isinstance(row, types.Array) and row.ndim == 1 and row.layout == "C" and row.dtype == types.float32):
-        return None
-    sig = types.float32(row)
+    sig = types.void(row, types.intp, mask_row, types.float32)
 
     def codegen(context, builder, signature, args):
         f32 = ir.FloatType()
         i64 = ir.IntType(64)
         vec = ir.VectorType(f32, LANES)
         R = context.make_array(signature.args[0])(context, builder, args[0])
-        n = builder.extract_value(R.shape, 0)
-        vmax = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec]),
-                                               f"llvm.maxnum.v{LANES}f32")
-        smax = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32, f32]), "llvm.maxnum.f32")
-        reduce = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [vec]),
-                                                 f"llvm.vector.reduce.fmax.v{LANES}f32")
-        first = builder.load(R.data)
-        acc = cgutils.alloca_once_value(builder, builder.shuffle_vector(
-            builder.insert_element(ir.Constant(vec, ir.Undefined), first, ir.Constant(ir.IntType(32), 0)),
-            ir.Constant(vec, ir.Undefined), ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)))
-        whole = builder.udiv(n, ir.Constant(i64, LANES))
-        with cgutils.for_range(builder, whole) as loop:
-            ptr = builder.gep(R.data, [builder.mul(loop.index, ir.Constant(i64, LANES))])
-            v = builder.load(builder.bitcast(ptr, vec.as_pointer()), align=4)
-            builder.store(builder.call(vmax, [builder.load(acc), v]), acc)
-        best = cgutils.alloca_once_value(builder, builder.call(reduce, [builder.load(acc)]))
-        with cgutils.for_range_slice(builder, builder.mul(whole, ir.Constant(i64, LANES)), n, ir.Constant(i64, 1)) as (j, _):
-            builder.store(builder.call(smax, [builder.load(best), builder.load(builder.gep(R.data, [j]))]), best)
-        return builder.load(best)
+        Mk = context.make_array(signature.args[2])(context, builder, args[2])
+        n = args[1]
+
+        def splat(x):
+            return builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), x,
+                                                                 ir.Constant(ir.IntType(32), 0)),
+                                          ir.Constant(vec, ir.Undefined),
+                                          ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+
+        scale_s = args[3]
+        scale_v = splat(scale_s)
+        whole = builder.mul(builder.udiv(n, ir.Constant(i64, LANES)), ir.Constant(i64, LANES))
+
+        def vptr(data, i):
+            return builder.bitcast(builder.gep(data, [i]), vec.as_pointer())
+
+        def passes(vector_body, scalar_body):
+            with cgutils.for_range_slice(builder, ir.Constant(i64, 0), whole, ir.Constant(i64, LANES)) as (i, _):
+                vector_body(i)
+            with cgutils.for_range_slice(builder, whole, n, ir.Constant(i64, 1)) as (i, _):
+                scalar_body(i)
+
+        def fn(name, ty, nargs):
+            return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * nargs), name)
+
+        vmax, smax = fn(f"llvm.maxnum.v{LANES}f32", vec, 2), fn("llvm.maxnum.f32", f32, 2)
+        vfma, sfma = fn(f"llvm.fmuladd.v{LANES}f32", vec, 3), fn("llvm.fmuladd.f32", f32, 3)
+        neg_inf = float("-inf")
+        acc_v = cgutils.alloca_once_value(builder, ir.Constant(vec, [neg_inf] * LANES))
+        acc_s = cgutils.alloca_once_value(builder, ir.Constant(f32, neg_inf))
+
+        def scale_mask_v(i):
+            y = builder.call(vfma, [builder.load(vptr(R.data, i), align=4), scale_v,
+                                    builder.load(vptr(Mk.data, i), align=4)])
+            builder.store(y, vptr(R.data, i), align=4)
+            builder.store(builder.call(vmax, [builder.load(acc_v), y]), acc_v)
+
+        def scale_mask_s(i):
+            y = builder.call(sfma, [builder.load(builder.gep(R.data, [i])), scale_s,
+                                    builder.load(builder.gep(Mk.data, [i]))])
+            builder.store(y, builder.gep(R.data, [i]))
+            builder.store(builder.call(smax, [builder.load(acc_s), y]), acc_s)
+
+        passes(scale_mask_v, scale_mask_s)
+        reduce_max = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [vec]),
+                                                    f"llvm.vector.reduce.fmax.v{LANES}f32")
+        m_s = builder.call(smax, [builder.call(reduce_max, [builder.load(acc_v)]), builder.load(acc_s)])
+        m_v = splat(m_s)
+        builder.store(ir.Constant(vec, [0.0] * LANES), acc_v)
+        builder.store(ir.Constant(f32, 0.0), acc_s)
+
+        def exp_v(i):
+            e = _emit_exp_nonpositive(builder, builder.fsub(builder.load(vptr(R.data, i), align=4), m_v), LANES)
+            builder.store(e, vptr(R.data, i), align=4)
+            builder.store(builder.fadd(builder.load(acc_v), e), acc_v)
+
+        def exp_s(i):
+            e = _emit_exp_nonpositive(builder, builder.fsub(builder.load(builder.gep(R.data, [i])), m_s), 1)
+            builder.store(e, builder.gep(R.data, [i]))
+            builder.store(builder.fadd(builder.load(acc_s), e), acc_s)
+
+        passes(exp_v, exp_s)
+        reduce_add = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32, vec]),
+                                                    f"llvm.vector.reduce.fadd.v{LANES}f32")
+        total = builder.call(reduce_add, [builder.load(acc_s), builder.load(acc_v)])
+        inv_s = builder.fdiv(ir.Constant(f32, 1.0), total)
+        inv_v = splat(inv_s)
+
+        def norm_v(i):
+            builder.store(builder.fmul(builder.load(vptr(R.data, i), align=4), inv_v), vptr(R.data, i), align=4)
+
+        def norm_s(i):
+            builder.store(builder.fmul(builder.load(builder.gep(R.data, [i])), inv_s), builder.gep(R.data, [i]))
+
+        passes(norm_v, norm_s)
+        return context.get_dummy_value()
 
     return sig, codegen
 
