@@ -1,8 +1,8 @@
-"""python -m bench {suite,model,kernels,int8,profile,startup,soak,dask} [options]: run one of the benchmarks (options as for the scripts)."""
+"""python -m bench {suite,model,kernels,int8,profile,startup,memory,soak,dask} [options]: run one of the benchmarks (options as for the scripts)."""
 
 import sys
 
-USAGE = "usage: python -m bench {suite,model,kernels,int8,profile,startup,soak,dask} [options]   (python -m bench model --help for options)"
+USAGE = "usage: python -m bench {suite,model,kernels,int8,profile,startup,memory,soak,dask} [options]   (python -m bench model --help for options)"
 
 
 def main(argv=None) -> None:
@@ -17,7 +17,7 @@ def main(argv=None) -> None:
         steps = [["kernels", "--threads", "1", "2"],
                  ["model", "--seq", "32", "128", "384", "--batch", "1", "8", "--threads", "1", "2",
                   "--repeats", "10", "--name", "model_grid"],
-                 ["model", "--threads", "1", "2"], ["int8"], ["profile"], ["startup"]]
+                 ["model", "--threads", "1", "2"], ["int8"], ["profile"], ["startup"], ["memory"]]
         for step in steps:
             print("== python -m bench", " ".join(step), flush=True)
             subprocess.run([sys.executable, "-m", "bench", *step, *rest], check=True)
@@ -32,6 +32,8 @@ def main(argv=None) -> None:
         from bench import bench_profile as mod
     elif which == "startup":
         from bench import bench_startup as mod
+    elif which == "memory":
+        from bench import bench_memory as mod
     elif which == "soak":
         from bench import bench_soak as mod
     elif which == "dask":
