@@ -13,14 +13,18 @@ Inputs and outputs are column windows of larger row-major buffers, given as
 (buffer, column offset): the graph packs several tensors side by side in one
 buffer. N is ``b.shape[0]``.
 
-Parallel tasks are (chunk of 128 rows, panel, block of 8 rows), in that
-order: within a chunk (whose activations stay in L2) a thread takes a run of
-panels and passes every row block through each, so at batch 1 x seq 128 each
-part of the weight is read from memory once per call, by one thread, and
-longer inputs re-read the weights (from L3) once per chunk rather than the
-activations once per panel. The epilogue (bias,
-activation, residual, norm) is a second pass over rows, which are in cache by
-then. ``res_off < 0`` means no residual. ``norm``: 0 none, 1 NoNorm
+Parallel tasks are (chunk of rows, panel, block of 8 rows), in that order:
+within a chunk (whose activations stay in L2) a thread takes a run of panels
+and passes every row block through each, so longer inputs re-read the
+weights (from L3) once per chunk rather than the activations once per panel.
+A chunk is at most 128 rows and at most M / ``threads`` rows: with two
+threads at batch 1 x seq 128, each thread takes 64 rows through every panel
+and reads only rows of x that its own core wrote (the previous op splits the
+same way), which measured faster than splitting the panels and reading every
+row from both cores. Bias, relu, residual and NoNorm are applied in the
+micro-kernel's registers before the tile is stored; another activation or a
+LayerNorm is a second pass over rows, which are in cache by then.
+``res_off < 0`` means no residual. ``norm``: 0 none, 1 NoNorm
 (``y * nw + nb``), 2 LayerNorm over the N outputs of the row (``eps``,
 float64 statistics).
 """
@@ -52,12 +56,15 @@ def pack(w: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off):
+def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off, threads):
     M = x.shape[0]
     P, K, _ = wp.shape
     N = b.shape[0]
     fused = act <= 1  # no activation or relu: the tiles finish their outputs (a LayerNorm still follows)
-    per_chunk = min(CHUNK_ROWS, M + ROWS - 1) // ROWS  # row blocks per chunk
+    # row blocks per chunk: at least one chunk per thread, so that a thread reads
+    # rows of x its own core wrote rather than every row
+    share = (M + threads - 1) // max(threads, 1)
+    per_chunk = max(1, min(CHUNK_ROWS, share + ROWS - 1) // ROWS)
     chunks = (M + per_chunk * ROWS - 1) // (per_chunk * ROWS)
     for t in prange(chunks * P * per_chunk):
         c = t // (P * per_chunk)

@@ -73,9 +73,10 @@ def available_memory() -> int | None:
 class Arena:
     """Buffers and the bound plan for one (batch, seq, want_probs) shape."""
 
-    def __init__(self, graph: Graph, batch: int, seq: int, want_probs: bool, carve=None):
+    def __init__(self, graph: Graph, batch: int, seq: int, want_probs: bool, carve=None, threads: int = 1):
         carve = carve or _carve
         self.batch, self.seq = batch, seq
+        self.threads = threads  # what the kernels split work for (a plan is bound for one thread count)
         T = batch * seq
         kp, sc = k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
         shapes = {name: (T if b.rows == "tokens" else batch, b.width) for name, b in graph.buffers.items()}
@@ -120,7 +121,7 @@ class Arena:
                                            q.corr, q.outliers, q.outlier_w, op.b, op.act, res, res_off,
                                            op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off)
             return k_linear.linear, (B[op.x.buf], op.x.off, op.wp, op.b, op.act, res, res_off,
-                                     op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off)
+                                     op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off, self.threads)
         if isinstance(op, FeedForward):
             a, b = op.first, op.second
             nw = b.nw if b.nw is not None else _NO_VECTOR
@@ -233,11 +234,15 @@ class Runner:
         self._blocks: dict[str, np.ndarray] = {}
         self._lock = threading.RLock()
 
-    def arena(self, batch: int, seq: int, want_probs: bool) -> Arena:
-        key = (batch, seq, want_probs)
+    def arena(self, batch: int, seq: int, want_probs: bool, threads: int | None = None) -> Arena:
+        if threads is None:
+            import numba
+
+            threads = numba.get_num_threads()
+        key = (batch, seq, want_probs, threads)
         arena = self._arenas.get(key)
         if arena is None:
-            arena = Arena(self.graph, batch, seq, want_probs, carve=self.carve)
+            arena = Arena(self.graph, batch, seq, want_probs, carve=self.carve, threads=threads)
             self._arenas[key] = arena
             while len(self._arenas) > self.max_arenas:
                 self._arenas.popitem(last=False)

@@ -335,10 +335,11 @@ def linear_cases(draw, max_m=70, max_k=300, max_n=70, min_n=1):
     extra = draw(st.integers(0, 5))
     eps = draw(EPS)
     seed = draw(st.integers(0, 2**32 - 1))
-    return M, K, N, act, use_res, norm, scale, offs, extra, eps, seed
+    threads = draw(st.integers(1, 4))  # how many row groups the kernel splits M into
+    return M, K, N, act, use_res, norm, scale, offs, extra, eps, seed, threads
 
 
-def run_linear_case(M, K, N, act, use_res, norm, scale, offs, extra, eps, seed):
+def run_linear_case(M, K, N, act, use_res, norm, scale, offs, extra, eps, seed, threads=1):
     rng = np.random.default_rng(seed)
     x_off, res_off, out_off = offs
     x = framed(M, x_off + K + extra, x_off, K, rng, scale * rng.standard_normal((M, K)))
@@ -356,7 +357,11 @@ def run_linear_case(M, K, N, act, use_res, norm, scale, offs, extra, eps, seed):
     out = framed(M, out_off + N + extra, out_off, N)
     x_before, res_before = x.copy(), res.copy()
 
-    k_linear.linear(x, x_off, pack_weight(w), b, act, res, res_off, norm, nw, nb, eps, out, out_off)
+    k_linear.linear(x, x_off, pack_weight(w), b, act, res, res_off, norm, nw, nb, eps, out, out_off, threads)
+    if threads != 1:  # the split changes which thread computes a row block, never how: same bits
+        alone = out.copy()
+        k_linear.linear(x, x_off, pack_weight(w), b, act, res, res_off, norm, nw, nb, eps, alone, out_off, 1)
+        np.testing.assert_array_equal(out, alone)
 
     f64 = lambda a: a.astype(np.float64)  # noqa: E731
     args = (f64(x[:, x_off:x_off + K]), f64(w), f64(b), act, f64(res[:, res_off:res_off + N]) if use_res else None)
