@@ -24,7 +24,13 @@ same way), which measured faster than splitting the panels and reading every
 row from both cores. Bias, relu, residual and NoNorm are applied in the
 micro-kernel's registers before the tile is stored; another activation or a
 LayerNorm is a second pass over rows, which are in cache by then.
-``res_off < 0`` means no residual. ``norm``: 0 none, 1 NoNorm
+``res_off < 0`` means no residual.
+
+Weights come from memory (L3) on every call: the full-size model's 94 MiB
+do not stay in cache. Two prefetches hide that: each task asks for a slice
+of the next panel into L1, and for a slice of ``nxt`` (the packed weight of
+the linear op that runs next, or any small dummy) into L2, so that the next
+op finds its first panels there. Both only hint: they change no result. ``norm``: 0 none, 1 NoNorm
 (``y * nw + nb``), 2 LayerNorm over the N outputs of the row (``eps``,
 float64 statistics).
 """
@@ -35,7 +41,7 @@ from numba import njit, prange
 
 from .activations import apply_activation
 from .flags import FASTMATH
-from .simd import COLS, ROWS, prefetch, tile_row, tile_row_epilogue, tile_rows, tile_rows_epilogue  # noqa: F401 (ROWS: used by the runner)
+from .simd import COLS, ROWS, prefetch, prefetch_l2, tile_row, tile_row_epilogue, tile_rows, tile_rows_epilogue  # noqa: F401 (ROWS: used by the runner)
 
 NORM_NONE = 0
 NORM_NONORM = 1
@@ -56,7 +62,7 @@ def pack(w: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off, threads):
+def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off, threads, nxt):
     M = x.shape[0]
     P, K, _ = wp.shape
     N = b.shape[0]
@@ -66,7 +72,12 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off, 
     share = (M + threads - 1) // max(threads, 1)
     per_chunk = max(1, min(CHUNK_ROWS, share + ROWS - 1) // ROWS)
     chunks = (M + per_chunk * ROWS - 1) // (per_chunk * ROWS)
-    for t in prange(chunks * P * per_chunk):
+    tasks = chunks * P * per_chunk
+    ahead = nxt.reshape(-1)
+    ahead_part = (ahead.shape[0] + tasks - 1) // tasks
+    for t in prange(tasks):
+        if t * ahead_part < ahead.shape[0]:  # this task's share of the next op's weight, into L2
+            prefetch_l2(ahead, t * ahead_part, min(ahead_part, ahead.shape[0] - t * ahead_part))
         c = t // (P * per_chunk)
         rest = t - c * P * per_chunk
         p = rest // per_chunk

@@ -335,28 +335,38 @@ def softmax_row(typingctx, row, length, mask_row, scale):
     return sig, codegen
 
 
-@intrinsic
-def prefetch(typingctx, arr, start, count):
-    """Hint the CPU to bring ``count`` float32 of a C-contiguous array from ``start`` on into cache.
+def _make_prefetch(locality: int):
+    """An intrinsic ``prefetch(arr, start, count)`` with LLVM's cache locality hint (3: L1, 2: L2)."""
 
-    One ``llvm.prefetch`` per 64-byte line (a no-op where the target has none).
-    """
-    if not (isinstance(arr, types.Array) and arr.layout == "C" and arr.dtype == types.float32):
-        return None
-    sig = types.void(arr, types.intp, types.intp)
+    @intrinsic
+    def prefetch(typingctx, arr, start, count):
+        """Hint the CPU to bring ``count`` float32 of a C-contiguous array from ``start`` on into cache.
 
-    def codegen(context, builder, signature, args):
-        i8p = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        i64 = ir.IntType(64)
-        A = context.make_array(signature.args[0])(context, builder, args[0])
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                            "llvm.prefetch.p0")
-        lines = builder.udiv(builder.add(args[2], ir.Constant(i64, 15)), ir.Constant(i64, 16))
-        with cgutils.for_range(builder, lines) as loop:
-            elem = builder.add(args[1], builder.mul(loop.index, ir.Constant(i64, 16)))
-            ptr = builder.bitcast(builder.gep(A.data, [elem]), i8p)
-            builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
+        One ``llvm.prefetch`` per 64-byte line (a no-op where the target has none).
+        """
+        if not (isinstance(arr, types.Array) and arr.layout == "C" and arr.dtype == types.float32):
+            return None
+        sig = types.void(arr, types.intp, types.intp)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            i8p = ir.IntType(8).as_pointer()
+            i32 = ir.IntType(32)
+            i64 = ir.IntType(64)
+            A = context.make_array(signature.args[0])(context, builder, args[0])
+            fn = cgutils.get_or_insert_function(builder.module,
+                                                ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
+                                                "llvm.prefetch.p0")
+            lines = builder.udiv(builder.add(args[2], ir.Constant(i64, 15)), ir.Constant(i64, 16))
+            with cgutils.for_range(builder, lines) as loop:
+                elem = builder.add(args[1], builder.mul(loop.index, ir.Constant(i64, 16)))
+                ptr = builder.bitcast(builder.gep(A.data, [elem]), i8p)
+                builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, locality), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return prefetch
+
+
+prefetch = _make_prefetch(3)  # into L1: the next panel of the weight being multiplied
+prefetch_l2 = _make_prefetch(2)  # into L2: the weight of the op that runs next

@@ -35,6 +35,7 @@ def _ro(a: np.ndarray) -> np.ndarray:
 _NO_VECTOR = _ro(np.zeros(1, np.float32))
 _NO_MATRIX = np.zeros((1, 1), np.float32)
 _NO_PROBS = np.zeros((1, 1, 1, 1), np.float32)
+_NO_PANEL = _ro(np.zeros((1, 1, 1), np.float32))
 _NO_SCALES = _ro(np.zeros(0, np.float32))
 
 
@@ -104,6 +105,9 @@ class Arena:
         self.input_ids, self.attention_mask, self.token_type_ids, self.position_ids = (
             ints["ids"], ints["mask"], ints["types"], ints["positions"])
         self.trigram_mask_aware = 1
+        # each float32 linear prefetches the packed weight of the next one (see kernels.linear)
+        dense = [op for op in graph.ops if isinstance(op, Linear) and op.q is None]
+        self._next_weight = {id(a): b.wp for a, b in zip(dense, dense[1:])}
         self.plan = [(op.name, *self._bind(op)) for op in graph.ops]
 
     def view(self, ref: Ref) -> np.ndarray:
@@ -121,7 +125,8 @@ class Arena:
                                            q.corr, q.outliers, q.outlier_w, op.b, op.act, res, res_off,
                                            op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off)
             return k_linear.linear, (B[op.x.buf], op.x.off, op.wp, op.b, op.act, res, res_off,
-                                     op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off, self.threads)
+                                     op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off, self.threads,
+                                     self._next_weight.get(id(op), _NO_PANEL))
         if isinstance(op, FeedForward):
             a, b = op.first, op.second
             nw = b.nw if b.nw is not None else _NO_VECTOR

@@ -51,6 +51,17 @@ def run(model, ids=IDS):
     return {k: out[k] for k in out.keys()}
 
 
+# heads whose outputs pass through the pooler (classifier_activation: tanh)
+POOLED_HEADS = ("MobileBertForPreTraining", "MobileBertForNextSentencePrediction",
+                "MobileBertForSequenceClassification", "MobileBertForMultipleChoice")
+
+
+def hidden(model, ids):
+    if isinstance(model, mbengine.MobileBertForMultipleChoice):
+        ids = np.stack([ids, np.roll(ids, 1, axis=0)], axis=1)
+    return model(ids, output_hidden_states=True).hidden_states[-1]
+
+
 def quantized(model, **options):
     description, batches = q8.calibration_batches(model, None, None, batch_size=4, max_length=32, seed=1)
     return q8.quantize(model, batches, calibration=description, **options)
@@ -94,9 +105,17 @@ def test_every_head_int8_on_every_variant(tmp_path_factory, cls_name, config, se
     A wiring mistake (a wrong scale, an outlier channel mapped to the wrong
     column, a skipped correction) gives errors of order 1. The accuracy bound
     proper is test_every_head_close_to_float32, at a fixed config.
+
+    The pooler's tanh is switched off for the heads that read it, as in that
+    test and for its reason: on these unnormalised random states the tanh's
+    inputs are ~10, and 3% error in the last hidden state turned into 58% in
+    a multiple-choice logit (config seed 230, hypothesis' find). The encoder's
+    wiring is checked on every config through the hidden states.
     """
     if cls_name in ("MobileBertForPreTraining", "MobileBertForMaskedLM"):
         assume(config.hidden_size >= config.embedding_size)  # else HF cannot build the head either
+    if cls_name in POOLED_HEADS:
+        config = MobileBertConfig.from_dict({**config.to_dict(), "classifier_activation": False})
     path = checkpoint(tmp_path_factory, cls_name, config, seed)
     cls = getattr(mbengine, cls_name)
     ids = np.random.default_rng(seed).integers(1, config.vocab_size, (3, 16))
@@ -111,6 +130,8 @@ def test_every_head_int8_on_every_variant(tmp_path_factory, cls_name, config, se
         assert np.isfinite(got[key]).all()
         err = rel_err(got[key], want)
         assert err < 0.5, f"{cls_name}.{key}: relative error {err:.3g} vs float32"
+    err = rel_err(hidden(model, ids), hidden(cls.from_pretrained(path), ids))
+    assert err < 0.5, f"{cls_name}: last hidden state, relative error {err:.3g} vs float32"
 
 
 @pytest.mark.parametrize("cls_name", list(HEADS))
