@@ -102,9 +102,7 @@ def linear_systems(M: int, K: int, N: int, rng: np.random.Generator, int8: bool 
     if "threads" in params:
         linear_args += (threads,)
     if "nxt" in params:  # nothing to prefetch: the bench times one op, its weight in cache
-        no_next = np.zeros((1, 1, 1), np.float32)
-        no_next.flags.writeable = False
-        linear_args += (no_next,)
+        linear_args += (np.zeros(1, np.uint8),)
 
     def ours():
         L.linear(*linear_args)
@@ -157,10 +155,11 @@ def int8_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray):
     nw = np.ones(N, np.float32)
     nb = np.zeros(N, np.float32)
     out = np.zeros((M, N), np.float32)
+    extra = (np.zeros(1, np.uint8),) if "nxt" in inspect.signature(Q.qlinear.py_func).parameters else ()
 
     def run():
         Q.qlinear(x, 0, mask, qx, sx, qw.wq, qw.scale, qw.corr, qw.outliers, qw.outlier_w, b, 0, dummy_res, -1,
-                  0, nw, nb, 1e-5, out, 0)
+                  0, nw, nb, 1e-5, out, 0, *extra)
 
     return run, out
 

@@ -28,9 +28,10 @@ LayerNorm is a second pass over rows, which are in cache by then.
 
 Weights come from memory (L3) on every call: the full-size model's 94 MiB
 do not stay in cache. Two prefetches hide that: each task asks for a slice
-of the next panel into L1, and for a slice of ``nxt`` (the packed weight of
-the linear op that runs next, or any small dummy) into L2, so that the next
-op finds its first panels there. Both only hint: they change no result. ``norm``: 0 none, 1 NoNorm
+of the next panel into L1, and for a slice of ``nxt`` (the bytes of the
+packed weight of the linear op that runs next, a 1-D uint8 view, or any small
+dummy) into L2, so that the next op finds its weight there. Both only hint:
+they change no result. ``norm``: 0 none, 1 NoNorm
 (``y * nw + nb``), 2 LayerNorm over the N outputs of the row (``eps``,
 float64 statistics).
 """
@@ -73,7 +74,7 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off, 
     per_chunk = max(1, min(CHUNK_ROWS, share + ROWS - 1) // ROWS)
     chunks = (M + per_chunk * ROWS - 1) // (per_chunk * ROWS)
     tasks = chunks * P * per_chunk
-    ahead = nxt.reshape(-1)
+    ahead = nxt
     ahead_part = (ahead.shape[0] + tasks - 1) // tasks
     for t in prange(tasks):
         if t * ahead_part < ahead.shape[0]:  # this task's share of the next op's weight, into L2

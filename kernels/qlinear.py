@@ -49,6 +49,7 @@ from numba import njit, prange
 
 from .flags import FASTMATH
 from .linear import _epilogue_row
+from .simd import prefetch_l2
 from .qsimd import CACHE, COLS, OFFSET, ROWS, VARIANT, float_from_bits, qtile_row, qtile_rows  # noqa: F401 (VARIANT: re-exported)
 
 QX_DTYPE = np.uint8 if OFFSET else np.int8  # the quantized activations' storage type
@@ -102,16 +103,21 @@ def correction(wp: np.ndarray) -> np.ndarray:
 
 @njit(cache=CACHE, parallel=True, fastmath=FASTMATH)
 def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off, norm, nw, nb, eps,
-            out, out_off):
+            out, out_off, nxt):
     """The int8 linear (module doc). ``mask``: (K,) int32, INLIER or 0 (an outlier) per input channel; ``qx`` (>= M, >= 4 K4)
     and ``sx`` (>= M,) are scratch; ``sw`` and ``corr`` are padded to whole panels; ``oidx`` (J,) and
-    ``ow`` (J, N) the outlier channels."""
+    ``ow`` (J, N) the outlier channels. ``nxt``: the bytes of the next linear op's weight (1-D uint8), which
+    the tasks share out and prefetch into L2, as the float32 kernel does (a hint: no effect on results)."""
     M = x.shape[0]
     K = mask.shape[0]
     P, K4, _ = wq.shape
     N = b.shape[0]
     xbits = x.view(np.int32)  # once per call: a view() per row cost more than the row's quantization
-    for c in prange((M + TASK_ROWS - 1) // TASK_ROWS):
+    tasks = (M + TASK_ROWS - 1) // TASK_ROWS
+    ahead_part = (nxt.shape[0] + tasks - 1) // tasks
+    for c in prange(tasks):
+        if c * ahead_part < nxt.shape[0]:
+            prefetch_l2(nxt, c * ahead_part, min(ahead_part, nxt.shape[0] - c * ahead_part))
         r0 = c * TASK_ROWS
         r1 = min(r0 + TASK_ROWS, M)
         for i in range(r0, r1):

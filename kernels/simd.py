@@ -340,11 +340,11 @@ def _make_prefetch(locality: int):
 
     @intrinsic
     def prefetch(typingctx, arr, start, count):
-        """Hint the CPU to bring ``count`` float32 of a C-contiguous array from ``start`` on into cache.
+        """Hint the CPU to bring ``count`` elements of a C-contiguous array from ``start`` on into cache.
 
         One ``llvm.prefetch`` per 64-byte line (a no-op where the target has none).
         """
-        if not (isinstance(arr, types.Array) and arr.layout == "C" and arr.dtype == types.float32):
+        if not (isinstance(arr, types.Array) and arr.layout == "C"):
             return None
         sig = types.void(arr, types.intp, types.intp)
 
@@ -356,9 +356,10 @@ def _make_prefetch(locality: int):
             fn = cgutils.get_or_insert_function(builder.module,
                                                 ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
                                                 "llvm.prefetch.p0")
-            lines = builder.udiv(builder.add(args[2], ir.Constant(i64, 15)), ir.Constant(i64, 16))
+            per_line = max(1, 64 // context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype)))
+            lines = builder.udiv(builder.add(args[2], ir.Constant(i64, per_line - 1)), ir.Constant(i64, per_line))
             with cgutils.for_range(builder, lines) as loop:
-                elem = builder.add(args[1], builder.mul(loop.index, ir.Constant(i64, 16)))
+                elem = builder.add(args[1], builder.mul(loop.index, ir.Constant(i64, per_line)))
                 ptr = builder.bitcast(builder.gep(A.data, [elem]), i8p)
                 builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, locality), ir.Constant(i32, 1)])
             return context.get_dummy_value()

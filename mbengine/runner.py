@@ -35,7 +35,12 @@ def _ro(a: np.ndarray) -> np.ndarray:
 _NO_VECTOR = _ro(np.zeros(1, np.float32))
 _NO_MATRIX = np.zeros((1, 1), np.float32)
 _NO_PROBS = np.zeros((1, 1, 1, 1), np.float32)
-_NO_PANEL = _ro(np.zeros((1, 1, 1), np.float32))
+_NO_BYTES = _ro(np.zeros(1, np.uint8))
+
+
+def _bytes(a: np.ndarray) -> np.ndarray:
+    """A C-contiguous array's bytes as a flat uint8 view (what the kernels prefetch)."""
+    return a.reshape(-1).view(np.uint8)
 _NO_SCALES = _ro(np.zeros(0, np.float32))
 
 
@@ -105,9 +110,9 @@ class Arena:
         self.input_ids, self.attention_mask, self.token_type_ids, self.position_ids = (
             ints["ids"], ints["mask"], ints["types"], ints["positions"])
         self.trigram_mask_aware = 1
-        # each float32 linear prefetches the packed weight of the next one (see kernels.linear)
-        dense = [op for op in graph.ops if isinstance(op, Linear) and op.q is None]
-        self._next_weight = {id(a): b.wp for a, b in zip(dense, dense[1:])}
+        # each linear prefetches the packed weight of the next one (see kernels.linear)
+        linears = [op for op in graph.ops if isinstance(op, Linear)]
+        self._next_weight = {id(a): _bytes(b.wp if b.q is None else b.q.wq) for a, b in zip(linears, linears[1:])}
         self.plan = [(op.name, *self._bind(op)) for op in graph.ops]
 
     def view(self, ref: Ref) -> np.ndarray:
@@ -123,10 +128,11 @@ class Arena:
                 q = op.q
                 return k_qlinear.qlinear, (B[op.x.buf], op.x.off, q.mask, self.qx, self.qscale, q.wq, q.scale,
                                            q.corr, q.outliers, q.outlier_w, op.b, op.act, res, res_off,
-                                           op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off)
+                                           op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off,
+                                           self._next_weight.get(id(op), _NO_BYTES))
             return k_linear.linear, (B[op.x.buf], op.x.off, op.wp, op.b, op.act, res, res_off,
                                      op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off, self.threads,
-                                     self._next_weight.get(id(op), _NO_PANEL))
+                                     self._next_weight.get(id(op), _NO_BYTES))
         if isinstance(op, FeedForward):
             a, b = op.first, op.second
             nw = b.nw if b.nw is not None else _NO_VECTOR

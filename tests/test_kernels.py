@@ -357,12 +357,12 @@ def run_linear_case(M, K, N, act, use_res, norm, scale, offs, extra, eps, seed, 
     out = framed(M, out_off + N + extra, out_off, N)
     x_before, res_before = x.copy(), res.copy()
 
-    nxt = readonly(rng.standard_normal((2, 3, 4)))  # a next op's weight to prefetch: a hint, no effect on results
+    nxt = readonly(rng.standard_normal(24)).view(np.uint8)  # a next op's weight to prefetch: a hint, no effect
     k_linear.linear(x, x_off, pack_weight(w), b, act, res, res_off, norm, nw, nb, eps, out, out_off, threads, nxt)
     if threads != 1:  # the split changes which thread computes a row block, never how: same bits
         alone = out.copy()
         k_linear.linear(x, x_off, pack_weight(w), b, act, res, res_off, norm, nw, nb, eps, alone, out_off, 1,
-                        readonly(np.zeros((1, 1, 1))))
+                        np.zeros(1, np.uint8))
         np.testing.assert_array_equal(out, alone)
 
     f64 = lambda a: a.astype(np.float64)  # noqa: E731

@@ -90,7 +90,10 @@ def scratch(M, K, extra_rows=0, extra_cols=0):
 
 def call_qlinear(x, x_off, qw, qx, sx, b, act, res, res_off, norm, nw, nb, eps, out, out_off):
     Q.qlinear(x, x_off, qw["mask"], qx, sx, qw["wp"], qw["sw_pad"], qw["corr"], qw["oidx"], qw["ow"],
-              b, act, res, res_off, norm, nw, nb, eps, out, out_off)
+              b, act, res, res_off, norm, nw, nb, eps, out, out_off, NEXT_WEIGHT)
+
+
+NEXT_WEIGHT = np.arange(300, dtype=np.int32).view(np.uint8)  # bytes to prefetch: a hint, no effect on results
 
 
 def quantize_ref(xin, inlier):
