@@ -1,8 +1,8 @@
-"""python -m bench {suite,model,kernels,int8,profile,startup,memory,soak,dask} [options]: run one of the benchmarks (options as for the scripts)."""
+"""python -m bench {suite,model,kernels,int8,profile,startup,memory,contention,soak,dask} [options]: run one of the benchmarks (options as for the scripts)."""
 
 import sys
 
-USAGE = "usage: python -m bench {suite,model,kernels,int8,profile,startup,memory,soak,dask} [options]   (python -m bench model --help for options)"
+USAGE = "usage: python -m bench {suite,model,kernels,int8,profile,startup,memory,contention,soak,dask} [options]   (python -m bench model --help for options)"
 
 
 def main(argv=None) -> None:
@@ -34,6 +34,8 @@ def main(argv=None) -> None:
         from bench import bench_startup as mod
     elif which == "memory":
         from bench import bench_memory as mod
+    elif which == "contention":
+        from bench import bench_contention as mod
     elif which == "soak":
         from bench import bench_soak as mod
     elif which == "dask":
