@@ -17,7 +17,7 @@ def main(argv=None) -> None:
         steps = [["kernels", "--threads", "1", "2"],
                  ["model", "--seq", "32", "128", "384", "--batch", "1", "8", "--threads", "1", "2",
                   "--repeats", "10", "--name", "model_grid"],
-                 ["model", "--threads", "1", "2"], ["int8"], ["profile"], ["startup"], ["memory"]]
+                 ["model", "--threads", "1", "2"], ["int8"], ["profile"], ["startup"], ["memory"], ["contention"]]
         for step in steps:
             print("== python -m bench", " ".join(step), flush=True)
             subprocess.run([sys.executable, "-m", "bench", *step, *rest], check=True)
