@@ -42,7 +42,8 @@ from numba import njit, prange
 
 from .activations import apply_activation
 from .flags import FASTMATH
-from .simd import COLS, ROWS, prefetch, prefetch_l2, tile_row, tile_row_epilogue, tile_rows, tile_rows_epilogue  # noqa: F401 (ROWS: used by the runner)
+from .simd import (COLS, ROWS, prefetch, prefetch_l2, tile_row, tile_row_epilogue,  # noqa: F401 (ROWS: the runner's)
+                   tile_rows, tile_rows_epilogue)
 
 NORM_NONE = 0
 NORM_NONORM = 1
@@ -74,11 +75,10 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off, 
     per_chunk = max(1, min(CHUNK_ROWS, share + ROWS - 1) // ROWS)
     chunks = (M + per_chunk * ROWS - 1) // (per_chunk * ROWS)
     tasks = chunks * P * per_chunk
-    ahead = nxt
-    ahead_part = (ahead.shape[0] + tasks - 1) // tasks
+    ahead_part = (nxt.shape[0] + tasks - 1) // tasks
     for t in prange(tasks):
-        if t * ahead_part < ahead.shape[0]:  # this task's share of the next op's weight, into L2
-            prefetch_l2(ahead, t * ahead_part, min(ahead_part, ahead.shape[0] - t * ahead_part))
+        if t * ahead_part < nxt.shape[0]:  # this task's share of the next op's weight, into L2
+            prefetch_l2(nxt, t * ahead_part, min(ahead_part, nxt.shape[0] - t * ahead_part))
         c = t // (P * per_chunk)
         rest = t - c * P * per_chunk
         p = rest // per_chunk
@@ -122,20 +122,6 @@ def _panel_epilogue(x, x_off, w, out, out_off, c0, i0, i1, width, K, b, act, res
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _epilogue_cols(out, i, out_off, c0, width, b, act, res, res_off, norm, nw, nb):
-    o = out[i, out_off + c0:out_off + c0 + width]
-    for n in range(width):
-        y = o[n] + b[c0 + n]
-        if act == 1:
-            y = max(y, np.float32(0.0))
-        if res_off >= 0:
-            y += res[i, res_off + c0 + n]
-        if norm == NORM_NONORM:
-            y = y * nw[c0 + n] + nb[c0 + n]
-        o[n] = y
-
-
-@njit(cache=True, fastmath=FASTMATH, inline="always")
 def _panel(x, x_off, w, out, oc, i0, i1, width, K):
     """out[i0:i1, oc:oc + width] = x[i0:i1, x_off:x_off + K] @ w[:, :width]  (w: one (K, COLS) panel)."""
     if width == COLS and i1 - i0 == ROWS:
@@ -147,30 +133,36 @@ def _panel(x, x_off, w, out, oc, i0, i1, width, K):
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
 def _epilogue_row(out, i, out_off, N, b, act, res, res_off, norm, nw, nb, eps):
-    """Apply bias, activation, residual and norm to out[i, out_off:out_off+N].
+    """Apply bias, activation, residual and norm to out[i, out_off:out_off+N]."""
+    _epilogue_cols(out, i, out_off, 0, N, b, act, res, res_off, norm, nw, nb)
+    if norm == NORM_LAYERNORM:
+        _layernorm_row(out, i, out_off, N, nw, nb, eps)
 
-    Each step is its own loop over the row, with the choice made outside it,
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _epilogue_cols(out, i, out_off, c0, width, b, act, res, res_off, norm, nw, nb):
+    """Bias, activation, residual and NoNorm on outputs c0..c0+width of row i (a LayerNorm: not here).
+
+    Each step is its own loop over the columns, with the choice made outside it,
     so the common cases (no activation, relu, NoNorm) vectorise.
     """
-    o = out[i, out_off:out_off + N]
+    o = out[i, out_off + c0:out_off + c0 + width]
     if act == 0:
-        for n in range(N):
-            o[n] += b[n]
+        for n in range(width):
+            o[n] += b[c0 + n]
     elif act == 1:
-        for n in range(N):
-            o[n] = max(o[n] + b[n], np.float32(0.0))
+        for n in range(width):
+            o[n] = max(o[n] + b[c0 + n], np.float32(0.0))
     else:
-        for n in range(N):
-            o[n] = apply_activation(o[n] + b[n], act)
+        for n in range(width):
+            o[n] = apply_activation(o[n] + b[c0 + n], act)
     if res_off >= 0:
-        r = res[i, res_off:res_off + N]
-        for n in range(N):
+        r = res[i, res_off + c0:res_off + c0 + width]
+        for n in range(width):
             o[n] += r[n]
     if norm == NORM_NONORM:
-        for n in range(N):
-            o[n] = o[n] * nw[n] + nb[n]
-    elif norm == NORM_LAYERNORM:
-        _layernorm_row(out, i, out_off, N, nw, nb, eps)
+        for n in range(width):
+            o[n] = o[n] * nw[c0 + n] + nb[c0 + n]
 
 
 @njit(cache=True, inline="always")

@@ -44,7 +44,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .simd import COLS, LANES, ROWS, VECS  # the int8 tile has the float32 tile's geometry
+from .simd import COLS, LANES, ROWS, VECS, splat  # the int8 tile has the float32 tile's geometry
 
 
 def _target_features() -> dict[str, bool]:
@@ -150,15 +150,9 @@ def _make_qtile(rows: int, vecs: int, lanes: int):
             w_cols = builder.extract_value(W.shape, 1)
             o_cols = builder.extract_value(O.shape, 1)
             zero_i32 = ir.Constant(i32v, [0] * lanes)
-            splat = ir.Constant(ir.VectorType(i32, lanes), [0] * lanes)
 
             def const(v):
                 return ir.Constant(i64, v)
-
-            def broadcast(scalar, vec_ty):
-                return builder.shuffle_vector(builder.insert_element(ir.Constant(vec_ty, ir.Undefined), scalar,
-                                                                     ir.Constant(i32, 0)),
-                                              ir.Constant(vec_ty, ir.Undefined), splat)
 
             acc = [[cgutils.alloca_once_value(builder, zero_i32) for _ in range(vecs)] for _ in range(rows)]
             x_row = [builder.mul(builder.add(xr_v, const(r)), x_cols) for r in range(rows)]
@@ -170,7 +164,7 @@ def _make_qtile(rows: int, vecs: int, lanes: int):
                 for r in range(rows):
                     ptr = builder.bitcast(builder.gep(X.data, [builder.add(x_row[r], builder.mul(g, const(4)))]),
                                           i32.as_pointer())
-                    xb = builder.bitcast(broadcast(builder.load(ptr, align=1), i32v), bytes_v)
+                    xb = builder.bitcast(splat(builder, builder.load(ptr, align=1), i32v), bytes_v)
                     for v in range(vecs):
                         builder.store(_dot4(builder, builder.load(acc[r][v]), xb, w[v], lanes), acc[r][v])
             for v in range(vecs):
@@ -181,7 +175,7 @@ def _make_qtile(rows: int, vecs: int, lanes: int):
                 for r in range(rows):
                     value = builder.sub(builder.load(acc[r][v]), corr)
                     if not exact:
-                        sx = broadcast(builder.load(builder.gep(SX.data, [builder.add(xr_v, const(r))])), f32v)
+                        sx = splat(builder, builder.load(builder.gep(SX.data, [builder.add(xr_v, const(r))])), f32v)
                         value = builder.fmul(builder.fmul(builder.sitofp(value, f32v), sw), sx)
                     o_at = builder.add(builder.mul(builder.add(orow_v, const(r)), o_cols),
                                        builder.add(oc_v, const(v * lanes)))

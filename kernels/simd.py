@@ -54,11 +54,20 @@ def _is_vector(a) -> bool:
     return isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and a.dtype == types.float32
 
 
-def _tile_products(context, builder, sig, args, rows, vecs, lanes):
-    """Emit the K loop of a tile; return its accumulators ([row][vec] allocas) and a pointer maker.
+def splat(builder, scalar, vec_ty):
+    """IR: ``scalar`` in every lane of a ``vec_ty`` vector."""
+    lanes = vec_ty.count
+    return builder.shuffle_vector(builder.insert_element(ir.Constant(vec_ty, ir.Undefined), scalar,
+                                                         ir.Constant(ir.IntType(32), 0)),
+                                  ir.Constant(vec_ty, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
 
-    ``args`` start with (x, xr, xc, wt, n0, out, orow, oc, K); ``out_ptr(r, v)``
-    points at out[orow + r, oc + v * lanes].
+
+def _tile_products(context, builder, sig, args, rows, vecs, lanes):
+    """Emit the K loop of a tile; return its accumulators ([row][vec] allocas) and ``store()``.
+
+    ``args`` start with (x, xr, xc, wt, n0, out, orow, oc, K); ``store()`` emits
+    the stores of the accumulators to out[orow + r, oc + v * lanes ...].
     """
     x_v, xr_v, xc_v, wt_v, n0_v, out_v, orow_v, oc_v, k_v = args[:9]
     i64 = ir.IntType(64)
@@ -72,7 +81,6 @@ def _tile_products(context, builder, sig, args, rows, vecs, lanes):
     fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
                                           f"llvm.fmuladd.v{lanes}f32")
     zero = ir.Constant(vec, [0.0] * lanes)
-    splat = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
 
     def const(v):
         return ir.Constant(i64, v)
@@ -86,18 +94,18 @@ def _tile_products(context, builder, sig, args, rows, vecs, lanes):
         w = [builder.load(builder.bitcast(builder.gep(W.data, [builder.add(w_at, const(v * lanes))]),
                                           vec.as_pointer()), align=4) for v in range(vecs)]
         for r in range(rows):
-            xs = builder.load(builder.gep(X.data, [builder.add(x_row[r], k)]))
-            xb = builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), xs,
-                                                               ir.Constant(ir.IntType(32), 0)),
-                                        ir.Constant(vec, ir.Undefined), splat)
+            xb = splat(builder, builder.load(builder.gep(X.data, [builder.add(x_row[r], k)])), vec)
             for v in range(vecs):
                 builder.store(builder.call(fma, [xb, w[v], builder.load(acc[r][v])]), acc[r][v])
 
-    def out_ptr(r, v):
-        o_at = builder.add(builder.mul(builder.add(orow_v, const(r)), o_cols), oc_v)
-        return builder.bitcast(builder.gep(O.data, [builder.add(o_at, const(v * lanes))]), vec.as_pointer())
+    def store():
+        for r in range(rows):
+            o_at = builder.add(builder.mul(builder.add(orow_v, const(r)), o_cols), oc_v)
+            for v in range(vecs):
+                ptr = builder.bitcast(builder.gep(O.data, [builder.add(o_at, const(v * lanes))]), vec.as_pointer())
+                builder.store(builder.load(acc[r][v]), ptr, align=4)
 
-    return acc, out_ptr
+    return acc, store
 
 
 def _make_tile(rows: int, vecs: int, lanes: int):
@@ -116,10 +124,8 @@ def _make_tile(rows: int, vecs: int, lanes: int):
         sig = types.void(x, types.intp, types.intp, wt, types.intp, out, types.intp, types.intp, types.intp)
 
         def codegen(context, builder, signature, args):
-            acc, out_ptr = _tile_products(context, builder, signature, args, rows, vecs, lanes)
-            for r in range(rows):
-                for v in range(vecs):
-                    builder.store(builder.load(acc[r][v]), out_ptr(r, v), align=4)
+            _, store = _tile_products(context, builder, signature, args, rows, vecs, lanes)
+            store()
             return context.get_dummy_value()
 
         return sig, codegen
@@ -150,7 +156,7 @@ def _make_tile_epilogue(rows: int, vecs: int, lanes: int):
         sig = types.void(x, ip, ip, wt, ip, out, ip, ip, ip, b, ip, ip, res, ip, ip, nw, nb)
 
         def codegen(context, builder, signature, args):
-            acc, out_ptr = _tile_products(context, builder, signature, args, rows, vecs, lanes)
+            acc, store = _tile_products(context, builder, signature, args, rows, vecs, lanes)
             i64 = ir.IntType(64)
             vec = ir.VectorType(ir.FloatType(), lanes)
             orow_v = args[6]
@@ -190,9 +196,7 @@ def _make_tile_epilogue(rows: int, vecs: int, lanes: int):
                 scale = [vload(NW.data, column(v)) for v in range(vecs)]
                 shift = [vload(NB.data, column(v)) for v in range(vecs)]
                 update(lambda r, v, y: builder.call(fma, [y, scale[v], shift[v]]))
-            for r in range(rows):
-                for v in range(vecs):
-                    builder.store(builder.load(acc[r][v]), out_ptr(r, v), align=4)
+            store()
             return context.get_dummy_value()
 
         return sig, codegen
@@ -257,15 +261,8 @@ def softmax_row(typingctx, row, length, mask_row, scale):
         R = context.make_array(signature.args[0])(context, builder, args[0])
         Mk = context.make_array(signature.args[2])(context, builder, args[2])
         n = args[1]
-
-        def splat(x):
-            return builder.shuffle_vector(builder.insert_element(ir.Constant(vec, ir.Undefined), x,
-                                                                 ir.Constant(ir.IntType(32), 0)),
-                                          ir.Constant(vec, ir.Undefined),
-                                          ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
-
         scale_s = args[3]
-        scale_v = splat(scale_s)
+        scale_v = splat(builder, scale_s, vec)
         whole = builder.mul(builder.udiv(n, ir.Constant(i64, LANES)), ir.Constant(i64, LANES))
 
         def vptr(data, i):
@@ -302,7 +299,7 @@ def softmax_row(typingctx, row, length, mask_row, scale):
         reduce_max = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [vec]),
                                                     f"llvm.vector.reduce.fmax.v{LANES}f32")
         m_s = builder.call(smax, [builder.call(reduce_max, [builder.load(acc_v)]), builder.load(acc_s)])
-        m_v = splat(m_s)
+        m_v = splat(builder, m_s, vec)
         builder.store(ir.Constant(vec, [0.0] * LANES), acc_v)
         builder.store(ir.Constant(f32, 0.0), acc_s)
 
@@ -321,7 +318,7 @@ def softmax_row(typingctx, row, length, mask_row, scale):
                                                     f"llvm.vector.reduce.fadd.v{LANES}f32")
         total = builder.call(reduce_add, [builder.load(acc_s), builder.load(acc_v)])
         inv_s = builder.fdiv(ir.Constant(f32, 1.0), total)
-        inv_v = splat(inv_s)
+        inv_v = splat(builder, inv_s, vec)
 
         def norm_v(i):
             builder.store(builder.fmul(builder.load(vptr(R.data, i), align=4), inv_v), vptr(R.data, i), align=4)

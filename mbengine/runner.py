@@ -36,12 +36,12 @@ _NO_VECTOR = _ro(np.zeros(1, np.float32))
 _NO_MATRIX = np.zeros((1, 1), np.float32)
 _NO_PROBS = np.zeros((1, 1, 1, 1), np.float32)
 _NO_BYTES = _ro(np.zeros(1, np.uint8))
+_NO_SCALES = _ro(np.zeros(0, np.float32))
 
 
 def _bytes(a: np.ndarray) -> np.ndarray:
     """A C-contiguous array's bytes as a flat uint8 view (what the kernels prefetch)."""
     return a.reshape(-1).view(np.uint8)
-_NO_SCALES = _ro(np.zeros(0, np.float32))
 
 
 def _int8_width(graph: Graph) -> int:
