@@ -3,9 +3,10 @@
     python bench/bench_soak.py [--calls 20000]
 
 A small random MobileBERT (no torch needed) runs batches of 1..8 x 1..64 tokens
-with random right padding. RSS (from /proc/self/statm) is sampled every 1000
-calls; the runner keeps at most 4 arenas (one per recent (batch, seq) shape),
-so RSS should flatten after the first thousands of calls.
+with random right padding, then ``--fixed-calls`` more at one shape (4 x 32).
+RSS (from /proc/self/statm) is sampled every 1000 calls. The runner keeps at
+most 4 arenas (one per recent (batch, seq) shape), so random shapes rebuild an
+arena's plan on nearly every call, and a repeating shape never does.
 Results: bench/results/soak.json and soak.md.
 """
 
@@ -35,6 +36,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=20000)
     ap.add_argument("--every", type=int, default=1000)
+    ap.add_argument("--fixed-calls", type=int, default=10000)
     args = ap.parse_args(argv)
     from mbengine import MobileBertModel
     from mbengine.cli import random_checkpoint
@@ -51,21 +53,23 @@ def main(argv=None):
         reference = model(probe).last_hidden_state
         t0 = time.perf_counter()
         tokens = 0
-        for i in range(1, args.calls + 1):
-            batch, seq = int(rng.integers(1, 9)), int(rng.integers(1, 65))
+        for i in range(1, args.calls + args.fixed_calls + 1):
+            fixed = i > args.calls
+            batch, seq = (4, 32) if fixed else (int(rng.integers(1, 9)), int(rng.integers(1, 65)))
             mask = (np.arange(seq)[None] < rng.integers(1, seq + 1, (batch, 1))).astype(np.int64)
             model(rng.integers(0, 1000, (batch, seq)), attention_mask=mask)
             tokens += batch * seq
             if i % args.every == 0:
                 same = bool(np.array_equal(model(probe).last_hidden_state, reference))
-                rows.append({"calls": i, "RSS MiB": round(rss_mib(), 1), "seconds": round(time.perf_counter() - t0, 1),
+                rows.append({"calls": i, "shapes": "4 x 32" if fixed else "random", "RSS MiB": round(rss_mib(), 1),
+                             "seconds": round(time.perf_counter() - t0, 1),
                              "calls/s": round(i / (time.perf_counter() - t0)), "probe identical": same})
                 print(rows[-1], flush=True)
     data = {"environment": common.environment(), "command": common.command_line(), "date": common.now(),
             "rows": rows, "tokens": tokens}
     common.write_results("soak", data, title="Soak: RSS over many calls of varying shape",
                          notes=["model: 4-layer MobileBERT, hidden 64, random weights; batch 1..8 x seq 1..64, "
-                                "random right padding"])
+                                "random right padding; then one shape, 4 x 32"])
 
 
 if __name__ == "__main__":
