@@ -109,7 +109,9 @@ class Arena:
         ints = carve(np.int64, {k: (batch, seq) for k in ("ids", "mask", "types", "positions")})
         self.input_ids, self.attention_mask, self.token_type_ids, self.position_ids = (
             ints["ids"], ints["mask"], ints["types"], ints["positions"])
-        self.trigram_mask_aware = 1
+        # read by the embedding op at call time; an array, so the plan need not refer to the arena
+        # (a plan holding its arena would be a reference cycle, freed only by the cyclic collector)
+        self.trigram_mask_aware = np.ones(1, np.int64)
         # each linear prefetches the packed weight of the next one (see kernels.linear)
         linears = [op for op in graph.ops if isinstance(op, Linear)]
         self._next_weight = {id(a): _bytes(b.wp if b.q is None else b.q.wq) for a, b in zip(linears, linears[1:])}
@@ -149,7 +151,8 @@ class Arena:
         if isinstance(op, EmbedWords):
             assert op.out.off == 0 and op.out.width == self.bufs[op.out.buf].shape[1]
             scale = op.scale if op.scale is not None else _NO_SCALES
-            return _embed_words, (self, op.table, scale, int(op.trigram), B[op.out.buf])
+            return _embed_words, (self.input_ids, self.attention_mask, op.table, scale, int(op.trigram),
+                                  self.trigram_mask_aware, B[op.out.buf])
         if isinstance(op, EmbedPositions):
             assert op.out.off == 0
             return k_embeddings.embed_positions, (self.position_ids, self.token_type_ids, op.positions,
@@ -169,7 +172,7 @@ class Arena:
         self.position_ids[...] = position_ids
         # additive mask: 0 for visible keys, float32 min for padding
         np.multiply(self.attention_mask == 0, MASK_MIN, out=self.mask_add)
-        self.trigram_mask_aware = int(trigram_mask_aware)
+        self.trigram_mask_aware[0] = int(trigram_mask_aware)
 
 
 def _layout(dtype, shapes: dict) -> tuple[dict, int]:
@@ -206,9 +209,8 @@ def _max_threads() -> int:
     return numba.config.NUMBA_NUM_THREADS
 
 
-def _embed_words(arena: Arena, table, scale, trigram, out):
-    k_embeddings.embed_words(arena.input_ids, arena.attention_mask, table, scale, trigram,
-                             arena.trigram_mask_aware, out)
+def _embed_words(ids, mask, table, scale, trigram, mask_aware, out):
+    k_embeddings.embed_words(ids, mask, table, scale, trigram, int(mask_aware[0]), out)
 
 
 _PROCESS_LOCK = threading.RLock()
