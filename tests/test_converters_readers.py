@@ -424,8 +424,19 @@ def test_damaged_h5_names_the_file(tmp_path, damage):
 
 
 # ---------------------------------------------------------------------------- CRC-32C
-def test_crc32c_known_values_and_both_paths():
+def test_crc32c_known_values_and_input_kinds():
     assert checksum.crc32c(b"") == 0
-    assert checksum.crc32c(b"123456789") == 0xE3069283  # the standard check value
-    data = np.random.default_rng(0).integers(0, 256, 3 * 65536 + 123, dtype=np.uint8).tobytes()
-    assert checksum.crc32c(data) == checksum._update(0xFFFFFFFF, data) ^ 0xFFFFFFFF  # lanes vs byte loop
+    assert checksum.crc32c(b"123456789") == 0xE3069283  # the standard check value (RFC 3720)
+    assert checksum.masked_crc32c(b"") == 0xA282EAD8  # mask(0) is LevelDB's delta
+    data = np.random.default_rng(0).integers(0, 256, 3 * 65536 + 123, dtype=np.uint8)
+    want = checksum.crc32c(data.tobytes())
+    assert checksum.crc32c(memoryview(data.tobytes())) == want  # as read_bundle passes mmap slices
+    assert checksum.crc32c(data) == want
+
+
+def test_tf1_without_google_crc32c_names_the_file_and_the_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "google_crc32c", None)  # import fails as if not installed
+    with pytest.raises(CheckpointError) as info:
+        tf_bundle.read_tf_checkpoint(fixture("tf1", "model.ckpt"))
+    assert fixture("tf1", "model.ckpt.index") in str(info.value)
+    assert "mbengine[tf]" in str(info.value)
