@@ -270,6 +270,8 @@ def _print(result, as_json: bool) -> None:
 def _task(args) -> int:
     from .pipelines import pipeline
 
+    if getattr(args, "max_length", None) is not None and not args.truncation:
+        raise ValueError("--max-length applies only with --truncation")
     pipe = pipeline(args.command, model=args.model, threads=args.threads, batch_size=args.batch_size)
     task = args.command
     if task == "question-answering":
@@ -280,17 +282,19 @@ def _task(args) -> int:
                     max_answer_len=args.max_answer_len, handle_impossible_answer=args.impossible), args.json)
         return 0
     if task == "multiple-choice":
-        _print(pipe(args.prompt, args.choice), args.json)
+        _print(pipe(args.prompt, args.choice, truncation=args.truncation), args.json)
         return 0
     if task == "next-sentence":
-        _print(pipe(args.text_a, args.text_b), args.json)
+        _print(pipe(args.text_a, args.text_b, truncation=args.truncation), args.json)
         return 0
     texts = _read_texts(args)
+    cut = {"truncation": True, "max_length": args.max_length} if getattr(args, "truncation", False) else {}
     kwargs = {
-        "fill-mask": lambda: {"top_k": args.top_k, **({"targets": args.targets} if args.targets else {})},
-        "text-classification": lambda: {} if args.top_k is None else {"top_k": args.top_k},
+        "fill-mask": lambda: {"top_k": args.top_k, **({"targets": args.targets} if args.targets else {}),
+                              **({"tokenizer_kwargs": cut} if cut else {})},
+        "text-classification": lambda: {**({} if args.top_k is None else {"top_k": args.top_k}), **cut},
         "token-classification": lambda: {"aggregation_strategy": args.aggregation},
-        "feature-extraction": lambda: {"pooling": args.pooling, "normalize": args.normalize},
+        "feature-extraction": lambda: {"pooling": args.pooling, "normalize": args.normalize, **cut},
     }[task]()
     step = max(args.batch_size * 8, 1)
     show = len(texts) > step and not args.json or len(texts) > 4 * step
@@ -320,13 +324,22 @@ def _add_tasks(sub) -> None:
         p.add_argument("--batch-size", type=int, default=8)
         p.set_defaults(func=_task)
 
+    def truncation(p, max_length=True):
+        p.add_argument("--truncation", action="store_true",
+                       help="cut inputs longer than the model takes (else such an input is an error)")
+        if max_length:
+            p.add_argument("--max-length", type=int, default=None,
+                           help="with --truncation: cut at this many tokens (default: the model's limit)")
+
     p = sub.add_parser("fill-mask", help="predict [MASK] tokens")
     common(p)
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--targets", nargs="+", help="only score these words")
+    truncation(p)
     p = sub.add_parser("text-classification", help="classify texts")
     common(p)
     p.add_argument("--top-k", type=int, default=None, help="return the k best labels per text")
+    truncation(p)
     p = sub.add_parser("token-classification", help="tag tokens / find entities")
     common(p)
     p.add_argument("--aggregation", default="simple", choices=["none", "simple", "first", "average", "max"])
@@ -334,6 +347,7 @@ def _add_tasks(sub) -> None:
     common(p)
     p.add_argument("--pooling", default="mean", choices=["cls", "mean"])
     p.add_argument("--normalize", action="store_true")
+    truncation(p)
     p = sub.add_parser("question-answering", help="find answers in a context")
     common(p)
     p.add_argument("--question", required=True)
@@ -346,10 +360,12 @@ def _add_tasks(sub) -> None:
     common(p, texts=False)
     p.add_argument("--prompt", required=True)
     p.add_argument("--choice", action="append", required=True)
+    truncation(p, max_length=False)
     p = sub.add_parser("next-sentence", help="probability that B follows A")
     common(p, texts=False)
     p.add_argument("text_a")
     p.add_argument("text_b")
+    truncation(p, max_length=False)
 
 
 def _calibration_args(p) -> None:

@@ -459,3 +459,29 @@ def test_cli_tasks(mlm, ner, tmp_path, capsys, monkeypatch):
     assert json.loads(capsys.readouterr().out.strip())["text"] == "Angela Merkel"
     assert main(["info", path]) == 0
     assert "tensors" in capsys.readouterr().out
+
+
+def test_cli_truncation(mlm, capsys):
+    from mbengine.cli import main
+
+    path, _ = mlm
+    long = "a [MASK] " + "word " * 100  # beyond the 64 positions of the test model
+    assert main(["fill-mask", path, long, "--threads", "1"]) == 1
+    err = capsys.readouterr().err
+    assert "truncation" in err and "Traceback" not in err
+    assert main(["fill-mask", path, long, "--truncation", "--json", "--top-k", "1", "--threads", "1"]) == 0
+    got = json.loads(capsys.readouterr().out)["result"]
+    want = pipeline("fill-mask", path)(long, top_k=1, tokenizer_kwargs={"truncation": True})
+    assert got[0]["token"] == want[0]["token"] and got[0]["sequence"] == want[0]["sequence"]
+    assert main(["fill-mask", path, long, "--truncation", "--max-length", "8", "--json", "--threads", "1"]) == 0
+    assert json.loads(capsys.readouterr().out)["result"][0]["sequence"].count("word") <= 5  # 8 - cls, a, mask, sep
+    assert main(["fill-mask", path, long, "--max-length", "8", "--threads", "1"]) == 1
+    assert "--max-length applies only with --truncation" in capsys.readouterr().err
+    # the base model of the same checkpoint: feature extraction cuts the same way
+    assert main(["feature-extraction", path, long, "--threads", "1"]) == 1
+    assert "truncation" in capsys.readouterr().err
+    assert main(["feature-extraction", path, long, "--truncation", "--max-length", "16", "--json",
+                 "--threads", "1"]) == 0
+    got = np.array(json.loads(capsys.readouterr().out)["result"])
+    want = pipeline("feature-extraction", path)(long, pooling="mean", truncation=True, max_length=16)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
