@@ -97,12 +97,14 @@ def calibration_batches(model, texts=None, tokenizer=None, *, batch_size: int = 
         texts = list(texts) if texts is not None else sample_texts()
         if not texts:
             raise ValueError("no calibration texts")
-        pairs = [texts[i:i + 2] for i in range(0, len(texts), 2)]  # sentence pairs, as the model was trained
+        # sentence pairs, as the model was trained; an odd last sentence goes alone
+        firsts, seconds = texts[0:len(texts) - 1:2], texts[1::2]
+        chunks = [(firsts[i:i + batch_size], seconds[i:i + batch_size]) for i in range(0, len(firsts), batch_size)]
+        if len(texts) % 2:
+            chunks.append(([texts[-1]], None))
         batches = []
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start:start + batch_size]
-            enc = tokenizer([p[0] for p in chunk], [p[-1] for p in chunk], padding=True, truncation=True,
-                            max_length=max_length)
+        for a, b in chunks:
+            enc = tokenizer(a, b, padding=True, truncation=True, max_length=max_length)
             batches.append((np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]),
                             np.asarray(enc["token_type_ids"])))
         return f"{source} ({len(texts)})", batches

@@ -377,6 +377,16 @@ def test_calibration_batches_describe_their_source():
     assert all(b[0].shape[1] <= 24 for b in batches)
     given, batches = q8.calibration_batches(model, ["a first text.", "a second one."], tokenizer)
     assert given == "given texts (2)" and batches[0][0].shape[0] == 1
+    # pairs as segments A and B; an odd last text alone, not paired with itself
+    odd = ["a first text.", "a second one.", "the odd one out."]
+    _, batches = q8.calibration_batches(model, odd, tokenizer)
+    assert len(batches) == 2
+    pair_ids, _, pair_types = batches[0]
+    np.testing.assert_array_equal(pair_ids, tokenizer(odd[0], odd[1])["input_ids"])
+    assert pair_types.max() == 1
+    alone_ids, _, alone_types = batches[1]
+    np.testing.assert_array_equal(alone_ids, tokenizer(odd[2])["input_ids"])
+    assert alone_types.max() == 0
     with pytest.raises(ValueError, match="need a tokenizer"):
         q8.calibration_batches(model, ["text"], None)
 
