@@ -44,6 +44,12 @@ def _bytes(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1).view(np.uint8)
 
 
+def next_weights(graph: Graph) -> dict:
+    """{id(linear op): bytes of the next linear's packed weight}: what each linear prefetches (kernels.linear)."""
+    linears = [op for op in graph.ops if isinstance(op, Linear)]
+    return {id(a): _bytes(b.wp if b.q is None else b.q.wq) for a, b in zip(linears, linears[1:])}
+
+
 def _int8_width(graph: Graph) -> int:
     """Bytes per row of the quantized-activation scratch (0 without int8 linears)."""
     return max((op.q.wq.shape[1] * 4 for op in graph.ops if isinstance(op, Linear) and op.q is not None),
@@ -79,7 +85,8 @@ def available_memory() -> int | None:
 class Arena:
     """Buffers and the bound plan for one (batch, seq, want_probs) shape."""
 
-    def __init__(self, graph: Graph, batch: int, seq: int, want_probs: bool, carve=None, threads: int = 1):
+    def __init__(self, graph: Graph, batch: int, seq: int, want_probs: bool, carve=None, threads: int = 1,
+                 next_weight: dict | None = None):
         carve = carve or _carve
         self.batch, self.seq = batch, seq
         self.threads = threads  # what the kernels split work for (a plan is bound for one thread count)
@@ -88,7 +95,7 @@ class Arena:
         shapes = {name: (T if b.rows == "tokens" else batch, b.width) for name, b in graph.buffers.items()}
         shapes.update({
             "mask_add": (batch, seq),
-            # attention scratch: packed keys and values per (batch, head), one score block per thread
+            # attention scratch: packed keys per (batch, head), one score block per thread
             "kp": kp, "scores": sc,
             # fused feed-forward pairs: one block of intermediate rows per thread
             "ffn_scratch": (_max_threads(), k_linear.ROWS, _ffn_width(graph)),
@@ -112,9 +119,7 @@ class Arena:
         # read by the embedding op at call time; an array, so the plan need not refer to the arena
         # (a plan holding its arena would be a reference cycle, freed only by the cyclic collector)
         self.trigram_mask_aware = np.ones(1, np.int64)
-        # each linear prefetches the packed weight of the next one (see kernels.linear)
-        linears = [op for op in graph.ops if isinstance(op, Linear)]
-        self._next_weight = {id(a): _bytes(b.wp if b.q is None else b.q.wq) for a, b in zip(linears, linears[1:])}
+        self._next_weight = next_weight if next_weight is not None else next_weights(graph)
         self.plan = [(op.name, *self._bind(op)) for op in graph.ops]
 
     def view(self, ref: Ref) -> np.ndarray:
@@ -244,6 +249,7 @@ class Runner:
         self.graph = graph
         self.max_arenas = max_arenas
         self._arenas: OrderedDict = OrderedDict()
+        self._next_weight = next_weights(graph)  # the same for every arena: made once
         self._blocks: dict[str, np.ndarray] = {}
         self._lock = threading.RLock()
 
@@ -255,7 +261,8 @@ class Runner:
         key = (batch, seq, want_probs, threads)
         arena = self._arenas.get(key)
         if arena is None:
-            arena = Arena(self.graph, batch, seq, want_probs, carve=self.carve, threads=threads)
+            arena = Arena(self.graph, batch, seq, want_probs, carve=self.carve, threads=threads,
+                          next_weight=self._next_weight)
             self._arenas[key] = arena
             while len(self._arenas) > self.max_arenas:
                 self._arenas.popitem(last=False)
