@@ -13,15 +13,14 @@ from mbengine.errors import CheckpointError
 MASK_DELTA = 0xA282EAD8
 
 
-def require(path: str):
-    """The ``google_crc32c`` module; a CheckpointError naming ``path`` when it is not installed."""
+def require(path: str) -> None:
+    """A CheckpointError naming ``path`` when google-crc32c is not installed."""
     try:
-        import google_crc32c
+        import google_crc32c  # noqa: F401
     except ImportError:
         raise CheckpointError(f"{path}: reading a TensorFlow checkpoint needs google-crc32c (its checksums), "
                               "which is not installed: pip install google-crc32c (or pip install "
                               "'mbengine[tf]')") from None
-    return google_crc32c
 
 
 def crc32c(data) -> int:
