@@ -85,6 +85,7 @@ def main(argv=None):
     small = dict(hidden_size=64, embedding_size=32, intra_bottleneck_size=32, num_hidden_layers=4,
                  num_attention_heads=2, intermediate_size=64)
     rows = []
+    calls_so_far = 0  # the calls column counts across phases
     with tempfile.TemporaryDirectory() as tmp:
         # phases 1 and 2: the model called directly
         config = MobileBertConfig(vocab_size=1000, max_position_embeddings=64, **small)
@@ -94,7 +95,7 @@ def main(argv=None):
         reference = model(probe).last_hidden_state
         same = lambda: bool(np.array_equal(model(probe).last_hidden_state, reference))  # noqa: E731
         for phase, calls in (("random shapes", args.calls), ("one shape, 4 x 32", args.fixed_calls)):
-            rec = Recorder(args.every, phase, same, start=rows[-1]["calls"] if rows else 0)
+            rec = Recorder(args.every, phase, same, start=calls_so_far)
             for _ in range(calls):
                 batch, seq = (4, 32) if phase.startswith("one") else (int(rng.integers(1, 9)),
                                                                        int(rng.integers(1, 65)))
@@ -102,6 +103,7 @@ def main(argv=None):
                 model(rng.integers(0, 1000, (batch, seq)), attention_mask=mask)
                 rec.done()
             rows += rec.rows
+            calls_so_far = rec.calls
         del model
 
         # phase 3: one pipeline, real vocabulary, several caller threads
@@ -116,7 +118,7 @@ def main(argv=None):
         probe_texts = ["a probe sentence that must give the same vector every time", "and a second one"]
         want = pipe(probe_texts, pooling="mean")
         same = lambda: all(np.array_equal(a, b) for a, b in zip(pipe(probe_texts, pooling="mean"), want))  # noqa
-        rec = Recorder(args.every, f"texts, {CALLERS} threads", same, start=rows[-1]["calls"] if rows else 0)
+        rec = Recorder(args.every, f"texts, {CALLERS} threads", same, start=calls_so_far)
         errors = []
 
         def caller(seed: int, calls: int):
