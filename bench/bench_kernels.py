@@ -149,7 +149,7 @@ def int8_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray):
     wq, sw = Q.quantize_weight(w)
     qw = int8_weight(Q.pack(wq), sw, np.zeros(0, np.int64), np.zeros((0, N), np.float32))
     mask = qw.mask[:K]  # int8_weight's mask covers the padded width; the graph cuts it to K the same way
-    qx = np.zeros((M, qw.wq.shape[1] * 4), Q.QX_DTYPE)
+    qx = Q.qx_scratch(M, qw.wq.shape[1])
     sx = np.zeros(M, np.float32)
     dummy_res = np.zeros((1, 1), np.float32)
     nw = np.ones(N, np.float32)
@@ -292,8 +292,7 @@ def _exact_check(Q, rng) -> dict:
             v = 127 if kind == "max" else -127
             xq, wq = np.full((M, K), v), np.full((N, K), v)
         wp = Q.pack(wq.astype(np.int8))
-        qx = np.full((M, 4 * wp.shape[1]), Q.OFFSET, Q.QX_DTYPE)
-        qx[:, :K] = xq + Q.OFFSET
+        qx = Q.encode(xq, wp.shape[1])
         out = np.full((M, N), -7, np.int32)
         Q.qmatmul_exact(qx, wp, Q.correction(wp), out)
         ref = xq.astype(np.int64) @ wq.T.astype(np.int64)

@@ -172,7 +172,18 @@ def environment() -> dict:
             env["numba_threading_layer"] = f"not initialised (config: {numba.config.THREADING_LAYER})"
     except ImportError:
         pass
+    env.update(kernel_target())
     return env
+
+
+def kernel_target() -> dict:
+    """The CPU this process's kernels are compiled for and its int8 micro-kernel (mbengine.kernels.target)."""
+    try:
+        from mbengine.kernels import qsimd
+        from mbengine.kernels.target import TARGET
+    except ImportError as e:
+        return {"compile_target": f"unavailable ({e})"}
+    return {"compile_target": TARGET.describe(), "int8_kernel": qsimd.VARIANT}
 
 
 def print_environment(env: dict) -> None:
@@ -189,6 +200,8 @@ def print_environment(env: dict) -> None:
         print(f"unset for this run: {env['unset_for_this_run']}")
     if env.get("numba_threading_layer"):
         print(f"numba threading layer: {env['numba_threading_layer']}")
+    if env.get("compile_target"):
+        print(f"kernels compiled for: {env['compile_target']}; int8 kernel: {env.get('int8_kernel')}")
 
 
 # --------------------------------------------------------------------------- machine load
@@ -422,6 +435,8 @@ def write_results(name: str, data: dict, table: str | None = None, title: str | 
             md.append(f"- unset for this run: `{env['unset_for_this_run']}`")
         if env.get("numba_threading_layer"):
             md.append(f"- numba threading layer: {env['numba_threading_layer']}")
+        if env.get("compile_target"):
+            md.append(f"- kernels compiled for: {env['compile_target']}; int8 kernel: {env.get('int8_kernel')}")
         if env.get("git"):
             g = env["git"]
             md.append(f"- mbengine at commit {g['commit']}" + (f" + uncommitted changes in {', '.join(g['modified'])}"

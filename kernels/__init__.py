@@ -10,4 +10,5 @@ package with no version, so such probes conclude it is not there.
 """
 
 if __name__ == "mbengine.kernels":
+    from . import target  # noqa: F401 (first: it settles the compile target before any @njit exists)
     from .activations import ACTIVATIONS, activation_code  # noqa: F401

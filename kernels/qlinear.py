@@ -50,13 +50,41 @@ from numba import njit, prange
 from .flags import FASTMATH
 from .linear import _epilogue_row
 from .simd import prefetch_l2
-from .qsimd import CACHE, COLS, OFFSET, ROWS, VARIANT, float_from_bits, qtile_row, qtile_rows  # noqa: F401 (VARIANT: re-exported)
+from .qsimd import (CACHE, COLS, OFFSET, ROWS, SIGN_BYTES, VARIANT, XMAX,  # noqa: F401 (VARIANT: re-exported)
+                    float_from_bits, qtile_row, qtile_rows)
 
-QX_DTYPE = np.uint8 if OFFSET else np.int8  # the quantized activations' storage type
-QMAX = 127
+QX_DTYPE = np.uint8 if OFFSET or SIGN_BYTES else np.int8  # the quantized activations' storage type
+QMAX = 127  # weights and activations: symmetric int8 in [-127, 127], on every CPU
+QX_BYTES = 1 + SIGN_BYTES  # scratch bytes per quantized input: the value, and for maddubs its sign
+SIGN_PATTERN = np.uint64(0x1111111111111111)  # a 4-bit sign pattern in every 4 bits of a 64-bit lane mask
 TINY = 0x0D800000  # bits of 2.0**-100: rows with a smaller max take _quantize_row's float64 path
 TASK_ROWS = 4 * ROWS  # rows per parallel task (module doc)
 INLIER = 0x7FFFFFFF  # mask value of an inlier channel (see _quantize_row)
+
+
+def qx_scratch(rows: int, k4: int) -> np.ndarray:
+    """Zeroed scratch for ``rows`` quantized rows of ``4 * k4`` inputs, in this variant's layout."""
+    return np.zeros((rows, 4 * k4 * QX_BYTES), QX_DTYPE)
+
+
+def encode(q: np.ndarray, k4: int) -> np.ndarray:
+    """Integer activations (rows, K), K <= 4 * k4, in [-127, 127] -> the scratch rows the tiles read
+    (what :func:`qlinear` writes; see :func:`_quantize_row`), for tests and benchmarks."""
+    q = np.asarray(q, np.int64)
+    rows, K = q.shape
+    Kp = 4 * k4
+    full = np.zeros((rows, Kp), np.int64)
+    full[:, :K] = q
+    out = qx_scratch(rows, k4)
+    if not SIGN_BYTES:
+        out[:, :Kp] = full + OFFSET
+        return out
+    out[:, :Kp] = np.abs(full)
+    out[:, Kp:2 * Kp] = (full & 0xFF).astype(np.uint8)
+    if SIGN_BYTES == 3:
+        bits = ((full < 0).reshape(rows, k4, 4) << np.arange(4)).sum(axis=2).astype(np.uint64)
+        out[:, 2 * Kp:4 * Kp] = (bits * SIGN_PATTERN).view(np.uint8).reshape(rows, 8 * k4)
+    return out
 
 
 def channel_mask(k: int, outliers) -> np.ndarray:
@@ -153,7 +181,11 @@ def qmatmul_exact(qx, wq, corr, out):
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def _quantize_row(x, xbits, i, x_off, K, Kp, mask, qx, sx):
-    """qx[i] = round(x[i] / sx[i]) (+ OFFSET), sx[i] = max |inlier x[i, k]| / 127.
+    """qx[i] = round(x[i] / sx[i]) (+ OFFSET), sx[i] = max |inlier x[i, k]| / XMAX.
+
+    For the maddubs micro-kernel (:mod:`.qsimd`) the row holds |q|, then the
+    bytes q, and with 16 lanes (SIGN_BYTES 3) then per group of 4 inputs a
+    64-bit lane mask, bit j of every nibble set where input 4g + j is negative.
 
     The maximum is taken over the float bit patterns as integers (``bits &
     mask`` clears the sign, and the whole value of an outlier channel): for
@@ -172,21 +204,41 @@ def _quantize_row(x, xbits, i, x_off, K, Kp, mask, qx, sx):
     elif top == 0:
         scale = np.float32(1.0)
     else:
-        scale = amax / np.float32(QMAX)
-    q = qx[i]
+        scale = amax / np.float32(XMAX)
+    q = qx[i, Kp:2 * Kp] if SIGN_BYTES else qx[i, :Kp]  # maddubs: the signed bytes first (plane 1)
     if top >= TINY or top == 0:
         inv = np.float32(1.0) / scale
         for k in range(K):
-            v = min(max(np.rint(row[k] * inv), np.float32(-QMAX)), np.float32(QMAX))
+            v = min(max(np.rint(row[k] * inv), np.float32(-XMAX)), np.float32(XMAX))
             q[k] = np.int32(v) + OFFSET
     else:  # max |x| < 2**-100: 1 / scale could overflow float32, divide in float64
-        inv64 = QMAX / np.float64(amax)
+        inv64 = XMAX / np.float64(amax)
         for k in range(K):
-            v64 = min(max(np.rint(np.float64(row[k]) * inv64), -QMAX), QMAX)
+            v64 = min(max(np.rint(np.float64(row[k]) * inv64), -XMAX), XMAX)
             q[k] = np.int32(v64) + OFFSET
     for k in range(K, Kp):
         q[k] = OFFSET
+    if SIGN_BYTES:  # |q| (plane 0) from the signed bytes
+        signed = q.view(np.int8)
+        magnitude = qx[i, :Kp]
+        for k in range(Kp):
+            magnitude[k] = abs(signed[k])
+    if SIGN_BYTES == 3:  # the signed bytes (plane 1) -> one 64-bit lane mask per group (plane 2)
+        words = q.view(np.int32)  # group g's four signed bytes, little-endian
+        masks = qx[i, 2 * Kp:4 * Kp].view(np.uint64)
+        for g in range(Kp // 4):
+            w = words[g]
+            bits = ((w >> 7) & 1) | ((w >> 14) & 2) | ((w >> 21) & 4) | ((w >> 28) & 8)
+            masks[g] = np.uint64(bits) * SIGN_PATTERN
     sx[i] = scale
+
+
+@njit(cache=CACHE, inline="always")
+def _q_at(qx, i, k, Kp):
+    """The integer the micro-kernel multiplies for row i, input k (with the OFFSET where there is one)."""
+    if SIGN_BYTES == 0:
+        return np.int32(qx[i, k])
+    return -np.int32(qx[i, k]) if qx[i, Kp + k] >= 128 else np.int32(qx[i, k])
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
@@ -204,7 +256,7 @@ def _qpanel(qx, w, out, oc, i0, i1, width, K4, sx, sw, corr, n0):
             acc = np.int32(0)
             for g in range(K4):
                 for j in range(4):
-                    acc += np.int32(qx[i, 4 * g + j]) * np.int32(w[g, 4 * c + j])
+                    acc += _q_at(qx, i, 4 * g + j, 4 * K4) * np.int32(w[g, 4 * c + j])
             _store(out, i, oc + c, acc - corr[n0 + c], sx, i, sw, n0 + c)
 
 

@@ -1,6 +1,6 @@
 """The int8 micro-kernel: a register tile of int32 dot products, in LLVM IR.
 
-For a tile of ``rows`` rows of quantized activations ``qx`` and ``COLS``
+For a tile of ``ROWS`` rows of quantized activations ``qx`` and ``COLS``
 columns of one weight panel ``wq`` (int8, packed by :func:`.qlinear.pack`:
 ``wq[g, 4 * c + j] = W[c, 4 * g + j]``),
 
@@ -17,23 +17,52 @@ and the tile is then dequantized on its way out::
 (an int32 ``out`` receives ``acc - corr`` unscaled: the exact integer result,
 which the tests compare with NumPy bit for bit).
 
-``dot4`` is one instruction where the CPU has one (:data:`VARIANT`):
+``dot4`` is what the CPU Numba compiles for has (:data:`VARIANT`, chosen from
+:data:`.target.TARGET`):
 
 * ``"vnni"`` (x86 AVX-512 VNNI): ``vpdpbusd`` multiplies *unsigned* by signed
-  bytes, so activations are stored as ``q + 128`` (:data:`OFFSET`) and
-  ``corr = 128 * sum_k W[c, k]`` removes the offset again;
+  bytes and adds each lane's four products to it, one instruction. Activations
+  are stored as ``q + 128`` (:data:`OFFSET`) and ``corr = 128 * sum_k W[c, k]``
+  removes the offset again.
 * ``"sdot"`` (aarch64 with the dot-product extension, e.g. Cortex-A76 in the
-  Raspberry Pi 5): ``sdot v.4s, v.16b, v.16b``, signed by signed, no offset;
-* ``"generic"`` (anything else, e.g. Cortex-A72 in the Pi 4, or x86 without
-  VNNI): the same arithmetic as plain vector IR (widen, multiply, add the
-  four products of each lane), which LLVM lowers to what the target has.
+  Raspberry Pi 5): ``sdot v.4s, v.16b, v.16b``, signed by signed, no offset.
+* ``"maddubs"`` (x86 without VNNI: AVX-512BW, AVX2 or SSSE3; Skylake-SP/X,
+  Intel cores before Ice Lake, AMD Zen 1-3): ``pmaddubsw`` multiplies
+  *unsigned* by signed bytes and adds pairs into **saturating** int16, then
+  ``pmaddwd`` by ones adds pairs of those into int32 and ``paddd``
+  accumulates. Two products of a full-range unsigned and signed byte reach
+  2 * 255 * 127 = 64 770 and would saturate, so the unsigned operand is |x|
+  and the signed one w with x's sign (``psignb`` at 256 and 128 bits; a
+  ``vpblendmb`` of w and -w under a lane mask at 512 bits): then two products
+  reach at most 2 * 127 * 127 = 32 258 < 32 767, with the same full 8-bit
+  activations as every other variant. The integer sums are exact, so the
+  outputs equal the vnni variant's. The quantizer writes |q|, q and (at 512
+  bits) the masks (:func:`.qlinear._quantize_row`).
+* ``"maddubs7"`` (same CPUs, only when forced): 7-bit activations instead, q
+  in [-63, 63] stored as ``q + 64``, which ``pmaddubsw`` reads unsigned as
+  they are: no sign step, one instruction fewer per vector, about 1.3x the
+  speed of ``maddubs`` at twice its activation rounding error (the int8 bench
+  compares them). The weights stay 8-bit, so the same int8 checkpoint serves
+  every variant.
+* ``"smull"`` (aarch64 without the dot-product extension: Cortex-A53 and A72,
+  Raspberry Pi 3, Zero 2, 4): the gemmlowp/ruy scheme on the same panels.
+  Two groups of 4 inputs are taken per step: ``smull`` multiplies the low 8
+  bytes of x and w into int16 (the low two columns), ``smlal`` adds the next
+  group's products to them (2 * 127 * 127 = 32 258 fits: no saturation with
+  activations and weights in [-127, 127]), ``smull2``/``smlal2`` do the same
+  for the high 8 bytes, and ``sadalp`` adds adjacent int16 pairs into two
+  int32 accumulators per vector, which hold each column's sum in two lanes
+  until one pairwise add at the end of the tile.
+* ``"generic"`` (any other CPU, or forced): the same arithmetic as plain vector
+  IR (widen, multiply, add the four products of each lane), which LLVM lowers
+  to what the target has. Correct everywhere, slow everywhere.
 
-The choice is made for the CPU Numba compiles for: the host, or with
-``NUMBA_CPU_NAME`` set (e.g. building a cache for another machine) only what
-``NUMBA_CPU_FEATURES`` lists (``+dotprod``, ``+avx512vnni``): compiling ``sdot``
-for a CPU without it aborts the process inside LLVM.
-``MBENGINE_INT8_KERNEL=generic`` forces the portable variant (for tests and
-for comparing); forcing a dot-product variant the target lacks is an error. The caller guarantees the tile is in bounds.
+The choice is made for the CPU Numba compiles for (:mod:`.target`: the host,
+or the CPU that ``NUMBA_CPU_NAME`` / ``NUMBA_CPU_FEATURES`` name): an
+instruction the target lacks fails LLVM's instruction selection, which aborts
+the process. ``MBENGINE_INT8_KERNEL=<variant>`` forces one (for tests and for
+comparing); forcing a variant the target cannot run is an error. The caller
+guarantees the tile is in bounds.
 """
 
 import os
@@ -44,39 +73,39 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .simd import COLS, LANES, ROWS, VECS, splat  # the int8 tile has the float32 tile's geometry
+from .simd import COLS, LANES, VECS, splat  # the int8 tile has the float32 tile's columns
+from .target import TARGET
 
-
-def _target_features() -> dict[str, bool]:
-    """The features of the CPU Numba compiles for: the host's, unless NUMBA_CPU_NAME names another.
-
-    For a named CPU only NUMBA_CPU_FEATURES says what it has (a CPU name alone
-    tells us nothing here); the dot-product variants need the feature, or LLVM
-    aborts the process while compiling (seen for sdot on cortex-a72).
-    """
-    name = os.environ.get("NUMBA_CPU_NAME", "").strip()
-    listed = os.environ.get("NUMBA_CPU_FEATURES", "").strip()
-    if name and name != "host" or listed:
-        return {f[1:]: f[0] == "+" for f in listed.replace(" ", "").split(",") if f[:1] in "+-" and len(f) > 1}
-    return llvm_binding.get_host_cpu_features()
+VARIANTS = ("vnni", "sdot", "maddubs", "maddubs7", "smull", "generic")
 
 
 def _detected() -> str:
-    features = _target_features()
-    if LANES == 16 and features.get("avx512vnni") and features.get("avx512bw"):
+    """The fastest variant the compile target can run."""
+    if LANES == 16 and TARGET.avx512vnni and TARGET.avx512bw:
         return "vnni"
-    if LANES == 4 and features.get("dotprod") and llvm_binding.get_process_triple().startswith(("aarch64", "arm64")):
-        return "sdot"
+    if TARGET.arch == "aarch64":
+        return "sdot" if TARGET.dotprod and LANES == 4 else "smull"
+    if TARGET.arch == "x86_64" and ((LANES == 16 and TARGET.avx512bw) or (LANES == 8 and TARGET.avx2)
+                                    or (LANES == 4 and TARGET.ssse3)):
+        return "maddubs"
     return "generic"
+
+
+def _runnable() -> set[str]:
+    """Every variant the compile target can run: the detected one, the slower ones it implies, generic."""
+    detected = _detected()
+    x86 = {"maddubs", "maddubs7"} if detected in ("vnni", "maddubs") else set()
+    return {"generic", detected} | x86
 
 
 def _variant() -> str:
     forced = os.environ.get("MBENGINE_INT8_KERNEL", "").strip().lower()
-    if forced and forced not in ("generic", "vnni", "sdot"):
-        raise ValueError(f"MBENGINE_INT8_KERNEL={forced!r}: expected generic, vnni or sdot")
-    if forced and forced != "generic" and forced != _detected():
-        raise ValueError(f"MBENGINE_INT8_KERNEL={forced}: the CPU Numba compiles for does not have that "
-                         f"instruction (detected: {_detected()}; NUMBA_CPU_NAME / NUMBA_CPU_FEATURES count)")
+    if forced and forced not in VARIANTS:
+        raise ValueError(f"MBENGINE_INT8_KERNEL={forced!r}: expected one of {', '.join(VARIANTS)}")
+    if forced and forced not in _runnable():
+        raise ValueError(f"MBENGINE_INT8_KERNEL={forced}: the CPU Numba compiles for ({TARGET.describe()}) "
+                         f"cannot run it (it can run: {', '.join(sorted(_runnable()))}; "
+                         f"NUMBA_CPU_NAME / NUMBA_CPU_FEATURES count)")
     return forced or _detected()
 
 
@@ -84,31 +113,117 @@ VARIANT = _variant()
 # Numba's cache is keyed by the CPU, not by this choice: kernels built on a
 # forced variant are not cached, so a cache never serves another variant's code.
 CACHE = VARIANT == _detected()
-OFFSET = 128 if VARIANT == "vnni" else 0  # added to every quantized activation
+OFFSET = {"vnni": 128, "maddubs7": 64}.get(VARIANT, 0)  # added to every quantized activation
+XMAX = 63 if VARIANT == "maddubs7" else 127  # quantized activations lie in [-XMAX, XMAX]
+# the tile's rows: ROWS x VECS accumulators (two per vector for smull) + weights + broadcasts in registers
+ROWS = 4 if VARIANT == "smull" else 8 if TARGET.registers >= 32 else 6
+GROUPS = 2 if VARIANT == "smull" else 1  # groups of 4 inputs per step of the k loop
+# maddubs reads two planes per row of the activation scratch: |q| (the first 4 * K4 bytes), then the
+# signed bytes q; with 16 lanes it reads a third instead, one 64-bit lane mask per group of 4 inputs
+SIGN_BYTES = (3 if LANES == 16 else 1) if VARIANT == "maddubs" else 0  # scratch bytes per input for the signs
 
 
-def _dot4(builder, acc, xb, w, lanes):
-    """acc + per-lane sums of four byte products (``xb`` and ``w``: <4*lanes x i8>)."""
-    i32v = ir.VectorType(ir.IntType(32), lanes)
-    bytes_v = ir.VectorType(ir.IntType(8), 4 * lanes)
+def _call(builder, name, ret, args):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, [a.type for a in args]), name)
+    return builder.call(fn, args)
+
+
+def _half(builder, v, high):
+    """The low or high half of a vector."""
+    n = v.type.count // 2
+    return builder.shuffle_vector(v, ir.Constant(v.type, ir.Undefined),
+                                  ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(high * n, high * n + n))))
+
+
+def _zero_accumulators(lanes):
+    """The zero accumulators of one (row, vector): one <lanes x i32>, or two for smull (module doc)."""
+    zero = ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes)
+    return [zero, zero] if VARIANT == "smull" else [zero]
+
+
+def _x_operand(builder, data, at, plane, g, lanes):
+    """What one row's group ``g`` of quantized activations gives the multiply-adds: its 4 bytes at ``at`` in
+    every lane (<4*lanes x i8>), and for maddubs also the signs (from the second plane, ``plane`` bytes on)."""
+    i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+    bytes_v = ir.VectorType(i8, 4 * lanes)
+
+    def splat_word(offset):
+        word = builder.load(builder.bitcast(builder.gep(data, [offset]), i32.as_pointer()), align=1)
+        return builder.bitcast(splat(builder, word, ir.VectorType(i32, lanes)), bytes_v)
+
+    xb = splat_word(at)
+    if VARIANT != "maddubs":
+        return xb
+    row = builder.sub(at, builder.mul(g, ir.Constant(i64, 4)))  # the row's first byte
+    if lanes == 16:  # the lane mask of the negative inputs, precomputed by the quantizer
+        at_mask = builder.add(builder.add(row, builder.add(plane, plane)), builder.mul(g, ir.Constant(i64, 8)))
+        bits = builder.load(builder.bitcast(builder.gep(data, [at_mask]), i64.as_pointer()), align=1)
+        return xb, builder.bitcast(bits, ir.VectorType(ir.IntType(1), 64))
+    return xb, splat_word(builder.add(at, plane))
+
+
+def _step(builder, acc, xs, ws, lanes):
+    """One step of the k loop for one (row, vector): ``xs``/``ws`` hold GROUPS (or fewer, at an odd
+    tail) activation operands (:func:`_x_operand`) and <4*lanes x i8> weight vectors; returns the new
+    accumulators."""
+    i16, i32 = ir.IntType(16), ir.IntType(32)
+    i32v = ir.VectorType(i32, lanes)
     if VARIANT == "vnni":
         # LLVM 21 changed the byte operands' declared type; older versions take <16 x i32>
-        byte_ty = bytes_v if llvm_binding.llvm_version_info >= (21,) else i32v
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32v, [i32v, byte_ty, byte_ty]),
-                                            "llvm.x86.avx512.vpdpbusd.512")
-        return builder.call(fn, [acc, builder.bitcast(xb, byte_ty), builder.bitcast(w, byte_ty)])
+        byte_ty = xs[0].type if llvm_binding.llvm_version_info >= (21,) else i32v
+        return [_call(builder, "llvm.x86.avx512.vpdpbusd.512", i32v,
+                      [acc[0], builder.bitcast(xs[0], byte_ty), builder.bitcast(ws[0], byte_ty)])]
     if VARIANT == "sdot":
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i32v, [i32v, bytes_v, bytes_v]),
-                                            "llvm.aarch64.neon.sdot.v4i32.v16i8")
-        return builder.call(fn, [acc, w, xb])
-    wide = ir.VectorType(ir.IntType(32), 4 * lanes)
-    prod = builder.mul(builder.sext(xb, wide), builder.sext(w, wide))
+        return [_call(builder, "llvm.aarch64.neon.sdot.v4i32.v16i8", i32v, [acc[0], ws[0], xs[0]])]
+    if VARIANT in ("maddubs", "maddubs7"):  # |x| (unsigned) times w * sign(x), or x + 64 times w (module doc)
+        i16v = ir.VectorType(i16, 2 * lanes)
+        madd_ubsw, madd_wd = {16: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512"),
+                              8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
+                              4: ("llvm.x86.ssse3.pmadd.ub.sw.128", "llvm.x86.sse2.pmadd.wd")}[lanes]
+        if VARIANT == "maddubs7":  # x + 64 in 1..127: unsigned as it is
+            ax, signed_w = xs[0], ws[0]
+        elif lanes == 16:  # no vpsignb at 512 bits: a masked select of -w (vpblendmb, off the multiply port)
+            (ax, sign), w = xs[0], ws[0]
+            signed_w = builder.select(sign, builder.sub(ir.Constant(w.type, [0] * (4 * lanes)), w), w)
+        else:  # psignb: w where x > 0, -w where x < 0, 0 where x == 0
+            (ax, sign), w = xs[0], ws[0]
+            signed_w = _call(builder, {8: "llvm.x86.avx2.psign.b", 4: "llvm.x86.ssse3.psign.b.128"}[lanes],
+                             w.type, [w, sign])
+        pairs = _call(builder, madd_ubsw, i16v, [ax, signed_w])  # unsigned operand first
+        quads = _call(builder, madd_wd, i32v, [pairs, ir.Constant(i16v, [1] * (2 * lanes))])
+        return [builder.add(acc[0], quads)]
+    if VARIANT == "smull":  # lanes == 4: 16 bytes = 4 columns x 4 inputs
+        i16x8 = ir.VectorType(i16, 8)
+        out = []
+        for high in (0, 1):  # columns 0-1 (low 8 bytes), columns 2-3 (high 8 bytes)
+            prod = None
+            for x, w in zip(xs, ws):
+                p = _call(builder, "llvm.aarch64.neon.smull.v8i16", i16x8,
+                          [_half(builder, x, high), _half(builder, w, high)])
+                prod = p if prod is None else builder.add(prod, p)  # smlal / smlal2
+            pairs = _call(builder, "llvm.aarch64.neon.saddlp.v4i32.v8i16", i32v, [prod])
+            out.append(builder.add(acc[high], pairs))  # sadalp
+        return out
+    wide = ir.VectorType(i32, 4 * lanes)
+    prod = builder.mul(builder.sext(xs[0], wide), builder.sext(ws[0], wide))
+    a = acc[0]
     for j in range(4):
         part = builder.shuffle_vector(prod, ir.Constant(wide, ir.Undefined),
-                                      ir.Constant(ir.VectorType(ir.IntType(32), lanes),
-                                                  [4 * c + j for c in range(lanes)]))
-        acc = builder.add(acc, part)
-    return acc
+                                      ir.Constant(ir.VectorType(i32, lanes), [4 * c + j for c in range(lanes)]))
+        a = builder.add(a, part)
+    return [a]
+
+
+def _finish(builder, acc, lanes):
+    """The tile's <lanes x i32> sums from one (row, vector)'s accumulators."""
+    if len(acc) == 1:
+        return acc[0]
+    i32 = ir.IntType(32)
+    both = builder.shuffle_vector(acc[0], acc[1], ir.Constant(ir.VectorType(i32, 2 * lanes), list(range(2 * lanes))))
+    undef = ir.Constant(both.type, ir.Undefined)
+    even, odd = (builder.shuffle_vector(both, undef, ir.Constant(ir.VectorType(i32, lanes),
+                                                                 [2 * c + j for c in range(lanes)])) for j in (0, 1))
+    return builder.add(even, odd)  # addp
 
 
 def _make_qtile(rows: int, vecs: int, lanes: int):
@@ -117,7 +232,7 @@ def _make_qtile(rows: int, vecs: int, lanes: int):
     @intrinsic
     def qtile(typingctx, qx, xr, wq, out, orow, oc, K4, sx, sw, corr, n0):
         if not (isinstance(qx, types.Array) and qx.ndim == 2 and qx.layout == "C"
-                and qx.dtype in (types.int8, types.uint8)):
+                and qx.dtype == (types.uint8 if OFFSET or SIGN_BYTES else types.int8)):
             return None
         if not (isinstance(wq, types.Array) and wq.ndim == 2 and wq.layout == "C" and wq.dtype == types.int8):
             return None
@@ -149,31 +264,47 @@ def _make_qtile(rows: int, vecs: int, lanes: int):
             x_cols = builder.extract_value(X.shape, 1)
             w_cols = builder.extract_value(W.shape, 1)
             o_cols = builder.extract_value(O.shape, 1)
-            zero_i32 = ir.Constant(i32v, [0] * lanes)
 
             def const(v):
                 return ir.Constant(i64, v)
 
-            acc = [[cgutils.alloca_once_value(builder, zero_i32) for _ in range(vecs)] for _ in range(rows)]
+            acc = [[[cgutils.alloca_once_value(builder, z) for z in _zero_accumulators(lanes)]
+                    for _ in range(vecs)] for _ in range(rows)]
             x_row = [builder.mul(builder.add(xr_v, const(r)), x_cols) for r in range(rows)]
-            with cgutils.for_range(builder, k4_v) as loop:
-                g = loop.index
-                w_at = builder.mul(g, w_cols)
-                w = [builder.load(builder.bitcast(builder.gep(W.data, [builder.add(w_at, const(v * 4 * lanes))]),
-                                                  bytes_v.as_pointer()), align=1) for v in range(vecs)]
+            plane = builder.mul(k4_v, const(4))  # where the sign plane of a row starts (maddubs)
+
+            def step(g0, groups):
+                """Groups g0 .. g0 + groups - 1 of every (row, vector) into the accumulators."""
+                w = [[builder.load(builder.bitcast(
+                    builder.gep(W.data, [builder.add(builder.mul(builder.add(g0, const(j)), w_cols),
+                                                     const(v * 4 * lanes))]), bytes_v.as_pointer()), align=1)
+                      for j in range(groups)] for v in range(vecs)]
                 for r in range(rows):
-                    ptr = builder.bitcast(builder.gep(X.data, [builder.add(x_row[r], builder.mul(g, const(4)))]),
-                                          i32.as_pointer())
-                    xb = builder.bitcast(splat(builder, builder.load(ptr, align=1), i32v), bytes_v)
+                    xb = []
+                    for j in range(groups):
+                        g = builder.add(g0, const(j))
+                        xb.append(_x_operand(builder, X.data, builder.add(x_row[r], builder.mul(g, const(4))),
+                                             plane, g, lanes))
                     for v in range(vecs):
-                        builder.store(_dot4(builder, builder.load(acc[r][v]), xb, w[v], lanes), acc[r][v])
+                        new = _step(builder, [builder.load(a) for a in acc[r][v]], xb, w[v], lanes)
+                        for a, value in zip(acc[r][v], new):
+                            builder.store(value, a)
+
+            whole = builder.udiv(k4_v, const(GROUPS)) if GROUPS > 1 else k4_v
+            with cgutils.for_range(builder, whole) as loop:
+                step(builder.mul(loop.index, const(GROUPS)), GROUPS)
+            if GROUPS > 1:  # an odd last group (K4 is even at every MobileBERT width)
+                with builder.if_then(builder.icmp_unsigned("!=", builder.urem(k4_v, const(GROUPS)), const(0))):
+                    step(builder.mul(whole, const(GROUPS)), 1)
+            sums = [[_finish(builder, [builder.load(a) for a in acc[r][v]], lanes) for v in range(vecs)]
+                    for r in range(rows)]
             for v in range(vecs):
                 col = builder.add(n0_v, const(v * lanes))
                 corr = builder.load(builder.bitcast(builder.gep(C.data, [col]), i32v.as_pointer()), align=4)
                 if not exact:
                     sw = builder.load(builder.bitcast(builder.gep(SW.data, [col]), f32v.as_pointer()), align=4)
                 for r in range(rows):
-                    value = builder.sub(builder.load(acc[r][v]), corr)
+                    value = builder.sub(sums[r][v], corr)
                     if not exact:
                         sx = splat(builder, builder.load(builder.gep(SX.data, [builder.add(xr_v, const(r))])), f32v)
                         value = builder.fmul(builder.fmul(builder.sitofp(value, f32v), sw), sx)

@@ -16,34 +16,29 @@ and the ROWS * VECS accumulators live in vector registers for the whole loop
 (16 of AVX-512's 32 registers with the defaults). The IR is generic (no x86
 intrinsics): LLVM lowers the same vectors to NEON on aarch64, where LANES is 4.
 
-:data:`LANES` is the host's float32 vector width (16 with AVX-512, 8 with AVX,
-else 4); a tile covers ``COLS = VECS * LANES`` columns.
+:data:`LANES` is the float32 vector width of the CPU Numba compiles for
+(:mod:`.target`: 16 with AVX-512, 8 with AVX, else 4); a tile covers
+``COLS = VECS * LANES`` columns.
 
 The caller guarantees the tile is in bounds: no checks happen here.
 """
 
 import math
 
-import llvmlite.binding as llvm_binding
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-
-def _host_lanes() -> int:
-    features = llvm_binding.get_host_cpu_features()
-    if features.get("avx512f"):
-        return 16
-    if features.get("avx"):
-        return 8
-    return 4
+from .target import TARGET
 
 
-LANES = _host_lanes()
+LANES = TARGET.lanes  # float32 lanes of the CPU Numba compiles for (kernels.target)
 VECS = 2
 COLS = VECS * LANES
-ROWS = 8
+# ROWS * VECS accumulators + VECS weight vectors + one broadcast must fit the
+# register file: 8 x 2 with 32 registers (AVX-512, NEON); 6 x 2 with 16 (AVX2, SSE)
+ROWS = 8 if TARGET.registers >= 32 else 6
 
 
 def _is_matrix(a) -> bool:

@@ -229,6 +229,10 @@ def _info(args) -> int:
     print(f"tensors      {len(header)} ({params / 1e6:.1f} M values stored, {os.path.getsize(path) / 2**20:.1f} MiB)")
     files = sorted(os.listdir(args.checkpoint))
     print(f"files        {', '.join(files)}")
+    from .kernels.qsimd import VARIANT
+    from .kernels.target import TARGET
+
+    print(f"kernels      compiled for {TARGET.describe()}; int8 micro-kernel {VARIANT}")
     return 0
 
 

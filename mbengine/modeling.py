@@ -501,10 +501,11 @@ class _threads:
 
 
 def _warn_if_no_int8_dot() -> None:
-    """int8 without a dot-product instruction is slower than float32: say so (once per process)."""
+    """int8 on the portable kernel is slower than float32: say so (once per process)."""
     from .kernels.qsimd import VARIANT, _detected
+    from .kernels.target import TARGET
 
     if VARIANT == "generic" and _detected() == "generic":  # (not when MBENGINE_INT8_KERNEL forced it)
-        warnings.warn("this CPU has no int8 dot-product instruction (AVX-512 VNNI, ARMv8.2 dotprod): the int8 "
-                      "model runs on the portable int8 kernel, several times slower than float32 here; "
-                      "it still uses less memory", PerformanceWarning, stacklevel=3)
+        warnings.warn(f"no int8 micro-kernel for this CPU ({TARGET.describe()}; mbengine has them for x86 with "
+                      "SSSE3 or later and for aarch64): the int8 model runs on the portable kernel, several times "
+                      "slower than float32 here; it still uses less memory", PerformanceWarning, stacklevel=3)

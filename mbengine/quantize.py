@@ -174,9 +174,9 @@ def _simulate(x: np.ndarray, w: np.ndarray, wq: np.ndarray, sw: np.ndarray, outl
     x = x.astype(np.float64)
     inl = x.copy()
     inl[:, outliers] = 0.0
-    sx = np.abs(inl).max(axis=1) / kq.QMAX
+    sx = np.abs(inl).max(axis=1) / kq.XMAX
     sx[sx == 0] = 1.0
-    qx = np.clip(np.rint(inl / sx[:, None]), -kq.QMAX, kq.QMAX)
+    qx = np.clip(np.rint(inl / sx[:, None]), -kq.XMAX, kq.XMAX)
     y = (qx @ wq.T) * sx[:, None] * sw.astype(np.float64)[None, :]
     return y + x[:, outliers] @ w[:, outliers].T
 

@@ -52,7 +52,7 @@ def next_weights(graph: Graph) -> dict:
 
 def _int8_width(graph: Graph) -> int:
     """Bytes per row of the quantized-activation scratch (0 without int8 linears)."""
-    return max((op.q.wq.shape[1] * 4 for op in graph.ops if isinstance(op, Linear) and op.q is not None),
+    return max((op.q.wq.shape[1] * 4 * k_qlinear.QX_BYTES for op in graph.ops if isinstance(op, Linear) and op.q is not None),
                default=0)
 
 
@@ -112,7 +112,7 @@ class Arena:
         self.probs = views.get("probs")
         self.qscale = views["qscale"]
         # int8 linears: each row of activations, quantized (one byte per input)
-        self.qx = carve(k_qlinear.QX_DTYPE, {"qx": (T, max(_int8_width(graph), 4))})["qx"]
+        self.qx = carve(k_qlinear.QX_DTYPE, {"qx": (T, max(_int8_width(graph), 4 * k_qlinear.QX_BYTES))})["qx"]
         ints = carve(np.int64, {k: (batch, seq) for k in ("ids", "mask", "types", "positions")})
         self.input_ids, self.attention_mask, self.token_type_ids, self.position_ids = (
             ints["ids"], ints["mask"], ints["types"], ints["positions"])

@@ -1,6 +1,18 @@
-"""Shared test setup: quiet Hugging Face progress bars and logs."""
+"""Shared test setup: Hypothesis profiles; quiet Hugging Face progress bars and logs.
+
+Hypothesis runs the derandomised ``ci`` profile unless ``HYPOTHESIS_PROFILE``
+names another: every run, a fresh clone included, draws the same examples.
+``HYPOTHESIS_PROFILE=random pytest`` draws new ones on every run (and keeps
+failing examples in .hypothesis/ to replay); repeat it for a longer search.
+"""
 
 import os
+
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.register_profile("random", derandomize=False, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

@@ -411,16 +411,16 @@ def test_calibration_batches_describe_their_source():
         q8.calibration_batches(model, ["text"], None)
 
 
-def test_int8_without_dot_product_instruction_warns(int8_checkpoint, monkeypatch):
+def test_int8_without_a_micro_kernel_warns(int8_checkpoint, monkeypatch):
     from mbengine.errors import PerformanceWarning
     from mbengine.kernels import qsimd
 
     _, _, dst, _ = int8_checkpoint
     with warnings.catch_warnings():
         warnings.simplefilter("error", PerformanceWarning)
-        if qsimd._detected() != "generic":  # this CPU has one: loading is silent
+        if qsimd._detected() != "generic":  # this CPU has a fast int8 kernel: loading is silent
             mbengine.MobileBertForMaskedLM.from_pretrained(dst)
     monkeypatch.setattr(qsimd, "VARIANT", "generic")
     monkeypatch.setattr(qsimd, "_detected", lambda: "generic")
-    with pytest.warns(PerformanceWarning, match="no int8 dot-product instruction"):
+    with pytest.warns(PerformanceWarning, match="no int8 micro-kernel for this CPU"):
         mbengine.MobileBertForMaskedLM.from_pretrained(dst)

@@ -3,11 +3,13 @@
 Three levels, from exact to loose:
 
 * integers: ``qmatmul_exact`` equals ``xq @ wq.T`` in int64 bit for bit, with
-  this process's variant (vnni / sdot / generic) and, in a subprocess, with
-  ``MBENGINE_INT8_KERNEL=generic``; ``pack``/``unpack``/``correction`` and
-  ``quantize_weight`` exactly as documented;
+  this process's variant (:data:`mbengine.kernels.qsimd.VARIANT`) and, in a
+  subprocess, with ``MBENGINE_INT8_KERNEL=generic``; ``pack``/``unpack``/
+  ``correction`` and ``quantize_weight`` exactly as documented;
 * simulated quantization: a float64 reference that quantizes each row by the
-  documented rule (``sx = max |inlier x| / 127``, ``q = round(x / sx)``),
+  documented rule (``sx = max |inlier x| / XMAX``, ``q = round(x / sx)``;
+  XMAX = 127 but for the 7-bit ``maddubs7`` variant), and the kernel's whole
+  scratch row equals :func:`~mbengine.kernels.qlinear.encode` of it,
   multiplies in integers, dequantizes, adds the outlier channels in float,
   the bias, then activation, residual and norm. The bound, with u = 2**-24:
 
@@ -15,11 +17,11 @@ Three levels, from exact to loose:
     ``|ours - ref| <= (8 + 2 J) u m`` with ``m = sx sw sum_k |q wq| + sum_j |x_j ow_j| + |b|``:
     the int32 sum is exact and converts to float32 exactly (|acc| < 2**24:
     127 * 127 * K for K <= 1040), two float32 products (2u), the kernel's
-    float32 ``sx`` against the float64 ``amax / 127`` (<= 2u; ``arcp`` may
-    turn the division into a product by 1/127), J outlier products and sums
+    float32 ``sx`` against the float64 ``amax / XMAX`` (<= 2u; ``arcp`` may
+    turn the division into a product by 1/XMAX), J outlier products and sums
     (2J u), the bias (u), plus slack;
   - round-half ties: the kernel forms ``x * (1 / sx)`` in float32, within
-    ~4u of the exact quotient, i.e. within 127 * 4u ~ 3e-5 of it. Where the
+    ~4u of the exact quotient, i.e. within XMAX * 4u ~ 3e-5 of it. Where the
     exact quotient is within TIE = 1e-4 of a half-integer either rounding is
     right: the test checks the kernel's scratch ``qx`` equals the reference
     everywhere else and differs by at most 1 there, and the reference then
@@ -33,6 +35,10 @@ Three levels, from exact to loose:
 
 Plus NaN/Inf rows, NaN through relu-like activations, and rows whose
 maximum is so small that 1 / scale overflows float32.
+
+Every micro-kernel variant runs this whole file: tests/test_int8_variants.py
+runs it in subprocesses compiled for other CPUs (``NUMBA_CPU_NAME``) and with
+forced variants.
 """
 
 import math
@@ -83,7 +89,7 @@ def int8_weight(w, outliers):
 
 def scratch(M, K, extra_rows=0, extra_cols=0):
     K4 = -(-K // 4)
-    qx = np.full((M + extra_rows, 4 * K4 + extra_cols), QX_FILL, Q.QX_DTYPE)
+    qx = np.full((M + extra_rows, 4 * K4 * Q.QX_BYTES + extra_cols), QX_FILL, Q.QX_DTYPE)
     sx = np.full(M + extra_rows, SENTINEL, np.float32)
     return qx, sx
 
@@ -99,9 +105,9 @@ NEXT_WEIGHT = np.arange(300, dtype=np.int32).view(np.uint8)  # bytes to prefetch
 def quantize_ref(xin, inlier):
     """float64 (M, K) -> (q, s, ambiguous): the documented per-row rule, exactly."""
     amax = np.where(inlier[None, :], np.abs(xin), 0.0).max(axis=1, initial=0.0)
-    s = np.where(amax > 0, amax / 127.0, 1.0)
+    s = np.where(amax > 0, amax / float(Q.XMAX), 1.0)
     t = xin / s[:, None]
-    q = np.clip(np.rint(t), -127, 127)
+    q = np.clip(np.rint(t), -Q.XMAX, Q.XMAX)
     ambiguous = (np.abs(t - np.floor(t) - 0.5) < TIE) & inlier[None, :]
     return q, s, ambiguous
 
@@ -119,20 +125,19 @@ def epilogue_ref(v, b, act, res, norm, nw, nb, eps):
 def exact_case(M, N, K, kinds, extra_cols, seed):
     rng = np.random.default_rng(seed)
 
-    def values(shape, kind):
+    def values(shape, kind, top):
         if kind == "uniform":
-            return rng.integers(-127, 128, shape)
+            return rng.integers(-top, top + 1, shape)
         if kind == "extremes":
-            return rng.choice(np.array([-127, 127]), shape)
-        return np.full(shape, 127 if kind == "max" else -127)
+            return rng.choice(np.array([-top, top]), shape)
+        return np.full(shape, top if kind == "max" else -top)
 
-    xq = values((M, K), kinds[0])
-    wq = values((N, K), kinds[1]).astype(np.int8)
+    xq = values((M, K), kinds[0], Q.XMAX)
+    wq = values((N, K), kinds[1], 127).astype(np.int8)
     wp = Q.pack(wq)
     K4 = wp.shape[1]
-    qx = np.full((M, 4 * K4 + extra_cols), Q.OFFSET, Q.QX_DTYPE)  # padding columns: OFFSET, as qlinear writes
-    qx[:, :K] = xq + Q.OFFSET
-    qx[:, 4 * K4:] = rng.integers(0, 100, (M, extra_cols))  # beyond the row: never read
+    beyond = rng.integers(0, 100, (M, extra_cols)).astype(Q.QX_DTYPE)  # beyond the row: never read
+    qx = np.ascontiguousarray(np.concatenate([Q.encode(xq, K4), beyond], axis=1))
     out = np.full((M, N), -7, np.int32)
     Q.qmatmul_exact(qx, wp, Q.correction(wp), out)
     np.testing.assert_array_equal(out, xq.astype(np.int64) @ wq.T.astype(np.int64))
@@ -166,7 +171,7 @@ GENERIC_SCRIPT = textwrap.dedent("""
             xq, wq = np.full((M, K), 127 if kind == 2 else -127), np.full((N, K), 127)
         wq = wq.astype(np.int8)
         wp = Q.pack(wq)
-        qx = np.zeros((M, 4 * wp.shape[1] + 3), np.int8)
+        qx = np.zeros((M, 4 * wp.shape[1] + 3), np.int8)  # generic: the plain signed bytes, no offset
         qx[:, :K] = xq
         out = np.full((M, N), -7, np.int32)
         Q.qmatmul_exact(qx, wp, Q.correction(wp), out)
@@ -278,18 +283,27 @@ def make_linear_data(rng, M, K, N, outliers, act, x_off, extra, zero_row="none",
     return x, w, inlier
 
 
+def decoded(qx, M, K, K4):
+    """The quantized values in the kernel's scratch rows (the layout of :func:`Q.encode`)."""
+    if Q.SIGN_BYTES:
+        return qx[:M, 4 * K4:4 * K4 + K].view(np.int8).astype(np.int64)
+    return qx[:M, :K].astype(np.int64) - Q.OFFSET
+
+
 def check_scratch(qx, sx, xin, inlier, M, K):
     """The kernel's quantized rows against the documented rule; returns the reference (q, s, ambiguous) with
     the kernel's choice at the ambiguous elements."""
     q, s, amb = quantize_ref(xin, inlier)
     K4 = -(-K // 4)
-    got = qx[:M, :K].astype(np.int64) - Q.OFFSET
+    width = 4 * K4 * Q.QX_BYTES
+    got = decoded(qx, M, K, K4)
     d = np.where(inlier[None, :], got - q, 0)
     assert (d[~amb] == 0).all(), f"quantized activations differ at {np.argwhere((d != 0) & ~amb)[:5].tolist()}"
     assert (np.abs(d[amb]) <= 1).all()
     q = np.where(amb, got, q)
-    assert (qx[:M, K:4 * K4] == Q.OFFSET).all(), "padding columns of qx are not OFFSET"
-    assert (qx[:M, 4 * K4:] == QX_FILL).all() and (qx[M:] == QX_FILL).all(), "qx written beyond its rows/columns"
+    # the whole row in the variant's layout (padding inputs: 0, plus OFFSET; sign planes), nothing beyond it
+    np.testing.assert_array_equal(qx[:M, :width], Q.encode(got, K4))
+    assert (qx[:M, width:] == QX_FILL).all() and (qx[M:] == QX_FILL).all(), "qx written beyond its rows/columns"
     np.testing.assert_allclose(sx[:M], s, rtol=2 * U)
     assert (sx[M:] == SENTINEL).all(), "sx written beyond M"
     return q, s, amb
@@ -435,11 +449,15 @@ def test_qlinear_tiny_row(amax):
     assert rel_err(out[1], ref[1]) < 3e-2
 
 
-@pytest.mark.parametrize("features", ["-avx512vnni", "+sse2"])
-def test_forced_dot_variant_needs_the_target_feature(tmp_path, features):
+@pytest.mark.parametrize("target", [{"NUMBA_CPU_FEATURES": "-avx512vnni"}, {"NUMBA_CPU_NAME": "haswell"},
+                                    {"NUMBA_CPU_NAME": "skylake-avx512"}])
+def test_forced_dot_variant_needs_the_target_feature(tmp_path, target):
     """Forcing an instruction the compile target lacks is a clear error, not an LLVM abort while compiling."""
-    env = dict(os.environ, MBENGINE_INT8_KERNEL="vnni", NUMBA_CPU_FEATURES=features,
-               NUMBA_CACHE_DIR=str(tmp_path / "nbc"))
+    env = dict(os.environ, MBENGINE_INT8_KERNEL="vnni", NUMBA_CACHE_DIR=str(tmp_path / "nbc"), **target)
+    for name in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
+        if name not in target:
+            env.pop(name, None)
     proc = subprocess.run([sys.executable, "-c", "import mbengine.kernels.qsimd"], env=env, capture_output=True,
                           text=True, timeout=300, cwd=tmp_path)
-    assert proc.returncode == 1 and "does not have that instruction" in proc.stderr, proc.stderr[-2000:]
+    assert proc.returncode == 1 and "cannot run it" in proc.stderr, proc.stderr[-2000:]
+

@@ -1,0 +1,51 @@
+"""Every int8 micro-kernel variant through the whole of tests/test_qlinear.py.
+
+This machine's own variant runs there in-process. The others need another
+compile target, so each runs the file in a subprocess with its own Numba
+cache: compiled for other x86 CPUs (``NUMBA_CPU_NAME``; the kernels then take
+that CPU's vector width and instructions, see mbengine/kernels/target.py), or
+with a variant forced (``MBENGINE_INT8_KERNEL``). Each subprocess first
+checks that it got the variant and vector width the target implies. aarch64
+variants (sdot, smull) are checked under emulation (bench/aarch64/).
+"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from mbengine.kernels import qsimd
+from mbengine.kernels.target import TARGET
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+X86 = TARGET.arch == "x86_64"
+
+# (environment, expected variant, expected float32 lanes)
+CASES = [
+    ({"NUMBA_CPU_NAME": "haswell"}, "maddubs", 8),  # AVX2 (Intel 2013-2019 clients, AMD Zen 1-3)
+    ({"NUMBA_CPU_NAME": "skylake-avx512"}, "maddubs", 16),  # AVX-512BW without VNNI (Skylake-SP/X)
+    ({"NUMBA_CPU_NAME": "x86-64-v2"}, "maddubs", 4),  # SSSE3..SSE4.2, no AVX
+    ({"NUMBA_CPU_NAME": "x86-64"}, "generic", 4),  # SSE2 only: the portable fallback
+    ({"NUMBA_CPU_NAME": "haswell", "MBENGINE_INT8_KERNEL": "maddubs7"}, "maddubs7", 8),
+]
+if X86 and qsimd.VARIANT == "vnni":  # the slower x86 variants forced on this VNNI machine
+    CASES.append(({"MBENGINE_INT8_KERNEL": "maddubs"}, "maddubs", 16))
+
+
+@pytest.mark.skipif(not X86, reason="compiles for other x86 CPUs")
+@pytest.mark.parametrize("env, variant, lanes", CASES, ids=[f"{v}-{n}" for _, v, n in CASES])
+def test_variant_passes_test_qlinear(tmp_path, env, variant, lanes):
+    full = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES",
+                                                             "MBENGINE_INT8_KERNEL")}
+    full.update(env, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+    check = ("from mbengine.kernels import qsimd, simd; "
+             f"assert (qsimd.VARIANT, simd.LANES) == ({variant!r}, {lanes}), (qsimd.VARIANT, simd.LANES)")
+    proc = subprocess.run([sys.executable, "-c", check], env=full, capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)  # (not the source tree: its mbengine/ has no kernels/)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
+                           os.path.join(HERE, "test_qlinear.py")],
+                          env=full, capture_output=True, text=True, timeout=1800, cwd=tmp_path)
+    assert proc.returncode == 0, f"{env}: test_qlinear.py failed\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    assert " passed" in proc.stdout and " failed" not in proc.stdout
