@@ -167,15 +167,15 @@ def int8_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray):
 # instructions counted in the int8 kernels' assembly, per architecture; KEY: the ones that do the
 # multiplications (the dot-product instruction or what the generic variant uses instead)
 ASM_WATCH = {
-    "x86_64": ("vpdpbusd", "vpdpbusds", "vpmaddubsw", "vpmaddwd", "vpmulld", "vpmovsxbd", "vpmovsxbw",
-               "vpbroadcastd", "vpermt2d"),
-    "aarch64": ("sdot", "smull", "smull2", "smlal", "smlal2", "mul", "mla", "sshll", "sshll2", "sxtl", "sxtl2",
-                "addp", "saddlp", "ld1r"),
+    "x86_64": ("vpdpbusd", "vpdpbusds", "vpmaddubsw", "vpmaddwd", "vpsignb", "vpblendmb", "vpmulld", "vpmovsxbd",
+               "vpmovsxbw", "vpbroadcastd", "vpermt2d"),
+    "aarch64": ("sdot", "smull", "smull2", "smlal", "smlal2", "sadalp", "mul", "mla", "sshll", "sshll2", "sxtl",
+                "sxtl2", "addp", "saddlp", "ld1r"),
 }
 ASM_KEY = {"x86_64": ("vpdpbusd", "vpdpbusds", "vpmaddubsw", "vpmaddwd", "vpmulld"),
            "aarch64": ("sdot", "smull", "smull2", "smlal", "smlal2", "mul", "mla")}
 _LABEL = re.compile(r"^([.\w$]+):")
-_X86_VREG = re.compile(r"%(zmm\d+)")
+_X86_VREG = re.compile(r"%([xyz]mm\d+)")
 _ARM_VREG = re.compile(r"\b(v\d+)\.")
 _STACK = {"x86_64": re.compile(r"\(%rsp|\(%rbp"), "aarch64": re.compile(r"\[sp\b|\[x29\b")}  # spills, reloads
 
@@ -291,6 +291,7 @@ def _exact_check(Q, rng) -> dict:
         else:
             v = 127 if kind == "max" else -127
             xq, wq = np.full((M, K), v), np.full((N, K), v)
+        xq = np.clip(xq, -Q.XMAX, Q.XMAX)  # the variant's activation range (63 for maddubs7)
         wp = Q.pack(wq.astype(np.int8))
         qx = Q.encode(xq, wp.shape[1])
         out = np.full((M, N), -7, np.int32)
@@ -318,8 +319,10 @@ def int8_asm_report() -> dict:
     w = rng.standard_normal((N, K), dtype=np.float32)
     run, _ = int8_linear(x, w, rng.standard_normal(N, dtype=np.float32))
     run()
+    from mbengine.kernels.target import TARGET
+
     feats = llvm_binding.get_host_cpu_features()
-    report = {"variant": Q.VARIANT, "offset": Q.OFFSET, "COLS": Q.COLS, "ROWS": Q.ROWS,
+    report = {"variant": Q.VARIANT, "target": TARGET.describe(), "offset": Q.OFFSET, "COLS": Q.COLS, "ROWS": Q.ROWS,
               "forced": os.environ.get("MBENGINE_INT8_KERNEL") or None,
               "llvm": ".".join(map(str, llvm_binding.llvm_version_info)),
               "llvm_host_cpu": llvm_binding.get_host_cpu_name(),

@@ -83,7 +83,7 @@ def _detected() -> str:
     """The fastest variant the compile target can run."""
     if LANES == 16 and TARGET.avx512vnni and TARGET.avx512bw:
         return "vnni"
-    if TARGET.arch == "aarch64":
+    if TARGET.arch == "aarch64" and TARGET.neon:
         return "sdot" if TARGET.dotprod and LANES == 4 else "smull"
     if TARGET.arch == "x86_64" and ((LANES == 16 and TARGET.avx512bw) or (LANES == 8 and TARGET.avx2)
                                     or (LANES == 4 and TARGET.ssse3)):

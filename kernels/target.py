@@ -20,13 +20,17 @@ compiled for it and the assembly is read (a 16-lane float add stays in one
 a 16-bit multiply-add plus accumulate becomes ``vpdpwssd`` only with VNNI,
 a partial reduction of byte products becomes ``sdot`` only with the
 dot-product extension). The probes are plain IR that every target can
-compile, so no probe can abort the process, and no table of CPU names goes
-stale. For the host, LLVM's host feature list is read directly.
+compile (the aarch64 dot-product probe only where a NEON probe found NEON:
+without it LLVM aborts on it), and no table of CPU names goes stale. For
+the host, LLVM's host feature list is read directly.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import llvmlite.binding as llvm
@@ -45,6 +49,7 @@ class Target:
     avx512vnni: bool  # vpdpbusd (x86)
     avx2: bool  # 256-bit integer instructions (x86)
     ssse3: bool  # pmaddubsw (x86)
+    neon: bool  # Advanced SIMD (aarch64; every aarch64 CPU LLVM knows has it)
     dotprod: bool  # sdot (aarch64)
 
     def describe(self) -> str:
@@ -93,7 +98,17 @@ define <8 x i16> @ubsw(<16 x i8> %a, <16 x i8> %b) {
 declare <8 x i16> @llvm.sadd.sat.v8i16(<8 x i16>, <8 x i16>)
 """
 
-_ARM_PROBES = r"""
+_ARM_NEON_PROBE = r"""
+define void @lanes(<4 x float>* %p) {
+  %v = load <4 x float>, <4 x float>* %p
+  %w = fadd <4 x float> %v, %v
+  store <4 x float> %w, <4 x float>* %p
+  ret void
+}
+"""
+
+# compiled only where NEON is there: without it LLVM cannot legalise the partial reduction (it aborts)
+_ARM_DOT_PROBE = r"""
 define <4 x i32> @dot(<4 x i32> %acc, <16 x i8> %a, <16 x i8> %b) {
   %x = sext <16 x i8> %a to <16 x i32>
   %y = sext <16 x i8> %b to <16 x i32>
@@ -129,13 +144,19 @@ def _probe(triple: str, cpu: str, features: str) -> dict[str, bool | int]:
         except (AttributeError, RuntimeError):
             pass
     tm = llvm.Target.from_triple(triple).create_target_machine(cpu=cpu, features=features, opt=2)
-    module = llvm.parse_assembly(_X86_PROBES if arch in ("x86_64", "i686", "i386") else _ARM_PROBES)
-    module.triple = triple
-    fn = _functions(tm.emit_assembly(module))
+
+    def compiled(ir_text):
+        module = llvm.parse_assembly(ir_text)
+        module.triple = triple
+        return _functions(tm.emit_assembly(module))
+
     if arch in ("aarch64", "arm64"):
-        return {"lanes": 4, "registers": 32, "dotprod": "sdot" in fn.get("dot", "")}
+        neon = ".4s" in compiled(_ARM_NEON_PROBE).get("lanes", "")
+        return {"lanes": 4, "registers": 32, "neon": neon,
+                "dotprod": neon and "sdot" in compiled(_ARM_DOT_PROBE).get("dot", "")}
     if arch not in ("x86_64", "i686", "i386"):
         return {"lanes": 4, "registers": 16}
+    fn = compiled(_X86_PROBES)
     zmm = "zmm" in fn.get("lanes", "")
     return {"lanes": 16 if zmm else 8 if "ymm" in fn.get("lanes", "") else 4,
             "registers": 32 if zmm else 16,
@@ -144,6 +165,19 @@ def _probe(triple: str, cpu: str, features: str) -> dict[str, bool | int]:
             "avx2": any(line.split()[:1] in (["vpaddw"], ["vpsllw"]) and "ymm" in line
                         for line in fn.get("words", "").splitlines()),
             "ssse3": "phaddsw" in fn.get("ubsw", "")}
+
+
+def _probe_safely(triple: str, cpu: str, features: str) -> dict:
+    """:func:`_probe` in a child process: LLVM aborts the process, not raises, on a CPU name it does not know
+    for the architecture (seen: 'cortex-a72' on x86-64), which here becomes a clear error instead."""
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), triple, cpu, features], capture_output=True,
+                          text=True, timeout=120)
+    unknown = "not a recognized processor" in proc.stderr
+    if proc.returncode != 0 or unknown:
+        why = "LLVM does not know that CPU for this architecture" if unknown else "LLVM failed compiling for it"
+        raise ValueError(f"cannot compile the kernels for NUMBA_CPU_NAME={cpu!r} NUMBA_CPU_FEATURES={features!r} "
+                         f"on {triple}: {why} ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'exit ' + str(proc.returncode)})")
+    return json.loads(proc.stdout)
 
 
 def _numba_choice() -> tuple[str | None, str | None]:
@@ -170,19 +204,25 @@ def detect() -> Target:
     name, features = _numba_choice()
     if name is None and features is None:  # the host, as LLVM sees it
         host = llvm.get_host_cpu_features()
-        has = {k: bool(host.get(k, False)) for k in ("avx512f", "avx512bw", "avx512vnni", "avx2", "avx", "ssse3", "dotprod")}
+        has = {k: bool(host.get(k, False))
+               for k in ("avx512f", "avx512bw", "avx512vnni", "avx2", "avx", "ssse3", "neon", "dotprod")}
         x86 = arch == "x86_64"
         lanes = 16 if x86 and has["avx512f"] else 8 if x86 and has["avx"] else 4
         return Target(cpu=llvm.get_host_cpu_name(), arch=arch, named=False, lanes=lanes,
                       registers=32 if lanes == 16 or not x86 else 16,
                       avx512bw=x86 and has["avx512bw"], avx512vnni=x86 and has["avx512vnni"] and has["avx512bw"],
                       avx2=x86 and has["avx2"], ssse3=x86 and has["ssse3"],
+                      neon=arch == "aarch64" and (has["neon"] or not host),  # (no feature list: assume the ISA's)
                       dotprod=arch == "aarch64" and has["dotprod"])
-    seen = _probe(triple, name or llvm.get_host_cpu_name(), features or "")
+    seen = _probe_safely(triple, name or llvm.get_host_cpu_name(), features or "")
     return Target(cpu=name or llvm.get_host_cpu_name(), arch=arch, named=name is not None,
                   lanes=int(seen["lanes"]), registers=int(seen["registers"]),
                   avx512bw=bool(seen.get("avx512bw")), avx512vnni=bool(seen.get("avx512vnni")) and bool(seen.get("avx512bw")),
-                  avx2=bool(seen.get("avx2")), ssse3=bool(seen.get("ssse3")), dotprod=bool(seen.get("dotprod")))
+                  avx2=bool(seen.get("avx2")), ssse3=bool(seen.get("ssse3")), neon=bool(seen.get("neon")),
+                  dotprod=bool(seen.get("dotprod")))
 
 
-TARGET = detect()
+if __name__ == "__main__":  # the child process of _probe_safely: python target.py TRIPLE CPU FEATURES
+    print(json.dumps(_probe(*sys.argv[1:4])))
+else:
+    TARGET = detect()

@@ -53,6 +53,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mbengine.kernels import qlinear as Q
+from mbengine.kernels.target import TARGET
 
 from .reference import ACT
 from .test_kernels import (CODES, EPS, NAME_OF_CODE, NORMS, SENTINEL, SETTINGS, assert_close32,
@@ -157,6 +158,7 @@ def test_qmatmul_exact(M, N, K, kinds, extra_cols, seed):
 GENERIC_SCRIPT = textwrap.dedent("""
     import numpy as np
     from mbengine.kernels import qlinear as Q
+from mbengine.kernels.target import TARGET
     assert Q.VARIANT == "generic" and Q.OFFSET == 0 and Q.QX_DTYPE is np.int8, (Q.VARIANT, Q.OFFSET)
     rng = np.random.default_rng(1234)
     shapes = [(1, 1, 1), (8, Q.COLS, 4), (9, 2 * Q.COLS + 3, 7), (40, 100, 300), (17, 64, 128), (3, 33, 1)]
@@ -449,15 +451,19 @@ def test_qlinear_tiny_row(amax):
     assert rel_err(out[1], ref[1]) < 3e-2
 
 
-@pytest.mark.parametrize("target", [{"NUMBA_CPU_FEATURES": "-avx512vnni"}, {"NUMBA_CPU_NAME": "haswell"},
-                                    {"NUMBA_CPU_NAME": "skylake-avx512"}])
-def test_forced_dot_variant_needs_the_target_feature(tmp_path, target):
+# a variant the compile target cannot run, per architecture: (forced variant, target environment)
+REFUSED = {"x86_64": [("vnni", {"NUMBA_CPU_FEATURES": "-avx512vnni"}), ("vnni", {"NUMBA_CPU_NAME": "haswell"}),
+                      ("vnni", {"NUMBA_CPU_NAME": "skylake-avx512"}), ("maddubs", {"NUMBA_CPU_NAME": "x86-64"})],
+           "aarch64": [("sdot", {"NUMBA_CPU_NAME": "cortex-a72"}), ("vnni", {})]}
+
+
+@pytest.mark.parametrize("variant, target", REFUSED.get(TARGET.arch, []))
+def test_forced_variant_needs_the_target_feature(tmp_path, variant, target):
     """Forcing an instruction the compile target lacks is a clear error, not an LLVM abort while compiling."""
-    env = dict(os.environ, MBENGINE_INT8_KERNEL="vnni", NUMBA_CACHE_DIR=str(tmp_path / "nbc"), **target)
+    env = dict(os.environ, MBENGINE_INT8_KERNEL=variant, NUMBA_CACHE_DIR=str(tmp_path / "nbc"), **target)
     for name in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
         if name not in target:
             env.pop(name, None)
     proc = subprocess.run([sys.executable, "-c", "import mbengine.kernels.qsimd"], env=env, capture_output=True,
                           text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 1 and "cannot run it" in proc.stderr, proc.stderr[-2000:]
-

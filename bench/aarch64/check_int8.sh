@@ -17,11 +17,12 @@
 # qlinear and qmatmul_exact once, counts their instructions (whole module and the hottest inner
 # loop) and checks qmatmul_exact on 5 small shapes. Configurations (CONFIGS, one per line, env
 # assignments or "default"):
-#   default                                     the emulated CPU as LLVM sees it
-#   NUMBA_CPU_NAME=cortex-a76                   Raspberry Pi 5 (has the dot-product extension)
-#   NUMBA_CPU_NAME=cortex-a72                   Raspberry Pi 4 (no dot product)
-#   NUMBA_CPU_NAME=cortex-a76 MBENGINE_INT8_KERNEL=sdot
-#   MBENGINE_INT8_KERNEL=sdot                   sdot forced on the default (featureless) CPU
+#   default                                     the emulated CPU as LLVM sees it (generic: smull)
+#   NUMBA_CPU_NAME=cortex-a76                   Raspberry Pi 5 (has the dot-product extension: sdot)
+#   NUMBA_CPU_NAME=cortex-a72                   Raspberry Pi 4 (no dot product: smull)
+#   NUMBA_CPU_NAME=cortex-a53                   Raspberry Pi 3, Zero 2 W (no dot product: smull)
+#   NUMBA_CPU_NAME=cortex-a72 MBENGINE_INT8_KERNEL=generic   the portable fallback, for comparison
+#   MBENGINE_INT8_KERNEL=sdot                   sdot forced on a CPU without it: refused (clear error)
 # Results: ROOT/work/int8/<name>.json, the listings <name>/{qlinear,qmatmul_exact}-<variant>.s,
 # <name>.log; a summary table on stdout. Timings are of emulated code (compile times only).
 set -uo pipefail
@@ -35,7 +36,8 @@ HOSTPY=${HOSTPY:-/work/venv/bin/python}
 CONFIGS=${CONFIGS:-"default
 NUMBA_CPU_NAME=cortex-a76
 NUMBA_CPU_NAME=cortex-a72
-NUMBA_CPU_NAME=cortex-a76 MBENGINE_INT8_KERNEL=sdot
+NUMBA_CPU_NAME=cortex-a53
+NUMBA_CPU_NAME=cortex-a72 MBENGINE_INT8_KERNEL=generic
 MBENGINE_INT8_KERNEL=sdot"}
 
 [ "$(id -u)" = 0 ] || { echo "needs root (chroot, mount)" >&2; exit 2; }
