@@ -158,7 +158,6 @@ def test_qmatmul_exact(M, N, K, kinds, extra_cols, seed):
 GENERIC_SCRIPT = textwrap.dedent("""
     import numpy as np
     from mbengine.kernels import qlinear as Q
-from mbengine.kernels.target import TARGET
     assert Q.VARIANT == "generic" and Q.OFFSET == 0 and Q.QX_DTYPE is np.int8, (Q.VARIANT, Q.OFFSET)
     rng = np.random.default_rng(1234)
     shapes = [(1, 1, 1), (8, Q.COLS, 4), (9, 2 * Q.COLS + 3, 7), (40, 100, 300), (17, 64, 128), (3, 33, 1)]
