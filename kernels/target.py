@@ -212,7 +212,8 @@ def detect() -> Target:
                       registers=32 if lanes == 16 or not x86 else 16,
                       avx512bw=x86 and has["avx512bw"], avx512vnni=x86 and has["avx512vnni"] and has["avx512bw"],
                       avx2=x86 and has["avx2"], ssse3=x86 and has["ssse3"],
-                      neon=arch == "aarch64" and (has["neon"] or not host),  # (no feature list: assume the ISA's)
+                      # every aarch64 Linux has NEON (its ABI assumes it); qemu-user hides the host's feature list
+                      neon=arch == "aarch64",
                       dotprod=arch == "aarch64" and has["dotprod"])
     seen = _probe_safely(triple, name or llvm.get_host_cpu_name(), features or "")
     return Target(cpu=name or llvm.get_host_cpu_name(), arch=arch, named=name is not None,
