@@ -22,7 +22,8 @@ Three measurements, each of the int8 model against the same model in float32:
    engine checkpoints, and the peak RSS of a fresh process that loads one and
    runs batch 1 x seq 128 once (warm Numba cache).
 4. Per compile target (``--targets``, default this CPU, ``haswell``,
-   ``skylake-avx512`` and the 7-bit ``maddubs7`` variant on the last two):
+   ``skylake-avx512``, and on the last two the 7-bit ``maddubs7`` variant and
+   the portable ``generic`` one, which those CPUs got before ``maddubs``):
    one fresh process per target with its own Numba cache, compiling for that
    CPU; int8 against float32 speed (full size, b1 s128, 1 and 2 threads,
    alternating), the int8 hidden-state error and the MiniLM cosines there.
@@ -491,7 +492,8 @@ def size_and_memory(args, tmp: str) -> dict:
 # =========================================================================== 4. per compile target
 # Each target is a fresh process (its own Numba cache) compiling the kernels for that CPU: its vector width,
 # float32 tile and int8 micro-kernel (mbengine/kernels/target.py). "cpu:variant" also forces an int8 variant.
-TARGETS = ["host", "haswell", "skylake-avx512", "haswell:maddubs7", "skylake-avx512:maddubs7"]
+TARGETS = ["host", "haswell", "skylake-avx512", "haswell:maddubs7", "skylake-avx512:maddubs7", "haswell:generic",
+           "skylake-avx512:generic"]
 
 
 def _target_env(spec: str, tmp: str) -> dict:
