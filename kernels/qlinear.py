@@ -54,7 +54,7 @@ from .qsimd import (CACHE, COLS, OFFSET, ROWS, SIGN_BYTES, VARIANT, XMAX,  # noq
                     float_from_bits, qtile_row, qtile_rows)
 
 QX_DTYPE = np.uint8 if OFFSET or SIGN_BYTES else np.int8  # the quantized activations' storage type
-QMAX = 127  # weights and activations: symmetric int8 in [-127, 127], on every CPU
+QMAX = 127  # weights: symmetric int8 in [-127, 127] on every CPU (activations: XMAX, 127 but for maddubs7)
 QX_BYTES = 1 + SIGN_BYTES  # scratch bytes per quantized input: the value, and for maddubs its sign
 SIGN_PATTERN = np.uint64(0x1111111111111111)  # a 4-bit sign pattern in every 4 bits of a 64-bit lane mask
 TINY = 0x0D800000  # bits of 2.0**-100: rows with a smaller max take _quantize_row's float64 path
