@@ -408,3 +408,8 @@ class MobileBertTokenizer:
         """Per input, the index of the word each token comes from (None for special tokens)."""
         inputs = _inputs(text, text_pair)
         return [enc.word_ids for enc in self._tok.encode_batch(inputs)]
+
+
+# Hugging Face has a slow (pure Python) and a fast (Rust ``tokenizers``) class; ours is the
+# fast one already, so both documented names are the same class.
+MobileBertTokenizerFast = MobileBertTokenizer
