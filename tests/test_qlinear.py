@@ -36,7 +36,7 @@ Three levels, from exact to loose:
 Plus NaN/Inf rows, NaN through relu-like activations, and rows whose
 maximum is so small that 1 / scale overflows float32.
 
-Every micro-kernel variant runs this whole file: tests/test_int8_variants.py
+Every micro-kernel variant runs this whole file: tests/test_compile_targets.py
 runs it in subprocesses compiled for other CPUs (``NUMBA_CPU_NAME``) and with
 forced variants.
 """

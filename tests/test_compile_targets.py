@@ -1,4 +1,5 @@
-"""Every int8 micro-kernel variant through the whole of tests/test_qlinear.py.
+"""Every int8 micro-kernel variant through the whole of tests/test_qlinear.py, and the float32
+kernels at every x86 vector width through tests/test_kernels.py.
 
 This machine's own variant runs there in-process. The others need another
 compile target, so each runs the file in a subprocess with its own Numba
@@ -33,9 +34,7 @@ if X86 and qsimd.VARIANT == "vnni":  # the slower x86 variants forced on this VN
     CASES.append(({"MBENGINE_INT8_KERNEL": "maddubs"}, "maddubs", 16))
 
 
-@pytest.mark.skipif(not X86, reason="compiles for other x86 CPUs")
-@pytest.mark.parametrize("env, variant, lanes", CASES, ids=[f"{v}-{n}" for _, v, n in CASES])
-def test_variant_passes_test_qlinear(tmp_path, env, variant, lanes):
+def run_tests(tmp_path, env, variant, lanes, test_file):
     full = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES",
                                                              "MBENGINE_INT8_KERNEL")}
     full.update(env, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
@@ -45,7 +44,23 @@ def test_variant_passes_test_qlinear(tmp_path, env, variant, lanes):
                           cwd=tmp_path)  # (not the source tree: its mbengine/ has no kernels/)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                           os.path.join(HERE, "test_qlinear.py")],
+                           os.path.join(HERE, test_file)],
                           env=full, capture_output=True, text=True, timeout=1800, cwd=tmp_path)
-    assert proc.returncode == 0, f"{env}: test_qlinear.py failed\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{env}: {test_file} failed\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     assert " passed" in proc.stdout and " failed" not in proc.stdout
+
+
+@pytest.mark.skipif(not X86, reason="compiles for other x86 CPUs")
+@pytest.mark.parametrize("env, variant, lanes", CASES, ids=[f"{v}-{n}" for _, v, n in CASES])
+def test_variant_passes_test_qlinear(tmp_path, env, variant, lanes):
+    run_tests(tmp_path, env, variant, lanes, "test_qlinear.py")
+
+
+FLOAT_CASES = [({"NUMBA_CPU_NAME": "haswell"}, "maddubs", 8), ({"NUMBA_CPU_NAME": "x86-64-v2"}, "maddubs", 4)]
+
+
+@pytest.mark.skipif(not X86, reason="compiles for other x86 CPUs")
+@pytest.mark.parametrize("env, variant, lanes", FLOAT_CASES, ids=[f"lanes{n}" for _, _, n in FLOAT_CASES])
+def test_float_kernels_at_other_vector_widths(tmp_path, env, variant, lanes):
+    """The float32 kernels' tile geometry follows the target too (6 x 2 vectors with 16 registers)."""
+    run_tests(tmp_path, env, variant, lanes, "test_kernels.py")
