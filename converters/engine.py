@@ -16,7 +16,9 @@ Layout (format version 1)::
                           <HF name>          every other tensor under its Hugging Face
                                              name (embeddings, biases, norm weights);
                                              the base model's without "mobilebert."
-                        metadata: {"format": "mbengine", "format_version": "1"}
+                        metadata: {"format": "mbengine"} (one key: safetensors writes
+                        metadata in hash order, so two keys would make two writes of
+                        one model differ)
     tokenizer files     copied from the source when present
 
 An int8 checkpoint (``"dtype": "int8"``, made by ``mbengine convert --dtype
@@ -44,11 +46,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
 from mbengine.errors import CheckpointError, FormatVersionError
+
+from .publish import Staging
 
 FORMAT_VERSION = 1
 PACKED = "packed/"
@@ -157,9 +160,11 @@ def write(model, directory: str | os.PathLike, *, tokenizer_from: str | os.PathL
           force: bool = False) -> str:
     """Write ``model`` (any mbengine model class instance) as an engine checkpoint.
 
-    Atomic: everything goes to a temporary directory beside ``directory``,
-    renamed into place at the end; a failure leaves nothing behind. An existing
-    ``directory`` is replaced only with ``force``.
+    Atomic: everything goes to a staging directory beside ``directory``, which
+    then replaces it in one step (:mod:`.publish`: the destination is always the
+    old version or the new one); a failure or a kill leaves nothing that the
+    next write does not remove. An existing ``directory`` is replaced only with
+    ``force``. The same model gives byte-identical files.
     """
     from safetensors.numpy import save_file
 
@@ -197,12 +202,9 @@ def write(model, directory: str | os.PathLike, *, tokenizer_from: str | os.PathL
                           "head": model.HEAD, "pooler": bool(model.pooler)}
     if dtype == "int8":
         config["mbengine"]["quantization"] = model.quantization
-    parent = os.path.dirname(directory) or "."
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".mbengine-convert-", dir=parent)
-    try:
-        save_file(tensors, os.path.join(tmp, "model.safetensors"),
-                  metadata={"format": "mbengine", "format_version": str(FORMAT_VERSION)})
+    stage = Staging(directory)
+    with stage as tmp:
+        save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "mbengine"})
         with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
             json.dump(config, f, indent=2, sort_keys=True)
             f.write("\n")
@@ -210,17 +212,10 @@ def write(model, directory: str | os.PathLike, *, tokenizer_from: str | os.PathL
             for name in TOKENIZER_FILES:
                 src = os.path.join(tokenizer_from, name)
                 if os.path.isfile(src):
-                    shutil.copy2(src, os.path.join(tmp, name))
-        if os.path.exists(directory):
-            old = tempfile.mkdtemp(prefix=".mbengine-old-", dir=parent)
-            os.rename(directory, os.path.join(old, "previous"))
-            os.rename(tmp, directory)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+                    shutil.copyfile(src, os.path.join(tmp, name))  # (the umask's permissions, not the source's)
+        if os.path.exists(directory) and not force:  # (appeared while we wrote)
+            raise FileExistsError(f"{directory} exists; pass force=True (--force) to replace it")
+        stage.publish()
     return directory
 
 
