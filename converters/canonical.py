@@ -77,6 +77,17 @@ HEADS = ("pretraining", "masked_lm", "next_sentence", "sequence_classification",
 HEAD_USES_POOLER = {None: True, "pretraining": True, "masked_lm": False, "next_sentence": True,
                     "sequence_classification": True, "multiple_choice": True, "token_classification": False,
                     "question_answering": False}
+HEAD_MARKS = (("cls.predictions.", "a masked-LM head"), ("cls.seq_relationship.", "a next-sentence head"),
+              ("classifier.", "a classifier head (sequence, token or multiple-choice classification)"),
+              ("qa_outputs.", "a question-answering head"))
+
+
+def heads_present(names) -> str:
+    """What task heads a checkpoint's tensor names hold, in words (for errors)."""
+    found = [words for prefix, words in HEAD_MARKS if any(n.startswith(prefix) for n in names)]
+    return " and ".join(found) if found else "no task head (a base model)"
+
+
 TIED = {  # HF ties these to another tensor and does not save them
     "cls.predictions.decoder.weight": "embeddings.word_embeddings.weight",
     "cls.predictions.decoder.bias": "cls.predictions.bias",

@@ -26,6 +26,15 @@
         needs, so the first real request is fast. The cache lives in
         NUMBA_CACHE_DIR (default: __pycache__ next to the installed kernels,
         or a user cache directory when that is not writable).
+
+Errors are one line on stderr, ``mbengine: error: ...`` (``--debug`` shows
+the traceback instead), with exit status 2 for a bad command line (an unknown
+option, a bad value, a file where a directory belongs) and 1 for everything
+the command could not do with what it was given (a broken checkpoint, bad
+input text, an unreadable file). Errors raised by the library name Python
+arguments (``truncation=True``); the CLI says them in its own flags through
+one table, :data:`CLI_WORDS`. User text quoted in an error is cut to its
+first characters and its length.
 """
 
 from __future__ import annotations
@@ -65,6 +74,44 @@ class UsageError(ValueError):
     """A bad command-line option: exit status 2, as argparse's own usage errors."""
 
 
+EXIT_ERROR, EXIT_USAGE = 1, 2
+# the library's Python advice -> the same advice in this command line's flags
+CLI_WORDS = {
+    "pass truncation=True": "pass --truncation",
+    "pass add_pooling_layer=False": "pass --no-pooler",
+    "pass force=True (--force)": "pass --force",
+}
+MAX_ERROR = 400  # characters of an error line; longer ones (quoted user text) are cut
+
+
+def cli_message(e: BaseException) -> str:
+    """The one line the CLI prints for ``e`` (module doc)."""
+    lines = [line.strip() for line in str(e).strip().splitlines()] or [type(e).__name__]
+    text = lines[0] + (": " + "; ".join(lines[1:]) if len(lines) > 1 else "")
+    if isinstance(e, UnicodeDecodeError):
+        text = f"not UTF-8 text ({e.reason} at byte {e.start})"
+    for python, flag in CLI_WORDS.items():
+        text = text.replace(python, flag)
+    if len(text) > MAX_ERROR:
+        text = f"{text[:MAX_ERROR - 60]}... [cut: the message is {len(text)} characters]"
+    return f"mbengine: error: {text}"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors in the one-line format (module doc)."""
+
+    def error(self, message):
+        self.exit(EXIT_USAGE, f"mbengine: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def _directory(path: str, what: str = "a checkpoint directory") -> str:
+    """``path`` if it is not a file; a file given for a directory is a usage error naming its folder."""
+    if os.path.isfile(path):
+        folder = os.path.dirname(os.path.abspath(path))
+        raise UsageError(f"{path} is a file; this needs {what}: did you mean its folder {folder}?")
+    return path
+
+
 DEMO_TEXT = "the capital of france is [MASK]."
 BUSY = 1.5  # median / minimum above this: the demo says the machine looks busy
 
@@ -92,9 +139,10 @@ def demo_vocabulary(size: int) -> list[str]:
     return vocab + [f"[unused{i}]" for i in range(size - len(vocab))]
 
 
-def demo_checkpoint(directory: str) -> tuple[str, float | None]:
-    """A full-size MobileBertForMaskedLM with seeded random weights and a vocab.txt in ``directory`` (written
-    once, atomically); returns (directory, seconds spent writing it, or None if it was there)."""
+def demo_checkpoint(directory: str, config=None) -> tuple[str, float | None]:
+    """A MobileBertForMaskedLM (full size unless ``config``) with seeded random weights and a vocab.txt in
+    ``directory`` (written once, atomically); returns (directory, seconds spent writing it, or None if it
+    was there)."""
     from safetensors.numpy import load_file, save_file
 
     from .config import MobileBertConfig
@@ -104,7 +152,9 @@ def demo_checkpoint(directory: str) -> tuple[str, float | None]:
     if all(os.path.isfile(os.path.join(directory, f)) for f in ("config.json", "model.safetensors", "vocab.txt")):
         return directory, None
     t0 = time.perf_counter()
-    config = MobileBertConfig(classifier_activation=False, extra={"architectures": ["MobileBertForMaskedLM"]})
+    if config is None:
+        config = MobileBertConfig(classifier_activation=False)
+    config.extra["architectures"] = ["MobileBertForMaskedLM"]
     stage = Staging(directory)
     with stage as tmp:
         random_checkpoint(tmp, config)
@@ -204,12 +254,13 @@ def _demo(args) -> int:
 def _run(args) -> int:
     from .modeling import MobileBertModel
 
-    model = MobileBertModel.from_pretrained(args.checkpoint, threads=args.threads)
     try:
         ids = np.array([[int(t) for t in args.ids.replace(",", " ").split()]], dtype=np.int64)
     except ValueError:
-        print(f"--ids must be integers separated by spaces, got {args.ids!r}", file=sys.stderr)
-        return 2
+        raise UsageError(f"--ids must be integers separated by spaces or commas, got {args.ids!r}") from None
+    if ids.size == 0:
+        raise UsageError("--ids is empty")
+    model = MobileBertModel.from_pretrained(_directory(args.checkpoint), threads=args.threads)
     out = model(ids)
     np.set_printoptions(precision=4, suppress=False, linewidth=120)
     print("last_hidden_state", out.last_hidden_state.shape)
@@ -223,7 +274,7 @@ def _warmup(args) -> int:
     from .modeling import MobileBertModel
 
     t0 = time.perf_counter()
-    model = MobileBertModel.from_pretrained(args.checkpoint, threads=args.threads,
+    model = MobileBertModel.from_pretrained(_directory(args.checkpoint), threads=args.threads,
                                             add_pooling_layer=None if args.pooler else False)
     ids = np.zeros((1, 2), np.int64)
     model(ids)
@@ -317,7 +368,7 @@ def _info(args) -> int:
     from . import safetensors_mmap
     from .config import MobileBertConfig
 
-    config = MobileBertConfig.from_pretrained(args.checkpoint)
+    config = MobileBertConfig.from_pretrained(_directory(args.checkpoint))
     meta = config.extra.get("mbengine")
     path = os.path.join(args.checkpoint, "model.safetensors")
     header, _ = safetensors_mmap.read_header(path)
@@ -348,15 +399,34 @@ def _info(args) -> int:
     return 0
 
 
+def _lines(data: bytes, name: str) -> list[str]:
+    """The non-empty lines of UTF-8 ``data``; an undecodable line is an error naming ``name`` and the line."""
+    texts = []
+    for number, raw in enumerate(data.splitlines(), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{name}: line {number} is not UTF-8 text ({e.reason} at byte {e.start + 1} of the "
+                             "line)") from None
+        if line.strip():
+            texts.append(line)
+    if not texts:
+        raise ValueError(f"{name} has no text (only empty lines, or nothing)")
+    return texts
+
+
 def _read_texts(args) -> list[str]:
     if getattr(args, "texts", None):
         return list(args.texts)
     if getattr(args, "file", None):
-        with open(args.file, encoding="utf-8") as f:
-            return [line.rstrip("\n") for line in f if line.strip()]
+        if os.path.isdir(args.file):
+            raise UsageError(f"--file {args.file} is a directory; give a text file, one input per line")
+        with open(args.file, "rb") as f:
+            return _lines(f.read(), f"--file {args.file}")
     if sys.stdin.isatty():
-        raise ValueError("no input: give texts as arguments, --file FILE, or pipe them on stdin")
-    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        raise UsageError("no input: give texts as arguments, --file FILE, or pipe them on stdin")
+    stream = getattr(sys.stdin, "buffer", None)  # (a text-only stand-in for stdin has none)
+    return _lines(stream.read() if stream is not None else sys.stdin.read().encode("utf-8"), "stdin")
 
 
 def _print(result, as_json: bool) -> None:
@@ -387,10 +457,13 @@ def _task(args) -> int:
     from .pipelines import pipeline
 
     if getattr(args, "max_length", None) is not None and not args.truncation:
-        raise ValueError("--max-length applies only with --truncation")
-    pipe = pipeline(args.command, model=args.model, threads=args.threads, batch_size=args.batch_size)
+        raise UsageError("--max-length applies only with --truncation")
+    pipe = pipeline(args.command, model=_directory(args.model), threads=args.threads, batch_size=args.batch_size)
     task = args.command
     if task == "question-answering":
+        if args.texts:
+            raise UsageError(f"question-answering reads its context from --context, --file or stdin, not from "
+                             f"positional texts ({len(args.texts)} given after the checkpoint)")
         context = args.context if args.context is not None else "\n".join(_read_texts(args))
         if not context.strip():
             raise ValueError("the context is empty")
@@ -495,7 +568,7 @@ def main(argv=None) -> int:
     from . import __version__
     from .errors import MBEngineError
 
-    parser = argparse.ArgumentParser(prog="mbengine", description="MobileBERT inference on Numba kernels")
+    parser = _Parser(prog="mbengine", description="MobileBERT inference on Numba kernels")
     parser.add_argument("--version", action="version", version=f"mbengine {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -547,10 +620,8 @@ def main(argv=None) -> int:
     except (MBEngineError, ValueError, TypeError, OSError) as e:
         if args.debug:
             raise
-        lines = [line.strip() for line in str(e).strip().splitlines()] or [type(e).__name__]
-        print(f"mbengine: error: {lines[0]}" + (": " + "; ".join(lines[1:]) if len(lines) > 1 else ""),
-              file=sys.stderr)
-        return 2 if isinstance(e, UsageError) else 1
+        print(cli_message(e), file=sys.stderr)
+        return EXIT_USAGE if isinstance(e, UsageError) else EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

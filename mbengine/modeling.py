@@ -198,6 +198,7 @@ class MobileBertPreTrainedModel:
             raise ValueError(f"trigram_padding must be 'mask' or 'hf', got {trigram_padding!r}")
         self.pooler = canonical.HEAD_USES_POOLER[self.HEAD] if add_pooling_layer is None else add_pooling_layer
         self._check_config(config)
+        given = set(weights)
         weights = canonical.model_tensors(weights, config, self.HEAD, self.pooler)
         int8_tables = set(scales or ())
         if "embeddings.word_embeddings.weight" in int8_tables and config.tie_word_embeddings:
@@ -206,6 +207,11 @@ class MobileBertPreTrainedModel:
             canonical.validate(weights, config, source, head=self.HEAD, pooler=self.pooler,
                                packed=packed is not None, int8=frozenset(int8_tables))
         except CheckpointError as e:
+            needed = set(canonical.head_shapes(config, self.HEAD)) - set(canonical.TIED)
+            if needed and not needed & set(weights):  # the task head is missing entirely
+                raise CheckpointError(f"{source} has {canonical.heads_present(given)}; {type(self).__name__} "
+                                      f"needs the {self.HEAD.replace('_', ' ')} head ({', '.join(sorted(needed))})"
+                                      ) from None
             if any("'pooler." in p and p.startswith("missing") for p in e.problems):
                 e.problems.append("this checkpoint has no pooler (HF saves none for masked-LM, token-classification "
                                   "and question-answering models): pass add_pooling_layer=False")

@@ -429,8 +429,11 @@ def test_pipeline_arguments(mlm):
 
 
 def test_head_weights_absent_is_an_error_naming_them(mlm):
+    """The error says which head the checkpoint has, and which head (which tensors) the task needs."""
     path, _ = mlm  # a masked-LM checkpoint has no classifier
-    with pytest.raises(mbengine.CheckpointError, match="missing tensor 'classifier.weight'"):
+    with pytest.raises(mbengine.CheckpointError, match=r"has a masked-LM head; MobileBertForTokenClassification "
+                                                       r"needs the token classification head \(classifier.bias, "
+                                                       r"classifier.weight\)"):
         pipeline("token-classification", path)
 
 
@@ -475,7 +478,7 @@ def test_cli_truncation(mlm, capsys):
     assert got[0]["token"] == want[0]["token"] and got[0]["sequence"] == want[0]["sequence"]
     assert main(["fill-mask", path, long, "--truncation", "--max-length", "8", "--json", "--threads", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["result"][0]["sequence"].count("word") <= 5  # 8 - cls, a, mask, sep
-    assert main(["fill-mask", path, long, "--max-length", "8", "--threads", "1"]) == 1
+    assert main(["fill-mask", path, long, "--max-length", "8", "--threads", "1"]) == 2  # a usage error
     assert "--max-length applies only with --truncation" in capsys.readouterr().err
     # the base model of the same checkpoint: feature extraction cuts the same way
     assert main(["feature-extraction", path, long, "--threads", "1"]) == 1
