@@ -429,26 +429,51 @@ def _read_texts(args) -> list[str]:
     return _lines(stream.read() if stream is not None else sys.stdin.read().encode("utf-8"), "stdin")
 
 
+def _plain(x):
+    """NumPy values as Python ones (for JSON and tables)."""
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, (np.floating, np.integer)):
+        return x.item()
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+TABLE_CELL = 60  # characters of a table cell; longer text is cut with "..."
+
+
+def _cell(v) -> str:
+    text = f"{v:.4f}" if isinstance(v, float) else str(v)
+    return text if len(text) <= TABLE_CELL else text[:TABLE_CELL - 3] + "..."
+
+
+def table(rows: list[dict]) -> str:
+    """Rows of one pipeline result as an aligned text table, the columns in the rows' key order."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    cells = [keys] + [[_cell(row.get(k, "")) for k in keys] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(keys))]
+    numeric = [all(isinstance(row.get(k), (int, float)) for row in rows) for k in keys]
+    lines = ["  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)).rstrip()
+             for r in cells]
+    return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
+
+
 def _print(result, as_json: bool) -> None:
     import json
 
-    def plain(x):
-        if isinstance(x, np.ndarray):
-            return x.tolist()
-        if isinstance(x, (np.floating, np.integer)):
-            return x.item()
-        if isinstance(x, dict):
-            return {k: plain(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [plain(v) for v in x]
-        return x
-
-    result = plain(result)
+    result = _plain(result)
     if as_json:
         print(json.dumps(result, ensure_ascii=False))
-    elif isinstance(result, list) and result and isinstance(result[0], dict):
-        for row in result:
-            print("  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    elif isinstance(result, list) and result and all(isinstance(r, dict) for r in result):
+        print(table(result))
+    elif isinstance(result, dict):
+        print(table([result]))
+    elif isinstance(result, list) and result and all(isinstance(v, (int, float)) for v in result):
+        shown = ", ".join(f"{v:.4f}" for v in result[:6])
+        print(f"vector of {len(result)}: [{shown}{', ...' if len(result) > 6 else ''}]  (--json prints it whole)")
     else:
         print(result)
 
