@@ -271,15 +271,14 @@ def _run(args) -> int:
 
 
 def _warmup(args) -> int:
-    from .modeling import MobileBertModel
-
     t0 = time.perf_counter()
-    model = MobileBertModel.from_pretrained(_directory(args.checkpoint), threads=args.threads,
-                                            add_pooling_layer=None if args.pooler else False)
-    ids = np.zeros((1, 2), np.int64)
+    cls = model_class(_directory(args.checkpoint))  # the checkpoint's own class: its head's kernels too
+    model = cls.from_pretrained(args.checkpoint, threads=args.threads,
+                                add_pooling_layer=None if args.pooler else False)
+    ids = np.zeros((1, 1, 2) if cls.HEAD == "multiple_choice" else (1, 2), np.int64)  # (batch, [choices,] seq)
     model(ids)
     model(ids, output_hidden_states=True, output_attentions=True)
-    print(f"kernels for {args.checkpoint} ready in {time.perf_counter() - t0:.2f} s")
+    print(f"kernels for {args.checkpoint} ({cls.__name__}) ready in {time.perf_counter() - t0:.2f} s")
     return 0
 
 

@@ -30,3 +30,16 @@ def test_fill_mask_prints_a_table(tmp_path, capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == "# a [MASK] b"
     assert lines[1].split() == ["score", "token", "token_str", "sequence"] and len(lines) == 5
+
+
+def test_warmup_loads_the_checkpoints_own_class(tmp_path, capsys):
+    """A masked-LM checkpoint (no pooler) warms up as MobileBertForMaskedLM, with no --no-pooler needed
+    (the README's Raspberry Pi steps convert then warm up exactly so)."""
+    from mbengine.config import MobileBertConfig
+
+    small = MobileBertConfig(vocab_size=300, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
+                             num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
+                             max_position_embeddings=32)
+    path, _ = cli.demo_checkpoint(str(tmp_path / "mlm"), small)
+    assert cli.main(["warmup", path, "--threads", "1"]) == 0
+    assert "(MobileBertForMaskedLM) ready" in capsys.readouterr().out
