@@ -48,6 +48,14 @@ def _item(name, i, single):
     return name if single else f"{name}[{i}]"
 
 
+QUOTE = 60  # characters of a user's text quoted in an error
+
+
+def _quote(text: str) -> str:
+    """``text`` for an error message: whole if short, else its first characters and its length."""
+    return repr(text) if len(text) <= QUOTE else f"{text[:QUOTE]!r}... ({len(text)} characters)"
+
+
 def _texts(name, value):
     """``value`` as a list of str and whether it was a single str."""
     if isinstance(value, str):
@@ -196,7 +204,7 @@ class FillMaskPipeline(Pipeline):
         rows = self._encode(texts, name="inputs", single=single, **tokenizer_kwargs)
         for i, row in enumerate(rows):
             if not (row["input_ids"] == tok.mask_token_id).any():
-                raise InputError(f"{_item('inputs', i, single)} has no {tok.mask_token} token: {texts[i]!r}")
+                raise InputError(f"{_item('inputs', i, single)} has no {tok.mask_token} token: {_quote(texts[i])}")
 
         def call(ids, mask, types):
             logits = self.model(ids, attention_mask=mask, token_type_ids=types).logits

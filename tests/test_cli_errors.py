@@ -95,12 +95,18 @@ def test_empty_stdin_is_an_error(files, capsys, monkeypatch):
     assert status == 1 and "stdin: line 2 is not UTF-8 text" in err
 
 
+def test_long_message_is_cut():
+    """Whatever a message quotes, the CLI's line stays short (the last line of defence)."""
+    line = cli.cli_message(ValueError("y" * 5000))
+    assert len(line) <= cli.MAX_ERROR + 60 and "[cut: the message is 5000 characters]" in line
+
+
 def test_long_quoted_text_is_cut(files, capsys, monkeypatch):
     long = "x" * 100000  # no [MASK] in it: the error quotes the text
     status, _, err = run(["fill-mask", "MLM", long], files, capsys, monkeypatch)
     assert status == 1
     assert_one_line_error(status, err)
-    assert "[cut: the message is" in err and long not in err
+    assert "(100000 characters)" in err and long not in err  # its first characters and its length
 
 
 PIECES = st.sampled_from(["fill-mask", "text-classification", "question-answering", "feature-extraction",
