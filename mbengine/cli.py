@@ -29,9 +29,10 @@
 
 Errors are one line on stderr, ``mbengine: error: ...`` (``--debug`` shows
 the traceback instead), with exit status 2 for a bad command line (an unknown
-option, a bad value, a file where a directory belongs) and 1 for everything
-the command could not do with what it was given (a broken checkpoint, bad
-input text, an unreadable file). Errors raised by the library name Python
+option, a bad value, a file where a directory belongs), 1 for everything the
+command could not do with what it was given (a broken checkpoint, bad input
+text, an unreadable file; an internal error too, said as such) and 130 when
+interrupted. Errors raised by the library name Python
 arguments (``truncation=True``); the CLI says them in its own flags through
 one table, :data:`CLI_WORDS`. User text quoted in an error is cut to its
 first characters and its length.
@@ -80,6 +81,7 @@ CLI_WORDS = {
     "pass truncation=True": "pass --truncation",
     "pass add_pooling_layer=False": "pass --no-pooler",
     "pass force=True (--force)": "pass --force",
+    "load it with ": "pass --class ",
 }
 MAX_ERROR = 400  # characters of an error line; longer ones (quoted user text) are cut
 
@@ -646,6 +648,15 @@ def main(argv=None) -> int:
             raise
         print(cli_message(e), file=sys.stderr)
         return EXIT_USAGE if isinstance(e, UsageError) else EXIT_ERROR
+    except KeyboardInterrupt:
+        print("mbengine: error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 (a bug of ours: still one line, and how to see more)
+        if args.debug:
+            raise
+        print(cli_message(RuntimeError(f"internal error ({type(e).__name__}: {e}); run again with --debug for "
+                                       "the traceback, and please report it")), file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -213,8 +213,15 @@ class MobileBertPreTrainedModel:
                                       f"needs the {self.HEAD.replace('_', ' ')} head ({', '.join(sorted(needed))})"
                                       ) from None
             if any("'pooler." in p and p.startswith("missing") for p in e.problems):
-                e.problems.append("this checkpoint has no pooler (HF saves none for masked-LM, token-classification "
-                                  "and question-answering models): pass add_pooling_layer=False")
+                held = [cls for prefix, cls in HEAD_CLASSES if any(n.startswith(prefix) for n in given)]
+                if self.HEAD is None and held:  # a task checkpoint read as the base model
+                    e.problems.append(f"this checkpoint holds {canonical.heads_present(given)} and no pooler: "
+                                      f"load it with {held[0]} (or pass add_pooling_layer=False for the base "
+                                      "model alone)")
+                else:
+                    e.problems.append("this checkpoint has no pooler (HF saves none for masked-LM, "
+                                      "token-classification and question-answering models): pass "
+                                      "add_pooling_layer=False")
                 raise CheckpointError(f"{source} does not match its config", e.problems) from None
             raise
         self.config = config
@@ -465,6 +472,10 @@ class MobileBertForMultipleChoice(MobileBertPreTrainedModel):
                                        flat("token_type_ids", token_type_ids), flat("position_ids", position_ids),
                                        output_hidden_states, output_attentions, profile)
         return MultipleChoiceModelOutput(named["logits"].reshape(batch, choices), hidden, att)
+
+
+HEAD_CLASSES = (("cls.predictions.", "MobileBertForMaskedLM"), ("qa_outputs.", "MobileBertForQuestionAnswering"),
+                ("classifier.", "MobileBertForTokenClassification"))  # the pooler-less heads, by their tensors
 
 
 def _check_lm_head(config):

@@ -8,7 +8,9 @@ one line in that format.
 """
 
 import io
+import json
 import os
+import re
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -25,13 +27,18 @@ SMALL = dict(vocab_size=300, hidden_size=32, embedding_size=16, intra_bottleneck
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     mlm, _ = cli.demo_checkpoint(str(root / "mlm"), MobileBertConfig(**SMALL))
+    # a masked-LM checkpoint whose config names no architecture, with a pooler that has weights
+    noarch, _ = cli.demo_checkpoint(str(root / "noarch"), MobileBertConfig(**SMALL, classifier_activation=True))
+    config = json.loads((root / "noarch" / "config.json").read_text())
+    del config["architectures"]
+    (root / "noarch" / "config.json").write_text(json.dumps(config))
     (root / "empty.txt").write_bytes(b"")
     (root / "blank.txt").write_bytes(b"\n  \n")
     (root / "latin1.txt").write_bytes(b"a [MASK] word\nun caf\xe9 [MASK]\n")
     (root / "long.txt").write_text("word " * 20000 + "[MASK]\n")
-    return {"MLM": mlm, "CONFIG": os.path.join(mlm, "config.json"), "EMPTY": str(root / "empty.txt"),
+    return {"MLM": mlm, "NOARCH": noarch, "CONFIG": os.path.join(mlm, "config.json"), "EMPTY": str(root / "empty.txt"),
             "BLANK": str(root / "blank.txt"), "LATIN1": str(root / "latin1.txt"), "LONG": str(root / "long.txt"),
-            "DIR": str(root), "MISSING": str(root / "no-such-thing")}
+            "DIR": str(root), "MISSING": str(root / "no-such-thing"), "OUT": str(root / "out")}
 
 
 # (argv with placeholders, exit status, a piece of the message)
@@ -58,6 +65,7 @@ CASES = [
     (["text-classification", "MLM", "hello"], 1, "has a masked-LM head; MobileBertForSequenceClassification needs"),
     (["question-answering", "MLM", "--question", "q", "--context", "c"], 1, "needs the question answering head"),
     (["convert", "MLM", "MLM"], 1, "exists; pass --force to replace it"),
+    (["convert", "NOARCH", "OUT"], 1, "holds a masked-LM head and no pooler: pass --class MobileBertForMaskedLM"),
 ]
 
 
@@ -73,10 +81,14 @@ def run(argv, files, capsys, monkeypatch, stdin=b""):
     return status, out, err
 
 
+PROGRESS = re.compile(r"^\[ *\d+\.\d s\] |^\r?\d+/\d+ texts")  # convert's steps, a long run's count
+
+
 def assert_one_line_error(status, err):
     assert "Traceback" not in err
-    lines = err.strip().splitlines()
+    lines = [line for line in err.strip().splitlines() if not PROGRESS.match(line)]
     assert len(lines) == 1 and lines[0].startswith("mbengine: error: "), err
+    assert err.strip().splitlines()[-1] == lines[0]  # the error comes last
     assert len(lines[0]) <= cli.MAX_ERROR + 60, len(lines[0])  # user text quoted in it is cut
 
 
@@ -109,7 +121,7 @@ def test_long_quoted_text_is_cut(files, capsys, monkeypatch):
     assert "(100000 characters)" in err and long not in err  # its first characters and its length
 
 
-PIECES = st.sampled_from(["fill-mask", "text-classification", "question-answering", "feature-extraction",
+PIECES = st.sampled_from(["NOARCH", "fill-mask", "text-classification", "question-answering", "feature-extraction",
                           "info", "run", "convert", "next-sentence", "multiple-choice", "MLM", "CONFIG", "EMPTY",
                           "LATIN1", "DIR", "MISSING", "--file", "--top-k", "--ids", "--question", "--context",
                           "--truncation", "--max-length", "--json", "--threads", "--prompt", "--choice", "0", "-1",
