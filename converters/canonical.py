@@ -130,11 +130,6 @@ def model_shapes(config: MobileBertConfig, head: str | None = None,
     return shapes
 
 
-def base_model_tensors(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Strip the ``mobilebert.`` prefix and drop head tensors and buffers."""
-    return {k: v for k, v in model_tensors(tensors).items() if not k.startswith(HEAD_PREFIXES)}
-
-
 def model_tensors(tensors: dict[str, np.ndarray], config: MobileBertConfig | None = None,
                   head: str | None = None, pooler: bool | None = None) -> dict[str, np.ndarray]:
     """The tensors of one model class, under canonical names.

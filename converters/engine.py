@@ -60,10 +60,6 @@ DTYPES = ("float32", "int8")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
 
-def is_engine_checkpoint(config_dict: dict) -> bool:
-    return isinstance(config_dict.get("mbengine"), dict)
-
-
 def check_meta(meta: dict, source: str) -> None:
     """Refuse what this build does not understand, saying what it found."""
     version = meta.get("format_version")

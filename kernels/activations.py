@@ -10,39 +10,8 @@ import math
 
 from numba import njit
 
-# name -> code; several HF names share one formula.
-ACTIVATIONS = {
-    "linear": 0,
-    "relu": 1,
-    "relu6": 2,
-    "gelu": 3,
-    "gelu_python": 3,
-    "gelu_new": 4,
-    "gelu_pytorch_tanh": 4,
-    "gelu_python_tanh": 4,
-    "gelu_accurate": 4,
-    "gelu_fast": 5,
-    "quick_gelu": 6,
-    "silu": 7,
-    "swish": 7,
-    "tanh": 8,
-    "sigmoid": 9,
-    "gelu_10": 10,
-    "mish": 11,
-    "relu2": 12,
-    "leaky_relu": 13,
-    "hardswish": 14,
-    "laplace": 15,
-    "sqrtsoftplus": 16,
-}
-
-NONE = 0
-UNSUPPORTED = {"prelu": "has a learnable slope", "xielu": "has learnable parameters"}
-
-
-def activation_code(name: str) -> int:
-    """The kernel code of an HF activation name (KeyError if unknown)."""
-    return ACTIVATIONS[name]
+from . import target  # noqa: F401 (first: it settles the compile target before any @njit exists)
+from .names import ACTIVATIONS, UNSUPPORTED, activation_code  # noqa: F401 (the table, re-exported)
 
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)

@@ -9,6 +9,8 @@ instead, making a padded row equal to the same sequence run alone.
 
 from numba import njit, prange
 
+from . import target  # noqa: F401 (first: it settles the compile target before any @njit exists)
+
 
 @njit(cache=True, parallel=True)
 def embed_words(ids, mask, word, scale, trigram, mask_aware, out):

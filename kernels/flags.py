@@ -8,5 +8,3 @@ away.
 """
 
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}  # numba wants a set (not frozenset)
-CACHE = True
-PARALLEL = True

@@ -108,7 +108,7 @@ class MobileBertConfig:
     # ------------------------------------------------------------- validation
     def validate(self) -> None:
         """Raise ConfigError naming the field if the config is impossible to run."""
-        from mbengine.kernels.activations import ACTIVATIONS, UNSUPPORTED
+        from mbengine.kernels.names import ACTIVATIONS, UNSUPPORTED
 
         positive = (
             "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",

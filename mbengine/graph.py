@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import MobileBertConfig
-from .kernels.activations import ACTIVATIONS
+from .kernels.names import ACTIVATIONS
 from .errors import CheckpointError
 from .kernels.linear import NORM_LAYERNORM, NORM_NONE, NORM_NONORM, pack
 from .kernels.simd import COLS

@@ -95,3 +95,16 @@ def test_bad_json_names_the_file(tmp_path):
         MobileBertConfig.from_pretrained(tmp_path)
     with pytest.raises(ConfigError, match="no config.json"):
         MobileBertConfig.from_pretrained(tmp_path / "missing")
+
+
+def test_config_needs_no_numba(tmp_path):
+    """Checking a config (hidden_act against the activation table) compiles nothing and imports no Numba."""
+    import subprocess
+    import sys
+
+    code = ("import sys, mbengine\n"
+            "mbengine.MobileBertConfig(hidden_act='gelu_new').to_dict()\n"
+            "print('numba' in sys.modules, 'llvmlite' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == ["False", "False"]
