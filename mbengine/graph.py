@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .config import MobileBertConfig
-from .kernels.names import ACTIVATIONS
 from .errors import CheckpointError
 from .kernels.linear import NORM_LAYERNORM, NORM_NONE, NORM_NONORM, pack
+from .kernels.names import ACTIVATIONS
 from .kernels.simd import COLS
 
 TORCH_LAYERNORM_EPS = 1e-5  # HF builds two of MobileBERT's LayerNorms without eps
@@ -198,8 +198,9 @@ class _Builder:
         """
         self.consumed.add(prefix + ".weight")
         w = self.w.get(prefix + ".weight")
-        if w is not None:
-            assert w.shape == (out.width, x.width), (prefix, w.shape, out, x)
+        if w is not None and w.shape != (out.width, x.width):
+            raise CheckpointError(f"{prefix}.weight has shape {list(w.shape)}, expected [{out.width}, {x.width}] "
+                                  f"(outputs x inputs of this linear)")
         self.ops.append(Linear(name, x, w, self.w[prefix + ".bias"], out, **kw))
         return out
 

@@ -154,12 +154,17 @@ class Arena:
                                            self.mask_add, op.heads, op.head_dim, scale,
                                            B[op.out.buf], op.out.off, probs, int(want), self.kp, self.scores)
         if isinstance(op, EmbedWords):
-            assert op.out.off == 0 and op.out.width == self.bufs[op.out.buf].shape[1]
+            if op.out.off != 0 or op.out.width != self.bufs[op.out.buf].shape[1]:
+                raise RuntimeError(f"graph error: the word embedding writes columns {op.out.off}.."
+                                   f"{op.out.off + op.out.width} of a {self.bufs[op.out.buf].shape[1]}-wide buffer; "
+                                   "its kernel writes whole rows")
             scale = op.scale if op.scale is not None else _NO_SCALES
             return _embed_words, (self.input_ids, self.attention_mask, op.table, scale, int(op.trigram),
                                   self.trigram_mask_aware, B[op.out.buf])
         if isinstance(op, EmbedPositions):
-            assert op.out.off == 0
+            if op.out.off != 0:
+                raise RuntimeError(f"graph error: the position embedding writes at column {op.out.off}; its kernel "
+                                   "writes from column 0")
             return k_embeddings.embed_positions, (self.position_ids, self.token_type_ids, op.positions,
                                                   op.token_types, B[op.out.buf])
         if isinstance(op, AddNorm):
