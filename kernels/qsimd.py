@@ -141,8 +141,8 @@ def _zero_accumulators(lanes):
     return [zero, zero] if VARIANT == "smull" else [zero]
 
 
-def _x_operand(builder, data, at, plane, g, lanes):
-    """What one row's group ``g`` of quantized activations gives the multiply-adds: its 4 bytes at ``at`` in
+def _x_operand(builder, data, row, plane, g, lanes):
+    """What group ``g`` of the quantized row starting at byte ``row`` gives the multiply-adds: its 4 bytes in
     every lane (<4*lanes x i8>), and for maddubs also the signs (from the second plane, ``plane`` bytes on)."""
     i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
     bytes_v = ir.VectorType(i8, 4 * lanes)
@@ -151,10 +151,10 @@ def _x_operand(builder, data, at, plane, g, lanes):
         word = builder.load(builder.bitcast(builder.gep(data, [offset]), i32.as_pointer()), align=1)
         return builder.bitcast(splat(builder, word, ir.VectorType(i32, lanes)), bytes_v)
 
+    at = builder.add(row, builder.mul(g, ir.Constant(i64, 4)))
     xb = splat_word(at)
     if VARIANT != "maddubs":
         return xb
-    row = builder.sub(at, builder.mul(g, ir.Constant(i64, 4)))  # the row's first byte
     if lanes == 16:  # the lane mask of the negative inputs, precomputed by the quantizer
         at_mask = builder.add(builder.add(row, builder.add(plane, plane)), builder.mul(g, ir.Constant(i64, 8)))
         bits = builder.load(builder.bitcast(builder.gep(data, [at_mask]), i64.as_pointer()), align=1)
@@ -282,9 +282,7 @@ def _make_qtile(rows: int, vecs: int, lanes: int):
                 for r in range(rows):
                     xb = []
                     for j in range(groups):
-                        g = builder.add(g0, const(j))
-                        xb.append(_x_operand(builder, X.data, builder.add(x_row[r], builder.mul(g, const(4))),
-                                             plane, g, lanes))
+                        xb.append(_x_operand(builder, X.data, x_row[r], plane, builder.add(g0, const(j)), lanes))
                     for v in range(vecs):
                         new = _step(builder, [builder.load(a) for a in acc[r][v]], xb, w[v], lanes)
                         for a, value in zip(acc[r][v], new):

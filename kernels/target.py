@@ -57,25 +57,15 @@ class Target:
         return f"{self.cpu} ({self.arch}{', NUMBA_CPU_NAME' if self.named else ''}), {self.lanes} float32 lanes"
 
 
-_X86_PROBES = r"""
-define void @lanes(<16 x float>* %p) {
-  %v = load <16 x float>, <16 x float>* %p
-  %w = fadd <16 x float> %v, %v
-  store <16 x float> %w, <16 x float>* %p
-  ret void
-}
-define void @bytes(<64 x i8>* %p) {
-  %v = load <64 x i8>, <64 x i8>* %p
-  %w = add <64 x i8> %v, %v
-  store <64 x i8> %w, <64 x i8>* %p
-  ret void
-}
-define void @words(<16 x i16>* %p) {
-  %v = load <16 x i16>, <16 x i16>* %p
-  %w = add <16 x i16> %v, %v
-  store <16 x i16> %w, <16 x i16>* %p
-  ret void
-}
+def _double(name: str, vec: str, op: str) -> str:
+    """IR of a function that loads a ``vec`` through its pointer, stores back ``op`` of it with itself: the
+    registers its assembly uses tell whether the target has vectors that wide for that operation."""
+    return (f"define void @{name}({vec}* %p) {{\n  %v = load {vec}, {vec}* %p\n  %w = {op} {vec} %v, %v\n"
+            f"  store {vec} %w, {vec}* %p\n  ret void\n}}\n")
+
+
+_X86_PROBES = _double("lanes", "<16 x float>", "fadd") + _double("bytes", "<64 x i8>", "add") + \
+    _double("words", "<16 x i16>", "add") + r"""
 define <16 x i32> @madd(<16 x i32> %acc, <32 x i16> %a, <32 x i16> %b) {
   %x = sext <32 x i16> %a to <32 x i32>
   %y = sext <32 x i16> %b to <32 x i32>
@@ -98,14 +88,7 @@ define <8 x i16> @ubsw(<16 x i8> %a, <16 x i8> %b) {
 declare <8 x i16> @llvm.sadd.sat.v8i16(<8 x i16>, <8 x i16>)
 """
 
-_ARM_NEON_PROBE = r"""
-define void @lanes(<4 x float>* %p) {
-  %v = load <4 x float>, <4 x float>* %p
-  %w = fadd <4 x float> %v, %v
-  store <4 x float> %w, <4 x float>* %p
-  ret void
-}
-"""
+_ARM_NEON_PROBE = _double("lanes", "<4 x float>", "fadd")
 
 # compiled only where NEON is there: without it LLVM cannot legalise the partial reduction (it aborts)
 _ARM_DOT_PROBE = r"""
@@ -193,6 +176,17 @@ def _numba_choice() -> tuple[str | None, str | None]:
     return name, features
 
 
+def _host(arch: str) -> dict[str, bool | int]:
+    """What :func:`_probe` reports, for the host: from LLVM's host feature list."""
+    has = llvm.get_host_cpu_features()
+    if arch != "x86_64":  # every aarch64 Linux has NEON (its ABI assumes it); qemu-user hides the feature list
+        return {"lanes": 4, "registers": 32, "neon": arch == "aarch64",
+                "dotprod": arch == "aarch64" and bool(has.get("dotprod"))}
+    lanes = 16 if has.get("avx512f") else 8 if has.get("avx") else 4
+    return {"lanes": lanes, "registers": 32 if lanes == 16 else 16,
+            **{k: bool(has.get(k)) for k in ("avx512bw", "avx512vnni", "avx2", "ssse3")}}
+
+
 def detect() -> Target:
     """The target of this process's Numba compiles (see the module doc)."""
     triple = llvm.get_process_triple()
@@ -200,22 +194,12 @@ def detect() -> Target:
     arch = {"arm64": "aarch64", "amd64": "x86_64"}.get(arch, arch)
     name, features = _numba_choice()
     if name is None and features is None:  # the host, as LLVM sees it
-        host = llvm.get_host_cpu_features()
-        has = {k: bool(host.get(k, False))
-               for k in ("avx512f", "avx512bw", "avx512vnni", "avx2", "avx", "ssse3", "neon", "dotprod")}
-        x86 = arch == "x86_64"
-        lanes = 16 if x86 and has["avx512f"] else 8 if x86 and has["avx"] else 4
-        return Target(cpu=llvm.get_host_cpu_name(), arch=arch, named=False, lanes=lanes,
-                      registers=32 if lanes == 16 or not x86 else 16,
-                      avx512bw=x86 and has["avx512bw"], avx512vnni=x86 and has["avx512vnni"] and has["avx512bw"],
-                      avx2=x86 and has["avx2"], ssse3=x86 and has["ssse3"],
-                      # every aarch64 Linux has NEON (its ABI assumes it); qemu-user hides the host's feature list
-                      neon=arch == "aarch64",
-                      dotprod=arch == "aarch64" and has["dotprod"])
-    seen = _probe_safely(triple, name or llvm.get_host_cpu_name(), features or "")
+        seen = _host(arch)
+    else:
+        seen = _probe_safely(triple, name or llvm.get_host_cpu_name(), features or "")
     return Target(cpu=name or llvm.get_host_cpu_name(), arch=arch, named=name is not None,
-                  lanes=int(seen["lanes"]), registers=int(seen["registers"]),
-                  avx512bw=bool(seen.get("avx512bw")), avx512vnni=bool(seen.get("avx512vnni")) and bool(seen.get("avx512bw")),
+                  lanes=int(seen["lanes"]), registers=int(seen["registers"]), avx512bw=bool(seen.get("avx512bw")),
+                  avx512vnni=bool(seen.get("avx512vnni")) and bool(seen.get("avx512bw")),
                   avx2=bool(seen.get("avx2")), ssse3=bool(seen.get("ssse3")), neon=bool(seen.get("neon")),
                   dotprod=bool(seen.get("dotprod")))
 
