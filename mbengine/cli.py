@@ -49,18 +49,25 @@ import time
 import numpy as np
 
 
-def random_checkpoint(directory: str, config=None, seed: int = 0, std: float = 0.02) -> str:
-    """Write a Hugging Face style checkpoint with seeded random weights; return its path."""
+def random_checkpoint(directory: str, config=None, seed: int = 0, std: float = 0.02, head: str | None = None,
+                      pooler: bool | None = None) -> str:
+    """Write a Hugging Face style checkpoint with seeded random weights; return its path.
+
+    The base model, with a pooler unless ``pooler`` is False or ``head`` goes without one, plus the
+    tensors of ``head`` (e.g. "masked_lm") that Hugging Face saves (not the ones tied to others).
+    """
     from safetensors.numpy import save_file
 
     from .config import MobileBertConfig
-    from .converters.canonical import expected_shapes
+    from .converters.canonical import TIED, model_shapes
 
     if config is None:
         config = MobileBertConfig(classifier_activation=False)  # google/mobilebert-uncased
     rng = np.random.default_rng(seed)
     tensors = {}
-    for name, shape in sorted(expected_shapes(config).items()):
+    for name, shape in sorted(model_shapes(config, head, pooler).items()):
+        if name in TIED:
+            continue
         if len(shape) == 1 and name.endswith(".weight"):  # norm scales
             tensors[name] = (1.0 + 0.1 * rng.standard_normal(shape)).astype(np.float32)
         else:
@@ -106,11 +113,11 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"mbengine: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 
-def _directory(path: str, what: str = "a checkpoint directory") -> str:
+def _directory(path: str) -> str:
     """``path`` if it is not a file; a file given for a directory is a usage error naming its folder."""
     if os.path.isfile(path):
         folder = os.path.dirname(os.path.abspath(path))
-        raise UsageError(f"{path} is a file; this needs {what}: did you mean its folder {folder}?")
+        raise UsageError(f"{path} is a file; this needs a checkpoint directory: did you mean its folder {folder}?")
     return path
 
 
@@ -145,10 +152,7 @@ def demo_checkpoint(directory: str, config=None) -> tuple[str, float | None]:
     """A MobileBertForMaskedLM (full size unless ``config``) with seeded random weights and a vocab.txt in
     ``directory`` (written once, atomically); returns (directory, seconds spent writing it, or None if it
     was there)."""
-    from safetensors.numpy import load_file, save_file
-
     from .config import MobileBertConfig
-    from .converters.canonical import TIED, head_shapes
     from .converters.publish import Staging
 
     if all(os.path.isfile(os.path.join(directory, f)) for f in ("config.json", "model.safetensors", "vocab.txt")):
@@ -159,24 +163,21 @@ def demo_checkpoint(directory: str, config=None) -> tuple[str, float | None]:
     config.extra["architectures"] = ["MobileBertForMaskedLM"]
     stage = Staging(directory)
     with stage as tmp:
-        random_checkpoint(tmp, config)
-        tensors = load_file(os.path.join(tmp, "model.safetensors"))
-        rng = np.random.default_rng(1)
-        for name, shape in sorted(head_shapes(config, "masked_lm").items()):
-            if name not in TIED:
-                scale = 1.0 if name.endswith("LayerNorm.weight") else 0.02
-                base = 1.0 if name.endswith("LayerNorm.weight") else 0.0
-                tensors[name] = (base + scale * rng.standard_normal(shape)).astype(np.float32)
-        tensors = {k: v for k, v in tensors.items() if not k.startswith("pooler.")}
-        save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
+        random_checkpoint(tmp, config, head="masked_lm")
         with open(os.path.join(tmp, "vocab.txt"), "w", encoding="utf-8") as f:
             f.write("\n".join(demo_vocabulary(config.vocab_size)) + "\n")
-        if os.path.exists(directory):  # an incomplete or older demo directory
-            import shutil
-
-            shutil.rmtree(directory)
-        stage.publish()
+        stage.publish()  # (replaces an incomplete or older demo directory in one step)
     return directory, time.perf_counter() - t0
+
+
+def _timed(fn, repeats: int) -> np.ndarray:
+    """Seconds of ``repeats`` calls of ``fn``, one by one."""
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return np.array(times)
 
 
 def _check_demo_args(args) -> None:
@@ -214,11 +215,7 @@ def _demo(args) -> int:
     t0 = time.perf_counter()
     answers = fill(text, top_k=3)
     first = time.perf_counter() - t0
-    times = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        fill(text, top_k=3)
-        times.append(time.perf_counter() - t0)
+    times = _timed(lambda: fill(text, top_k=3), args.repeats)
     shown = ", ".join(f"{a['token_str']!r} ({a['score']:.3f})" for a in answers)
     print(f"task         fill-mask on {text!r}: {len(tokens)} tokens {' '.join(tokens)}")
     print(f"answer       {shown}" + ("   (random weights: meaningless)" if args.model is None else ""))
@@ -233,11 +230,7 @@ def _demo(args) -> int:
     rng = np.random.default_rng(1)
     ids = rng.integers(1000, model.config.vocab_size, (args.batch, args.seq))
     model(ids)
-    model_times = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        model(ids)
-        model_times.append(time.perf_counter() - t0)
+    model_times = _timed(lambda: model(ids), args.repeats)
     med, low = np.median(model_times), np.min(model_times)
     print(f"model        batch {args.batch} x seq {args.seq}: median {med * 1e3:.1f} ms, min {low * 1e3:.1f} ms "
           f"over {args.repeats} calls (the encoder, as in the README's speed table)")

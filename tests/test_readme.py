@@ -14,13 +14,10 @@ import re
 import subprocess
 import sys
 
-import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
 
 from mbengine import cli
 from mbengine.config import MobileBertConfig
-from mbengine.converters.canonical import TIED, head_shapes
 
 README = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")
 SKIP = {  # install steps: .ci/run performs them (and this test runs inside what they installed)
@@ -48,22 +45,12 @@ def checkpoint(root, head: str) -> str:
         return path
     config = MobileBertConfig(**CONFIG, extra={"id2label": {"0": "O", "1": "B-X", "2": "I-X"}}
                               if head == "token_classification" else {})
-    cli.demo_checkpoint(path, config)  # masked-LM head, vocab.txt
-    tensors = load_file(os.path.join(path, "model.safetensors"))
-    rng = np.random.default_rng(2)
-    for name, shape in head_shapes(config, head).items():
-        tensors.setdefault(name, (0.02 * rng.standard_normal(shape)).astype(np.float32))
-    H = config.hidden_size
-    for name, shape in (("pooler.dense.weight", (H, H)), ("pooler.dense.bias", (H,))):  # (the demo has none)
-        tensors[name] = (0.02 * rng.standard_normal(shape)).astype(np.float32)
-    keep = set(head_shapes(config, head))
-    tensors = {k: v for k, v in tensors.items() if not (k.startswith(("cls.", "classifier.", "qa_outputs."))
-                                                        and k not in keep and k not in TIED)}
-    save_file(tensors, os.path.join(path, "model.safetensors"), metadata={"format": "pt"})
-    arch = {"masked_lm": "MobileBertForMaskedLM", "token_classification": "MobileBertForTokenClassification",
-            "question_answering": "MobileBertForQuestionAnswering"}[head]
-    config.extra["architectures"] = [arch]
-    config.save_pretrained(path)
+    config.extra["architectures"] = [{"masked_lm": "MobileBertForMaskedLM",
+                                      "token_classification": "MobileBertForTokenClassification",
+                                      "question_answering": "MobileBertForQuestionAnswering"}[head]]
+    cli.random_checkpoint(path, config, head=head, pooler=True)
+    with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
+        f.write("\n".join(cli.demo_vocabulary(config.vocab_size)) + "\n")
     return path
 
 
