@@ -236,7 +236,8 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except CheckpointError:
         raise
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, struct.error, zipfile.BadZipFile,
-            UnicodeDecodeError, AttributeError, IndexError, KeyError) as e:
+            UnicodeDecodeError, AttributeError, IndexError, KeyError,
+            OverflowError, MemoryError) as e:  # (a garbage length field: a frame or buffer of ~2**63 bytes)
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
 
 

@@ -110,15 +110,21 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, container):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("damage", ["truncated-zip", "truncated-legacy", "garbage", "empty", "missing-storage"])
+# seeds of random bytes: 38 and 196 declare ~2**63-byte buffers (OverflowError in pickle), 50 and 215 huge
+# but representable ones (MemoryError); both escaped as raw exceptions before they were caught
+GARBAGE_SEEDS = [0, 38, 50, 196, 215]
+
+
+@pytest.mark.parametrize("damage", ["truncated-zip", "truncated-legacy", "empty", "missing-storage"]
+                         + [f"garbage-{seed}" for seed in GARBAGE_SEEDS])
 def test_broken_files(tmp_path, damage):
     path = tmp_path / "pytorch_model.bin"
     tensors = {"w": torch.ones(64, 64)}
     if damage in ("truncated-zip", "truncated-legacy"):
         torch.save(tensors, path, _use_new_zipfile_serialization=damage == "truncated-zip")
         path.write_bytes(path.read_bytes()[:-300])
-    elif damage == "garbage":
-        path.write_bytes(os.urandom(1000))
+    elif damage.startswith("garbage"):  # (seeded: a fresh clone draws the same bytes)
+        path.write_bytes(np.random.default_rng(int(damage.split("-")[1])).bytes(1000))
     elif damage == "empty":
         path.write_bytes(b"")
     else:
