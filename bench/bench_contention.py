@@ -75,7 +75,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="mbengine-contention-") as tmp:
         hf = random_checkpoint(os.path.join(tmp, "hf"), MobileBertConfig(num_hidden_layers=args.layers))
         path = os.path.join(tmp, "engine")
-        engine.write(MobileBertModel.from_pretrained(hf), path)
+        engine.write(MobileBertModel.from_pretrained(hf).weights, path)
         for name, extra in CONFIGS.items():
             measure(path, 1, 1, extra)  # fill the Numba cache for this configuration
         for busy in args.busy:

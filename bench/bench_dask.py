@@ -43,7 +43,7 @@ def main(argv=None):
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         hf = random_checkpoint(os.path.join(tmp, "hf"))
-        path = engine.write(MobileBertModel.from_pretrained(hf), os.path.join(tmp, "engine"))
+        path = engine.write(MobileBertModel.from_pretrained(hf).weights, os.path.join(tmp, "engine"))
         for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):
             shutil.copy(os.path.join(vocab, name), os.path.join(path, name))
         for workers in (1, 2):

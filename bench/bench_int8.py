@@ -179,9 +179,9 @@ def quantize_minilm(src: str, dst: str, **options) -> dict:
 
     model = model_class(src).from_pretrained(src)
     tokenizer = mbengine.MobileBertTokenizer.from_pretrained(src)
-    description, batches = q8.calibration_batches(model, None, tokenizer)
-    report = q8.quantize(model, batches, calibration=description, **options)
-    engine.write(model, dst, tokenizer_from=src)
+    description, batches = q8.calibration_batches(model.config, None, tokenizer)
+    weights, report = q8.quantize(model.weights, batches, calibration=description, **options)
+    engine.write(weights, dst, tokenizer_from=src)
     return report.summary()
 
 
@@ -344,8 +344,8 @@ def quantized(cls, path: str, calibration: list, **options):
 
     model = cls.from_pretrained(path)
     t0 = time.perf_counter()
-    report = q8.quantize(model, calibration, calibration="random token ids", **options)
-    return model, report.summary(), time.perf_counter() - t0
+    weights, report = q8.quantize(model.weights, calibration, calibration="random token ids", **options)
+    return model.with_weights(weights), report.summary(), time.perf_counter() - t0
 
 
 def compare(mlm: dict, qa: dict, ref_mlm: dict, ref_qa: dict, keep: np.ndarray) -> dict:
@@ -373,7 +373,7 @@ def full_size(args, tmp: str) -> dict:
     print(f"[2] built HF MaskedLM + QA (full size) in {time.perf_counter() - t0:.1f} s", flush=True)
     Mlm, Qa = mbengine.MobileBertForMaskedLM, mbengine.MobileBertForQuestionAnswering
     batches = eval_inputs(args.sequences, args.seq, config["vocab_size"], seed=args.eval_seed)
-    calib = q8.calibration_batches(Mlm.from_pretrained(mlm_path), None, None, seed=args.calib_seed)[1]
+    calib = q8.calibration_batches(Mlm.from_pretrained(mlm_path).config, None, None, seed=args.calib_seed)[1]
     scales = None if args.divide_by_magnitude else ordinary_scales(mlm_path, calib[0])
     rows = []
     for magnitude in [None, *args.magnitudes]:
@@ -403,9 +403,9 @@ def full_size(args, tmp: str) -> dict:
                   f"{row['qa_start_agreement']:.3f}/{row['qa_end_agreement']:.3f}, outlier channels "
                   f"{m_sum['outlier_channels']}, float32 linears {len(m_sum['float32_linears'])}", flush=True)
             if magnitude is None and remedy == "yes":  # the int8 MLM checkpoint of section 3
-                engine.write(m, os.path.join(tmp, "engine-mlm-int8"))
+                engine.write(m.weights, os.path.join(tmp, "engine-mlm-int8"))
         if magnitude is None:
-            engine.write(Mlm.from_pretrained(mlm_path), os.path.join(tmp, "engine-mlm-fp32"))
+            engine.write(Mlm.from_pretrained(mlm_path).weights, os.path.join(tmp, "engine-mlm-fp32"))
     scaling = ("weight columns / magnitude (tests/test_int8_model.py)" if scales is None else
                "weight columns / ((i + 1) x magnitude / RMS of hidden state i without outliers), RMS "
                f"{scales.min():.3g}..{scales.max():.3g}")
@@ -468,7 +468,7 @@ def size_and_memory(args, tmp: str) -> dict:
 
     hf = os.path.join(tmp, "hf-base")
     build_hf_model(24, hf)
-    engine.write(mbengine.MobileBertModel.from_pretrained(hf), os.path.join(tmp, "engine-base-fp32"))
+    engine.write(mbengine.MobileBertModel.from_pretrained(hf).weights, os.path.join(tmp, "engine-base-fp32"))
     quantize_engine(hf, os.path.join(tmp, "engine-base-int8"))  # as `mbengine quantize` (random-id calibration)
     rows = []
     for label, cls_name, stem in (("MobileBertModel", "MobileBertModel", "engine-base"),
@@ -551,9 +551,8 @@ def target_worker(job_path: str) -> dict:
         job = json.load(f)
     out = common.kernel_target()
     fp32 = mbengine.MobileBertModel.from_pretrained(job["hf"])
-    int8 = mbengine.MobileBertModel.from_pretrained(job["hf"])
-    description, batches = q8.calibration_batches(int8, None, None)  # as `mbengine quantize` (random ids)
-    q8.quantize(int8, batches, calibration=description)
+    description, batches = q8.calibration_batches(fp32.config, None, None)  # as `mbengine quantize` (random ids)
+    int8 = fp32.with_weights(q8.quantize(fp32.weights, batches, calibration=description)[0])
     inp = make_inputs(1, job["seq"], fp32.config.vocab_size, seed=1)
 
     def call(model):

@@ -138,18 +138,18 @@ NUMPY_REF = "numpy x@w.T+b"  # the int8 ratios are against this one (and our flo
 def int8_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray):
     """(callable, out): ``qlinear`` on float ``x`` (M, K) and weight ``w`` (N, K), bias epilogue only.
 
-    The weight is quantized and packed as a converted model stores it (:func:`mbengine.quantize.int8_weight`,
+    The weight is quantized and packed as a converted model stores it (:meth:`mbengine.weights.Int8Linear.from_parts`,
     no outlier channels); the scratch ``qx`` / ``sx`` are allocated here, as the runner's arena does.
     """
     from mbengine.kernels import qlinear as Q
-    from mbengine.quantize import int8_weight
+    from mbengine.weights import Int8Linear
 
     M, K = x.shape
     N = w.shape[0]
     wq, sw = Q.quantize_weight(w)
-    qw = int8_weight(Q.pack(wq), sw, np.zeros(0, np.int64), np.zeros((0, N), np.float32))
-    mask = qw.mask[:K]  # int8_weight's mask covers the padded width; the graph cuts it to K the same way
-    qx = Q.qx_scratch(M, qw.wq.shape[1])
+    qw = Int8Linear.from_parts(Q.pack(wq), sw, np.zeros(0, np.int64), np.zeros((0, N), np.float32))
+    mask = qw.mask[:K]  # from_parts' mask covers the padded width; the graph cuts it to K the same way
+    qx = Q.qx_scratch(M, qw.panels.shape[1])
     sx = np.zeros(M, np.float32)
     dummy_res = np.zeros((1, 1), np.float32)
     nw = np.ones(N, np.float32)
@@ -158,7 +158,7 @@ def int8_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray):
     extra = (np.zeros(1, np.uint8),) if "nxt" in inspect.signature(Q.qlinear.py_func).parameters else ()
 
     def run():
-        Q.qlinear(x, 0, mask, qx, sx, qw.wq, qw.scale, qw.corr, qw.outliers, qw.outlier_w, b, 0, dummy_res, -1,
+        Q.qlinear(x, 0, mask, qx, sx, qw.panels, qw.scale, qw.corr, qw.outliers, qw.outlier_w, b, 0, dummy_res, -1,
                   0, nw, nb, 1e-5, out, 0, *extra)
 
     return run, out

@@ -208,7 +208,7 @@ else:
     model(ids)
     step("second call", time.perf_counter() - t0)
     result["specializations"] = {k.py_func.__name__: len(k.overloads) for k in kernels if k.overloads}
-    result["arena_block_bytes"] = sum(b.nbytes for r in model._runners.values() for b in r._blocks.values())
+    result["arena_block_bytes"] = model.runner().block_bytes
     result["dtype"] = model.dtype
     try:
         result["threading_layer"] = numba.threading_layer()
@@ -281,12 +281,12 @@ def make_checkpoints(tmp: str) -> dict:
     for label, cls, src in (("MobileBertModel", mbengine.MobileBertModel, hf),
                             ("MobileBertForMaskedLM", mbengine.MobileBertForMaskedLM, hf_mlm)):
         fp32 = paths[(label, "float32")] = os.path.join(tmp, f"{label}-float32")
-        engine.write(cls.from_pretrained(src), fp32)
-        model = cls.from_pretrained(src)  # int8 as `mbengine quantize` does without a tokenizer
-        description, batches = q8.calibration_batches(model, None, None)
-        q8.quantize(model, batches, calibration=description)
+        weights = cls.from_pretrained(src).weights
+        engine.write(weights, fp32)
+        # int8 as `mbengine quantize` does without a tokenizer
+        description, batches = q8.calibration_batches(weights.config, None, None)
         int8 = paths[(label, "int8")] = os.path.join(tmp, f"{label}-int8")
-        engine.write(model, int8)
+        engine.write(q8.quantize(weights, batches, calibration=description)[0], int8)
         print(f"  wrote {label} float32 and int8", flush=True)
     return paths
 

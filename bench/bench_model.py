@@ -140,9 +140,9 @@ def quantize_engine(src: str, dst: str) -> dict:
     from mbengine.converters import engine
 
     model = mbengine.MobileBertModel.from_pretrained(src)
-    description, batches = q8.calibration_batches(model, None, None)
-    report = q8.quantize(model, batches, calibration=description)
-    engine.write(model, dst)
+    description, batches = q8.calibration_batches(model.config, None, None)
+    weights, report = q8.quantize(model.weights, batches, calibration=description)
+    engine.write(weights, dst)
     return report.summary()
 
 

@@ -165,28 +165,10 @@ def model_tensors(tensors: dict[str, np.ndarray], config: MobileBertConfig | Non
     return out
 
 
-TABLES = ("embeddings.word_embeddings.weight", "embeddings.position_embeddings.weight",
-          "embeddings.token_type_embeddings.weight", "cls.predictions.decoder.weight")
-
-
-def linear_weight_names(config: MobileBertConfig, head: str | None = None, pooler: bool | None = None) -> set[str]:
-    """The (N, K) weights the graph turns into linear ops (an engine checkpoint stores them packed)."""
-    return {name for name, shape in model_shapes(config, head, pooler).items()
-            if len(shape) == 2 and name not in TABLES}
-
-
 def validate(tensors: dict[str, np.ndarray], config: MobileBertConfig, source: str = "checkpoint",
-             check_finite: bool = True, head: str | None = None, pooler: bool | None = None,
-             packed: bool = False, int8: frozenset = frozenset()) -> None:
-    """Raise CheckpointError listing every tensor that does not fit ``config`` (and ``head``).
-
-    ``packed``: the linear weights come separately, packed (engine checkpoints).
-    ``int8``: names of tensors stored as int8 (with row scales kept elsewhere).
-    """
+             check_finite: bool = True, head: str | None = None, pooler: bool | None = None) -> None:
+    """Raise CheckpointError listing every tensor that does not fit ``config`` (and ``head``)."""
     expected = model_shapes(config, head, pooler)
-    if packed:
-        for name in linear_weight_names(config, head, pooler):
-            del expected[name]
     problems = []
     for name in sorted(expected.keys() - tensors.keys()):
         problems.append(f"missing tensor {name!r} (expected shape {list(expected[name])})")
@@ -198,9 +180,6 @@ def validate(tensors: dict[str, np.ndarray], config: MobileBertConfig, source: s
             problems.append(
                 f"tensor {name!r} has shape {list(arr.shape)}, expected {list(expected[name])} for this config"
             )
-        elif name in int8:
-            if arr.dtype != np.int8:
-                problems.append(f"tensor {name!r} has dtype {arr.dtype}, expected int8 (an int8 checkpoint)")
         elif arr.dtype.kind != "f":
             problems.append(f"tensor {name!r} has dtype {arr.dtype}, expected a floating-point type")
         elif check_finite and not np.isfinite(arr).all():

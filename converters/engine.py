@@ -1,4 +1,7 @@
-"""The engine checkpoint: a directory that loads memory-mapped, with no repacking.
+"""The engine checkpoint: a :class:`~mbengine.weights.PackedWeights` on disk, loaded memory-mapped.
+
+:func:`write` stores one, :func:`read` gives it back (no repacking on a CPU
+of the same vector width); neither sees a model.
 
 Layout (format version 1)::
 
@@ -13,9 +16,9 @@ Layout (format version 1)::
                                              (e.g. "packed/encoder.layer.0.bottleneck.input+
                                              encoder.layer.0.bottleneck.attention+
                                              encoder.layer.0.attention.value")
-                          <HF name>          every other tensor under its Hugging Face
-                                             name (embeddings, biases, norm weights);
-                                             the base model's without "mobilebert."
+                          <HF name>          every other tensor the graph reads, under its
+                                             Hugging Face name (embeddings, biases, norm
+                                             weights); the base model's without "mobilebert."
                         metadata: {"format": "mbengine"} (one key: safetensors writes
                         metadata in hash order, so two keys would make two writes of
                         one model differ)
@@ -49,8 +52,14 @@ import shutil
 
 import numpy as np
 
+from mbengine import safetensors_mmap
+from mbengine.config import MobileBertConfig
 from mbengine.errors import CheckpointError, FormatVersionError
+from mbengine.graph import linear_shapes
+from mbengine.kernels.simd import COLS
+from mbengine.weights import Int8Linear, PackedLinear, PackedWeights
 
+from .canonical import HEADS
 from .publish import Staging
 
 FORMAT_VERSION = 1
@@ -58,6 +67,47 @@ PACKED = "packed/"
 INT8_PARTS = ("int8/", "scale/", "outliers/", "outlier_weight/")
 DTYPES = ("float32", "int8")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def is_engine_checkpoint(config: MobileBertConfig) -> bool:
+    """Whether a checkpoint's config.json has the "mbengine" block of an engine checkpoint."""
+    return isinstance(config.extra.get("mbengine"), dict)
+
+
+def read(directory: str | os.PathLike, config: MobileBertConfig | None = None) -> PackedWeights:
+    """The PackedWeights of an engine checkpoint, memory-mapped (panels for another vector width:
+    repacked once for this CPU).
+
+    Refuses, naming the file, what this version cannot read and int8 parts
+    that do not agree; whether the tensors fit the config is checked when a
+    graph is built from them (:func:`mbengine.graph.build_graph`).
+    """
+    source = os.fspath(directory)
+    config = MobileBertConfig.from_pretrained(source) if config is None else config
+    meta = config.extra.get("mbengine")
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{source} is not an engine checkpoint (its config.json has no \"mbengine\" block)")
+    check_meta(meta, source)
+    tensors, _ = safetensors_mmap.load(os.path.join(source, "model.safetensors"))
+    plain, packed, int8, scales = split_packed(tensors, source)
+    head, pooler = meta.get("head"), bool(meta.get("pooler", True))
+    shapes = linear_shapes(config, head, pooler)
+    linears = dict(int8)
+    for name, panels in packed.items():
+        n = shapes.get(name, (panels.shape[0] * panels.shape[2],))[0]
+        if panels.ndim == 3 and panels.shape[2] != COLS and panels.dtype == np.float32:
+            panels = PackedLinear(panels, n).dense()  # packed for another vector width: once for this CPU
+            linears[name] = PackedLinear.from_dense(panels)
+        else:
+            linears[name] = PackedLinear(panels, n)
+    # (format 1 files of untied masked-LM models also hold the decoder's (V, E) weight, which the
+    # packed decoder already holds)
+    plain.pop("cls.predictions.decoder.weight", None)
+    problems = [f"{source}: tensor {name!r} holds non-finite values (NaN or Inf)" for name, arr in plain.items()
+                if arr.dtype.kind == "f" and not np.isfinite(arr).all()]
+    if problems:
+        raise CheckpointError(f"{source}: invalid tensors", problems)
+    return PackedWeights(config, head, pooler, plain, linears, scales, meta.get("quantization"), fused=True)
 
 
 def check_meta(meta: dict, source: str) -> None:
@@ -72,10 +122,13 @@ def check_meta(meta: dict, source: str) -> None:
                                  f"by this mbengine ({' or '.join(DTYPES)})")
     if not isinstance(meta.get("tile_cols"), int) or meta["tile_cols"] < 1:
         raise CheckpointError(f"{source}: config.json mbengine block has no valid 'tile_cols'")
+    if meta.get("head") is not None and meta.get("head") not in HEADS:
+        raise CheckpointError(f"{source}: config.json mbengine block names an unknown head {meta.get('head')!r} "
+                              f"(one of {', '.join(HEADS)}, or null)")
 
 
 def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> tuple[dict, dict, dict, dict]:
-    """(plain tensors, {op name: float32 panels}, {op name: Int8Weight}, {tensor name: row scales}).
+    """(plain tensors, {op name: float32 panels}, {op name: Int8Linear}, {tensor name: row scales}).
 
     The int8 parts are checked here (every part present, dtypes, shapes that
     agree, finite positive scales); whether they fit the config is checked
@@ -124,8 +177,6 @@ def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> 
 
 
 def _int8_linear(name: str, part: dict, where: str, int8: dict) -> list[str]:
-    from mbengine.quantize import int8_weight
-
     wq, scale = part.get("int8"), part["scale"]
     outliers = part.get("outliers", np.zeros(0, np.int64))
     outlier_w = part.get("outlier_weight")
@@ -148,56 +199,46 @@ def _int8_linear(name: str, part: dict, where: str, int8: dict) -> list[str]:
     K = 4 * wq.shape[1]  # the padded input width; the op's own width is checked when the graph binds
     if J and (outliers.min() < 0 or outliers.max() >= K or np.unique(outliers).size != J):
         return [f"{where}: outlier channels must be distinct inputs in [0, {K}), got {outliers.tolist()}"]
-    int8[name] = int8_weight(wq, scale, outliers, outlier_w)
+    int8[name] = Int8Linear.from_parts(wq, scale, outliers, outlier_w)
     return []
 
 
-def write(model, directory: str | os.PathLike, *, tokenizer_from: str | os.PathLike | None = None,
-          force: bool = False) -> str:
-    """Write ``model`` (any mbengine model class instance) as an engine checkpoint.
+def write(weights: PackedWeights, directory: str | os.PathLike, *,
+          tokenizer_from: str | os.PathLike | None = None, force: bool = False) -> str:
+    """Write ``weights`` as an engine checkpoint (see the module doc for the layout).
 
     Atomic: everything goes to a staging directory beside ``directory``, which
     then replaces it in one step (:mod:`.publish`: the destination is always the
     old version or the new one); a failure or a kill leaves nothing that the
     next write does not remove. An existing ``directory`` is replaced only with
-    ``force``. The same model gives byte-identical files.
+    ``force``. The same weights give byte-identical files.
     """
     from safetensors.numpy import save_file
-
-    from mbengine.kernels.simd import COLS
 
     directory = os.path.abspath(os.fspath(directory))
     if os.path.exists(directory) and not force:
         raise FileExistsError(f"{directory} exists; pass force=True (--force) to replace it")
-    graph = model.runner().graph  # packs every weight into model's cache
-    tensors = {PACKED + name: arr for (kind, name), arr in model._cache.items() if kind == "packed"}
-    for (kind, name), value in model._cache.items():
-        if kind == "int8":
-            tensors["int8/" + name] = value.wq
-            tensors["scale/" + name] = value.scale[:value.n]
-            if value.outliers.size:
-                tensors["outliers/" + name] = value.outliers
-                tensors["outlier_weight/" + name] = value.outlier_w
-        elif kind == "scale":
-            tensors["scale/" + name] = value
-    from mbengine.converters.canonical import linear_weight_names
-
-    tied = "cls.predictions.decoder.weight" if model.config.tie_word_embeddings else None
-    # linear weights live only packed; one no op uses (the embedding transformation of a
-    # model without trigram input and embedding_size == hidden_size) is not stored at all
-    linear = linear_weight_names(model.config, model.HEAD, model.pooler)
-    for name, arr in model.weights.items():
-        if name in graph.packed_sources or name in linear or name == tied:
-            continue
-        tensors[name] = arr
+    if not weights.fused:
+        raise ValueError("an engine checkpoint holds fused linears: pack the weights with fuse=True")
+    tensors = dict(weights.tensors)
+    for name, w in weights.linears.items():
+        if isinstance(w, PackedLinear):
+            tensors[PACKED + name] = w.panels
+        else:
+            tensors["int8/" + name] = w.panels
+            tensors["scale/" + name] = w.stored_scale
+            if w.outliers.size:
+                tensors["outliers/" + name] = w.outliers
+                tensors["outlier_weight/" + name] = w.outlier_w
+    for name, scale in weights.row_scales.items():
+        tensors["scale/" + name] = scale
     tensors = {k: np.ascontiguousarray(v, dtype=v.dtype if v.dtype in (np.int8, np.int64) else np.float32)
                for k, v in tensors.items()}
-    config = model.config.to_dict()
-    dtype = getattr(model, "dtype", "float32")
-    config["mbengine"] = {"format_version": FORMAT_VERSION, "dtype": dtype, "tile_cols": COLS,
-                          "head": model.HEAD, "pooler": bool(model.pooler)}
-    if dtype == "int8":
-        config["mbengine"]["quantization"] = model.quantization
+    config = weights.config.to_dict()
+    config["mbengine"] = {"format_version": FORMAT_VERSION, "dtype": weights.dtype, "tile_cols": COLS,
+                          "head": weights.head, "pooler": bool(weights.pooler)}
+    if weights.dtype == "int8":
+        config["mbengine"]["quantization"] = weights.quantization
     stage = Staging(directory)
     with stage as tmp:
         save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "mbengine"})
@@ -213,9 +254,3 @@ def write(model, directory: str | os.PathLike, *, tokenizer_from: str | os.PathL
             raise FileExistsError(f"{directory} exists; pass force=True (--force) to replace it")
         stage.publish()
     return directory
-
-
-def unpack(wp: np.ndarray, n: int) -> np.ndarray:
-    """Packed panels (P, K, C) back to the (N, K) weight (inverse of kernels.linear.pack)."""
-    P, K, C = wp.shape
-    return np.ascontiguousarray(wp.transpose(0, 2, 1).reshape(P * C, K)[:n])

@@ -34,7 +34,6 @@ picks the slice).
 """
 
 import numba
-import numpy as np
 from numba import njit, prange
 
 from .flags import FASTMATH

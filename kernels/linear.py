@@ -31,9 +31,9 @@ do not stay in cache. Two prefetches hide that: each task asks for a slice
 of the next panel into L1, and for a slice of ``nxt`` (the bytes of the
 packed weight of the linear op that runs next, a 1-D uint8 view, or any small
 dummy) into L2, so that the next op finds its weight there. Both only hint:
-they change no result. ``norm``: 0 none, 1 NoNorm
-(``y * nw + nb``), 2 LayerNorm over the N outputs of the row (``eps``,
-float64 statistics).
+they change no result. ``act``: an :class:`.names.Act` code. ``norm``
+(:class:`.names.Norm`): none, NoNorm (``y * nw + nb``) or LayerNorm over the
+N outputs of the row (``eps``, float64 statistics).
 """
 
 import numba
@@ -41,13 +41,11 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import apply_activation
+from .names import Act, Norm
 from .flags import FASTMATH
 from .simd import (COLS, ROWS, prefetch, prefetch_l2, tile_row, tile_row_epilogue,  # noqa: F401 (ROWS: the runner's)
                    tile_rows, tile_rows_epilogue)
 
-NORM_NONE = 0
-NORM_NONORM = 1
-NORM_LAYERNORM = 2
 
 CHUNK_ROWS = 128  # rows whose activations stay in L2 while the weight panels stream past
 
@@ -68,7 +66,8 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off, 
     M = x.shape[0]
     P, K, _ = wp.shape
     N = b.shape[0]
-    fused = act <= 1  # no activation or relu: the tiles finish their outputs (a LayerNorm still follows)
+    # no activation or relu: the tiles finish their outputs in registers (a LayerNorm still follows)
+    fused = act == Act.LINEAR or act == Act.RELU
     # row blocks per chunk: at least one chunk per thread, so that a thread reads
     # rows of x its own core wrote rather than every row
     share = (M + threads - 1) // max(threads, 1)
@@ -99,7 +98,7 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off, 
     if not fused:
         for i in prange(M):
             _epilogue_row(out, i, out_off, N, b, act, res, res_off, norm, nw, nb, eps)
-    elif norm == NORM_LAYERNORM:  # needs whole rows
+    elif norm == Norm.LAYERNORM:  # needs whole rows
         for i in prange(M):
             _layernorm_row(out, i, out_off, N, nw, nb, eps)
 
@@ -108,7 +107,7 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off, 
 def _panel_epilogue(x, x_off, w, out, out_off, c0, i0, i1, width, K, b, act, res, res_off, norm, nw, nb):
     """Outputs c0..c0+width of rows i0..i1 from one panel, finished (bias, relu, residual, NoNorm) in registers."""
     rc = res_off + c0 if res_off >= 0 else -1
-    nonorm = 1 if norm == NORM_NONORM else 0
+    nonorm = 1 if norm == Norm.NONORM else 0
     if width == COLS:
         if i1 - i0 == ROWS:
             tile_rows_epilogue(x, i0, x_off, w, 0, out, i0, out_off + c0, K, b, c0, act, res, rc, nonorm, nw, nb)
@@ -135,7 +134,7 @@ def _panel(x, x_off, w, out, oc, i0, i1, width, K):
 def _epilogue_row(out, i, out_off, N, b, act, res, res_off, norm, nw, nb, eps):
     """Apply bias, activation, residual and norm to out[i, out_off:out_off+N]."""
     _epilogue_cols(out, i, out_off, 0, N, b, act, res, res_off, norm, nw, nb)
-    if norm == NORM_LAYERNORM:
+    if norm == Norm.LAYERNORM:
         _layernorm_row(out, i, out_off, N, nw, nb, eps)
 
 
@@ -147,10 +146,10 @@ def _epilogue_cols(out, i, out_off, c0, width, b, act, res, res_off, norm, nw, n
     so the common cases (no activation, relu, NoNorm) vectorise.
     """
     o = out[i, out_off + c0:out_off + c0 + width]
-    if act == 0:
+    if act == Act.LINEAR:
         for n in range(width):
             o[n] += b[c0 + n]
-    elif act == 1:
+    elif act == Act.RELU:
         for n in range(width):
             o[n] = max(o[n] + b[c0 + n], np.float32(0.0))
     else:
@@ -160,7 +159,7 @@ def _epilogue_cols(out, i, out_off, c0, width, b, act, res, res_off, norm, nw, n
         r = res[i, res_off + c0:res_off + c0 + width]
         for n in range(width):
             o[n] += r[n]
-    if norm == NORM_NONORM:
+    if norm == Norm.NONORM:
         for n in range(width):
             o[n] = o[n] * nw[c0 + n] + nb[c0 + n]
 
@@ -205,7 +204,7 @@ def ffn(x, x_off, wp1, b1, act, wp2, b2, norm, nw, nb, eps, out, out_off, scratc
                 for i in range(i0, i1):
                     _one_row(x, i, x_off, wp1[p], h, i - i0, p * COLS, min(COLS, I - p * COLS), K)
         for r in range(i1 - i0):
-            _epilogue_row(h, r, 0, I, b1, act, h, -1, NORM_NONE, nw, nb, eps)
+            _epilogue_row(h, r, 0, I, b1, act, h, -1, Norm.NONE, nw, nb, eps)
         for p in range(P2):  # out[i0 + r] = h[r] @ W2
             width = min(COLS, N - p * COLS)
             if i1 - i0 == ROWS and width == COLS:

@@ -2,14 +2,15 @@
 
     out[i, o0 + n] = norm(a[i, a0 + n] + r[i, r0 + n])
 
-``norm``: 0 none, 1 NoNorm (``y * w + b``), 2 LayerNorm (biased variance,
-float64 statistics, ``eps``). ``r_off < 0`` means no residual. ``out`` may be
+``norm`` (:class:`.names.Norm`): none, NoNorm (``y * w + b``), LayerNorm
+(biased variance, float64 statistics, ``eps``). ``r_off < 0`` means no residual. ``out`` may be
 ``a`` itself (same offset).
 """
 
 from numba import njit, prange
 
 from .linear import _layernorm_row
+from .names import Norm
 
 
 @njit(cache=True, parallel=True)
@@ -20,8 +21,8 @@ def add_norm(a, a_off, r, r_off, width, norm, w, b, eps, out, out_off):
             if r_off >= 0:
                 v += r[i, r_off + n]
             out[i, out_off + n] = v
-        if norm == 1:
+        if norm == Norm.NONORM:
             for n in range(width):
                 out[i, out_off + n] = out[i, out_off + n] * w[n] + b[n]
-        elif norm == 2:
+        elif norm == Norm.LAYERNORM:
             _layernorm_row(out, i, out_off, width, w, b, eps)

@@ -73,7 +73,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .simd import COLS, LANES, VECS, splat  # the int8 tile has the float32 tile's columns
+from .simd import COLS, LANES, VECS, splat  # noqa: F401 (COLS re-exported: the int8 tile has the float32 tile's columns)
 from .target import TARGET
 
 VARIANTS = ("vnni", "sdot", "maddubs", "maddubs7", "smull", "generic")

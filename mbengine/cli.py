@@ -43,7 +43,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -311,20 +310,19 @@ def _convert(args) -> int:
         print(f"[{time.perf_counter() - t0:6.1f} s] {message}", file=sys.stderr, flush=True)
 
     step(f"reading {args.src} as {cls.__name__}")
-    model = cls.from_pretrained(args.src, **kwargs)
-    step(f"read and checked {len(model.weights)} tensors; packing weights for the kernels")
-    model.runner()
+    weights = cls.from_pretrained(args.src, **kwargs).weights
+    step(f"read, checked and packed: {len(weights.linears)} linears, {len(weights.tensors)} other tensors")
     if args.dtype == "int8":
-        _quantize_model(model, args, step)
+        weights = _quantize_weights(weights, args, step)
     step(f"writing {args.dst}")
-    out = engine.write(model, args.dst, tokenizer_from=args.src if os.path.isdir(args.src) else None,
+    out = engine.write(weights, args.dst, tokenizer_from=args.src if os.path.isdir(args.src) else None,
                        force=args.force)
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
     print(f"wrote {cls.__name__} to {out} ({size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
     return 0
 
 
-def _quantize_model(model, args, step) -> None:
+def _quantize_weights(weights, args, step):
     from . import quantize
 
     texts = None
@@ -341,9 +339,9 @@ def _quantize_model(model, args, step) -> None:
         tokenizer = MobileBertTokenizer.from_pretrained(args.src)
     elif texts is not None:
         raise ValueError(f"--calibration needs a tokenizer (tokenizer.json or vocab.txt) in {args.src}")
-    description, batches = quantize.calibration_batches(model, texts, tokenizer)
+    description, batches = quantize.calibration_batches(weights.config, texts, tokenizer)
     step(f"calibrating on {description}; quantizing")
-    report = quantize.quantize(model, batches, calibration=description)
+    weights, report = quantize.quantize(weights, batches, calibration=description)
     summary = report.summary()
     step(f"{summary['int8_linears']} linears int8, {len(summary['float32_linears'])} kept float32, "
          f"{summary['outlier_channels']} outlier channels in float32, largest linear error "
@@ -351,6 +349,7 @@ def _quantize_model(model, args, step) -> None:
     if args.report:
         with open(args.report, "w", encoding="utf-8") as f:
             f.write(report.table() + "\n")
+    return weights
 
 
 def _quantize(args) -> int:

@@ -1,4 +1,10 @@
-"""The graph builder: a MobileBertConfig and its weights become a list of ops, once.
+"""The graph: a model's PackedWeights become a list of ops, once.
+
+:func:`wire` appends the ops of a config (embeddings, layers, pooler, head:
+one builder each); :func:`build_graph` wires the graph of a
+:class:`~mbengine.weights.PackedWeights` and hands every op the arrays it
+reads, checking each against the config. Nothing here packs or copies a
+weight (:func:`mbengine.pack.pack` walks the same wiring to pack them).
 
 Every config variant (bottleneck on/off, bottleneck attention, shared
 key/query bottleneck, the number of stacked FFNs, trigram input, embedding
@@ -9,21 +15,24 @@ Activations live in token-major buffers of shape (rows, width), rows being
 ``batch * seq`` (or ``batch`` for the pooler). An op reads and writes
 *column windows* of buffers (:class:`Ref`), which lets sibling projections
 write side by side into one buffer and be merged into a single wider linear
-(:func:`fuse_sibling_linears`, a rewrite that can be switched off).
+(:func:`fuse_sibling_linears`, a rewrite that can be switched off when
+packing: its merged linears are what the packed weights hold).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import numpy as np
 
 from .config import MobileBertConfig
+from .converters.canonical import model_shapes
 from .errors import CheckpointError
-from .kernels.linear import NORM_LAYERNORM, NORM_NONE, NORM_NONORM, pack
-from .kernels.names import ACTIVATIONS
+from .kernels.names import ACTIVATIONS, Norm
 from .kernels.simd import COLS
+from .weights import WORD_EMBEDDINGS, Int8Linear, PackedLinear, PackedWeights
 
 TORCH_LAYERNORM_EPS = 1e-5  # HF builds two of MobileBERT's LayerNorms without eps
 
@@ -59,19 +68,6 @@ class EmbedWords:
     scale: np.ndarray | None = None  # (vocab,) float32 row scales of an int8 table
 
 
-@dataclass(frozen=True)
-class Int8Weight:
-    """A linear's weight for :func:`kernels.qlinear.qlinear` (see :mod:`mbengine.quantize`)."""
-
-    wq: np.ndarray  # (P, ceil(K / 4), 4 * COLS) int8 panels (kernels.qlinear.pack)
-    scale: np.ndarray  # (P * COLS,) float32 per output channel, zero-padded
-    corr: np.ndarray  # (P * COLS,) int32 activation-offset correction
-    mask: np.ndarray  # (K,) int32 channel mask: 0 for the outlier channels
-    outliers: np.ndarray  # (J,) int64 input channels applied in float32
-    outlier_w: np.ndarray  # (J, N) float32: their rows of W.T
-    n: int  # output channels (N)
-
-
 @dataclass
 class EmbedPositions:
     """Position plus token-type embeddings."""
@@ -84,21 +80,20 @@ class EmbedPositions:
 
 @dataclass
 class Linear:
-    """out = norm(act(x @ w.T + b) + res)."""
+    """out = norm(act(x @ W.T + b) + res); ``weight`` is W as the kernel reads it."""
 
     name: str
     x: Ref
-    w: np.ndarray | None  # (N, K), HF layout (None once only the packed form is kept)
     b: np.ndarray  # (N,)
     out: Ref
     act: int = 0
     res: Ref | None = None
-    norm: int = NORM_NONE
+    norm: int = Norm.NONE
     nw: np.ndarray | None = None
     nb: np.ndarray | None = None
     eps: float = 0.0
-    wp: np.ndarray | None = None  # the packed weight the kernel reads (kernels.linear.pack)
-    q: Int8Weight | None = None  # or, in an int8 model, its int8 form
+    weight: PackedLinear | Int8Linear | None = None  # from the PackedWeights, by op name
+    dense: np.ndarray | None = None  # (N, K) float W, only in the graph that mbengine.pack packs from
 
 
 @dataclass
@@ -147,9 +142,6 @@ class FirstToken:
     out: Ref
 
 
-Op = EmbedWords | EmbedPositions | Linear | FeedForward | AddNorm | Attention | FirstToken
-
-
 @dataclass
 class Graph:
     ops: list
@@ -159,7 +151,6 @@ class Graph:
     num_layers: int = 0
     heads: int = 1
     head_dim: int = 1
-    packed_sources: frozenset = frozenset()  # HF weight names that reach the kernels only packed
 
 
 # ------------------------------------------------------------------- builder
@@ -172,13 +163,21 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 
 
 class _Builder:
-    def __init__(self, config: MobileBertConfig, weights: dict[str, np.ndarray]):
+    """Appends ops for one config; notes every plain tensor it reads and the shape it expects."""
+
+    def __init__(self, config: MobileBertConfig, tensors: Mapping[str, np.ndarray], keep_hidden_states: bool,
+                 packing: bool):
         self.c = config
-        self.w = weights
+        self.tensors = tensors
+        self.keep_hidden_states = keep_hidden_states
+        self.packing = packing
         self.ops: list = []
         self.buffers: dict[str, Buffer] = {}
-        self.consumed: set[str] = set()
-        self.cache: dict = {}
+        self.expected: dict[str, tuple[int, ...]] = {}
+        self.eps = float(config.layer_norm_eps)
+        # HF builds the embeddings' and each layer output's LayerNorm with torch's default eps;
+        # BERT checkpoints run here (converters/bert.py) use their own eps there
+        self.default_eps = float(config.extra.get("mbengine_default_layer_norm_eps", TORCH_LAYERNORM_EPS))
 
     def buf(self, name: str, width: int, rows: str = "tokens") -> str:
         old = self.buffers.get(name)
@@ -186,266 +185,201 @@ class _Builder:
             self.buffers[name] = Buffer(name, width, rows)
         return name
 
-    def norm_args(self, prefix: str, eps: float) -> dict:
-        kind = NORM_NONORM if self.c.normalization_type == "no_norm" else NORM_LAYERNORM
-        return dict(norm=kind, nw=self.w[prefix + ".weight"], nb=self.w[prefix + ".bias"], eps=float(eps))
+    def hidden(self, i: int) -> Ref:
+        """The hidden state after layer i (0: the embeddings): two buffers take turns, or one per layer
+        when every layer's output is returned."""
+        name = f"hidden{i}" if self.keep_hidden_states else f"hidden{i % 2}"
+        H = self.c.hidden_size
+        return Ref(self.buf(name, H), 0, H)
 
-    def linear(self, name: str, prefix: str, x: Ref, out: Ref, **kw) -> Ref:
-        """A Linear op on HF weights ``prefix.weight``/``prefix.bias``.
+    def tensor(self, name: str, shape: tuple[int, ...]) -> np.ndarray | None:
+        self.expected[name] = shape
+        return self.tensors.get(name)
 
-        The (N, K) weight may be absent when its packed form is already in the
-        cache (an engine checkpoint stores only that).
-        """
-        self.consumed.add(prefix + ".weight")
-        w = self.w.get(prefix + ".weight")
-        if w is not None and w.shape != (out.width, x.width):
-            raise CheckpointError(f"{prefix}.weight has shape {list(w.shape)}, expected [{out.width}, {x.width}] "
-                                  f"(outputs x inputs of this linear)")
-        self.ops.append(Linear(name, x, w, self.w[prefix + ".bias"], out, **kw))
+    def norm_args(self, prefix: str, width: int, eps: float) -> dict:
+        kind = Norm.NONORM if self.c.normalization_type == "no_norm" else Norm.LAYERNORM
+        return dict(norm=kind, nw=self.tensor(prefix + ".weight", (width,)),
+                    nb=self.tensor(prefix + ".bias", (width,)), eps=float(eps))
+
+    def linear(self, name: str, prefix: str, x: Ref, out: Ref, dense: np.ndarray | None = None, **kw) -> Ref:
+        """A Linear op on HF tensors ``prefix.weight`` (packed, by op name) and ``prefix.bias``."""
+        bias = kw.pop("bias", prefix + ".bias")
+        if self.packing and dense is None:
+            dense = self.tensors[prefix + ".weight"]
+            if dense.shape != (out.width, x.width):
+                raise CheckpointError(f"{prefix}.weight has shape {list(dense.shape)}, expected "
+                                      f"[{out.width}, {x.width}] (outputs x inputs of this linear)")
+        self.ops.append(Linear(name, x, self.tensor(bias, (out.width,)), out, dense=dense, **kw))
         return out
 
 
-def build_graph(config: MobileBertConfig, weights: dict[str, np.ndarray], *, head: str | None = None,
-                pooler: bool = True, keep_hidden_states: bool = False, fuse: bool = True,
-                fuse_ffn: bool = False, cache: dict | None = None) -> Graph:
-    """Turn ``config`` and its base-model weights (HF names, no prefix) into ops.
+@dataclass
+class Wiring:
+    """What :func:`wire` made: the graph (linears without weights) and the plain tensors it reads."""
 
+    graph: Graph
+    expected: dict[str, tuple[int, ...]]  # plain tensor name -> the shape the graph needs
+
+    def problems(self, tensors: Mapping[str, np.ndarray], row_scales: Mapping[str, np.ndarray]) -> list[str]:
+        found = []
+        for name, shape in self.expected.items():
+            arr = tensors.get(name)
+            if arr is None:
+                found.append(f"missing tensor {name!r} (expected shape {list(shape)})")
+            elif tuple(arr.shape) != shape:
+                found.append(f"tensor {name!r} has shape {list(arr.shape)}, expected {list(shape)} for this config")
+            elif arr.dtype == np.int8 and name not in row_scales:
+                found.append(f"tensor {name!r} is int8 but has no row scales")
+            elif arr.dtype not in (np.float32, np.int8):
+                found.append(f"tensor {name!r} has dtype {arr.dtype}, expected float32")
+        return found
+
+
+def wire(config: MobileBertConfig, tensors: Mapping[str, np.ndarray], *, head: str | None = None,
+         pooler: bool = True, keep_hidden_states: bool = False, fuse: bool = True,
+         row_scales: Mapping[str, np.ndarray] | None = None, packing: bool = False) -> Wiring:
+    """The ops of ``config`` (with ``head``, see ``converters.canonical.HEADS``, and the pooler).
+
+    Linears get their bias, norm vectors and (with ``packing``, from the
+    (N, K) tensors) ``dense`` weight; their packed ``weight`` is bound by
+    :func:`build_graph`. A tensor missing from ``tensors`` leaves None in its
+    op (``Wiring.problems`` lists it), so the structure alone can be wired.
     ``keep_hidden_states`` gives every layer its own output buffer so the
     runner can return them all; otherwise two hidden buffers alternate.
-    ``head`` appends a task head (see ``converters.canonical.HEADS``);
-    ``pooler`` adds the pooler. ``cache`` keeps merged and packed weights so
-    several graphs of one model share them.
+    ``fuse`` merges sibling linears (:func:`fuse_sibling_linears`).
     """
-    cache = {} if cache is None else cache
-    c = config
-    g = _Builder(c, weights)
-    g.cache = cache
-    H, E, th, I, A = c.hidden_size, c.embedding_size, c.true_hidden_size, c.intermediate_size, c.all_head_size
-    ib = c.intra_bottleneck_size
-    act = ACTIVATIONS[c.hidden_act]
-    eps = c.layer_norm_eps
-    # HF builds the embeddings' and each layer output's LayerNorm with torch's default eps;
-    # BERT checkpoints run here (converters/bert.py) use their own eps there
-    default_eps = float(c.extra.get("mbengine_default_layer_norm_eps", TORCH_LAYERNORM_EPS))
+    g = _Builder(config, tensors, keep_hidden_states, packing)
+    x = _embeddings(g, row_scales or {})
+    hidden_states = [x]
+    for i in range(config.num_hidden_layers):
+        x = _layer(g, i, x)
+        hidden_states.append(x)
+    outputs = {"last_hidden_state": x}
+    if pooler:
+        outputs["pooler_output"] = _pooler(g, x)
+    if head is not None:
+        outputs.update(_head(g, head, x, outputs.get("pooler_output")))
+    graph = Graph(g.ops, g.buffers, outputs, hidden_states,
+                  config.num_hidden_layers, config.num_attention_heads, config.attention_head_size)
+    if fuse:
+        graph = fuse_sibling_linears(graph)
+    return Wiring(graph, g.expected)
 
-    def hidden(i: int) -> Ref:
-        name = f"hidden{i}" if keep_hidden_states else f"hidden{i % 2}"
-        return Ref(g.buf(name, H), 0, H)
 
-    # embeddings -------------------------------------------------------------
+def _embeddings(g: _Builder, row_scales: Mapping[str, np.ndarray]) -> Ref:
+    """Word embeddings (trigram window optional), + positions and token types, norm."""
+    c = g.c
+    H, E = c.hidden_size, c.embedding_size
     words_w = E * (3 if c.trigram_input else 1)
     words = Ref(g.buf("words", words_w), 0, words_w)
-    table = weights["embeddings.word_embeddings.weight"]
-    g.ops.append(EmbedWords("embeddings.words", table, c.trigram_input, words,
-                            cache.get(("scale", "embeddings.word_embeddings.weight"))))
-    if table.dtype != np.float32 and words.width and g.ops[-1].scale is None:
-        raise CheckpointError(f"embeddings.word_embeddings.weight is {table.dtype} but has no row scales")
+    table = g.tensor(WORD_EMBEDDINGS, (c.vocab_size, E))
+    g.ops.append(EmbedWords("embeddings.words", table, c.trigram_input, words, row_scales.get(WORD_EMBEDDINGS)))
     pos = Ref(g.buf("postype", H), 0, H)
-    g.ops.append(EmbedPositions("embeddings.positions", weights["embeddings.position_embeddings.weight"],
-                                weights["embeddings.token_type_embeddings.weight"], pos))
-    x = hidden(0)
-    emb_norm = g.norm_args("embeddings.LayerNorm", default_eps)
-    if c.trigram_input or E != H:
-        # [T, 3E] -> [T, H], + positions/types, norm
-        g.linear("embeddings.transformation", "embeddings.embedding_transformation", words, x, res=pos, **emb_norm)
+    g.ops.append(EmbedPositions("embeddings.positions",
+                                g.tensor("embeddings.position_embeddings.weight", (c.max_position_embeddings, H)),
+                                g.tensor("embeddings.token_type_embeddings.weight", (c.type_vocab_size, H)), pos))
+    x = g.hidden(0)
+    norm = g.norm_args("embeddings.LayerNorm", H, g.default_eps)
+    if c.trigram_input or E != H:  # [T, 3E] -> [T, H], + positions/types, norm
+        g.linear("embeddings.transformation", "embeddings.embedding_transformation", words, x, res=pos, **norm)
     else:
-        g.ops.append(AddNorm("embeddings.norm", words, pos, x, **emb_norm))
-    hidden_states = [x]
-
-    # layers -------------------------------------------------------------------
-    for i in range(c.num_hidden_layers):
-        p = f"encoder.layer.{i}."
-        # Bottlenecks and projections that read the layer input go side by side
-        # into "proj"; q, k (and v when it reads the same tensor) into "qkv".
-        if c.use_bottleneck:
-            bn_in = g.linear(p + "bottleneck.input", p + "bottleneck.input.dense", x,
-                             Ref(g.buf("proj", 2 * ib + A), 0, ib), **g.norm_args(p + "bottleneck.input.LayerNorm", eps))
-            residual = bn_in
-            if c.use_bottleneck_attention:
-                q_in = k_in = v_in = bn_in
-            elif c.key_query_shared_bottleneck:
-                kq = g.linear(p + "bottleneck.attention", p + "bottleneck.attention.dense", x,
-                              Ref("proj", ib, ib), **g.norm_args(p + "bottleneck.attention.LayerNorm", eps))
-                q_in = k_in = kq
-                v_in = x
-            else:
-                q_in = k_in = v_in = x
-        else:
-            q_in = k_in = v_in = residual = x
-
-        if v_in == q_in:
-            qkv = g.buf("qkv", 3 * A)
-            q = g.linear(p + "attention.query", p + "attention.self.query", q_in, Ref(qkv, 0, A))
-            k = g.linear(p + "attention.key", p + "attention.self.key", k_in, Ref(qkv, A, A))
-            v = g.linear(p + "attention.value", p + "attention.self.value", v_in, Ref(qkv, 2 * A, A))
-        else:  # v reads the layer input, next to the bottlenecks in "proj"
-            v = g.linear(p + "attention.value", p + "attention.self.value", v_in, Ref("proj", 2 * ib, A))
-            qkv = g.buf("qkv", 2 * A)
-            q = g.linear(p + "attention.query", p + "attention.self.query", q_in, Ref(qkv, 0, A))
-            k = g.linear(p + "attention.key", p + "attention.self.key", k_in, Ref(qkv, A, A))
-        ctx = Ref(g.buf("context", A), 0, A)
-        g.ops.append(Attention(p + "attention", q, k, v, ctx, c.num_attention_heads, c.attention_head_size, i))
-
-        cur = g.linear(p + "attention.output", p + "attention.output.dense", ctx, Ref(g.buf("inner0", th), 0, th),
-                       res=residual, **g.norm_args(p + "attention.output.LayerNorm", eps))
-        inter = Ref(g.buf("intermediate", I), 0, I)
-        for j in range(c.num_feedforward_networks - 1):
-            f = p + f"ffn.{j}."
-            g.linear(f + "intermediate", f + "intermediate.dense", cur, inter, act=act)
-            nxt = Ref(g.buf(f"inner{(j + 1) % 2}", th), 0, th)
-            cur = g.linear(f + "output", f + "output.dense", inter, nxt, res=cur,
-                           **g.norm_args(f + "output.LayerNorm", eps))
-        g.linear(p + "intermediate", p + "intermediate.dense", cur, inter, act=act)
-        out_norm = g.norm_args(p + "output.LayerNorm", default_eps)
-        if c.use_bottleneck:
-            o = g.linear(p + "output", p + "output.dense", inter, Ref(g.buf("layer_out", th), 0, th),
-                         res=cur, **out_norm)
-            x = g.linear(p + "output.bottleneck", p + "output.bottleneck.dense", o, hidden(i + 1), res=x,
-                         **g.norm_args(p + "output.bottleneck.LayerNorm", eps))
-        else:
-            x = g.linear(p + "output", p + "output.dense", inter, hidden(i + 1), res=cur, **out_norm)
-        hidden_states.append(x)
-
-    outputs = {"last_hidden_state": x}
-    # pooler --------------------------------------------------------------------
-    if pooler:
-        first = Ref(g.buf("first_token", H, rows="batch"), 0, H)
-        g.ops.append(FirstToken("pooler.first_token", x, first))
-        pooled = first
-        if c.classifier_activation:
-            pooled = Ref(g.buf("pooled", H, rows="batch"), 0, H)
-            g.linear("pooler.dense", "pooler.dense", first, pooled, act=ACTIVATIONS["tanh"])
-        outputs["pooler_output"] = pooled
-    if head is not None:
-        outputs.update(_head(g, head, x, outputs.get("pooler_output"), cache))
-
-    graph = Graph(g.ops, g.buffers, outputs, hidden_states,
-                  c.num_hidden_layers, c.num_attention_heads, c.attention_head_size, frozenset(g.consumed))
-    if fuse:
-        graph = fuse_sibling_linears(graph, cache)
-    graph = pack_weights(graph, cache)
-    if fuse_ffn:
-        graph = fuse_feed_forward(graph)
-    return graph
+        g.ops.append(AddNorm("embeddings.norm", words, pos, x, **norm))
+    return x
 
 
-def linear_ops(graph: Graph):
-    """Every Linear of the graph, including the two inside each FeedForward."""
-    for op in graph.ops:
-        if isinstance(op, FeedForward):
-            yield op.first
-            yield op.second
-        elif isinstance(op, Linear):
-            yield op
+def _layer(g: _Builder, i: int, x: Ref) -> Ref:
+    """Encoder layer ``i`` on hidden state ``x``; returns its output.
 
-
-def fuse_feed_forward(graph: Graph) -> Graph:
-    """Run each (intermediate, output) linear pair as one FeedForward op.
-
-    Legal when the second reads exactly what the first writes, the first has
-    no residual or norm, and the second's residual is the first's input (the
-    FFN pattern): the intermediate then never needs its buffer.
-
-    Off by default, by measurement: with weights in cache the fused pair is
-    20% faster on 2 threads (134 vs 168 us, 128 x 128 x 512), but in the
-    full model, where every weight comes cold from memory, its row-block
-    order streams each weight once per thread instead of once per call, and
-    the pair got slower (b1 s128: 6.9 vs 6.3 ms per 24 pairs on 1 thread,
-    4.5 vs 4.1 on 2).
+    Buffers: "proj" holds, side by side, everything that reads the layer input
+    x (the input bottleneck, the key/query bottleneck, and the value projection
+    when it reads x), and "qkv" the query, key and value that read the same
+    tensor: adjacent columns with one input are what fuse_sibling_linears
+    merges into one wider linear. "inner0"/"inner1" alternate as the
+    true_hidden-wide residual stream through the stacked FFNs.
     """
-    ops, i = [], 0
-    while i < len(graph.ops):
-        a = graph.ops[i]
-        b = graph.ops[i + 1] if i + 1 < len(graph.ops) else None
-        if (isinstance(a, Linear) and isinstance(b, Linear) and a.q is None and b.q is None
-                and a.res is None and a.norm == NORM_NONE
-                and b.x == a.out and b.res == a.x and b.act == 0 and b.out.buf != a.x.buf):
-            ops.append(FeedForward(a.name + "+" + b.name, a, b))
-            i += 2
+    c, p = g.c, f"encoder.layer.{i}."
+    th, I, A, ib = c.true_hidden_size, c.intermediate_size, c.all_head_size, c.intra_bottleneck_size
+    act = ACTIVATIONS[c.hidden_act]
+    if c.use_bottleneck:
+        bn_in = g.linear(p + "bottleneck.input", p + "bottleneck.input.dense", x,
+                         Ref(g.buf("proj", 2 * ib + A), 0, ib), **g.norm_args(p + "bottleneck.input.LayerNorm", ib, g.eps))
+        residual = bn_in
+        if c.use_bottleneck_attention:
+            q_in = k_in = v_in = bn_in
+        elif c.key_query_shared_bottleneck:
+            kq = g.linear(p + "bottleneck.attention", p + "bottleneck.attention.dense", x, Ref("proj", ib, ib),
+                          **g.norm_args(p + "bottleneck.attention.LayerNorm", ib, g.eps))
+            q_in = k_in = kq
+            v_in = x
         else:
-            ops.append(a)
-            i += 1
-    return dataclasses.replace(graph, ops=ops)
+            q_in = k_in = v_in = x
+    else:
+        q_in = k_in = v_in = residual = x
+
+    if v_in == q_in:
+        qkv = g.buf("qkv", 3 * A)
+        q = g.linear(p + "attention.query", p + "attention.self.query", q_in, Ref(qkv, 0, A))
+        k = g.linear(p + "attention.key", p + "attention.self.key", k_in, Ref(qkv, A, A))
+        v = g.linear(p + "attention.value", p + "attention.self.value", v_in, Ref(qkv, 2 * A, A))
+    else:  # v reads the layer input, next to the bottlenecks in "proj"
+        v = g.linear(p + "attention.value", p + "attention.self.value", v_in, Ref("proj", 2 * ib, A))
+        qkv = g.buf("qkv", 2 * A)
+        q = g.linear(p + "attention.query", p + "attention.self.query", q_in, Ref(qkv, 0, A))
+        k = g.linear(p + "attention.key", p + "attention.self.key", k_in, Ref(qkv, A, A))
+    ctx = Ref(g.buf("context", A), 0, A)
+    g.ops.append(Attention(p + "attention", q, k, v, ctx, c.num_attention_heads, c.attention_head_size, i))
+
+    cur = g.linear(p + "attention.output", p + "attention.output.dense", ctx, Ref(g.buf("inner0", th), 0, th),
+                   res=residual, **g.norm_args(p + "attention.output.LayerNorm", th, g.eps))
+    inter = Ref(g.buf("intermediate", I), 0, I)
+    for j in range(c.num_feedforward_networks - 1):
+        f = p + f"ffn.{j}."
+        g.linear(f + "intermediate", f + "intermediate.dense", cur, inter, act=act)
+        nxt = Ref(g.buf(f"inner{(j + 1) % 2}", th), 0, th)
+        cur = g.linear(f + "output", f + "output.dense", inter, nxt, res=cur,
+                       **g.norm_args(f + "output.LayerNorm", th, g.eps))
+    g.linear(p + "intermediate", p + "intermediate.dense", cur, inter, act=act)
+    if c.use_bottleneck:
+        out = g.linear(p + "output", p + "output.dense", inter, Ref(g.buf("layer_out", th), 0, th), res=cur,
+                       **g.norm_args(p + "output.LayerNorm", th, g.default_eps))
+        return g.linear(p + "output.bottleneck", p + "output.bottleneck.dense", out, g.hidden(i + 1), res=x,
+                        **g.norm_args(p + "output.bottleneck.LayerNorm", c.hidden_size, g.eps))
+    return g.linear(p + "output", p + "output.dense", inter, g.hidden(i + 1), res=cur,
+                    **g.norm_args(p + "output.LayerNorm", th, g.default_eps))
 
 
-def pack_weights(graph: Graph, cache: dict) -> Graph:
-    """Give every linear its packed weight (packed once, kept in ``cache`` under ("packed", op name)).
-
-    A linear whose int8 weight is in the cache (("int8", op name)) gets that instead.
-    """
-    ops = []
-    for op in graph.ops:
-        if isinstance(op, Linear) and op.q is None and ("int8", op.name) in cache:
-            op = dataclasses.replace(op, q=_checked_int8(op, cache[("int8", op.name)]))
-        elif isinstance(op, Linear) and op.wp is None:
-            key = ("packed", op.name)
-            if key not in cache:
-                if op.w is None:
-                    raise CheckpointError(f"no weight for {op.name!r}: neither the (N, K) tensor nor its packed form")
-                cache[key] = pack(op.w)
-            wp = cache[key]
-            if wp.ndim == 3 and wp.shape[2] != COLS and wp.shape[1] == op.x.width:
-                # packed for another vector width: repack once for this CPU
-                from .converters.engine import unpack
-
-                wp = cache[key] = pack(unpack(wp, op.out.width))
-            expected = (-(-op.out.width // COLS), op.x.width, COLS)
-            if wp.shape != expected:
-                raise CheckpointError(f"packed weight of {op.name!r} has shape {list(wp.shape)}, "
-                                      f"expected {list(expected)}")
-            op = dataclasses.replace(op, wp=wp)
-        ops.append(op)
-    return dataclasses.replace(graph, ops=ops)
+def _pooler(g: _Builder, x: Ref) -> Ref:
+    """The first token of each sequence, through dense + tanh when the config has ``classifier_activation``."""
+    H = g.c.hidden_size
+    first = Ref(g.buf("first_token", H, rows="batch"), 0, H)
+    g.ops.append(FirstToken("pooler.first_token", x, first))
+    if not g.c.classifier_activation:
+        return first
+    pooled = Ref(g.buf("pooled", H, rows="batch"), 0, H)
+    return g.linear("pooler.dense", "pooler.dense", first, pooled, act=ACTIVATIONS["tanh"])
 
 
-def _checked_int8(op: Linear, q: Int8Weight) -> Int8Weight:
-    from .kernels.qlinear import COLS as QCOLS
-    from .kernels.qlinear import channel_mask
-
-    N, K = op.out.width, op.x.width
-    P = -(-N // QCOLS)
-    problems = []
-    if q.wq.dtype != np.int8 or q.wq.shape != (P, -(-K // 4), 4 * QCOLS):
-        problems.append(f"int8 weight is {q.wq.dtype} {list(q.wq.shape)}, expected int8 {[P, -(-K // 4), 4 * QCOLS]}")
-    if q.n != N or q.scale.shape != (P * QCOLS,) or q.corr.shape != (P * QCOLS,):
-        problems.append(f"scales have shape [{q.n}], expected [{N}]")
-    if q.outlier_w.shape != (q.outliers.shape[0], N):
-        problems.append(f"outlier weights have shape {list(q.outlier_w.shape)}, expected [{q.outliers.shape[0]}, {N}]")
-    if q.outliers.size and (q.outliers.min() < 0 or q.outliers.max() >= K
-                            or np.unique(q.outliers).size != q.outliers.size):
-        problems.append(f"outlier channels must be distinct inputs in [0, {K}), got {q.outliers.tolist()}")
-    if problems:
-        raise CheckpointError(f"int8 weight of {op.name!r} does not match the op ({K} -> {N})", problems)
-    if q.mask.shape != (K,):  # stored weights cover the padded input width: cut the mask to the op's
-        q = dataclasses.replace(q, mask=channel_mask(K, q.outliers))
-    return q
-
-
-def _head(g: _Builder, head: str, x: Ref, pooled: Ref | None, cache: dict) -> dict[str, Ref]:
+def _head(g: _Builder, head: str, x: Ref, pooled: Ref | None) -> dict[str, Ref]:
     """Append the ops of a task head; return its named outputs."""
-    c, w = g.c, g.w
+    c = g.c
     H, V = c.hidden_size, c.vocab_size
     out = {}
     if head in ("pretraining", "masked_lm"):
         # transform: dense, activation, LayerNorm (a real LayerNorm even in no_norm models)
         t = Ref(g.buf("mlm_transform", H), 0, H)
         p = "cls.predictions.transform."
-        g.linear("cls.predictions.transform", p + "dense", x, t, act=ACTIVATIONS[c.hidden_act],
-                 norm=NORM_LAYERNORM, nw=w[p + "LayerNorm.weight"], nb=w[p + "LayerNorm.bias"],
-                 eps=float(c.layer_norm_eps))
-        # logits = t . [decoder.weight^T ; dense.weight] + bias, i.e. a (V, H) weight
-        # [decoder.weight | dense.weight^T], packed straight from the two parts
-        g.consumed.add("cls.predictions.dense.weight")
-        key = ("packed", "cls.predictions.decoder")
-        if key not in cache and ("int8", "cls.predictions.decoder") not in cache:
-            weight = np.empty((V, H), np.float32)
-            weight[:, :c.embedding_size] = w["cls.predictions.decoder.weight"]
-            weight[:, c.embedding_size:] = w["cls.predictions.dense.weight"].T
-            cache[key] = pack(weight)
-            del weight
+        g.linear("cls.predictions.transform", p + "dense", x, t, act=ACTIVATIONS[c.hidden_act], norm=Norm.LAYERNORM,
+                 nw=g.tensor(p + "LayerNorm.weight", (H,)), nb=g.tensor(p + "LayerNorm.bias", (H,)), eps=g.eps)
+        # logits = t . [decoder.weight^T ; dense.weight] + bias: one linear of (V, H) weight
+        # [decoder.weight | dense.weight^T]
+        dense = None
+        if g.packing:
+            dense = np.empty((V, H), np.float32)
+            dense[:, :c.embedding_size] = g.tensors["cls.predictions.decoder.weight"]
+            dense[:, c.embedding_size:] = g.tensors["cls.predictions.dense.weight"].T
         logits = Ref(g.buf("mlm_logits", V), 0, V)
-        bias = w["cls.predictions.bias" if c.tie_word_embeddings else "cls.predictions.decoder.bias"]
-        g.ops.append(Linear("cls.predictions.decoder", t, None, bias, logits))  # packed weight: from the cache
+        bias = "cls.predictions.bias" if c.tie_word_embeddings else "cls.predictions.decoder.bias"
+        g.linear("cls.predictions.decoder", "cls.predictions.decoder", t, logits, dense=dense, bias=bias)
         out["prediction_logits" if head == "pretraining" else "logits"] = logits
     if head in ("pretraining", "next_sentence"):
         nsp = Ref(g.buf("nsp_logits", 2, rows="batch"), 0, 2)
@@ -465,38 +399,146 @@ def _head(g: _Builder, head: str, x: Ref, pooled: Ref | None, cache: dict) -> di
     return out
 
 
+# -------------------------------------------------------------------- binding
+def build_graph(weights: PackedWeights, *, keep_hidden_states: bool = False, fuse_ffn: bool = False,
+                source: str = "weights") -> Graph:
+    """The graph of ``weights``, every op holding the arrays it reads (nothing is copied but the
+    merged biases and norm vectors of fused linears).
+
+    Every tensor and linear that does not fit the config is reported in one
+    CheckpointError (``source`` names where the weights came from).
+    """
+    c = weights.config
+    wiring = wire(c, weights.tensors, head=weights.head, pooler=weights.pooler,
+                  keep_hidden_states=keep_hidden_states, fuse=weights.fused, row_scales=weights.row_scales)
+    problems = wiring.problems(weights.tensors, weights.row_scales)
+    known = set(model_shapes(c, weights.head, weights.pooler))  # (HF tensors this graph does not read are ignored)
+    problems += [f"unexpected tensor {n!r} with shape {list(a.shape)}" for n, a in sorted(weights.tensors.items())
+                 if n not in wiring.expected and n not in known]
+    ops, used = [], set()
+    for op in wiring.graph.ops:
+        if isinstance(op, Linear):
+            used.add(op.name)
+            weight = weights.linears.get(op.name)
+            found = _weight_problems(op, weight)
+            problems += found
+            if not found:
+                op = dataclasses.replace(op, weight=_bound(op, weight))
+        ops.append(op)
+    problems += [f"unexpected linear weight {n!r}" for n in sorted(set(weights.linears) - used)]
+    if problems:
+        raise CheckpointError(f"{source} does not match its config", problems)
+    graph = dataclasses.replace(wiring.graph, ops=ops)
+    return fuse_feed_forward(graph) if fuse_ffn else graph
+
+
+def linear_shapes(config: MobileBertConfig, head: str | None = None, pooler: bool = True,
+                  fused: bool = True) -> dict[str, tuple[int, int]]:
+    """{linear op name: (N, K)} of a model's graph: what its PackedWeights' linears hold."""
+    wiring = wire(config, {}, head=head, pooler=pooler, fuse=fused)
+    return {op.name: (op.out.width, op.x.width) for op in linear_ops(wiring.graph)}
+
+
+def _weight_problems(op: Linear, weight) -> list[str]:
+    N, K = op.out.width, op.x.width
+    if weight is None:
+        return [f"missing linear weight {op.name!r} ({K} -> {N})"]
+    if isinstance(weight, PackedLinear):
+        expected = (-(-N // COLS), K, COLS)
+        if weight.panels.shape != expected or weight.n != N:
+            return [f"packed weight of {op.name!r} has shape {list(weight.panels.shape)} for {weight.n} outputs, "
+                    f"expected {list(expected)} for {N}"]
+        return []
+    from .kernels.qlinear import COLS as QCOLS
+
+    P = -(-N // QCOLS)
+    problems = []
+    if weight.panels.dtype != np.int8 or weight.panels.shape != (P, -(-K // 4), 4 * QCOLS):
+        problems.append(f"int8 weight of {op.name!r} is {weight.panels.dtype} {list(weight.panels.shape)}, "
+                        f"expected int8 {[P, -(-K // 4), 4 * QCOLS]}")
+    if weight.n != N or weight.scale.shape != (P * QCOLS,) or weight.corr.shape != (P * QCOLS,):
+        problems.append(f"scales of {op.name!r} have shape [{weight.n}], expected [{N}]")
+    if weight.outlier_w.shape != (weight.outliers.shape[0], N):
+        problems.append(f"outlier weights of {op.name!r} have shape {list(weight.outlier_w.shape)}, expected "
+                        f"[{weight.outliers.shape[0]}, {N}]")
+    o = weight.outliers
+    if o.size and (o.min() < 0 or o.max() >= K or np.unique(o).size != o.size):
+        problems.append(f"outlier channels of {op.name!r} must be distinct inputs in [0, {K}), got {o.tolist()}")
+    return problems
+
+
+def _bound(op: Linear, weight):
+    """``weight`` as ``op``'s kernel takes it: an int8 weight's channel mask cut to the op's input width."""
+    if isinstance(weight, Int8Linear) and weight.mask.shape != (op.x.width,):
+        from .kernels.qlinear import channel_mask
+
+        weight = dataclasses.replace(weight, mask=channel_mask(op.x.width, weight.outliers))
+    return weight
+
+
+def linear_ops(graph: Graph):
+    """Every Linear of the graph, including the two inside each FeedForward."""
+    for op in graph.ops:
+        if isinstance(op, FeedForward):
+            yield op.first
+            yield op.second
+        elif isinstance(op, Linear):
+            yield op
+
+
 # ------------------------------------------------------------------ rewrites
+def fuse_feed_forward(graph: Graph) -> Graph:
+    """Run each (intermediate, output) linear pair as one FeedForward op.
+
+    Legal when the second reads exactly what the first writes, the first has
+    no residual or norm, and the second's residual is the first's input (the
+    FFN pattern): the intermediate then never needs its buffer. Float32
+    linears only.
+
+    Off by default (``fuse_ffn``): in the full model, where every weight comes
+    cold from memory, it measured slower (bench/results/profile.md).
+    """
+    ops, i = [], 0
+    while i < len(graph.ops):
+        a = graph.ops[i]
+        b = graph.ops[i + 1] if i + 1 < len(graph.ops) else None
+        if (isinstance(a, Linear) and isinstance(b, Linear) and isinstance(a.weight, PackedLinear)
+                and isinstance(b.weight, PackedLinear) and a.res is None and a.norm == Norm.NONE
+                and b.x == a.out and b.res == a.x and b.act == 0 and b.out.buf != a.x.buf):
+            ops.append(FeedForward(a.name + "+" + b.name, a, b))
+            i += 2
+        else:
+            ops.append(a)
+            i += 1
+    return dataclasses.replace(graph, ops=ops)
+
+
 def _mergeable(a, b) -> bool:
     return (
         isinstance(a, Linear) and isinstance(b, Linear)
         and a.x == b.x and b.out.follows(a.out)
         and a.res is None and b.res is None and a.act == b.act
-        and a.norm != NORM_LAYERNORM and b.norm != NORM_LAYERNORM
+        and a.norm != Norm.LAYERNORM and b.norm != Norm.LAYERNORM
     )
 
 
-def _norm_vectors(op: Linear) -> tuple[np.ndarray, np.ndarray]:
-    n = op.out.width
-    if op.norm == NORM_NONORM:
-        return op.nw, op.nb
-    return np.ones(n, np.float32), np.zeros(n, np.float32)
+def _concat(parts: list) -> np.ndarray | None:
+    return None if any(p is None for p in parts) else _readonly(np.concatenate(parts))
 
 
-def _merge(ops: list, cache: dict) -> Linear:
+def _merge(ops: list) -> Linear:
     first = ops[0]
-    name = "+".join(op.name for op in ops)
     kw = {}
-    if any(op.norm == NORM_NONORM for op in ops):
-        pairs = [_norm_vectors(op) for op in ops]
-        kw = dict(norm=NORM_NONORM, nw=_readonly(np.concatenate([p[0] for p in pairs])),
-                  nb=_readonly(np.concatenate([p[1] for p in pairs])))
-    # the big weight is only concatenated when its packed form is not there yet
-    w = None if ("packed", name) in cache or ("int8", name) in cache else np.concatenate([op.w for op in ops])
-    return Linear(name, first.x, w, _readonly(np.concatenate([op.b for op in ops])),
-                  Ref(first.out.buf, first.out.off, sum(op.out.width for op in ops)), act=first.act, **kw)
+    if any(op.norm == Norm.NONORM for op in ops):  # a part without a norm gets the identity NoNorm
+        kw = dict(norm=Norm.NONORM,
+                  nw=_concat([op.nw if op.norm == Norm.NONORM else np.ones(op.out.width, np.float32) for op in ops]),
+                  nb=_concat([op.nb if op.norm == Norm.NONORM else np.zeros(op.out.width, np.float32) for op in ops]))
+    dense = None if first.dense is None else np.concatenate([op.dense for op in ops])
+    return Linear("+".join(op.name for op in ops), first.x, _concat([op.b for op in ops]),
+                  Ref(first.out.buf, first.out.off, sum(op.out.width for op in ops)), act=first.act, dense=dense, **kw)
 
 
-def fuse_sibling_linears(graph: Graph, cache: dict | None = None) -> Graph:
+def fuse_sibling_linears(graph: Graph) -> Graph:
     """Merge consecutive linears that read the same input and write adjacent columns.
 
     Legal when none has a residual or a LayerNorm (whose statistics span one
@@ -504,14 +546,13 @@ def fuse_sibling_linears(graph: Graph, cache: dict | None = None) -> Graph:
     E.g. the two bottlenecks and the value projection of a no_norm layer
     become one 512 -> 384 linear; query and key one 128 -> 256 linear.
     """
-    cache = {} if cache is None else cache
     ops, group = [], []
     for op in graph.ops + [None]:
         if group and op is not None and _mergeable(group[-1], op):
             group.append(op)
             continue
         if group:
-            ops.append(_merge(group, cache) if len(group) > 1 else group[0])
+            ops.append(_merge(group) if len(group) > 1 else group[0])
         group = [op] if isinstance(op, Linear) else []
         if op is not None and not isinstance(op, Linear):
             ops.append(op)

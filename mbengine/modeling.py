@@ -10,10 +10,13 @@ import numpy as np
 
 from . import safetensors_mmap
 from .config import MobileBertConfig
-from .converters import canonical
+from .converters import bert, canonical, engine, tf_bundle, tf_h5, torch_bin
 from .errors import CheckpointError, ConfigError, InputError, PerformanceWarning
-from .graph import build_graph, linear_ops
+from .graph import build_graph
+from .inputs import check_inputs
+from .pack import pack
 from .runner import Runner, arena_bytes, available_memory
+from .weights import PackedWeights
 
 
 @dataclass
@@ -120,8 +123,6 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     no code) and its sharded form; HF's TensorFlow ``tf_model.h5`` (h5py); a TF1
     checkpoint such as Google's original release (``*.ckpt.index`` + data).
     """
-    from .converters import tf_bundle, tf_h5, torch_bin
-
     path = os.fspath(path)
     if os.path.isdir(path):
         file = _find_checkpoint(path)
@@ -143,78 +144,79 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
             for k, v in tensors.items()}
 
 
-def _int_array(name: str, value, shape=None) -> np.ndarray:
-    """``value`` as an integer array of ``shape`` (or any (batch, seq) shape); InputError otherwise.
-
-    The attention mask may also be boolean or floating point, holding only 0 and 1.
-    """
-    arr = np.asarray(value)
-    if shape is None and arr.ndim != 2:
-        raise InputError(f"{name} must have shape (batch, seq), got an array of shape {arr.shape}")
-    if shape is not None and arr.shape != shape:
-        raise InputError(f"{name} has shape {arr.shape}, expected {shape} (the shape of input_ids)")
-    if name == "attention_mask" and arr.dtype.kind in "bf":
-        if arr.dtype.kind == "f" and not _zeros_and_ones(arr):
-            bad = arr[(arr != 0.0) & (arr != 1.0)].flat[0]
-            raise InputError(f"attention_mask holds {bad}; expected only 0 (padding) and 1 (token)")
-        arr = arr.astype(np.int64)
-    if arr.dtype.kind not in "iu":
-        raise InputError(f"{name} must be an integer array, got dtype {arr.dtype}")
-    return arr
-
-
-def _zeros_and_ones(arr: np.ndarray) -> bool:
-    # (np.isin is ~50x slower on a 128-token mask: it sorts)
-    return bool(((arr == 0) | (arr == 1)).all())
-
-
-def _check_range(name: str, arr: np.ndarray, high: int, what: str) -> None:
-    lo, hi = int(arr.min()), int(arr.max())
-    if lo < 0 or hi >= high:
-        bad = lo if lo < 0 else hi
-        where = tuple(int(i) for i in np.argwhere((arr < 0) | (arr >= high))[0])
-        raise InputError(f"{name} holds {bad} at index {where}, outside [0, {high}) ({what})")
-
-
 class MobileBertPreTrainedModel:
     """Shared machinery of every model class: load, validate inputs, run the graph.
 
-    A subclass names its task head (``HEAD``, see ``converters.canonical``)
-    and turns the graph's named outputs into its output dataclass (``_output``).
+    A model holds its :class:`~mbengine.weights.PackedWeights` (``weights``)
+    and the runners of the graphs built from them. A subclass names its task
+    head (``HEAD``, see ``converters.canonical``) and turns the graph's named
+    outputs into its output dataclass (``_output``).
 
     ``trigram_padding``: ``"mask"`` (default) zeroes trigram neighbours that the
     attention mask hides, so a right-padded sequence gives the same values as
     the sequence run alone; ``"hf"`` reproduces Hugging Face exactly, where the
-    last real token of a padded row sees the [PAD] embedding.
+    last real token of a padded row sees the [PAD] embedding. ``fuse_ffn``: run
+    each feed-forward pair as one kernel (:func:`mbengine.graph.fuse_feed_forward`;
+    off by default, by measurement).
     """
 
     HEAD: str | None = None
 
-    def __init__(self, config: MobileBertConfig, weights: dict[str, np.ndarray], *, threads: int | None = None,
-                 trigram_padding: str = "mask", fuse: bool = True, source: str = "checkpoint",
-                 add_pooling_layer: bool | None = None, packed: dict[str, np.ndarray] | None = None,
-                 int8: dict | None = None, scales: dict[str, np.ndarray] | None = None):
+    def __init__(self, weights: PackedWeights, *, threads: int | None = None, trigram_padding: str = "mask",
+                 fuse_ffn: bool = False, source: str = "weights"):
         if trigram_padding not in ("mask", "hf"):
             raise ValueError(f"trigram_padding must be 'mask' or 'hf', got {trigram_padding!r}")
-        self.pooler = canonical.HEAD_USES_POOLER[self.HEAD] if add_pooling_layer is None else add_pooling_layer
-        self._check_config(config)
-        given = set(weights)
-        weights = canonical.model_tensors(weights, config, self.HEAD, self.pooler)
-        int8_tables = set(scales or ())
-        if "embeddings.word_embeddings.weight" in int8_tables and config.tie_word_embeddings:
-            int8_tables.add("cls.predictions.decoder.weight")  # the tied table (its linear is packed apart)
+        if weights.head != self.HEAD:
+            if self.HEAD is not None:
+                raise CheckpointError(f"{source} holds a {weights.head or 'base'} model, not {type(self).__name__}'s "
+                                      f"head {self.HEAD!r}")
+            weights = weights.select(None, weights.pooler)  # the base model of any head
+        self._check_config(weights.config)
+        self.weights = weights
+        self.config = weights.config
+        self.pooler = weights.pooler
+        self.threads = _check_threads(threads)
+        self.trigram_padding = trigram_padding
+        self.fuse_ffn = fuse_ffn
+        self.source = source
+        self._runners: dict[bool, Runner] = {}
+        if self.dtype == "int8":
+            _warn_if_no_int8_dot()
+        self.runner()  # the graph, built now: every tensor is checked against the config at load time
+
+    @property
+    def dtype(self) -> str:
+        return self.weights.dtype
+
+    @property
+    def quantization(self) -> dict | None:
+        """What the quantizer decided (an int8 model), else None."""
+        return self.weights.quantization
+
+    @staticmethod
+    def _check_config(config: MobileBertConfig) -> None:
+        pass
+
+    @classmethod
+    def from_tensors(cls, config: MobileBertConfig, tensors: dict[str, np.ndarray], *,
+                     add_pooling_layer: bool | None = None, fuse: bool = True, source: str = "tensors", **kwargs):
+        """A model from checkpoint tensors under Hugging Face names (``mobilebert.`` prefix or not),
+        checked against ``config`` and packed. ``fuse=False`` keeps one linear per Hugging Face linear."""
+        pooler = canonical.HEAD_USES_POOLER[cls.HEAD] if add_pooling_layer is None else add_pooling_layer
+        cls._check_config(config)
+        given = set(tensors)
+        tensors = canonical.model_tensors(tensors, config, cls.HEAD, pooler)
         try:
-            canonical.validate(weights, config, source, head=self.HEAD, pooler=self.pooler,
-                               packed=packed is not None, int8=frozenset(int8_tables))
+            canonical.validate(tensors, config, source, head=cls.HEAD, pooler=pooler)
         except CheckpointError as e:
-            needed = set(canonical.head_shapes(config, self.HEAD)) - set(canonical.TIED)
-            if needed and not needed & set(weights):  # the task head is missing entirely
-                raise CheckpointError(f"{source} has {canonical.heads_present(given)}; {type(self).__name__} "
-                                      f"needs the {self.HEAD.replace('_', ' ')} head ({', '.join(sorted(needed))})"
+            needed = set(canonical.head_shapes(config, cls.HEAD)) - set(canonical.TIED)
+            if needed and not needed & set(tensors):  # the task head is missing entirely
+                raise CheckpointError(f"{source} has {canonical.heads_present(given)}; {cls.__name__} "
+                                      f"needs the {cls.HEAD.replace('_', ' ')} head ({', '.join(sorted(needed))})"
                                       ) from None
             if any("'pooler." in p and p.startswith("missing") for p in e.problems):
-                held = [cls for prefix, cls in HEAD_CLASSES if any(n.startswith(prefix) for n in given)]
-                if self.HEAD is None and held:  # a task checkpoint read as the base model
+                held = [name for prefix, name in HEAD_CLASSES if any(n.startswith(prefix) for n in given)]
+                if cls.HEAD is None and held:  # a task checkpoint read as the base model
                     e.problems.append(f"this checkpoint holds {canonical.heads_present(given)} and no pooler: "
                                       f"load it with {held[0]} (or pass add_pooling_layer=False for the base "
                                       "model alone)")
@@ -224,108 +226,53 @@ class MobileBertPreTrainedModel:
                                       "add_pooling_layer=False")
                 raise CheckpointError(f"{source} does not match its config", e.problems) from None
             raise
-        self.config = config
-        self.weights = weights
-        self.threads = _check_threads(threads)
-        self.trigram_padding = trigram_padding
-        self.fuse = fuse
-        self._runners: dict[bool, Runner] = {}
-        # packed weights by ("packed", op name), int8 ones by ("int8", op name), int8 embedding
-        # row scales by ("scale", tensor name): shared by this model's graphs
-        self._cache: dict = {}
-        self.dtype = "int8" if int8 or scales else "float32"
-        self.quantization = config.extra.get("mbengine", {}).get("quantization") if self.dtype == "int8" else None
-        if self.dtype == "int8":
-            _warn_if_no_int8_dot()
-        if packed is not None:  # an engine checkpoint: build the graph now to check every packed tensor
-            if not fuse:
-                raise ValueError("an engine checkpoint holds fused weights: fuse=False is not possible")
-            self._cache.update({("packed", name): arr for name, arr in packed.items()})
-            self._cache.update({("int8", name): q for name, q in (int8 or {}).items()})
-            self._cache.update({("scale", name): s for name, s in (scales or {}).items()})
-            used = {op.name for op in linear_ops(self.runner().graph)}
-            # a head or pooler this class does not use is ignored, as HF ignores their weights
-            stored = set(packed) | set(int8 or ())
-            unknown = sorted(n for n in stored - used
-                             if not n.startswith(("pooler.", "cls.", "classifier", "qa_outputs")))
-            for n in stored - used:
-                self._cache.pop(("packed", n), None)
-                self._cache.pop(("int8", n), None)
-            if unknown:
-                raise CheckpointError(f"{source} does not match its config",
-                                      [f"unexpected packed tensor '{'int8' if n in (int8 or {}) else 'packed'}/{n}'"
-                                       for n in unknown])
-
-    def _check_config(self, config: MobileBertConfig) -> None:
-        pass
+        return cls(pack(config, tensors, head=cls.HEAD, pooler=pooler, fuse=fuse), source=source, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **kwargs):
-        """Load a checkpoint directory, memory-mapped.
+    def from_pretrained(cls, path: str | os.PathLike, *, add_pooling_layer: bool | None = None, fuse: bool = True,
+                        **kwargs):
+        """Load a checkpoint directory.
 
         Either an engine checkpoint (``mbengine convert``; weights already
-        packed, nothing is copied) or a Hugging Face directory with
-        ``model.safetensors`` (weights packed at the first call).
+        packed and memory-mapped, nothing is copied) or a checkpoint that
+        :func:`load_weights` reads (weights checked and packed now).
         """
-        from .converters import bert, engine
-
         source = os.fspath(path)
         raw = _read_config(source)
         if raw.get("model_type") == "bert":  # a BERT checkpoint: the same graph without bottlenecks
             config = bert.config_from_bert(raw)
-            return cls(config, bert.tensors_from_bert(load_weights(path), config), source=source, **kwargs)
+            return cls.from_tensors(config, bert.tensors_from_bert(load_weights(path), config), source=source,
+                                    add_pooling_layer=add_pooling_layer, fuse=fuse, **kwargs)
         config = MobileBertConfig.from_pretrained(path)
-        tensors = load_weights(path)
-        meta = config.extra.get("mbengine")
-        if isinstance(meta, dict):
-            engine.check_meta(meta, source)
-            tensors, packed, int8, scales = engine.split_packed(tensors, source)
-            if meta.get("head") != cls.HEAD and cls.HEAD is not None:  # (a base model may come from any)
-                raise CheckpointError(f"{source} is an engine checkpoint of a {meta.get('head') or 'base'} model, "
-                                      f"not of {cls.__name__}'s head {cls.HEAD!r}")
-            kwargs.setdefault("add_pooling_layer", bool(meta.get("pooler", True)))
-            return cls(config, tensors, source=source, packed=packed, int8=int8, scales=scales, **kwargs)
-        return cls(config, tensors, source=source, **kwargs)
+        if not engine.is_engine_checkpoint(config):
+            return cls.from_tensors(config, load_weights(path), source=source, add_pooling_layer=add_pooling_layer,
+                                    fuse=fuse, **kwargs)
+        if not fuse:
+            raise ValueError("an engine checkpoint holds fused weights: fuse=False is not possible")
+        weights = engine.read(path, config)
+        if weights.head != cls.HEAD and cls.HEAD is not None:  # (a base model may come from any)
+            raise CheckpointError(f"{source} is an engine checkpoint of a {weights.head or 'base'} model, "
+                                  f"not of {cls.__name__}'s head {cls.HEAD!r}")
+        pooler = weights.pooler if add_pooling_layer is None else add_pooling_layer
+        return cls(weights.select(cls.HEAD, pooler), source=source, **kwargs)
+
+    def with_weights(self, weights: PackedWeights):
+        """A model of this class and these options on other ``weights`` (e.g. :func:`mbengine.quantize.quantize`'s)."""
+        return type(self)(weights, threads=self.threads, trigram_padding=self.trigram_padding,
+                          fuse_ffn=self.fuse_ffn, source=self.source)
 
     def runner(self, keep_hidden_states: bool = False) -> Runner:
         r = self._runners.get(keep_hidden_states)
         if r is None:
-            graph = build_graph(self.config, self.weights, head=self.HEAD, pooler=self.pooler,
-                                keep_hidden_states=keep_hidden_states, fuse=self.fuse, cache=self._cache)
+            graph = build_graph(self.weights, keep_hidden_states=keep_hidden_states, fuse_ffn=self.fuse_ffn,
+                                source=self.source)
             r = self._runners[keep_hidden_states] = Runner(graph)
         return r
 
     # ------------------------------------------------------------------ inputs
     def check_inputs(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None):
-        """Validate and complete the inputs; InputError names what is wrong."""
-        c = self.config
-        ids = _int_array("input_ids", input_ids)
-        batch, seq = ids.shape
-        if batch == 0 or seq == 0:
-            raise InputError(f"input_ids is empty (shape {ids.shape}); expected at least one token per sequence")
-        _check_range("input_ids", ids, c.vocab_size, f"vocab_size is {c.vocab_size}")
-        if attention_mask is None:
-            mask = np.ones((batch, seq), np.int64)
-        else:
-            mask = _int_array("attention_mask", attention_mask, ids.shape)
-            if not _zeros_and_ones(mask):
-                bad = mask[(mask != 0) & (mask != 1)][0]
-                raise InputError(f"attention_mask holds {bad}; expected only 0 (padding) and 1 (token)")
-        if token_type_ids is None:
-            types = np.zeros((batch, seq), np.int64)
-        else:
-            types = _int_array("token_type_ids", token_type_ids, ids.shape)
-            _check_range("token_type_ids", types, c.type_vocab_size, f"type_vocab_size is {c.type_vocab_size}")
-        if position_ids is None:
-            if seq > c.max_position_embeddings:
-                raise InputError(f"input_ids has {seq} tokens per sequence, more than max_position_embeddings "
-                                 f"= {c.max_position_embeddings}; truncate the input")
-            positions = np.broadcast_to(np.arange(seq, dtype=np.int64), (batch, seq))
-        else:
-            positions = _int_array("position_ids", position_ids, ids.shape)
-            _check_range("position_ids", positions, c.max_position_embeddings,
-                         f"max_position_embeddings is {c.max_position_embeddings}")
-        return ids, mask, types, positions
+        """Validate and complete the inputs (:func:`mbengine.inputs.check_inputs`)."""
+        return check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids)
 
     # -------------------------------------------------------------------- call
     def _run(self, input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
@@ -391,7 +338,8 @@ class MobileBertForPreTraining(MobileBertPreTrainedModel):
 
     HEAD = "pretraining"
 
-    def _check_config(self, config):
+    @staticmethod
+    def _check_config(config):
         _check_lm_head(config)
 
     def _output(self, named, hidden, att):
@@ -404,7 +352,8 @@ class MobileBertForMaskedLM(MobileBertPreTrainedModel):
 
     HEAD = "masked_lm"
 
-    def _check_config(self, config):
+    @staticmethod
+    def _check_config(config):
         _check_lm_head(config)
 
     def _output(self, named, hidden, att):
@@ -439,7 +388,8 @@ class MobileBertForQuestionAnswering(MobileBertPreTrainedModel):
 
     HEAD = "question_answering"
 
-    def _check_config(self, config):
+    @staticmethod
+    def _check_config(config):
         if config.num_labels != 2:
             raise ConfigError(f"MobileBertForQuestionAnswering needs num_labels = 2 (start and end logits), "
                               f"the config has {config.num_labels}")

@@ -21,8 +21,10 @@ from calibration data (the model run in float32 on sample text):
    inputs (int8 product vs float32 product), is measured; a linear whose
    relative error exceeds ``max_error`` stays float32.
 
-The choices and the numbers behind them come back as a :class:`Report` and
-are stored in the checkpoint's config.
+:func:`quantize` takes float32 :class:`~mbengine.weights.PackedWeights` and
+returns new int8 ones (the input is not changed); the choices and the numbers
+behind them come back as a :class:`Report` and are stored in the checkpoint's
+config.
 """
 
 from __future__ import annotations
@@ -32,13 +34,16 @@ from importlib import resources
 
 import numpy as np
 
-from .graph import Int8Weight, Linear, linear_ops
+from .config import MobileBertConfig
+from .graph import Linear, build_graph, linear_ops
+from .inputs import check_inputs
 from .kernels import qlinear as kq
+from .runner import Runner
+from .weights import WORD_EMBEDDINGS, Int8Linear, PackedWeights
 
 OUTLIER_RATIO = 16.0
 MAX_OUTLIER_FRACTION = 1 / 16
 MAX_ERROR = 0.05
-WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 
 
 @dataclass
@@ -85,9 +90,9 @@ def sample_texts() -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def calibration_batches(model, texts=None, tokenizer=None, *, batch_size: int = 8, max_length: int = 128,
-                        seed: int = 0):
-    """(description, [(input_ids, attention_mask, token_type_ids)]) to calibrate ``model`` with.
+def calibration_batches(config: MobileBertConfig, texts=None, tokenizer=None, *, batch_size: int = 8,
+                        max_length: int = 128, seed: int = 0):
+    """(description, [(input_ids, attention_mask, token_type_ids)]) to calibrate a model of ``config`` with.
 
     Text (``texts`` or the built-in sentences) needs a tokenizer; without one,
     random token ids are used (and said so in the description).
@@ -111,39 +116,21 @@ def calibration_batches(model, texts=None, tokenizer=None, *, batch_size: int = 
     if texts is not None:
         raise ValueError("calibration texts need a tokenizer")
     rng = np.random.default_rng(seed)
-    c = model.config
+    c = config
     seq = min(max_length, c.max_position_embeddings)
     ids = rng.integers(1, c.vocab_size, (batch_size, seq))
     return "random token ids", [(ids, np.ones_like(ids), np.zeros_like(ids))]
 
 
 # -------------------------------------------------------------- quantization
-def quantize_linear(w: np.ndarray, outliers=(), quantized: tuple | None = None) -> Int8Weight:
+def quantize_linear(w: np.ndarray, outliers=(), quantized: tuple | None = None) -> Int8Linear:
     """The int8 form of an (N, K) float weight, with ``outliers`` (input channels) kept in float32.
 
     ``quantized``: :func:`_inlier_weight` of the same weight and outliers, if already made.
     """
     outliers = np.asarray(sorted(int(i) for i in outliers), np.int64)
     wq, scale = quantized if quantized is not None else _inlier_weight(w, outliers)
-    return int8_weight(kq.pack(wq), scale, outliers, np.ascontiguousarray(w[:, outliers].T, np.float32))
-
-
-def int8_weight(wp: np.ndarray, scale: np.ndarray, outliers: np.ndarray, outlier_w: np.ndarray) -> Int8Weight:
-    """Assemble the kernel's arguments from the stored parts (panels, (N,) scales, outliers).
-
-    The channel mask covers the padded input width here; the graph cuts it to
-    the op's input width (:func:`mbengine.graph.pack_weights`).
-    """
-    if wp.shape[2] != 4 * kq.COLS:  # packed for another vector width: repack once for this CPU
-        wp = kq.pack(kq.unpack(wp, scale.shape[0], wp.shape[1] * 4))
-    if scale.shape[0] > wp.shape[0] * kq.COLS:
-        raise ValueError(f"{scale.shape[0]} scales for {wp.shape[0] * kq.COLS} packed columns")
-    padded = np.zeros(wp.shape[0] * kq.COLS, np.float32)
-    padded[:scale.shape[0]] = scale
-    mask = kq.channel_mask(wp.shape[1] * 4, outliers)
-    for a in (padded, outliers, outlier_w):
-        a.flags.writeable = False
-    return Int8Weight(wp, padded, kq.correction(wp), mask, outliers, outlier_w, int(scale.shape[0]))
+    return Int8Linear.from_parts(kq.pack(wq), scale, outliers, np.ascontiguousarray(w[:, outliers].T, np.float32))
 
 
 def quantize_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -184,26 +171,26 @@ def _simulate(x: np.ndarray, w: np.ndarray, wq: np.ndarray, sw: np.ndarray, outl
 ERROR_ROWS = 256  # rows per step of the error measurement: a 30522-wide decoder output is 62 MB of float64 each
 
 
-def quantize(model, batches, *, calibration: str = "", outlier_ratio: float = OUTLIER_RATIO,
-             max_outlier_fraction: float = MAX_OUTLIER_FRACTION, max_error: float = MAX_ERROR) -> Report:
-    """Make ``model`` (float32, any head) an int8 model in place; return what was decided and measured.
+def quantize(weights: PackedWeights, batches, *, calibration: str = "", outlier_ratio: float = OUTLIER_RATIO,
+             max_outlier_fraction: float = MAX_OUTLIER_FRACTION,
+             max_error: float = MAX_ERROR) -> tuple[PackedWeights, Report]:
+    """The int8 form of float32 ``weights`` (any head), and what was decided and measured.
 
     ``batches``: [(input_ids, attention_mask, token_type_ids)] run in float32 to
     collect each linear's input statistics (:func:`calibration_batches`).
+    ``weights`` are not changed.
     """
-    from .converters.engine import unpack
-
-    if getattr(model, "dtype", "float32") != "float32":
-        raise ValueError(f"the model is already {model.dtype}")
-    runner = model.runner()
-    ops = [op for op in linear_ops(runner.graph)]
-    weights = {op.name: unpack(op.wp, op.out.width) for op in ops}
+    if weights.dtype != "float32":
+        raise ValueError(f"the weights are already {weights.dtype}")
+    runner = Runner(build_graph(weights))
+    ops = list(linear_ops(runner.graph))
+    dense = {op.name: op.weight.dense() for op in ops}
     amax = {op.name: np.zeros(op.x.width) for op in ops}
-    tokens = 0
+    inputs = [check_inputs(weights.config, *batch) for batch in batches]
+    tokens = sum(int(np.asarray(mask).sum()) for _, mask, _, _ in inputs)
 
     def run(observe):
-        for ids, mask, types in batches:
-            ids, mask, types, positions = model.check_inputs(ids, mask, types)
+        for ids, mask, types, positions in inputs:
             runner.run(ids, mask, types, positions, observe=observe, collect=lambda arena: None)
 
     def stats(op, arena):
@@ -212,21 +199,17 @@ def quantize(model, batches, *, calibration: str = "", outlier_ratio: float = OU
             np.maximum(amax[op.name], np.abs(rows).max(axis=0, initial=0.0), out=amax[op.name])
 
     run(stats)
-    for _, mask, _ in batches:
-        tokens += int(np.asarray(mask).sum())
-    chosen = {}
-    ratios = {}
+    chosen, ratios = {}, {}
     for op in ops:
         chosen[op.name], ratios[op.name] = choose_outliers(amax[op.name], outlier_ratio, max_outlier_fraction)
     err_num = {op.name: 0.0 for op in ops}
     err_den = {op.name: 0.0 for op in ops}
-
-    inlier_weights = {op.name: _inlier_weight(weights[op.name], chosen[op.name]) for op in ops}
+    inlier_weights = {op.name: _inlier_weight(dense[op.name], chosen[op.name]) for op in ops}
 
     def errors(op, arena):
         if isinstance(op, Linear):
             rows = _visible_rows(arena, op)
-            w = weights[op.name].astype(np.float64)
+            w = dense[op.name].astype(np.float64)
             wq, sw = inlier_weights[op.name]
             wq = wq.astype(np.float64)
             for start in range(0, rows.shape[0], ERROR_ROWS):
@@ -239,25 +222,20 @@ def quantize(model, batches, *, calibration: str = "", outlier_ratio: float = OU
     report = Report(calibration, tokens, settings={"outlier_ratio": outlier_ratio,
                                                    "max_outlier_fraction": max_outlier_fraction,
                                                    "max_error": max_error})
-    cache = model._cache
+    linears = dict(weights.linears)
     for op in ops:
         error = (err_num[op.name] / err_den[op.name]) ** 0.5 if err_den[op.name] > 0 else 0.0
         dtype = "int8" if error <= max_error else "float32"
         report.ops.append(OpReport(op.name, (op.x.width, op.out.width), len(chosen[op.name]), ratios[op.name],
                                    error, dtype))
         if dtype == "int8":
-            cache[("int8", op.name)] = quantize_linear(weights[op.name], chosen[op.name], inlier_weights[op.name])
-            cache.pop(("packed", op.name), None)
-    table, scale = quantize_rows(model.weights[WORD_EMBEDDINGS])
-    model.weights[WORD_EMBEDDINGS] = table
-    cache[("scale", WORD_EMBEDDINGS)] = scale
-    model.dtype = "int8"
-    from .modeling import _warn_if_no_int8_dot
-
-    _warn_if_no_int8_dot()
-    model.quantization = report.summary()
-    model._runners.clear()
-    return report
+            linears[op.name] = quantize_linear(dense[op.name], chosen[op.name], inlier_weights[op.name])
+    table, scale = quantize_rows(weights.tensors[WORD_EMBEDDINGS])
+    scale.flags.writeable = False
+    table.flags.writeable = False
+    quantized = weights.replace(tensors={**weights.tensors, WORD_EMBEDDINGS: table}, linears=linears,
+                                row_scales={WORD_EMBEDDINGS: scale}, quantization=report.summary())
+    return quantized, report
 
 
 def _visible_rows(arena, op) -> np.ndarray:

@@ -16,6 +16,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .graph import AddNorm, Attention, EmbedPositions, EmbedWords, FeedForward, FirstToken, Graph, Linear, Ref
+from .weights import Int8Linear
 from .kernels import attention as k_attention
 from .kernels import embeddings as k_embeddings
 from .kernels import linear as k_linear
@@ -47,13 +48,13 @@ def _bytes(a: np.ndarray) -> np.ndarray:
 def next_weights(graph: Graph) -> dict:
     """{id(linear op): bytes of the next linear's packed weight}: what each linear prefetches (kernels.linear)."""
     linears = [op for op in graph.ops if isinstance(op, Linear)]
-    return {id(a): _bytes(b.wp if b.q is None else b.q.wq) for a, b in zip(linears, linears[1:])}
+    return {id(a): _bytes(b.weight.panels) for a, b in zip(linears, linears[1:])}
 
 
 def _int8_width(graph: Graph) -> int:
     """Bytes per row of the quantized-activation scratch (0 without int8 linears)."""
-    return max((op.q.wq.shape[1] * 4 * k_qlinear.QX_BYTES for op in graph.ops if isinstance(op, Linear) and op.q is not None),
-               default=0)
+    return max((op.weight.panels.shape[1] * 4 * k_qlinear.QX_BYTES for op in graph.ops
+                if isinstance(op, Linear) and isinstance(op.weight, Int8Linear)), default=0)
 
 
 def arena_bytes(graph: Graph, batch: int, seq: int, want_probs: bool) -> int:
@@ -131,21 +132,21 @@ class Arena:
             res, res_off = (B[op.res.buf], op.res.off) if op.res is not None else (_NO_MATRIX, -1)
             nw = op.nw if op.nw is not None else _NO_VECTOR
             nb = op.nb if op.nb is not None else _NO_VECTOR
-            if op.q is not None:
-                q = op.q
-                return k_qlinear.qlinear, (B[op.x.buf], op.x.off, q.mask, self.qx, self.qscale, q.wq, q.scale,
-                                           q.corr, q.outliers, q.outlier_w, op.b, op.act, res, res_off,
-                                           op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off,
+            q = op.weight
+            if isinstance(q, Int8Linear):
+                return k_qlinear.qlinear, (B[op.x.buf], op.x.off, q.mask, self.qx, self.qscale, q.panels, q.scale,
+                                           q.corr, q.outliers, q.outlier_w, op.b, int(op.act), res, res_off,
+                                           int(op.norm), nw, nb, float(op.eps), B[op.out.buf], op.out.off,
                                            self._next_weight.get(id(op), _NO_BYTES))
-            return k_linear.linear, (B[op.x.buf], op.x.off, op.wp, op.b, op.act, res, res_off,
-                                     op.norm, nw, nb, float(op.eps), B[op.out.buf], op.out.off, self.threads,
+            return k_linear.linear, (B[op.x.buf], op.x.off, q.panels, op.b, int(op.act), res, res_off,
+                                     int(op.norm), nw, nb, float(op.eps), B[op.out.buf], op.out.off, self.threads,
                                      self._next_weight.get(id(op), _NO_BYTES))
         if isinstance(op, FeedForward):
             a, b = op.first, op.second
             nw = b.nw if b.nw is not None else _NO_VECTOR
             nb = b.nb if b.nb is not None else _NO_VECTOR
-            return k_linear.ffn, (B[a.x.buf], a.x.off, a.wp, a.b, a.act, b.wp, b.b, b.norm, nw, nb, float(b.eps),
-                                  B[b.out.buf], b.out.off, self.ffn_scratch)
+            return k_linear.ffn, (B[a.x.buf], a.x.off, a.weight.panels, a.b, int(a.act), b.weight.panels, b.b,
+                                  int(b.norm), nw, nb, float(b.eps), B[b.out.buf], b.out.off, self.ffn_scratch)
         if isinstance(op, Attention):
             want = self.probs is not None
             probs = self.probs[op.layer] if want else _NO_PROBS
@@ -169,7 +170,7 @@ class Arena:
                                                   op.token_types, B[op.out.buf])
         if isinstance(op, AddNorm):
             r, r_off = (B[op.r.buf], op.r.off) if op.r is not None else (_NO_MATRIX, -1)
-            return k_norms.add_norm, (B[op.a.buf], op.a.off, r, r_off, op.out.width, op.norm, op.nw, op.nb,
+            return k_norms.add_norm, (B[op.a.buf], op.a.off, r, r_off, op.out.width, int(op.norm), op.nw, op.nb,
                                       float(op.eps), B[op.out.buf], op.out.off)
         if isinstance(op, FirstToken):
             return k_embeddings.gather_rows, (B[op.x.buf], op.x.off, op.x.width, self.seq, B[op.out.buf])
@@ -209,7 +210,8 @@ def _carve(dtype, shapes: dict) -> dict:
 
 
 def _ffn_width(graph: Graph) -> int:
-    widths = [op.first.wp.shape[0] * op.first.wp.shape[2] for op in graph.ops if isinstance(op, FeedForward)]
+    widths = [op.first.weight.panels.shape[0] * op.first.weight.panels.shape[2] for op in graph.ops
+              if isinstance(op, FeedForward)]
     return max(widths, default=1)
 
 
@@ -257,6 +259,16 @@ class Runner:
         self._next_weight = next_weights(graph)  # the same for every arena: made once
         self._blocks: dict[str, np.ndarray] = {}
         self._lock = threading.RLock()
+
+    @property
+    def arenas(self) -> tuple:
+        """The (batch, seq, want_probs, threads) shapes whose arenas are kept, least recently used first."""
+        return tuple(self._arenas)
+
+    @property
+    def block_bytes(self) -> int:
+        """Bytes of the blocks this runner's arenas are carved from."""
+        return sum(b.nbytes for b in self._blocks.values())
 
     def arena(self, batch: int, seq: int, want_probs: bool, threads: int | None = None) -> Arena:
         if threads is None:

@@ -99,3 +99,37 @@ def state_dict_numpy(model) -> dict[str, np.ndarray]:
             continue
         out[name] = _numpy(t)
     return out
+
+
+# class name -> (output fields, extra config)
+HEADS = {
+    "MobileBertForPreTraining": (["prediction_logits", "seq_relationship_logits"], {}),
+    "MobileBertForMaskedLM": (["logits"], {}),
+    "MobileBertForNextSentencePrediction": (["logits"], {}),
+    "MobileBertForSequenceClassification": (["logits"], {"num_labels": 3}),
+    "MobileBertForTokenClassification": (["logits"], {"num_labels": 5}),
+    "MobileBertForQuestionAnswering": (["start_logits", "end_logits"], {}),
+    "MobileBertForMultipleChoice": (["logits"], {}),
+}
+
+
+def random_head_model(cls_name, config, seed):
+    """An HF head model: the randomised base of random_hf_model plus random head weights."""
+    import torch
+    import transformers
+
+    base = random_hf_model(config, seed)
+    hf = getattr(transformers, cls_name)(hf_config(config)).eval()
+    with torch.no_grad():
+        hf.base_model.load_state_dict(base.state_dict(), strict=False)
+        gen = torch.Generator().manual_seed(seed + 1)
+        for name, p in hf.named_parameters():
+            if name.startswith("mobilebert.") or "word_embeddings" in name:
+                continue
+            if name.endswith("LayerNorm.weight"):
+                p.copy_(0.5 + torch.rand(p.shape, generator=gen))
+            elif p.ndim == 1:
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            else:
+                p.copy_(torch.randn(p.shape, generator=gen) / np.sqrt(p.shape[-1]))
+    return hf

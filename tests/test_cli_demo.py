@@ -22,7 +22,7 @@ def test_demo_runs_text_end_to_end(demo_dir, capsys):
     task = next(line for line in out.splitlines() if line.startswith("task"))
     assert "fill-mask" in task and "[CLS]" in task and "[MASK]" in task and "[SEP]" in task
     assert "answer" in out and "median" in out
-    assert f"threads      1 " in out and f"int8 kernel on this CPU: {VARIANT}" in out
+    assert "threads      1 " in out and f"int8 kernel on this CPU: {VARIANT}" in out
     with open(os.path.join(demo_dir, "vocab.txt"), encoding="utf-8") as f:
         vocab = f.read().splitlines()
     assert len(vocab) == 30522 and set(SPECIAL_TOKENS) <= set(vocab)

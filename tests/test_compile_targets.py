@@ -21,6 +21,10 @@ from mbengine.kernels.target import TARGET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 X86 = TARGET.arch == "x86_64"
+# what this CPU must have to run code compiled for each named target (its other features
+# are older and implied)
+NEEDS = {"haswell": ("avx2", "fma", "bmi2"), "skylake-avx512": ("avx512f", "avx512bw", "avx512vl"),
+         "x86-64-v2": ("ssse3", "sse4.2", "popcnt"), "x86-64": ()}
 
 # (environment, expected variant, expected float32 lanes)
 CASES = [
@@ -34,7 +38,18 @@ if X86 and qsimd.VARIANT == "vnni":  # the slower x86 variants forced on this VN
     CASES.append(({"MBENGINE_INT8_KERNEL": "maddubs"}, "maddubs", 16))
 
 
+def missing_features(env) -> list[str]:
+    """The features code for ``env``'s target needs that this CPU lacks (it would die of SIGILL)."""
+    import llvmlite.binding as llvm
+
+    host = llvm.get_host_cpu_features()
+    return [f for f in NEEDS.get(env.get("NUMBA_CPU_NAME"), ()) if not host.get(f, False)]
+
+
 def run_tests(tmp_path, env, variant, lanes, test_file):
+    missing = missing_features(env)
+    if missing:
+        pytest.skip(f"this CPU ({TARGET.describe()}) cannot run {env['NUMBA_CPU_NAME']} code: no {', '.join(missing)}")
     full = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES",
                                                              "MBENGINE_INT8_KERNEL")}
     full.update(env, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))

@@ -15,12 +15,10 @@ import mbengine
 from mbengine.converters import tf_bundle
 from mbengine.errors import CheckpointError
 
+from .helpers import rel_err
+
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "tiny")
 EXPECTED = np.load(os.path.join(FIXTURES, "expected.npz"))
-
-
-def rel(a, b):
-    return np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b)
 
 
 def checkpoint_dir(tmp_path, kind):
@@ -44,7 +42,7 @@ def test_committed_torch_checkpoints(tmp_path, kind):
     model = mbengine.MobileBertForPreTraining.from_pretrained(checkpoint_dir(tmp_path, kind), trigram_padding="hf")
     out = model(EXPECTED["input_ids"], token_type_ids=EXPECTED["token_type_ids"])
     for field in ("prediction_logits", "seq_relationship_logits"):
-        assert rel(getattr(out, field), EXPECTED[field]) <= 1e-5, field
+        assert rel_err(getattr(out, field), EXPECTED[field]) <= 1e-5, field
 
 
 @pytest.mark.parametrize("kind", ["h5", "tf1"])
@@ -52,8 +50,8 @@ def test_tf_formats_match_transformers(tmp_path, kind):
     model = mbengine.MobileBertForPreTraining.from_pretrained(checkpoint_dir(tmp_path, kind), trigram_padding="hf")
     out = model(EXPECTED["input_ids"], token_type_ids=EXPECTED["token_type_ids"])
     for field in ("prediction_logits", "seq_relationship_logits"):
-        assert rel(getattr(out, field), EXPECTED[f"{kind}_{field}"]) <= 1e-5, field
-        assert rel(getattr(out, field), EXPECTED[field]) <= 1e-5, field  # and the original PyTorch model
+        assert rel_err(getattr(out, field), EXPECTED[f"{kind}_{field}"]) <= 1e-5, field
+        assert rel_err(getattr(out, field), EXPECTED[field]) <= 1e-5, field  # and the original PyTorch model
 
 
 def test_tf1_skips_optimizer_slots_and_maps_every_name():
@@ -73,7 +71,7 @@ def test_convert_tf1_to_engine_checkpoint(tmp_path):
     assert main(["convert", str(src), str(tmp_path / "engine"), "--class", "MobileBertForPreTraining"]) == 0
     model = mbengine.MobileBertForPreTraining.from_pretrained(tmp_path / "engine", trigram_padding="hf")
     out = model(EXPECTED["input_ids"], token_type_ids=EXPECTED["token_type_ids"])
-    assert rel(out.prediction_logits, EXPECTED["tf1_prediction_logits"]) <= 1e-5
+    assert rel_err(out.prediction_logits, EXPECTED["tf1_prediction_logits"]) <= 1e-5
 
 
 @pytest.mark.parametrize("damage", ["bad-magic", "truncated-index", "missing-shard", "short-shard", "bad-varint"])

@@ -28,6 +28,8 @@ from mbengine.config import MobileBertConfig
 from mbengine.converters import canonical, checksum, tf_bundle, tf_h5, torch_bin
 from mbengine.errors import CheckpointError
 
+from .helpers import rel_err
+
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "tiny")
 CONFIG = MobileBertConfig.from_pretrained(FIXTURES)
 EXPECTED = np.load(os.path.join(FIXTURES, "expected.npz"))
@@ -70,10 +72,6 @@ def reference():
     return ref
 
 
-def rel(a, b):
-    return np.linalg.norm(np.asarray(a, np.float64) - b) / np.linalg.norm(b)
-
-
 # ------------------------------------------------------------------------- same tensors
 @pytest.mark.parametrize("kind", KINDS)
 def test_reader_gives_the_canonical_tensors(reference, kind):
@@ -97,16 +95,16 @@ def test_bin_and_safetensors_hold_the_same_named_tensors():
 # --------------------------------------------------------------------- same outputs
 @pytest.mark.parametrize("kind", KINDS)
 def test_engine_reproduces_transformers(kind):
-    model = mbengine.MobileBertForPreTraining(CONFIG, READERS[kind](), trigram_padding="hf", source=kind)
+    model = mbengine.MobileBertForPreTraining.from_tensors(CONFIG, READERS[kind](), trigram_padding="hf", source=kind)
     out = model(EXPECTED["input_ids"], token_type_ids=EXPECTED["token_type_ids"], output_hidden_states=True)
     got = {"prediction_logits": out.prediction_logits, "seq_relationship_logits": out.seq_relationship_logits,
            "last_hidden_state": out.hidden_states[-1]}
     for field, value in got.items():
-        assert rel(value, EXPECTED[field]) <= 1e-5, field
+        assert rel_err(value, EXPECTED[field]) <= 1e-5, field
     tag = kind.split("-")[0]
     if tag in ("h5", "tf1"):  # and what transformers itself computes from that very file
         for field in ("prediction_logits", "seq_relationship_logits"):
-            assert rel(got[field], EXPECTED[f"{tag}_{field}"]) <= 1e-5, field
+            assert rel_err(got[field], EXPECTED[f"{tag}_{field}"]) <= 1e-5, field
 
 
 @pytest.mark.parametrize("kind", ["sharded_bin", "sharded_safetensors"])
@@ -115,7 +113,7 @@ def test_from_pretrained_finds_sharded_checkpoints(tmp_path, kind):
     shutil.copy(fixture("config.json"), tmp_path / kind / "config.json")
     model = mbengine.MobileBertForPreTraining.from_pretrained(tmp_path / kind, trigram_padding="hf")
     out = model(EXPECTED["input_ids"], token_type_ids=EXPECTED["token_type_ids"])
-    assert rel(out.prediction_logits, EXPECTED["prediction_logits"]) <= 1e-5
+    assert rel_err(out.prediction_logits, EXPECTED["prediction_logits"]) <= 1e-5
 
 
 # ------------------------------------------------------------- torch storage layouts

@@ -14,7 +14,7 @@ from mbengine.config import MobileBertConfig
 from mbengine.converters.torch_bin import read_torch_bin
 from mbengine.errors import CheckpointError
 
-from .test_heads import random_head_model
+from .hf_util import random_head_model
 
 import torch
 

@@ -13,7 +13,7 @@ import mbengine
 from mbengine.cli import random_checkpoint
 from mbengine.config import MobileBertConfig
 
-from .test_tokenizer import real_vocab_dir
+from .helpers import real_vocab_dir
 
 distributed = pytest.importorskip("distributed", reason="Dask is an optional extra (pip install 'dask[distributed]')")
 

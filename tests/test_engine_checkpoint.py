@@ -12,9 +12,10 @@ from mbengine.cli import main as cli_main
 from mbengine.config import MobileBertConfig
 from mbengine.converters import engine
 from mbengine.errors import CheckpointError, FormatVersionError
+from mbengine.kernels.simd import COLS
+from mbengine.weights import PackedLinear
 
-from .hf_util import save_hf
-from .test_heads import HEADS, random_head_model
+from .hf_util import HEADS, random_head_model, save_hf
 
 CONFIG = MobileBertConfig(vocab_size=90, hidden_size=48, embedding_size=16, intra_bottleneck_size=24,
                           num_hidden_layers=2, num_attention_heads=2, intermediate_size=30)
@@ -42,13 +43,13 @@ def test_round_trip_gives_identical_outputs(tmp_path, cls_name):
     src = hf_checkpoint(tmp_path, cls_name)
     cls = getattr(mbengine, cls_name)
     original = cls.from_pretrained(src)
-    dst = engine.write(original, tmp_path / "engine", tokenizer_from=src)
+    dst = engine.write(original.weights, tmp_path / "engine", tokenizer_from=src)
     assert sorted(os.listdir(dst)) == ["config.json", "model.safetensors", "vocab.txt"]
     loaded = cls.from_pretrained(dst)
     for key, value in outputs(original).items():
         np.testing.assert_array_equal(outputs(loaded)[key], value, err_msg=key)
     # the packed weights are views into the file, not copies
-    assert all(not arr.flags.owndata for (kind, _), arr in loaded._cache.items() if kind == "packed")
+    assert all(not w.panels.flags.owndata for w in loaded.weights.linears.values())
 
 
 def test_cli_convert_and_info(tmp_path, capsys):
@@ -70,13 +71,13 @@ def test_panels_of_another_width_are_repacked(tmp_path):
     """A checkpoint written on a machine with another vector width loads and gives the same outputs."""
     src = hf_checkpoint(tmp_path)
     model = mbengine.MobileBertForPreTraining.from_pretrained(src)
-    dst = engine.write(model, tmp_path / "engine")
+    dst = engine.write(model.weights, tmp_path / "engine")
     tensors = load_file(os.path.join(dst, "model.safetensors"))
-    other = 8 if model._cache and next(iter(model._cache.values())).shape[2] != 8 else 16
+    other = 8 if COLS != 8 else 16
     for name in [n for n in tensors if n.startswith(engine.PACKED)]:
         wp = tensors[name]
         n = wp.shape[0] * wp.shape[2]
-        w = engine.unpack(wp, n)
+        w = PackedLinear(wp, n).dense()
         p = -(-n // other)
         padded = np.zeros((p * other, w.shape[1]), np.float32)
         padded[:n] = w
@@ -91,7 +92,7 @@ def test_panels_of_another_width_are_repacked(tmp_path):
 
 def _engine(tmp_path):
     src = hf_checkpoint(tmp_path)
-    return engine.write(mbengine.MobileBertForPreTraining.from_pretrained(src), tmp_path / "engine")
+    return engine.write(mbengine.MobileBertForPreTraining.from_pretrained(src).weights, tmp_path / "engine")
 
 
 def test_unknown_format_version_refused(tmp_path):
@@ -111,10 +112,10 @@ def test_broken_packed_tensors_named(tmp_path, damage):
     name = "packed/encoder.layer.1.attention.output"
     if damage == "missing":
         del tensors[name]
-        match = "no weight for 'encoder.layer.1.attention.output'"
+        match = "missing linear weight 'encoder.layer.1.attention.output'"
     elif damage == "unexpected":
         tensors["packed/encoder.layer.7.nothing"] = np.zeros((1, 2, 3), np.float32)
-        match = "unexpected packed tensor 'packed/encoder.layer.7.nothing'"
+        match = "unexpected linear weight 'encoder.layer.7.nothing'"
     else:
         tensors[name] = tensors[name][:, :-1].copy()
         match = "packed weight of 'encoder.layer.1.attention.output' has shape"
@@ -139,5 +140,5 @@ def test_failed_write_leaves_nothing(tmp_path, monkeypatch):
 
     monkeypatch.setattr(safetensors.numpy, "save_file", boom)
     with pytest.raises(OSError, match="disk full"):
-        engine.write(model, tmp_path / "engine")
+        engine.write(model.weights, tmp_path / "engine")
     assert sorted(os.listdir(tmp_path)) == ["hf"]

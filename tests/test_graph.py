@@ -7,7 +7,8 @@ from mbengine import MobileBertModel
 from mbengine.cli import random_checkpoint
 from mbengine.config import MobileBertConfig
 from mbengine.graph import Attention, FeedForward, Linear, build_graph, linear_ops
-from mbengine.kernels.linear import NORM_LAYERNORM, NORM_NONORM
+from mbengine.kernels.names import Norm
+from mbengine.pack import pack
 
 SMALL = dict(vocab_size=40, hidden_size=32, embedding_size=16, intra_bottleneck_size=16, num_hidden_layers=2,
              num_attention_heads=2, intermediate_size=24, max_position_embeddings=32)
@@ -24,16 +25,20 @@ def linears(graph):
     return list(linear_ops(graph))
 
 
+def graph_of(config, fuse=True, **options):
+    return build_graph(pack(config, weights_for(config), fuse=fuse), **options)
+
+
 def test_default_variant_fuses_bottlenecks_with_value_and_query_with_key():
     config = MobileBertConfig(**SMALL)
-    graph = build_graph(config, weights_for(config))
+    graph = graph_of(config)
     names = [op.name for op in linears(graph)]
     layer0 = [n for n in names if n.startswith("encoder.layer.0.")]
     assert layer0[0] == ("encoder.layer.0.bottleneck.input+encoder.layer.0.bottleneck.attention"
                          "+encoder.layer.0.attention.value")
     assert layer0[1] == "encoder.layer.0.attention.query+encoder.layer.0.attention.key"
     fused = next(op for op in linears(graph) if op.name == layer0[0])
-    assert fused.w.shape == (16 + 16 + 16, 32) and fused.norm == NORM_NONORM
+    assert (fused.weight.n, fused.weight.k) == (16 + 16 + 16, 32) and fused.norm == Norm.NONORM
     # value has no norm: the merged NoNorm is the identity on its columns
     np.testing.assert_array_equal(fused.nw[32:], 1.0)
     np.testing.assert_array_equal(fused.nb[32:], 0.0)
@@ -41,10 +46,10 @@ def test_default_variant_fuses_bottlenecks_with_value_and_query_with_key():
 
 def test_layer_norm_blocks_fusion_of_normalised_projections():
     config = MobileBertConfig(**SMALL, normalization_type="layer_norm")
-    graph = build_graph(config, weights_for(config))
+    graph = graph_of(config)
     first = [op for op in linears(graph) if op.name.startswith("encoder.layer.0.")][:3]
     assert [op.name.rsplit(".", 2)[-2:] for op in first][:2] == [["bottleneck", "input"], ["bottleneck", "attention"]]
-    assert first[0].norm == NORM_LAYERNORM
+    assert first[0].norm == Norm.LAYERNORM
 
 
 @pytest.mark.parametrize(
@@ -58,7 +63,7 @@ def test_layer_norm_blocks_fusion_of_normalised_projections():
 )
 def test_attention_inputs_per_variant(changes, qkv_merged):
     config = MobileBertConfig(**{**SMALL, **changes})
-    graph = build_graph(config, weights_for(config))
+    graph = graph_of(config)
     names = [op.name for op in linears(graph)]
     merged = "encoder.layer.0.attention.query+encoder.layer.0.attention.key+encoder.layer.0.attention.value"
     assert (merged in names) == qkv_merged
@@ -69,14 +74,14 @@ def test_attention_inputs_per_variant(changes, qkv_merged):
 @pytest.mark.parametrize("nffn", [1, 2, 4])
 def test_ffn_count(nffn):
     config = MobileBertConfig(**SMALL, num_feedforward_networks=nffn)
-    graph = build_graph(config, weights_for(config), fuse=False)
+    graph = graph_of(config, fuse=False)
     inter = [op for op in linears(graph) if op.name.endswith("intermediate")]
     assert len(inter) == nffn * config.num_hidden_layers
 
 
 def test_unfused_graph_has_one_linear_per_hf_linear():
     config = MobileBertConfig(**SMALL)
-    graph = build_graph(config, weights_for(config), fuse=False)
+    graph = graph_of(config, fuse=False)
     hf_linears = [k for k in weights_for(config) if k.endswith(".weight") and weights_for(config)[k].ndim == 2
                   and "embeddings." not in k]
     assert len(linears(graph)) == len(hf_linears) + 1  # + the embedding transformation
@@ -97,30 +102,22 @@ def test_profile_names_every_op_and_arenas_are_reused(tmp_path):
     assert runner.arena(2, 5, False) is arena  # same buffers, no reallocation
     for shape in [(1, 3), (1, 4), (1, 6), (1, 7), (1, 8)]:
         model(np.ones(shape, np.int64))
-    assert len(runner._arenas) <= runner.max_arenas
+    assert len(runner.arenas) <= runner.max_arenas
 
 
 @pytest.mark.parametrize("nffn, use_bottleneck", [(1, True), (4, True), (2, False)])
 def test_feed_forward_fusion(tmp_path, nffn, use_bottleneck):
     """Every FFN pair becomes one FeedForward op; outputs equal the unfused graph's."""
     config = MobileBertConfig(**{**SMALL, "num_feedforward_networks": nffn, "use_bottleneck": use_bottleneck})
-    weights = weights_for(config)
-    fused = build_graph(config, weights, fuse_ffn=True)
-    plain = build_graph(config, weights)
+    fused = graph_of(config, fuse_ffn=True)
+    plain = graph_of(config)
     assert sum(isinstance(op, FeedForward) for op in fused.ops) == nffn * config.num_hidden_layers
     assert not any(isinstance(op, FeedForward) for op in plain.ops)
     assert all(isinstance(op, Linear) for op in linear_ops(fused))
-    model = MobileBertModel.from_pretrained(random_checkpoint(str(tmp_path), config, std=0.3))
+    path = random_checkpoint(str(tmp_path), config, std=0.3)
     ids = np.random.default_rng(4).integers(0, 40, (3, 11))
-    b = model(ids).last_hidden_state
-    model._runners.clear()
-    import mbengine.modeling as modeling
-
-    original = modeling.build_graph
-    try:
-        modeling.build_graph = lambda *args, **kw: original(*args, **{**kw, "fuse_ffn": True})
-        a = model(ids).last_hidden_state
-        assert any(isinstance(op, FeedForward) for op in model.runner().graph.ops)
-    finally:
-        modeling.build_graph = original
+    b = MobileBertModel.from_pretrained(path)(ids).last_hidden_state
+    model = MobileBertModel.from_pretrained(path, fuse_ffn=True)
+    a = model(ids).last_hidden_state
+    assert any(isinstance(op, FeedForward) for op in model.runner().graph.ops)
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * np.abs(b).max())

@@ -9,49 +9,14 @@ import mbengine
 from mbengine.config import MobileBertConfig
 from mbengine.errors import CheckpointError, ConfigError
 
-from .hf_util import hf_config, random_hf_model, save_hf
+from .helpers import rel_err
+from .hf_util import HEADS, hf_config, random_head_model, save_hf
 from .strategies import inputs, small_configs
 
 import torch
 import transformers
 
 TOL = 1e-4
-
-# class name -> (output fields, extra config)
-HEADS = {
-    "MobileBertForPreTraining": (["prediction_logits", "seq_relationship_logits"], {}),
-    "MobileBertForMaskedLM": (["logits"], {}),
-    "MobileBertForNextSentencePrediction": (["logits"], {}),
-    "MobileBertForSequenceClassification": (["logits"], {"num_labels": 3}),
-    "MobileBertForTokenClassification": (["logits"], {"num_labels": 5}),
-    "MobileBertForQuestionAnswering": (["start_logits", "end_logits"], {}),
-    "MobileBertForMultipleChoice": (["logits"], {}),
-}
-
-
-def random_head_model(cls_name, config, seed):
-    """An HF head model: the randomised base of hf_util.random_hf_model plus random head weights."""
-    base = random_hf_model(config, seed)
-    hf = getattr(transformers, cls_name)(hf_config(config)).eval()
-    with torch.no_grad():
-        hf.base_model.load_state_dict(base.state_dict(), strict=False)
-        gen = torch.Generator().manual_seed(seed + 1)
-        for name, p in hf.named_parameters():
-            if name.startswith("mobilebert.") or "word_embeddings" in name:
-                continue
-            if name.endswith("LayerNorm.weight"):
-                p.copy_(0.5 + torch.rand(p.shape, generator=gen))
-            elif p.ndim == 1:
-                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) / np.sqrt(p.shape[-1]))
-    return hf
-
-
-def rel_err(ours, ref):
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    return float(np.linalg.norm(ours - ref) / max(np.linalg.norm(ref), 1e-30))
-
 
 def compare(cls_name, config, seed, ids, mask, types, tmp_path_factory):
     fields, _ = HEADS[cls_name]
@@ -127,7 +92,7 @@ def test_lm_head_needs_hidden_at_least_embedding():
     config = MobileBertConfig(vocab_size=30, hidden_size=16, embedding_size=32, intra_bottleneck_size=16,
                               num_hidden_layers=1, num_attention_heads=2, intermediate_size=20)
     with pytest.raises(ConfigError, match="hidden_size >= embedding_size"):
-        mbengine.MobileBertForMaskedLM(config, {})
+        mbengine.MobileBertForMaskedLM.from_tensors(config, {})
     with pytest.raises(RuntimeError):  # transformers cannot build it either
         transformers.MobileBertForMaskedLM(hf_config(config))
 
@@ -137,7 +102,7 @@ def test_question_answering_needs_two_labels(tmp_path):
                                          "intra_bottleneck_size": 16, "num_hidden_layers": 1,
                                          "num_attention_heads": 2, "intermediate_size": 20, "num_labels": 3})
     with pytest.raises(ConfigError, match="num_labels = 2"):
-        mbengine.MobileBertForQuestionAnswering(config, {})
+        mbengine.MobileBertForQuestionAnswering.from_tensors(config, {})
 
 
 def test_multiple_choice_shape_errors(tmp_path_factory):

@@ -17,20 +17,16 @@ from mbengine.cli import main as cli_main
 from mbengine.config import MobileBertConfig
 from mbengine.converters import engine
 from mbengine.errors import CheckpointError
+from mbengine.weights import Int8Linear, PackedLinear
 
-from .hf_util import save_hf
+from .helpers import rel_err
+from .hf_util import HEADS, random_head_model, save_hf
 from .strategies import small_configs
-from .test_heads import HEADS, random_head_model
 
 CONFIG = MobileBertConfig(vocab_size=90, hidden_size=64, embedding_size=32, intra_bottleneck_size=32,
                           num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
 RNG = np.random.default_rng(0)
 IDS = RNG.integers(1, 90, (3, 16))
-
-
-def rel_err(a, b):
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
 def head_config(cls_name, config=CONFIG):
@@ -68,8 +64,10 @@ def hidden(model, ids):
 
 
 def quantized(model, **options):
-    description, batches = q8.calibration_batches(model, None, None, batch_size=4, max_length=32, seed=1)
-    return q8.quantize(model, batches, calibration=description, **options)
+    """(the int8 model of ``model``, the quantizer's report)."""
+    description, batches = q8.calibration_batches(model.config, None, None, batch_size=4, max_length=32, seed=1)
+    weights, report = q8.quantize(model.weights, batches, calibration=description, **options)
+    return type(model)(weights), report
 
 
 # --------------------------------------------------------------- every head
@@ -140,7 +138,7 @@ def test_every_head_int8_on_every_variant(tmp_path_factory, cls_name, config, se
     float_model = cls.from_pretrained(path)
     reference = run(float_model, ids)
     model = cls.from_pretrained(path)
-    report = quantized(model)
+    model, report = quantized(model)
     assert model.dtype == "int8"
     assert report.summary()["int8_linears"] > 0
     got = run(model, ids)
@@ -150,7 +148,8 @@ def test_every_head_int8_on_every_variant(tmp_path_factory, cls_name, config, se
         assert got[key].shape == want.shape and got[key].dtype == np.float32
         assert np.isfinite(got[key]).all()
         if key == pooled_key:  # the float32 head on this model's first tokens (the pooler passes them on)
-            w, b = (float_model.weights[f"{pooled_linear}.{p}"].astype(np.float64) for p in ("weight", "bias"))
+            w = float_model.weights.linears[pooled_linear].dense().astype(np.float64)
+            b = float_model.weights.tensors[f"{pooled_linear}.bias"].astype(np.float64)
             want = (last[:, 0].astype(np.float64) @ w.T + b).reshape(want.shape)
         err = rel_err(got[key], want)
         assert err < 0.5, f"{cls_name}.{key}: relative error {err:.3g} vs float32"
@@ -174,8 +173,7 @@ def test_every_head_close_to_float32(tmp_path_factory, cls_name, seed):
     cls = getattr(mbengine, cls_name)
     ids = np.random.default_rng(seed).integers(1, CONFIG.vocab_size, (3, 16))
     reference = run(cls.from_pretrained(path), ids)
-    model = cls.from_pretrained(path)
-    quantized(model)
+    model, _ = quantized(cls.from_pretrained(path))
     got = run(model, ids)
     for key, want in reference.items():
         err = rel_err(got[key], want)
@@ -187,8 +185,7 @@ def test_logits_argmax_mostly_agree(tmp_path_factory):
     path = checkpoint(tmp_path_factory, "MobileBertForMaskedLM")
     ids = RNG.integers(1, 90, (4, 32))
     want = mbengine.MobileBertForMaskedLM.from_pretrained(path)(ids).logits
-    model = mbengine.MobileBertForMaskedLM.from_pretrained(path)
-    quantized(model)
+    model, _ = quantized(mbengine.MobileBertForMaskedLM.from_pretrained(path))
     got = model(ids).logits
     agree = float(np.mean(got.argmax(-1) == want.argmax(-1)))
     assert agree >= 0.9, agree
@@ -222,10 +219,9 @@ def test_outlier_channels_keep_accuracy(tmp_path_factory):
     inject_outliers(path)
     reference = mbengine.MobileBertModel.from_pretrained(path)(IDS).last_hidden_state
     assert np.abs(reference).max() > 1e6  # the injection worked
-    plain = mbengine.MobileBertModel.from_pretrained(path)
-    quantized(plain, outlier_ratio=float("inf"), max_error=float("inf"))  # per-row int8, no remedy
-    remedied = mbengine.MobileBertModel.from_pretrained(path)
-    report = quantized(remedied)
+    plain, _ = quantized(mbengine.MobileBertModel.from_pretrained(path), outlier_ratio=float("inf"),
+                         max_error=float("inf"))  # per-row int8, no remedy
+    remedied, report = quantized(mbengine.MobileBertModel.from_pretrained(path))
     assert report.summary()["outlier_channels"] > 0
     # compare the ordinary channels: the huge ones are dominated by their bias
     # compare what the layers add to their input (the residual stream carries the input exactly),
@@ -243,12 +239,29 @@ def test_outlier_channels_keep_accuracy(tmp_path_factory):
     assert err_plain > 5 * err_remedied, (err_plain, err_remedied)
 
 
+def test_quantize_changes_nothing_it_is_given(tmp_path_factory):
+    """quantize() returns new weights: the float32 model keeps its weights, dtype and outputs."""
+    path = checkpoint(tmp_path_factory, "MobileBertForMaskedLM")
+    model = mbengine.MobileBertForMaskedLM.from_pretrained(path)
+    before = run(model)
+    weights = model.weights
+    linears, tensors = dict(weights.linears), dict(weights.tensors)
+    int8, report = quantized(model)
+    assert int8.dtype == "int8" and report.summary()["int8_linears"] > 0
+    assert model.weights is weights and weights.dtype == "float32" and weights.quantization is None
+    assert weights.linears.keys() == linears.keys() and weights.tensors.keys() == tensors.keys()
+    assert all(weights.linears[n] is w for n, w in linears.items())
+    assert all(weights.tensors[n] is a and a.dtype == np.float32 for n, a in tensors.items())
+    assert all(isinstance(w, PackedLinear) for w in weights.linears.values())
+    for key, value in run(model).items():
+        np.testing.assert_array_equal(value, before[key])
+
+
 def test_linears_over_the_error_bound_stay_float32(tmp_path_factory):
     path = checkpoint(tmp_path_factory, "MobileBertModel")
-    model = mbengine.MobileBertModel.from_pretrained(path)
-    report = quantized(model, max_error=0.0)
+    model, report = quantized(mbengine.MobileBertModel.from_pretrained(path), max_error=0.0)
     assert all(op.dtype == "float32" and op.error > 0 for op in report.ops)
-    assert not any(kind == "int8" for kind, _ in model._cache)
+    assert not any(isinstance(w, Int8Linear) for w in model.weights.linears.values())
     # only the word embeddings are int8 then
     want = mbengine.MobileBertModel.from_pretrained(path)(IDS).last_hidden_state
     assert rel_err(model(IDS).last_hidden_state, want) < 0.02
@@ -267,10 +280,10 @@ def test_choose_outliers():
 @pytest.fixture(scope="module")
 def int8_checkpoint(tmp_path_factory):
     src = checkpoint(tmp_path_factory, "MobileBertForMaskedLM")
-    fp32 = Path(engine.write(mbengine.MobileBertForMaskedLM.from_pretrained(src), tmp_path_factory.mktemp("e") / "f"))
-    model = mbengine.MobileBertForMaskedLM.from_pretrained(src)
-    quantized(model)
-    dst = Path(engine.write(model, tmp_path_factory.mktemp("e") / "q"))
+    float_model = mbengine.MobileBertForMaskedLM.from_pretrained(src)
+    fp32 = Path(engine.write(float_model.weights, tmp_path_factory.mktemp("e") / "f"))
+    model, _ = quantized(float_model)
+    dst = Path(engine.write(model.weights, tmp_path_factory.mktemp("e") / "q"))
     return src, fp32, dst, run(model)
 
 
@@ -357,7 +370,7 @@ def outlier_out_of_range(t):
     (nan_scale, "zero, negative or non-finite"),
     (drop_embedding_scale, "int8 tensor 'embeddings.word_embeddings.weight' has no 'scale/"),
     (scale_2d, "expected float32 (N,)"),
-    (bad_panel_shape, "int8 weight is int8"),
+    (bad_panel_shape, "int8 weight of 'encoder.layer.0.attention.output' is int8"),
     (outlier_out_of_range, "outlier channels must be distinct inputs"),
 ])
 def test_bad_int8_checkpoint_is_refused_clearly(int8_checkpoint, tmp_path, edit, message):
@@ -387,19 +400,19 @@ def test_cli_convert_int8_quantize_and_info(int8_checkpoint, tmp_path, capsys):
 
 
 def test_calibration_batches_describe_their_source():
-    from .test_tokenizer import real_vocab_dir
+    from .helpers import real_vocab_dir
 
     tokenizer = mbengine.MobileBertTokenizer.from_pretrained(real_vocab_dir())
-    model = None  # the text path reads no model
-    built_in, batches = q8.calibration_batches(model, None, tokenizer, batch_size=8, max_length=24)
+    config = None  # the text path reads no config
+    built_in, batches = q8.calibration_batches(config, None, tokenizer, batch_size=8, max_length=24)
     assert built_in == f"built-in sentences ({len(q8.sample_texts())})"
     assert sum(b[0].shape[0] for b in batches) == -(-len(q8.sample_texts()) // 2)  # one row per pair
     assert all(b[0].shape[1] <= 24 for b in batches)
-    given, batches = q8.calibration_batches(model, ["a first text.", "a second one."], tokenizer)
+    given, batches = q8.calibration_batches(config, ["a first text.", "a second one."], tokenizer)
     assert given == "given texts (2)" and batches[0][0].shape[0] == 1
     # pairs as segments A and B; an odd last text alone, not paired with itself
     odd = ["a first text.", "a second one.", "the odd one out."]
-    _, batches = q8.calibration_batches(model, odd, tokenizer)
+    _, batches = q8.calibration_batches(config, odd, tokenizer)
     assert len(batches) == 2
     pair_ids, _, pair_types = batches[0]
     np.testing.assert_array_equal(pair_ids, tokenizer(odd[0], odd[1])["input_ids"])
@@ -408,7 +421,7 @@ def test_calibration_batches_describe_their_source():
     np.testing.assert_array_equal(alone_ids, tokenizer(odd[2])["input_ids"])
     assert alone_types.max() == 0
     with pytest.raises(ValueError, match="need a tokenizer"):
-        q8.calibration_batches(model, ["text"], None)
+        q8.calibration_batches(config, ["text"], None)
 
 
 def test_int8_without_a_micro_kernel_warns(int8_checkpoint, monkeypatch):

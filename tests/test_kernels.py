@@ -15,7 +15,7 @@ import math
 
 import numba
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
 
@@ -24,66 +24,11 @@ from mbengine.kernels import attention as k_attention
 from mbengine.kernels import embeddings as k_embeddings
 from mbengine.kernels import linear as k_linear
 from mbengine.kernels import norms as k_norms
+from mbengine.kernels.names import Norm
 
+from .helpers import (CODES, EPS, NAME_OF_CODE, NORMS, SCALES, SENTINEL, SETTINGS, assert_close32,
+                      assert_frame_untouched, framed, norm_ref, readonly)
 from .reference import ACT, MASK_MIN, trigram
-
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-SENTINEL = np.float32(-12345.5)  # fills every buffer cell a kernel must not touch
-SCALES = [1.0, 1e3, 1e6]  # MobileBERT's NoNorm activations reach ~1e7
-
-
-def rel_err(ours, ref) -> float:
-    ours = np.asarray(ours, np.float64)
-    ref = np.asarray(ref, np.float64)
-    return float(np.linalg.norm(ours - ref) / max(np.linalg.norm(ref), 1e-300))
-
-
-def assert_close32(ours, ref, rel=1e-5, rtol=1e-4, atol_frac=1e-5):
-    ours = np.asarray(ours, np.float64)
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    assert np.isfinite(ours).all(), "non-finite output"
-    err = rel_err(ours, ref)
-    assert err <= rel, f"relative error {err:.3g} > {rel}"
-    atol = atol_frac * float(np.abs(ref).max(initial=0.0)) + 1e-30
-    np.testing.assert_allclose(ours, ref, rtol=rtol, atol=atol)
-
-
-def readonly(a) -> np.ndarray:
-    a = np.ascontiguousarray(a, dtype=np.float32)
-    a.flags.writeable = False
-    return a
-
-
-def framed(rows, cols, off, width, rng=None, fill=None) -> np.ndarray:
-    """A float32 (rows, cols) buffer of SENTINEL; with rng, columns off..off+width get N(0,1) values."""
-    buf = np.full((rows, cols), SENTINEL, np.float32)
-    if rng is not None:
-        buf[:, off:off + width] = rng.standard_normal((rows, width)) if fill is None else fill
-    return buf
-
-
-def assert_frame_untouched(buf, off, width):
-    """Every column outside off..off+width still holds SENTINEL."""
-    assert (buf[:, :off] == SENTINEL).all(), "kernel wrote left of its window"
-    assert (buf[:, off + width:] == SENTINEL).all(), "kernel wrote right of its window"
-
-
-def norm_ref(v, kind, w, b, eps):
-    """float64 [M, N] -> norm: 0 none, 1 NoNorm, 2 LayerNorm (biased variance)."""
-    if kind == 1:
-        return v * w + b
-    if kind == 2:
-        mean = v.mean(axis=1, keepdims=True)
-        var = ((v - mean) ** 2).mean(axis=1, keepdims=True)
-        return (v - mean) / np.sqrt(var + eps) * w + b
-    return v
-
-
-NORMS = st.sampled_from([0, 1, 2])
-EPS = st.sampled_from([1e-12, 1e-5, 1e-3])
-CODES = sorted(set(k_act.ACTIVATIONS.values()))
-NAME_OF_CODE = {code: name for name, code in sorted(k_act.ACTIVATIONS.items(), reverse=True)}
-
 
 # ----------------------------------------------------------------------------- activations
 @njit
@@ -127,8 +72,8 @@ def test_apply_activation_float32(code):
 
 
 def test_apply_activation_scalar_call_from_python():
-    assert k_act.apply_activation(-2.0, k_act.ACTIVATIONS["relu"]) == 0.0
-    assert math.isclose(k_act.apply_activation(1.0, k_act.ACTIVATIONS["gelu"]), 0.8413447460685429, rel_tol=1e-14)
+    assert k_act.apply_activation(-2.0, k_act.activation_code("relu")) == 0.0
+    assert math.isclose(k_act.apply_activation(1.0, k_act.activation_code("gelu")), 0.8413447460685429, rel_tol=1e-14)
     assert math.isnan(k_act.apply_activation(1.0, 999))
 
 
@@ -371,7 +316,7 @@ def run_linear_case(M, K, N, act, use_res, norm, scale, offs, extra, eps, seed, 
     # A LayerNorm divides by the row's spread: a row of near-equal values (a
     # saturated activation) turns float32 rounding of its inputs into output
     # error kappa times larger. Allow for that conditioning, and no more.
-    kappa = layernorm_condition(linear_ref(*args, 0, None, None, eps), eps) if norm == 2 else 1.0
+    kappa = layernorm_condition(linear_ref(*args, 0, None, None, eps), eps) if norm == Norm.LAYERNORM else 1.0
     widen = max(1.0, 0.4 * kappa)
     assert_close32(out[:, out_off:out_off + N], expected, rel=1e-5 * widen, rtol=1e-4 * widen, atol_frac=1e-5 * widen)
     assert_frame_untouched(out, out_off, N)

@@ -14,18 +14,13 @@ from hypothesis import strategies as st
 from mbengine import MobileBertModel
 from mbengine.config import MobileBertConfig
 
+from .helpers import rel_err
 from .hf_util import hf_forward, random_hf_model, save_hf, state_dict_numpy
 from .reference import reference_forward
 from .strategies import HF_TESTER_CONFIG, inputs, small_configs
 
 TOL = 1e-4
 WORST: dict[str, float] = {}  # worst relative error seen per comparison, printed at the end
-
-
-def rel_err(ours, ref) -> float:
-    ours = np.asarray(ours, np.float64)
-    ref = np.asarray(ref, np.float64)
-    return float(np.linalg.norm(ours - ref) / max(np.linalg.norm(ref), 1e-30))
 
 
 def check(name, ours, ref, tol=TOL):

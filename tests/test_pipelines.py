@@ -12,9 +12,8 @@ import pytest
 import mbengine
 from mbengine.config import MobileBertConfig
 
-from .hf_util import save_hf
-from .test_heads import random_head_model
-from .test_tokenizer import real_vocab_dir
+from .helpers import real_vocab_dir
+from .hf_util import random_head_model, save_hf
 
 import torch
 import transformers

@@ -46,18 +46,18 @@ def test_exchange_swaps_two_directories(tmp_path):
 def test_rewrite_replaces_and_cleans(tmp_path):
     model = mbengine.MobileBertModel.from_pretrained(random_checkpoint(str(tmp_path / "hf"), MobileBertConfig(**SMALL)))
     dst = tmp_path / "out"
-    engine.write(model, dst)
+    engine.write(model.weights, dst)
     with pytest.raises(FileExistsError):
-        engine.write(model, dst)
-    engine.write(model, dst, force=True)
+        engine.write(model.weights, dst)
+    engine.write(model.weights, dst, force=True)
     assert staging_leftovers(tmp_path) == []
     assert sorted(os.listdir(dst)) == ["config.json", "model.safetensors"]
 
 
 def test_same_model_gives_the_same_bytes(tmp_path):
     model = mbengine.MobileBertModel.from_pretrained(random_checkpoint(str(tmp_path / "hf"), MobileBertConfig(**SMALL)))
-    engine.write(model, tmp_path / "one")
-    engine.write(model, tmp_path / "two")
+    engine.write(model.weights, tmp_path / "one")
+    engine.write(model.weights, tmp_path / "two")
     for name in ("config.json", "model.safetensors"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
 
@@ -68,7 +68,7 @@ UMASK_SCRIPT = textwrap.dedent("""
     import mbengine
     from mbengine.converters import engine
     model = mbengine.MobileBertModel.from_pretrained(sys.argv[1])
-    engine.write(model, sys.argv[2])
+    engine.write(model.weights, sys.argv[2])
     print(oct(stat.S_IMODE(os.stat(sys.argv[2]).st_mode)),
           oct(stat.S_IMODE(os.stat(os.path.join(sys.argv[2], "model.safetensors")).st_mode)))
 """)
@@ -115,7 +115,7 @@ WRITER = textwrap.dedent("""
     print("ready", flush=True)
     i = 0
     while True:
-        engine.write(models[i % 2], sys.argv[1], force=True)
+        engine.write(models[i % 2].weights, sys.argv[1], force=True)
         i += 1
 """)
 KILL_AFTER = [0.0, 0.013, 0.029, 0.041, 0.057, 0.083, 0.11, 0.17, 0.23, 0.31]  # seconds after "ready"
@@ -123,9 +123,9 @@ KILL_AFTER = [0.0, 0.013, 0.029, 0.041, 0.057, 0.083, 0.11, 0.17, 0.23, 0.31]  #
 
 def test_killed_writer_never_leaves_a_half_written_checkpoint(tmp_path):
     srcs = [random_checkpoint(str(tmp_path / f"hf{s}"), MobileBertConfig(**SMALL), seed=s) for s in (0, 1)]
-    tables = [mbengine.MobileBertModel.from_pretrained(p).weights[KEY] for p in srcs]
+    tables = [mbengine.MobileBertModel.from_pretrained(p).weights.tensors[KEY] for p in srcs]
     dst = tmp_path / "out"
-    engine.write(mbengine.MobileBertModel.from_pretrained(srcs[0]), dst)
+    engine.write(mbengine.MobileBertModel.from_pretrained(srcs[0]).weights, dst)
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "nbc"))
     left = 0  # kills that left a staging directory (the next write must remove it)
     for delay in KILL_AFTER:
@@ -136,9 +136,9 @@ def test_killed_writer_never_leaves_a_half_written_checkpoint(tmp_path):
         child.send_signal(signal.SIGKILL)
         child.wait()
         loaded = mbengine.MobileBertModel.from_pretrained(dst)  # old or new, whole
-        assert any(np.array_equal(loaded.weights[KEY], t) for t in tables), f"killed after {delay} s: mixed"
+        assert any(np.array_equal(loaded.weights.tensors[KEY], t) for t in tables), f"killed after {delay} s: mixed"
         assert sorted(os.listdir(dst)) == ["config.json", "model.safetensors"]
         left += bool(staging_leftovers(tmp_path))
-        engine.write(loaded, tmp_path / "next", force=True)  # the next write beside it removes what the dead
+        engine.write(loaded.weights, tmp_path / "next", force=True)  # the next write beside it removes what the dead
         assert staging_leftovers(tmp_path) == [], f"killed after {delay} s: {staging_leftovers(tmp_path)}"  # left
     assert left >= 1, "no kill landed inside a write: the test checked nothing"

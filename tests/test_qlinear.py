@@ -56,8 +56,8 @@ from mbengine.kernels import qlinear as Q
 from mbengine.kernels.target import TARGET
 
 from .reference import ACT
-from .test_kernels import (CODES, EPS, NAME_OF_CODE, NORMS, SENTINEL, SETTINGS, assert_close32,
-                           assert_frame_untouched, framed, norm_ref, readonly, rel_err)
+from .helpers import (CODES, EPS, NAME_OF_CODE, NORMS, SENTINEL, SETTINGS, assert_close32, assert_frame_untouched,
+                      framed, norm_ref, readonly, rel_err)
 
 U = 2.0 ** -24  # float32 unit roundoff
 TIE = 1e-4  # |x / sx - (n + 1/2)| below this: either rounding is right (module doc)

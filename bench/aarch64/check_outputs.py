@@ -190,7 +190,7 @@ def asm(d, tag):
     b = rng.standard_normal(N).astype(np.float32)
     out = np.zeros((M, N), np.float32)
     dummy = np.zeros((1, 1), np.float32)
-    k.linear(x, 0, k.pack(w), b, 0, dummy, -1, k.NORM_NONE, b, b, 1e-5, out, 0, 1, k.pack(w).reshape(-1).view(np.uint8))
+    k.linear(x, 0, k.pack(w), b, 0, dummy, -1, 0, b, b, 1e-5, out, 0, 1, k.pack(w).reshape(-1).view(np.uint8))
     t_compile = time.perf_counter() - t
     err = float(np.linalg.norm(out - (x.astype(np.float64) @ w.T.astype(np.float64) + b)) /
                 np.linalg.norm(x.astype(np.float64) @ w.T + b))
