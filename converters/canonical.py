@@ -88,6 +88,29 @@ def heads_present(names) -> str:
     return " and ".join(found) if found else "no task head (a base model)"
 
 
+def infer_head(names) -> tuple[str | None, list[str]]:
+    """(the task head the tensor names hold, or None for a base model; the heads they fit when the names
+    cannot tell them apart). A classifier of ``num_labels`` rows on the pooled output and one on every
+    token hold the same tensors: such a checkpoint fits several heads."""
+    names = [n[len(BASE_PREFIX):] if n.startswith(BASE_PREFIX) else n for n in names]
+    has = {prefix: any(n.startswith(prefix) for n in names)
+           for prefix in ("cls.predictions.", "cls.seq_relationship.", "classifier.", "qa_outputs.")}
+    if has["cls.predictions."]:
+        return ("pretraining" if has["cls.seq_relationship."] else "masked_lm"), []
+    if has["cls.seq_relationship."]:
+        return "next_sentence", []
+    if has["qa_outputs."]:
+        return "question_answering", []
+    if has["classifier."]:
+        return None, ["sequence_classification", "token_classification", "multiple_choice"]
+    return None, []
+
+
+def has_pooler(names) -> bool:
+    """Whether the tensor names include the pooler's dense layer."""
+    return any(n in ("pooler.dense.weight", BASE_PREFIX + "pooler.dense.weight") for n in names)
+
+
 TIED = {  # HF ties these to another tensor and does not save them
     "cls.predictions.decoder.weight": "embeddings.word_embeddings.weight",
     "cls.predictions.decoder.bias": "cls.predictions.bias",
@@ -131,14 +154,18 @@ def model_shapes(config: MobileBertConfig, head: str | None = None,
 
 
 def model_tensors(tensors: dict[str, np.ndarray], config: MobileBertConfig | None = None,
-                  head: str | None = None, pooler: bool | None = None) -> dict[str, np.ndarray]:
+                  head: str | None = None, pooler: bool | None = None,
+                  own_decoder: bool = False) -> dict[str, np.ndarray]:
     """The tensors of one model class, under canonical names.
 
     Base tensors lose the ``mobilebert.`` prefix; buffers are dropped; tied
     tensors HF does not save are filled in from what they are tied to. With a
     ``config``, tensors of other heads (and an unused pooler) are dropped as
     Hugging Face ignores them; anything else that does not belong is kept so
-    :func:`validate` reports it.
+    :func:`validate` reports it. ``own_decoder``: the masked-LM decoder is the
+    checkpoint's own weight even when the config ties it to the word
+    embeddings (what Hugging Face's TensorFlow classes compute with: they keep
+    ``predictions/decoder/weight`` as a variable of its own).
     """
     out = {}
     for name, arr in tensors.items():
@@ -158,7 +185,7 @@ def model_tensors(tensors: dict[str, np.ndarray], config: MobileBertConfig | Non
             bias = out.pop("cls.predictions.decoder.bias", None)
             if "cls.predictions.bias" not in out and bias is not None:
                 out["cls.predictions.bias"] = bias
-            if "embeddings.word_embeddings.weight" in out:
+            if "embeddings.word_embeddings.weight" in out and not own_decoder:
                 out["cls.predictions.decoder.weight"] = out["embeddings.word_embeddings.weight"]
         elif "cls.predictions.decoder.bias" not in out and "cls.predictions.bias" in out:
             out["cls.predictions.decoder.bias"] = out["cls.predictions.bias"]  # older untied checkpoints
@@ -185,5 +212,10 @@ def validate(tensors: dict[str, np.ndarray], config: MobileBertConfig, source: s
         elif check_finite and not np.isfinite(arr).all():
             bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
             problems.append(f"tensor {name!r} holds {bad} non-finite values (NaN or Inf)")
+    hint = None
+    if problems and not expected.keys() & tensors.keys():
+        found = sorted(tensors)[:3]
+        hint = (f"no tensor name matched a MobileBERT tensor name: the names could not be read, or the checkpoint "
+                f"is not a MobileBERT model (it holds {len(tensors)} tensors, e.g. {', '.join(found) or 'none'})")
     if problems:
-        raise CheckpointError(f"{source} does not match its config", problems)
+        raise CheckpointError(f"{source} does not match its config", problems, hint)

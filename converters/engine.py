@@ -90,12 +90,17 @@ def read(directory: str | os.PathLike, config: MobileBertConfig | None = None) -
     check_meta(meta, source)
     tensors, _ = safetensors_mmap.load(os.path.join(source, "model.safetensors"))
     plain, packed, int8, scales = split_packed(tensors, source)
-    head, pooler = meta.get("head"), bool(meta.get("pooler", True))
+    head, pooler = meta.get("head"), meta.get("pooler", True)
+    if not isinstance(pooler, bool):
+        raise CheckpointError(f"{source}: config.json mbengine block: 'pooler' must be true or false, got {pooler!r}")
+    problems = _meta_problems(meta, packed, tensors, int8, scales)
+    if problems:
+        raise CheckpointError(f"{source}: the tensors do not agree with config.json's mbengine block", problems)
     shapes = linear_shapes(config, head, pooler)
     linears = dict(int8)
     for name, panels in packed.items():
         n = shapes.get(name, (panels.shape[0] * panels.shape[2],))[0]
-        if panels.ndim == 3 and panels.shape[2] != COLS and panels.dtype == np.float32:
+        if panels.shape[2] != COLS:
             panels = PackedLinear(panels, n).dense()  # packed for another vector width: once for this CPU
             linears[name] = PackedLinear.from_dense(panels)
         else:
@@ -108,6 +113,24 @@ def read(directory: str | os.PathLike, config: MobileBertConfig | None = None) -
     if problems:
         raise CheckpointError(f"{source}: invalid tensors", problems)
     return PackedWeights(config, head, pooler, plain, linears, scales, meta.get("quantization"), fused=True)
+
+
+def _meta_problems(meta: dict, packed: dict, tensors: dict, int8: dict, scales: dict) -> list[str]:
+    """Where the metadata's tile_cols and dtype disagree with the tensors stored."""
+    cols = meta["tile_cols"]
+    problems = [f"'packed/{name}' is {arr.dtype} {list(arr.shape)}, expected float32 panels "
+                f"(P, K, tile_cols = {cols})" for name, arr in sorted(packed.items())
+                if arr.dtype != np.float32 or arr.ndim != 3 or arr.shape[2] != cols]
+    problems += [f"'int8/{name}' has panels {list(tensors['int8/' + name].shape)}, expected (P, K / 4, "
+                 f"4 * tile_cols = {4 * cols})" for name in sorted(int8) if tensors["int8/" + name].shape[2] != 4 * cols]
+    dtype = meta.get("dtype", "float32")
+    if dtype == "float32" and (int8 or scales):
+        names = sorted(int8) + sorted(scales)
+        problems.append(f"dtype is float32 but {len(names)} weights are int8 ({', '.join(names[:3])}"
+                        f"{', ...' if len(names) > 3 else ''})")
+    if dtype == "int8" and not (int8 or scales):
+        problems.append("dtype is int8 but no tensor is int8")
+    return problems
 
 
 def check_meta(meta: dict, source: str) -> None:

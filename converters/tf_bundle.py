@@ -229,6 +229,7 @@ def _map_shard(file: str) -> tuple[str, memoryview]:
 # ------------------------------------------------------------- Google's names -> HF's
 RENAMES = (("ffn_layer", "ffn"), ("FakeLayerNorm", "LayerNorm"), ("extra_output_weights", "dense/kernel"),
            ("bert", "mobilebert"))
+SQUAD = "cls/squad/"  # run_squad.py's output layer (Hugging Face's loader has no mapping for it)
 SKIP = {"adam_v", "adam_m", "AdamWeightDecayOptimizer", "AdamWeightDecayOptimizer_1", "global_step"}
 LEAF = {"kernel": "weight", "gamma": "weight", "output_weights": "weight", "output_bias": "bias", "beta": "bias",
         "squad": "classifier"}
@@ -237,16 +238,22 @@ LEAF = {"kernel": "weight", "gamma": "weight", "output_weights": "weight", "outp
 def hf_name(tf_name: str) -> tuple[str | None, bool]:
     """(HF PyTorch name or None to skip, transpose?) as load_tf_weights_in_mobilebert maps it.
 
-    One difference on purpose: transformers walks the model's attributes and
+    Two differences on purpose: transformers walks the model's attributes and
     silently drops a name component the model lacks; here the name is kept, so
     a tensor that fits nowhere is reported by ``canonical.validate`` instead of
-    landing somewhere unexpected.
+    landing somewhere unexpected. And Google's SQuAD fine-tuned checkpoints
+    (``cls/squad/output_weights``, (2, hidden), and ``output_bias``) become
+    ``MobileBertForQuestionAnswering``'s ``qa_outputs``, which transformers'
+    loader cannot map.
     """
+    if any(p in SKIP for p in tf_name.split("/")):
+        return None, False
+    if tf_name.startswith(SQUAD):  # Google's SQuAD head: logits = x @ output_weights^T, (2, hidden) as stored
+        leaf = tf_name[len(SQUAD):]
+        return {"output_weights": "qa_outputs.weight", "output_bias": "qa_outputs.bias"}.get(leaf, tf_name), False
     for old, new in RENAMES:
         tf_name = tf_name.replace(old, new)
     parts = tf_name.split("/")
-    if any(p in SKIP for p in parts):
-        return None, False
     out = []
     for p in parts:
         m = re.fullmatch(r"([A-Za-z]+)_(\d+)", p)

@@ -1,7 +1,9 @@
 """Read Hugging Face's TensorFlow checkpoint ``tf_model.h5`` (Keras h5 weights) without TensorFlow.
 
 The file is HDF5, read with h5py: the root's ``layer_names`` attribute lists
-the top-level layers, each group's ``weight_names`` its weights, named like
+the top-level layers, each group's ``weight_names`` its weights (Keras splits
+an attribute longer than HDF5's 64 KiB limit into ``weight_names0``,
+``weight_names1``, ...: the full-size model's 1 100+ names always are), named like
 ``tf_mobile_bert_for_pre_training/mobilebert/encoder/layer_._0/attention/self/query/kernel:0``.
 :func:`hf_name` maps such a name to Hugging Face's PyTorch name as transformers
 does when it converts between its TF and PyTorch classes: drop the model scope
@@ -51,12 +53,13 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise CheckpointError(f"{path}: not a readable HDF5 file ({e})") from None
     out = {}
     with f:
-        if "layer_names" not in f.attrs:
-            raise CheckpointError(f"{path}: no 'layer_names' attribute (not Keras h5 weights)")
         try:
-            for layer in f.attrs["layer_names"]:
-                group = f[_text(layer)]
-                for weight in (_text(w) for w in group.attrs.get("weight_names", [])):
+            layers = _names(f.attrs, "layer_names")
+            if layers is None:
+                raise CheckpointError(f"{path}: no 'layer_names' attribute (not Keras h5 weights)")
+            for layer in layers:
+                group = f[layer]
+                for weight in _names(group.attrs, "weight_names") or []:
                     if weight not in group:
                         raise CheckpointError(f"{path}: weight {weight!r} is listed but missing")
                     arr = np.asarray(group[weight])
@@ -67,6 +70,19 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
         except (OSError, KeyError, ValueError, TypeError) as e:  # h5py's errors on damaged groups and data
             raise CheckpointError(f"{path}: unreadable HDF5 content ({type(e).__name__}: {e})") from None
     return out
+
+
+def _names(attrs, key: str) -> list[str] | None:
+    """An attribute's list of names, joined from its chunks ``key0``, ``key1``, ... if Keras split it."""
+    if key in attrs:
+        return [_text(v) for v in attrs[key]]
+    if f"{key}0" not in attrs:
+        return None
+    names, chunk = [], 0
+    while f"{key}{chunk}" in attrs:
+        names += [_text(v) for v in attrs[f"{key}{chunk}"]]
+        chunk += 1
+    return names
 
 
 def _text(value) -> str:

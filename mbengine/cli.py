@@ -95,6 +95,9 @@ MAX_ERROR = 400  # characters of an error line; longer ones (quoted user text) a
 def cli_message(e: BaseException) -> str:
     """The one line the CLI prints for ``e`` (module doc)."""
     lines = [line.strip() for line in str(e).strip().splitlines()] or [type(e).__name__]
+    hint = getattr(e, "hint", None)
+    if hint and len(lines) > 2 and lines[-1] == hint.strip():  # what to do first: a long list is cut below
+        lines.insert(1, lines.pop())
     text = lines[0] + (": " + "; ".join(lines[1:]) if len(lines) > 1 else "")
     if isinstance(e, UnicodeDecodeError):
         text = f"not UTF-8 text ({e.reason} at byte {e.start})"
@@ -282,19 +285,43 @@ CLASSES = ("MobileBertModel", "MobileBertForPreTraining", "MobileBertForMaskedLM
 
 
 def model_class(path, name=None):
-    """The mbengine class for a checkpoint: ``name``, else its config's "architectures", else the base model."""
+    """The mbengine class for a checkpoint: ``name``, else its config's "architectures" when the tensors
+    agree, else the head its tensor names hold (an engine checkpoint: the head it was written with)."""
     import mbengine
 
-    from .modeling import _read_config
+    from .modeling import HEAD_CLASS_NAMES, _read_config
 
     if name is None:
-        architectures = _read_config(os.fspath(path)).get("architectures") or []
-        # BERT checkpoints run as the MobileBERT class of the same head
-        architectures = ["Mobile" + a if a.startswith("Bert") else a for a in architectures]
-        name = next((a for a in architectures if a in CLASSES), "MobileBertModel")
+        raw = _read_config(os.fspath(path))
+        meta = raw.get("mbengine")
+        if isinstance(meta, dict):
+            name = HEAD_CLASS_NAMES.get(meta.get("head"), "MobileBertModel")
+        else:
+            architectures = raw.get("architectures") or []
+            # BERT checkpoints run as the MobileBERT class of the same head
+            architectures = ["Mobile" + a if isinstance(a, str) and a.startswith("Bert") else a
+                             for a in architectures]
+            declared = next((a for a in architectures if a in CLASSES), None)
+            name = _class_from_tensors(path, declared)
     if name not in CLASSES:
         raise ValueError(f"unknown model class {name!r}; choose one of {', '.join(CLASSES)}")
     return getattr(mbengine, name)
+
+
+def _class_from_tensors(path, declared: str | None) -> str:
+    """``declared`` if the checkpoint's tensors hold its head, else the class of the head they hold."""
+    from .converters import canonical
+    from .modeling import HEAD_CLASS_NAMES, tensor_names
+
+    names = tensor_names(path)
+    head, candidates = canonical.infer_head(names)
+    inferred = {HEAD_CLASS_NAMES[h] for h in candidates} if candidates else {HEAD_CLASS_NAMES[head]}
+    if declared in inferred or (declared == "MobileBertModel"):
+        return declared
+    if len(inferred) == 1:
+        return inferred.pop()
+    raise UsageError(f"{path} has {canonical.heads_present(names)}, which several classes use: pass --class "
+                     f"with one of {', '.join(sorted(inferred))}")
 
 
 def _convert(args) -> int:

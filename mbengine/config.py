@@ -18,6 +18,25 @@ from .errors import ConfigError
 
 NORMALIZATION_TYPES = ("no_norm", "layer_norm")
 
+# Upper bounds of the size fields: far above any MobileBERT or BERT (the largest use
+# hidden 1024, 24 layers, vocab 250k), low enough that a config is refused before a
+# loop over 10^9 layers or an allocation of 10^12 floats begins.
+MAX_SIZE = {
+    "vocab_size": 2**22,
+    "hidden_size": 2**16,
+    "num_hidden_layers": 2**10,
+    "num_attention_heads": 2**10,
+    "intermediate_size": 2**18,
+    "max_position_embeddings": 2**20,
+    "type_vocab_size": 2**16,
+    "embedding_size": 2**16,
+    "intra_bottleneck_size": 2**16,
+    "num_feedforward_networks": 2**6,
+}
+MAX_LABELS = 2**20
+MAX_CONFIG_BYTES = 16 * 2**20
+MAX_VALUES = 2**34  # float32 values of all tensors together (64 GiB)
+
 # Fields HF derives itself; present in some saved configs, never authoritative.
 _DERIVED = ("true_hidden_size",)
 
@@ -87,8 +106,7 @@ class MobileBertConfig:
         raw = self.extra.get("id2label")
         if raw:
             return {int(k): str(v) for k, v in raw.items()}
-        n = self.extra.get("num_labels", 2)
-        return {i: f"LABEL_{i}" for i in range(n)}
+        return {i: f"LABEL_{i}" for i in range(self.num_labels)}
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -99,7 +117,9 @@ class MobileBertConfig:
 
     @property
     def num_labels(self) -> int:
-        return len(self.id2label)
+        raw = self.extra.get("id2label")
+        n = self.extra.get("num_labels")
+        return len(raw) if raw else 2 if n is None else n
 
     @property
     def problem_type(self) -> str | None:
@@ -107,32 +127,50 @@ class MobileBertConfig:
 
     # ------------------------------------------------------------- validation
     def validate(self) -> None:
-        """Raise ConfigError naming the field if the config is impossible to run."""
+        """Raise ConfigError naming the field if the config is impossible to run.
+
+        Types and bounds are checked first (:data:`MAX_SIZE`), in time independent of
+        the values, so an absurd config is refused before anything is built from it.
+        """
         from mbengine.kernels.names import ACTIVATIONS, UNSUPPORTED
 
-        positive = (
-            "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-            "intermediate_size", "max_position_embeddings", "type_vocab_size",
-            "embedding_size", "intra_bottleneck_size", "num_feedforward_networks",
-        )
-        for name in positive:
+        for name, limit in MAX_SIZE.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"config field {name!r} must be a positive integer, got {value!r}")
+                raise ConfigError(f"config field {name!r} must be a positive integer, got {_short(value)}")
+            if value > limit:
+                raise ConfigError(f"config field {name!r} is {value}, more than mbengine accepts ({limit}); "
+                                  "is the config.json damaged?")
         flags = (
             "trigram_input", "use_bottleneck", "use_bottleneck_attention",
             "key_query_shared_bottleneck", "classifier_activation", "tie_word_embeddings",
         )
         for name in flags:
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"config field {name!r} must be true or false, got {getattr(self, name)!r}")
+                raise ConfigError(f"config field {name!r} must be true or false, got {_short(getattr(self, name))}")
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range",
+                     "classifier_dropout"):
+            value = getattr(self, name)
+            if value is None and name == "classifier_dropout":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"config field {name!r} must be a finite number, got {_short(value)}")
+        for name in ("normalization_type", "hidden_act"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"config field {name!r} must be a string, got {_short(getattr(self, name))}")
+        pad = self.pad_token_id
+        if pad is not None and (isinstance(pad, bool) or not isinstance(pad, int)):
+            raise ConfigError(f"config field 'pad_token_id' must be an integer or null, got {_short(pad)}")
+        self._validate_labels()
+        values = self.parameter_count()
+        if values > MAX_VALUES:
+            raise ConfigError(f"this config describes a model of {values:.3g} values, more than mbengine accepts "
+                              f"({MAX_VALUES:.3g}); is the config.json damaged?")
         if self.normalization_type not in NORMALIZATION_TYPES:
             raise ConfigError(
                 f"config field 'normalization_type' must be one of {list(NORMALIZATION_TYPES)}, "
-                f"got {self.normalization_type!r}"
+                f"got {_short(self.normalization_type)}"
             )
-        if not isinstance(self.hidden_act, str):
-            raise ConfigError(f"config field 'hidden_act' must be an activation name, got {self.hidden_act!r}")
         if self.hidden_act in UNSUPPORTED:
             raise ConfigError(
                 f"config field 'hidden_act' is {self.hidden_act!r}, which {UNSUPPORTED[self.hidden_act]}; "
@@ -140,11 +178,11 @@ class MobileBertConfig:
             )
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(
-                f"config field 'hidden_act' is {self.hidden_act!r}; supported: {sorted(ACTIVATIONS)}"
+                f"config field 'hidden_act' is {_short(self.hidden_act)}; supported: {sorted(ACTIVATIONS)}"
             )
         eps = self.layer_norm_eps
         if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not (eps > 0 and math.isfinite(eps)):
-            raise ConfigError(f"config field 'layer_norm_eps' must be a positive finite number, got {eps!r}")
+            raise ConfigError(f"config field 'layer_norm_eps' must be a positive finite number, got {_short(eps)}")
         if self.pad_token_id is not None and not (0 <= self.pad_token_id < self.vocab_size):
             raise ConfigError(
                 f"config field 'pad_token_id' is {self.pad_token_id}, outside the vocabulary [0, {self.vocab_size})"
@@ -155,18 +193,10 @@ class MobileBertConfig:
                 f"config field 'num_attention_heads' ({self.num_attention_heads}) does not divide the attention "
                 f"width {width} = {self.true_hidden_size}"
             )
-        raw = self.extra.get("id2label")
-        if raw is not None:
-            try:
-                keys = sorted(int(k) for k in raw)
-            except (TypeError, ValueError, AttributeError):
-                raise ConfigError(f"config field 'id2label' must map label indices to names, got {raw!r}") from None
-            if keys != list(range(len(keys))):
-                raise ConfigError(f"config field 'id2label' must have the keys 0..{len(keys) - 1}, got {keys}")
         problem = self.extra.get("problem_type")
         if problem not in (None, "regression", "single_label_classification", "multi_label_classification"):
             raise ConfigError(
-                f"config field 'problem_type' is {problem!r}; expected regression, single_label_classification "
+                f"config field 'problem_type' is {_short(problem)}; expected regression, single_label_classification "
                 "or multi_label_classification")
         if (
             self.use_bottleneck
@@ -182,6 +212,35 @@ class MobileBertConfig:
                 "set key_query_shared_bottleneck or use_bottleneck_attention to true, or make the sizes equal"
             )
 
+    def _validate_labels(self) -> None:
+        raw = self.extra.get("id2label")
+        if raw is not None:
+            if not isinstance(raw, dict) or len(raw) > MAX_LABELS:
+                raise ConfigError(f"config field 'id2label' must map at most {MAX_LABELS} label indices to names, "
+                                  f"got {_short(raw)}")
+            try:
+                keys = sorted(int(k) for k in raw)
+            except (TypeError, ValueError, OverflowError):
+                raise ConfigError(f"config field 'id2label' must map label indices to names, got {_short(raw)}"
+                                  ) from None
+            if keys != list(range(len(keys))):
+                raise ConfigError(f"config field 'id2label' must have the keys 0..{len(keys) - 1}, "
+                                  f"got {_short(keys)}")
+        n = self.extra.get("num_labels")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LABELS):
+            raise ConfigError(f"config field 'num_labels' must be an integer in [1, {MAX_LABELS}], got {_short(n)}")
+
+    def parameter_count(self) -> int:
+        """Values in the tensors of this config's base model with every head's largest part, estimated
+        from the fields alone (no loop over layers): what a checkpoint of it holds, at most."""
+        H, E, I = self.hidden_size, self.embedding_size, self.intermediate_size
+        T = self.intra_bottleneck_size if self.use_bottleneck else H
+        per_ffn = 2 * I * T + 4 * T
+        per_layer = 4 * T * max(T, H) + 2 * H * T + self.num_feedforward_networks * per_ffn + 16 * max(T, H)
+        embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) * max(E, H)
+        heads = 2 * self.vocab_size * H + H * H + self.num_labels * H
+        return embeddings + 3 * E * H + self.num_hidden_layers * per_layer + heads
+
     # ------------------------------------------------------------------- json
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MobileBertConfig":
@@ -189,7 +248,7 @@ class MobileBertConfig:
             raise ConfigError(f"a config must be a JSON object, got {type(data).__name__}")
         model_type = data.get("model_type", "mobilebert")
         if model_type != "mobilebert":
-            raise ConfigError(f"config field 'model_type' is {model_type!r}, expected 'mobilebert'")
+            raise ConfigError(f"config field 'model_type' is {_short(model_type)}, expected 'mobilebert'")
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known = {k: v for k, v in data.items() if k in names}
         extra = {k: v for k, v in data.items() if k not in names and k not in _DERIVED}
@@ -207,10 +266,21 @@ class MobileBertConfig:
     @classmethod
     def from_json_file(cls, path: str | os.PathLike) -> "MobileBertConfig":
         try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
+            with open(path, "rb") as f:
+                raw = f.read(MAX_CONFIG_BYTES + 1)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read the config ({e.strerror})") from None
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: more than {MAX_CONFIG_BYTES // 2**20} MiB: not a config.json")
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start + 1}); a config.json is UTF-8 JSON"
+                              ) from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: not a config (JSON nested too deeply)") from None
         try:
             return cls.from_dict(data)
         except ConfigError as e:
@@ -236,3 +306,9 @@ class MobileBertConfig:
 
     def replace(self, **changes) -> "MobileBertConfig":
         return dataclasses.replace(self, **changes)
+
+
+def _short(value) -> str:
+    """``repr(value)``, cut to a readable length (a damaged config can hold anything)."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:60] + f"... ({type(value).__name__}, {len(text)} characters)"

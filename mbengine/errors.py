@@ -22,13 +22,23 @@ class CheckpointError(MBEngineError):
     """A checkpoint that cannot be read or does not fit its config.
 
     ``problems`` lists every individual problem found, so one error reports
-    all missing, unexpected and mis-shaped tensors at once.
+    all missing, unexpected and mis-shaped tensors at once; the message shows
+    the first :data:`SHOWN` of them and counts the rest. ``hint``, when given,
+    is the likely cause or what to do, shown last.
     """
 
-    def __init__(self, message: str, problems: list[str] | None = None):
+    SHOWN = 10
+
+    def __init__(self, message: str, problems: list[str] | None = None, hint: str | None = None):
         self.problems = list(problems or [])
-        if self.problems:
-            message = message + "\n  " + "\n  ".join(self.problems)
+        self.hint = hint
+        lines = self.problems[:self.SHOWN]
+        if len(self.problems) > self.SHOWN:
+            lines.append(f"... and {len(self.problems) - self.SHOWN} more ({len(self.problems)} problems)")
+        if hint:
+            lines.append(hint)
+        if lines:
+            message = message + "\n  " + "\n  ".join(lines)
         super().__init__(message)
 
 

@@ -114,6 +114,25 @@ def _find_checkpoint(path: str) -> str:
                           f"(found: {sorted(os.listdir(path))})")
 
 
+def checkpoint_file(path: str | os.PathLike) -> str:
+    """The weights file of a checkpoint directory (or ``path`` itself when it is one)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        return _find_checkpoint(path)
+    if os.path.isfile(path) or os.path.isfile(path + ".index"):
+        return path
+    raise CheckpointError(f"no checkpoint at {path}")
+
+
+def tensor_names(path: str | os.PathLike) -> list[str]:
+    """The tensor names of a checkpoint: from the header alone for safetensors, else by reading it."""
+    file = checkpoint_file(path)
+    if file.endswith(".safetensors"):
+        header, _ = safetensors_mmap.read_header(file)
+        return [n for n in header if n != "__metadata__"]
+    return list(load_weights(file))
+
+
 def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """The tensors of a checkpoint directory (or file) as float32 NumPy arrays, HF PyTorch names.
 
@@ -123,13 +142,7 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     no code) and its sharded form; HF's TensorFlow ``tf_model.h5`` (h5py); a TF1
     checkpoint such as Google's original release (``*.ckpt.index`` + data).
     """
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        file = _find_checkpoint(path)
-    elif os.path.isfile(path) or os.path.isfile(path + ".index"):
-        file = path
-    else:
-        raise CheckpointError(f"no checkpoint at {path}")
+    file = checkpoint_file(path)
     if file.endswith(".safetensors"):
         return safetensors_mmap.load(file)[0]
     if file.endswith(".index.json"):
@@ -199,32 +212,38 @@ class MobileBertPreTrainedModel:
 
     @classmethod
     def from_tensors(cls, config: MobileBertConfig, tensors: dict[str, np.ndarray], *,
-                     add_pooling_layer: bool | None = None, fuse: bool = True, source: str = "tensors", **kwargs):
+                     add_pooling_layer: bool | None = None, fuse: bool = True, source: str = "tensors",
+                     own_decoder: bool = False, **kwargs):
         """A model from checkpoint tensors under Hugging Face names (``mobilebert.`` prefix or not),
-        checked against ``config`` and packed. ``fuse=False`` keeps one linear per Hugging Face linear."""
+        checked against ``config`` and packed.
+
+        ``add_pooling_layer``: None (default) gives the base model a pooler when
+        the checkpoint has one (or the config's pooler has no weights); a task
+        head uses the pooler if Hugging Face's class does. ``fuse=False`` keeps
+        one linear per Hugging Face linear. ``own_decoder``: the masked-LM head
+        computes with the checkpoint's decoder weight, not the word embeddings
+        (Hugging Face's TensorFlow classes; see ``canonical.model_tensors``).
+        """
         pooler = canonical.HEAD_USES_POOLER[cls.HEAD] if add_pooling_layer is None else add_pooling_layer
+        if add_pooling_layer is None and cls.HEAD is None and config.classifier_activation:
+            pooler = canonical.has_pooler(tensors)  # (a task checkpoint without one, read as the base model)
         cls._check_config(config)
         given = set(tensors)
-        tensors = canonical.model_tensors(tensors, config, cls.HEAD, pooler)
+        tensors = canonical.model_tensors(tensors, config, cls.HEAD, pooler, own_decoder=own_decoder)
         try:
             canonical.validate(tensors, config, source, head=cls.HEAD, pooler=pooler)
         except CheckpointError as e:
             needed = set(canonical.head_shapes(config, cls.HEAD)) - set(canonical.TIED)
             if needed and not needed & set(tensors):  # the task head is missing entirely
+                held, _ = canonical.infer_head(given)
+                advice = f"; load it with {HEAD_CLASS_NAMES[held]}" if held else ""
                 raise CheckpointError(f"{source} has {canonical.heads_present(given)}; {cls.__name__} "
                                       f"needs the {cls.HEAD.replace('_', ' ')} head ({', '.join(sorted(needed))})"
-                                      ) from None
+                                      f"{advice}") from None
             if any("'pooler." in p and p.startswith("missing") for p in e.problems):
-                held = [name for prefix, name in HEAD_CLASSES if any(n.startswith(prefix) for n in given)]
-                if cls.HEAD is None and held:  # a task checkpoint read as the base model
-                    e.problems.append(f"this checkpoint holds {canonical.heads_present(given)} and no pooler: "
-                                      f"load it with {held[0]} (or pass add_pooling_layer=False for the base "
-                                      "model alone)")
-                else:
-                    e.problems.append("this checkpoint has no pooler (HF saves none for masked-LM, "
-                                      "token-classification and question-answering models): pass "
-                                      "add_pooling_layer=False")
-                raise CheckpointError(f"{source} does not match its config", e.problems) from None
+                raise CheckpointError(f"{source} does not match its config", e.problems,
+                                      "this checkpoint has no pooler, which "
+                                      f"{cls.__name__} needs (a checkpoint of another head?)") from None
             raise
         return cls(pack(config, tensors, head=cls.HEAD, pooler=pooler, fuse=fuse), source=source, **kwargs)
 
@@ -245,8 +264,10 @@ class MobileBertPreTrainedModel:
                                     add_pooling_layer=add_pooling_layer, fuse=fuse, **kwargs)
         config = MobileBertConfig.from_pretrained(path)
         if not engine.is_engine_checkpoint(config):
-            return cls.from_tensors(config, load_weights(path), source=source, add_pooling_layer=add_pooling_layer,
-                                    fuse=fuse, **kwargs)
+            file = checkpoint_file(source)
+            # Hugging Face's TensorFlow classes compute the masked-LM logits with their own decoder weight
+            return cls.from_tensors(config, load_weights(file), source=source, add_pooling_layer=add_pooling_layer,
+                                    fuse=fuse, own_decoder=file.endswith(".h5"), **kwargs)
         if not fuse:
             raise ValueError("an engine checkpoint holds fused weights: fuse=False is not possible")
         weights = engine.read(path, config)
@@ -424,8 +445,12 @@ class MobileBertForMultipleChoice(MobileBertPreTrainedModel):
         return MultipleChoiceModelOutput(named["logits"].reshape(batch, choices), hidden, att)
 
 
-HEAD_CLASSES = (("cls.predictions.", "MobileBertForMaskedLM"), ("qa_outputs.", "MobileBertForQuestionAnswering"),
-                ("classifier.", "MobileBertForTokenClassification"))  # the pooler-less heads, by their tensors
+HEAD_CLASS_NAMES = {None: "MobileBertModel", "pretraining": "MobileBertForPreTraining",
+                    "masked_lm": "MobileBertForMaskedLM", "next_sentence": "MobileBertForNextSentencePrediction",
+                    "sequence_classification": "MobileBertForSequenceClassification",
+                    "multiple_choice": "MobileBertForMultipleChoice",
+                    "token_classification": "MobileBertForTokenClassification",
+                    "question_answering": "MobileBertForQuestionAnswering"}
 
 
 def _check_lm_head(config):

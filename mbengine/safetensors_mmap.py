@@ -65,10 +65,13 @@ def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str,
     header, data_start = read_header(path)
     size = os.path.getsize(path)
     metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{path}: safetensors __metadata__ must map names to strings, got {metadata!r:.200}")
     with open(path, "rb") as f:
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
     tensors: dict[str, np.ndarray] = {}
     problems = []
+    ranges = []
     for name, info in header.items():
         try:
             dtype_name = info["dtype"]
@@ -90,6 +93,7 @@ def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str,
         if data_start + end > size:
             problems.append(f"{name}: byte range [{begin}, {end}) runs past the end of the file")
             continue
+        ranges.append((begin, end, name))
         arr = np.frombuffer(mapped, dtype=dtype, count=count, offset=data_start + begin).reshape(shape)
         if dtype_name == "BF16":
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
@@ -99,6 +103,23 @@ def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str,
             arr = arr.copy()
         arr.flags.writeable = False
         tensors[name] = arr
+    if not problems:
+        problems = _layout_problems(ranges, size - data_start)
     if problems:
         raise CheckpointError(f"{path}: corrupt safetensors file", problems)
     return tensors, metadata
+
+
+def _layout_problems(ranges: list[tuple[int, int, str]], data_size: int) -> list[str]:
+    """What breaks the format's rule that the tensors' byte ranges tile the data section: in offset
+    order, each begins where the previous ends, the first at 0 and the last at the end of the file."""
+    problems, at, last = [], 0, None
+    for begin, end, name in sorted(ranges):
+        if begin < at:
+            problems.append(f"{name}: byte range [{begin}, {end}) overlaps {last}'s, which ends at {at}")
+        elif begin > at:
+            problems.append(f"{name}: byte range [{begin}, {end}) leaves bytes [{at}, {begin}) unused")
+        at, last = max(at, end), name
+    if at != data_size and not problems:
+        problems.append(f"the tensors end at byte {at} of the data section, which has {data_size} bytes")
+    return problems

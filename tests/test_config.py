@@ -4,8 +4,10 @@ import dataclasses
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mbengine.config import MobileBertConfig
+from mbengine.config import MAX_LABELS, MAX_VALUES, MobileBertConfig
 from mbengine.errors import ConfigError
 
 import transformers
@@ -108,3 +110,73 @@ def test_config_needs_no_numba(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["False", "False"]
+
+
+@pytest.mark.parametrize("changes, words", [
+    (dict(num_hidden_layers=10**9), ["num_hidden_layers", "1000000000", "1024"]),
+    (dict(vocab_size=10**12), ["vocab_size"]),
+    (dict(intermediate_size=2**40), ["intermediate_size"]),
+    (dict(hidden_size=60000, intermediate_size=200000, num_hidden_layers=1000, intra_bottleneck_size=60000,
+          num_attention_heads=1), ["values"]),
+    (dict(hidden_size="512"), ["hidden_size", "'512'"]),
+    (dict(hidden_size=512.0), ["hidden_size"]),
+    (dict(num_hidden_layers=True), ["num_hidden_layers"]),
+    (dict(hidden_act=["relu"]), ["hidden_act", "string"]),
+    (dict(normalization_type=None), ["normalization_type"]),
+    (dict(hidden_dropout_prob="0.1"), ["hidden_dropout_prob"]),
+    (dict(pad_token_id=1.5), ["pad_token_id"]),
+    (dict(extra={"num_labels": 10**12}), ["num_labels"]),
+    (dict(extra={"num_labels": "3"}), ["num_labels"]),
+    (dict(extra={"id2label": ["a", "b"]}), ["id2label"]),
+    (dict(extra={"id2label": {"0": "a", "2": "b"}}), ["id2label", "0..1"]),
+    (dict(hidden_act="x" * 100000), ["hidden_act", "characters"]),
+])
+def test_absurd_configs_are_refused_before_anything_is_built(changes, words):
+    """Sizes of 10^9 or 10^12 and wrong types: a ConfigError naming the field (and a short message even
+    when the value is huge), decided from the fields alone."""
+    with pytest.raises(ConfigError) as info:
+        MobileBertConfig(**changes)
+    message = str(info.value)
+    assert len(message) < 500, len(message)
+    for word in words:
+        assert word in message
+
+
+@pytest.mark.parametrize("content, words", [
+    (b'{"hidden_size": 64, "name": "caf\xe9"}', ["not UTF-8", "byte 33"]),
+    (b"[1, 2, 3]", ["JSON object", "list"]),
+    (b'"mobilebert"', ["JSON object", "str"]),
+    (b"[" * 100000, ["nested too deeply"]),
+    (b'{"hidden_size": 1e999}', ["hidden_size"]),
+    (b'{"layer_norm_eps": NaN}', ["layer_norm_eps"]),
+])
+def test_config_files_that_are_not_configs(tmp_path, content, words):
+    (tmp_path / "config.json").write_bytes(content)
+    with pytest.raises(ConfigError) as info:
+        MobileBertConfig.from_pretrained(tmp_path)
+    assert str(tmp_path / "config.json") in str(info.value)
+    for word in words:
+        assert word in str(info.value)
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
+    max_leaves=8)
+FIELDS = st.sampled_from([f.name for f in dataclasses.fields(MobileBertConfig) if f.name != "extra"]
+                         + ["id2label", "label2id", "num_labels", "problem_type", "architectures", "model_type"])
+
+
+@given(st.dictionaries(FIELDS, JSON_VALUES | st.integers(1, 10**13), max_size=6))
+@settings(max_examples=300, deadline=None)
+def test_any_json_object_is_a_config_or_a_config_error(tmp_path_factory, fields):
+    """Whatever a config.json's fields hold: it loads, or it is refused with ConfigError; never another
+    exception. (A loaded config is also bounded: its model fits in MAX_VALUES values.)"""
+    path = tmp_path_factory.mktemp("cfg") / "config.json"
+    path.write_text(json.dumps(fields))
+    try:
+        config = MobileBertConfig.from_pretrained(path)
+    except ConfigError:
+        return
+    assert config.parameter_count() <= MAX_VALUES
+    assert 1 <= config.num_labels <= MAX_LABELS

@@ -349,7 +349,9 @@ def test_data_crc_check_can_be_skipped(tmp_path):
     ("cls/predictions/output_bias", "cls.predictions.bias", False),
     ("cls/predictions/transform/LayerNorm/gamma", "cls.predictions.transform.LayerNorm.weight", False),
     ("cls/seq_relationship/output_weights", "cls.seq_relationship.weight", False),
-    ("cls/squad/output_bias", "cls.classifier.bias", False),
+    # Google's SQuAD fine-tuned release: its (2, hidden) output layer is the question-answering head
+    ("cls/squad/output_weights", "qa_outputs.weight", False),
+    ("cls/squad/output_bias", "qa_outputs.bias", False),
 ])
 def test_google_names_map_as_transformers_maps_them(tf_name, pt_name, transpose):
     assert tf_bundle.hf_name(tf_name) == (pt_name, transpose)
@@ -357,7 +359,8 @@ def test_google_names_map_as_transformers_maps_them(tf_name, pt_name, transpose)
 
 @pytest.mark.parametrize("tf_name", ["global_step", "bert/encoder/layer_0/attention/self/query/kernel/adam_m",
                                      "bert/embeddings/word_embeddings/adam_v",
-                                     "AdamWeightDecayOptimizer/beta1_power", "AdamWeightDecayOptimizer_1/x"])
+                                     "AdamWeightDecayOptimizer/beta1_power", "AdamWeightDecayOptimizer_1/x",
+                                     "cls/squad/output_weights/adam_m"])
 def test_optimizer_state_is_skipped(tf_name):
     assert tf_bundle.hf_name(tf_name) == (None, False)
 
@@ -438,3 +441,28 @@ def test_tf1_without_google_crc32c_names_the_file_and_the_install(monkeypatch):
         tf_bundle.read_tf_checkpoint(fixture("tf1", "model.ckpt"))
     assert fixture("tf1", "model.ckpt.index") in str(info.value)
     assert "mbengine[tf]" in str(info.value)
+
+
+@needs_h5py
+def test_h5_name_lists_split_into_chunks(tmp_path):
+    """Keras splits an HDF5 attribute longer than 64 KiB into weight_names0, weight_names1, ... (the
+    full-size model's always are): the chunks are read as one list, the same tensors as unsplit."""
+    import h5py
+
+    dst = tmp_path / "tf_model.h5"
+    shutil.copy(fixture("tf_model.h5"), dst)
+    with h5py.File(dst, "r+") as f:
+        layers = list(f.attrs["layer_names"])
+        del f.attrs["layer_names"]
+        f.attrs["layer_names0"] = layers
+        for layer in layers:
+            group = f[layer]
+            names = list(group.attrs["weight_names"])
+            del group.attrs["weight_names"]
+            for chunk, start in enumerate(range(0, len(names), 7)):
+                group.attrs[f"weight_names{chunk}"] = names[start:start + 7]
+    split, whole = tf_h5.read_tf_h5(dst), READERS["h5"]()
+    assert len(whole) > 7 and split.keys() == whole.keys()
+    for name, arr in whole.items():
+        np.testing.assert_array_equal(split[name], arr)
+

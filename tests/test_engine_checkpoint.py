@@ -114,7 +114,7 @@ def test_broken_packed_tensors_named(tmp_path, damage):
         del tensors[name]
         match = "missing linear weight 'encoder.layer.1.attention.output'"
     elif damage == "unexpected":
-        tensors["packed/encoder.layer.7.nothing"] = np.zeros((1, 2, 3), np.float32)
+        tensors["packed/encoder.layer.7.nothing"] = np.zeros((1, 2, COLS), np.float32)
         match = "unexpected linear weight 'encoder.layer.7.nothing'"
     else:
         tensors[name] = tensors[name][:, :-1].copy()

@@ -71,21 +71,40 @@ def test_vocab_projection_over_many_columns(tmp_path_factory):
 
 
 def test_base_model_from_head_checkpoint(tmp_path_factory):
-    """Loading MobileBertModel from a masked-LM checkpoint (which has no pooler)."""
+    """MobileBertModel from a masked-LM checkpoint, which has no pooler: the pooler is left out (its
+    absence read from the tensors); asked for explicitly, it is an error that says what is missing."""
     config = MobileBertConfig(vocab_size=50, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
                               num_hidden_layers=1, num_attention_heads=2, intermediate_size=20)
     hf = random_head_model("MobileBertForMaskedLM", config, 3)
     path = tmp_path_factory.mktemp("mlm")
     save_hf(hf, str(path))
-    with pytest.raises(CheckpointError, match="add_pooling_layer=False"):
-        mbengine.MobileBertModel.from_pretrained(path)
-    model = mbengine.MobileBertModel.from_pretrained(path, add_pooling_layer=False, trigram_padding="hf")
+    with pytest.raises(CheckpointError, match="missing tensor 'pooler.dense.weight'"):
+        mbengine.MobileBertModel.from_pretrained(path, add_pooling_layer=True)
     ids = np.arange(1, 9)[None]
     with torch.no_grad():
         want = hf.mobilebert(torch.tensor(ids)).last_hidden_state.numpy()
-    out = model(ids)
-    assert out.pooler_output is None
-    assert rel_err(out.last_hidden_state, want) <= TOL
+    for model in (mbengine.MobileBertModel.from_pretrained(path, trigram_padding="hf"),
+                  mbengine.MobileBertModel.from_pretrained(path, add_pooling_layer=False, trigram_padding="hf")):
+        out = model(ids)
+        assert out.pooler_output is None
+        assert rel_err(out.last_hidden_state, want) <= TOL
+
+
+def test_untied_decoder_is_the_checkpoints_own(tmp_path):
+    """tie_word_embeddings false: the masked-LM logits come from the checkpoint's own decoder weight (not
+    the word embeddings), as in PyTorch."""
+    config = MobileBertConfig(vocab_size=50, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
+                              num_hidden_layers=1, num_attention_heads=2, intermediate_size=20,
+                              tie_word_embeddings=False)
+    hf = random_head_model("MobileBertForMaskedLM", config, 5)
+    decoder = hf.cls.predictions.decoder.weight
+    assert decoder.shape == (50, 16) and not torch.equal(decoder, hf.mobilebert.embeddings.word_embeddings.weight)
+    save_hf(hf, str(tmp_path))
+    ids = np.arange(1, 12)[None]
+    with torch.no_grad():
+        want = hf(torch.tensor(ids)).logits.numpy()
+    model = mbengine.MobileBertForMaskedLM.from_pretrained(tmp_path, trigram_padding="hf")
+    assert rel_err(model(ids).logits, want) <= TOL
 
 
 def test_lm_head_needs_hidden_at_least_embedding():
