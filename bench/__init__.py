@@ -1,0 +1,1 @@
+"""mbengine's benchmarks: run them as ``python -m bench NAME`` (bench/__main__.py lists them)."""

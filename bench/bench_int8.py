@@ -1,7 +1,6 @@
 """int8 inference: accuracy against float32, checkpoint size and peak memory.
 
-    python bench/bench_int8.py [--quick] [--sentences 400] [--sequences 16]
-    python -m bench int8 [options]
+    python -m bench int8 [--quick] [--sentences 400] [--sequences 16] [--sections real full size targets]
 
 Three measurements, each of the int8 model against the same model in float32:
 
@@ -34,31 +33,24 @@ Results: bench/results/int8.json and int8.md.
 
 from __future__ import annotations
 
+import argparse
+import ast
+import glob
+import hashlib
+import json
 import os
+import re
+import shutil
+import subprocess
 import sys
+import sysconfig
+import tempfile
+import time
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-from bench.common import clean_blas_env  # noqa: E402
-
-clean_blas_env()  # before NumPy loads OpenBLAS
-
-import argparse  # noqa: E402
-import ast  # noqa: E402
-import glob  # noqa: E402
-import hashlib  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import sysconfig  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from bench import common  # noqa: E402
+from bench import common
+from bench.builders import build_hf_model, make_inputs, quantize_engine
 
 # the issue's accuracy targets for sentence embeddings
 TARGET_MEAN_COSINE = 0.995
@@ -219,7 +211,7 @@ def real_weights(args, tmp: str) -> dict:
 def build_heads(root: str) -> tuple[str, str, dict]:
     """HF MobileBertForMaskedLM and ...ForQuestionAnswering, full size, transformers' init, one encoder.
 
-    As bench_model.build_hf_model: ``MobileBertConfig()`` defaults with
+    As bench.builders.build_hf_model: ``MobileBertConfig()`` defaults with
     ``classifier_activation=False``, ``torch.manual_seed(0)``. The QA model
     gets the MLM model's encoder, so the two heads read the same hidden states.
     Returns the two checkpoint directories and the config.
@@ -301,9 +293,7 @@ def inject_outliers(src: str, dst: str, channels, magnitude: float, scales: np.n
 
 
 def eval_inputs(n: int, seq: int, vocab: int, seed: int) -> list[tuple]:
-    """``n`` random-id sequences (token types 0|1 halves, no padding) in batches of 4, as bench_model makes them."""
-    from bench.bench_model import make_inputs
-
+    """``n`` random-id sequences in batches of 4, as bench_model's (:func:`bench.builders.make_inputs`)."""
     inp = make_inputs(n, seq, vocab, seed=seed)
     return [tuple(inp[k][i:i + 4] for k in ("input_ids", "attention_mask", "token_type_ids"))
             for i in range(0, n, 4)]
@@ -463,7 +453,6 @@ def _dir_mib(path: str) -> float:
 def size_and_memory(args, tmp: str) -> dict:
     """Section 3: engine checkpoints float32 vs int8 (MobileBertModel and ...ForMaskedLM): bytes and peak RSS."""
     import mbengine
-    from bench.bench_model import build_hf_model, quantize_engine
     from mbengine.converters import engine
 
     hf = os.path.join(tmp, "hf-base")
@@ -510,7 +499,6 @@ def _target_env(spec: str, tmp: str) -> dict:
 
 def per_target(args, tmp: str) -> dict:
     """Section 4: int8 against float32 compiled for each target, in one fresh process per target."""
-    from bench.bench_model import build_hf_model
     from mbengine import quantize as q8
 
     hf = os.path.join(tmp, "hf-base")
@@ -524,7 +512,7 @@ def per_target(args, tmp: str) -> dict:
     rows = []
     for spec in args.targets:
         print(f"[4] target {spec}: fresh process, fresh Numba cache", flush=True)
-        proc = subprocess.run([sys.executable, "-m", "bench.bench_int8", "--target-worker", job],
+        proc = subprocess.run([sys.executable, "-m", "bench", "int8", "--target-worker", job],
                               env=_target_env(spec, tmp), capture_output=True, text=True,
                               cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         if proc.returncode != 0:
@@ -544,7 +532,6 @@ def per_target(args, tmp: str) -> dict:
 def target_worker(job_path: str) -> dict:
     """One target's measurements (runs in the fresh process :func:`per_target` starts)."""
     import mbengine
-    from bench.bench_model import make_inputs
     from mbengine import quantize as q8
 
     with open(job_path) as f:
@@ -703,7 +690,7 @@ def report(data: dict) -> str:
                     for r in full["rows"] if r["remedy"] == "yes") + ".", "",
         full_size_table(full), "",
         "## 3. Size and peak memory at full size (engine checkpoints)", "",
-        "MobileBertModel: bench_model.build_hf_model (torch.manual_seed(0)), int8 as `mbengine quantize` "
+        "MobileBertModel: bench.builders.build_hf_model (torch.manual_seed(0)), int8 as `mbengine quantize` "
         "(random-id calibration). MaskedLM: section 2's model without outliers. Peak RSS: VmHWM of a fresh "
         "process that loads the checkpoint and runs batch 1 x seq 128 once; warm = second run (Numba cache filled). "
         "(The child's ru_maxrss is in the JSON but overstated: Linux folds the parent's RSS at fork into it.)",
@@ -719,7 +706,7 @@ def report_targets(sec: dict) -> str:
         "that CPU (its vector width, float32 tile and int8 micro-kernel; mbengine/kernels/target.py), "
         "`:<variant>` also sets `MBENGINE_INT8_KERNEL`. All run on this machine's cores, so the ratios show "
         "the instruction mix of each target's code on *this* microarchitecture, not a real Haswell or Skylake-SP. "
-        f"Speed: full-size MobileBertModel (bench_model.build_hf_model), batch 1 x seq {sec['seq']}, float32 and "
+        f"Speed: full-size MobileBertModel (bench.builders.build_hf_model), batch 1 x seq {sec['seq']}, float32 and "
         "int8 (quantized in the process as `mbengine quantize` does: random-id calibration) alternating in one "
         "process, medians. Hidden rel err: ||int8 - float32|| / ||float32|| of the last hidden state, same target, "
         "one random input (seed 1). MiniLM: all-MiniLM-L6-v2 quantized in the process as `mbengine convert "
@@ -791,7 +778,3 @@ def main(argv=None):
     print()
     print(md)
     print(f"wrote {jpath}, {mpath}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """mbengine's kernels against their plain NumPy/BLAS equivalents at MobileBERT shapes.
 
-    python bench/bench_kernels.py [--threads 1 2] [--seqs 128 384] [--repeats 30] [--no-int8] [--no-int8-generic]
+    python -m bench kernels [--threads 1 2] [--seqs 128 384] [--repeats 30] [--no-int8] [--no-int8-generic]
 
 For every (M, K, N) linear shape of the model (M = tokens) it times
 ``mbengine.kernels.linear.linear`` (bias epilogue only) against ``x @ w.T + b``
@@ -12,7 +12,8 @@ version. Our kernels run with ``numba.set_num_threads(n)``, NumPy's BLAS with
 
 GFLOP/s = 2*M*K*N / median time (linear), 4*B*heads*S*S*head_dim / median
 (attention: QK^T and P.V, softmax not counted). Results go to
-bench/results/kernels.json and kernels.md (and kernels.png with matplotlib).
+bench/results/kernels.json and kernels.md (and kernels.png with matplotlib,
+drawn by :func:`bench.builders.plot_kernels`).
 
 int8: at every linear shape ``mbengine.kernels.qlinear.qlinear`` (bias
 epilogue only, no outlier channels; activations quantized per row inside the
@@ -20,41 +21,34 @@ call, weights int8 per output channel) is timed in the same round robin as
 the others, as system ``mbengine int8``; GOP/s = 2*M*K*N / median, ratios
 against our float32 kernel and ``x @ w.T + b``. The int8 micro-kernel variant
 that ran (vnni / sdot / generic, :mod:`mbengine.kernels.qsimd`) is reported.
-Two subprocesses (``--int8-worker``), each with a fresh Numba cache so that
-the code is really compiled and ``inspect_asm()`` works (it refuses code
-loaded from the cache): one compiles this process's variant and counts the
-dot-product / multiply instructions of ``qlinear`` and ``qmatmul_exact``
-(whole module and the hottest inner loop), and checks ``qmatmul_exact`` bit
-for bit against NumPy int64; the other does the same with
-``MBENGINE_INT8_KERNEL=generic`` and times that variant interleaved with our
-float32 kernel (no BLAS there, so no pause between samples), to show what the
-dot-product instruction buys. ``--no-int8`` / ``--no-int8-generic`` skip them.
+Two subprocesses (``python -m bench kernels --int8-worker``), each with a
+fresh Numba cache so that the code is really compiled and ``inspect_asm()``
+works (it refuses code loaded from the cache): one compiles this process's
+variant and counts the dot-product / multiply instructions of ``qlinear``
+and ``qmatmul_exact`` (whole module and the hottest inner loop), and checks
+``qmatmul_exact`` bit for bit against NumPy int64; the other does the same
+with ``MBENGINE_INT8_KERNEL=generic`` and times that variant interleaved with
+our float32 kernel (no BLAS there, so no pause between samples), to show what
+the dot-product instruction buys. ``--no-int8`` / ``--no-int8-generic`` skip them.
 """
 
 from __future__ import annotations
 
+import argparse
+import inspect
+import json
 import os
+import re
+import shutil
+import subprocess
 import sys
+import tempfile
+import time
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-from bench.common import clean_blas_env  # noqa: E402
-
-clean_blas_env()  # before NumPy loads OpenBLAS
-
-import argparse  # noqa: E402
-import inspect  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from bench import common  # noqa: E402
+from bench import common
+from bench.builders import plot_kernels
 
 # (K, N) -> what the model uses it for; M is the number of tokens (batch 1 x seq)
 LINEAR_SHAPES = [
@@ -384,7 +378,7 @@ def run_int8_worker(mode: str, args) -> dict:
         if mode == "generic":
             env["MBENGINE_INT8_KERNEL"] = "generic"
         result = os.path.join(tmp, "result.json")
-        cmd = [sys.executable, "-m", "bench.bench_kernels", "--int8-worker", mode, "--int8-worker-out", result,
+        cmd = [sys.executable, "-m", "bench", "kernels", "--int8-worker", mode, "--int8-worker-out", result,
                "--threads", *map(str, args.threads), "--seqs", *map(str, args.seqs), "--repeats", str(args.repeats),
                "--warmup", str(args.warmup), "--sample-ms", str(args.sample_ms), "--retries", str(args.retries),
                "--wait-quiet", str(args.wait_quiet)]
@@ -668,42 +662,6 @@ def table_asm(asm: dict) -> str:
     return common.markdown_table(headers, out)
 
 
-def plot(rows, path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot (pip install matplotlib)")
-        return False
-    threads = sorted({r["threads"] for r in rows})
-    fig, axes = plt.subplots(len(threads), 1, figsize=(13, 4.2 * len(threads)), squeeze=False)
-    for ax, n in zip(axes[:, 0], threads):
-        rs = [r for r in rows if r["threads"] == n]
-        labels = [f"{r['shape']}\n{r['what']}" for r in rs]
-        xs = np.arange(len(rs))
-        systems = ["mbengine", "numpy x@w.T+b", "numpy dot(out=)+b"]
-        if any(INT8 in r["gflops"] for r in rs):
-            systems.append(INT8)
-        width = 0.8 / len(systems)
-        for i, sname in enumerate(systems):
-            vals = [r["gflops"].get(sname, r["gflops"].get("numpy") if sname == "numpy x@w.T+b" else np.nan)
-                    for r in rs]
-            label = f"{sname} (GOP/s, {rs[0].get('int8', {}).get('variant', '')})" if sname == INT8 else sname
-            ax.bar(xs + (i - (len(systems) - 1) / 2) * width, vals, width, label=label)
-        ax.set_xticks(xs)
-        ax.set_xticklabels(labels, fontsize=6.5, rotation=30, ha="right")
-        ax.set_ylabel("GFLOP/s (int8: GOP/s)" if INT8 in systems else "GFLOP/s")
-        ax.set_title(f"{n} thread{'s' if n > 1 else ''}")
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -797,12 +755,8 @@ def main(argv=None):
     print(md)
     if not args.no_plot and data["rows"]:
         png = os.path.join(common.RESULTS_DIR, f"{args.name}.png")
-        if plot(data["rows"], png):
+        if plot_kernels(data["rows"], png, INT8):
             print(f"plot: {png}")
     if warning:
         print(warning)
     print(f"wrote {jpath}, {mpath}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,12 +1,12 @@
 """Memory footprint: where a process's resident memory goes, installed size, which Raspberry Pi fits.
 
-    python -m bench memory [--headroom 300] [--no-ort]
-    python bench/bench_memory.py [options]
+    python -m bench memory [--headroom 300] [--no-ort] [--tbb-lib DIR]
 
-Every memory figure comes from a fresh child process (warm Numba cache: each
-configuration runs once to fill a cache directory of its own, then again to be
-measured). Peak = the child's VmHWM from /proc/self/status (its ru_maxrss is
-not used: Linux folds the parent's RSS at fork into it).
+Every memory figure comes from a fresh child process (:mod:`bench.memory_child`,
+run as a script; warm Numba cache: each configuration runs once to fill a
+cache directory of its own, then again to be measured). Peak = the child's
+VmHWM from /proc/self/status (its ru_maxrss is not used: Linux folds the
+parent's RSS at fork into it).
 
 1. Stages: VmRSS / VmHWM (and anonymous vs file-backed RSS) of a process that
    loads the full-size MobileBertModel (engine checkpoint, float32 and int8)
@@ -38,198 +38,35 @@ Results: bench/results/memory.json and memory.md.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import re
+import subprocess
 import sys
+import tempfile
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import clean_blas_env  # noqa: E402
-
-clean_blas_env()  # before NumPy loads OpenBLAS
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-
-from bench import common  # noqa: E402
+from bench import common
+from bench.builders import build_hf_model, export_onnx, make_inputs, quantize_int8
+from bench.memory_child import CATEGORIES
 
 MIB = 2**20
 SHAPES = ((1, 128), (1, 512), (8, 128), (8, 512), (32, 128), (32, 512))
 PI_RAM_GB = (1, 2, 4, 8)
-CATEGORIES = ("weights (mmap'd checkpoint)", "libllvmlite.so (LLVM)", "numba .so", "NumPy + OpenBLAS .so",
-              "SciPy .so", "Python (interpreter, stdlib .so)", "heap + anonymous", "other")
 
-# The child: runs one configuration and prints one JSON line. It imports nothing
-# from this repository before the step that measures it.
-CHILD = r"""
-import json, os, sys, time
-A = json.loads(sys.argv[1])
-if A.get("hide_scipy"):
-    sys.modules["scipy"] = None  # import scipy fails, as where SciPy is not installed
-
-WEIGHTS = os.path.realpath(A["path"]) + os.sep if A.get("path") else None
-
-def status():
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            key, _, val = line.partition(":")
-            if key in ("VmRSS", "VmHWM", "RssAnon", "RssFile"):
-                out[key] = round(int(val.split()[0]) / 1024, 1)
-    return out
-
-def category(path):
-    if not path or path == "[heap]" or path.startswith("[stack"):
-        return "heap + anonymous"
-    if path.startswith("["):
-        return "other"
-    if WEIGHTS and os.path.realpath(path).startswith(WEIGHTS):
-        return "weights (mmap'd checkpoint)"
-    if path.endswith("libllvmlite.so"):
-        return "libllvmlite.so (LLVM)"
-    if "/numba/" in path:
-        return "numba .so"
-    if "/numpy/" in path or "/numpy.libs/" in path:
-        return "NumPy + OpenBLAS .so"
-    if "/scipy/" in path or "/scipy.libs/" in path:
-        return "SciPy .so"
-    base = os.path.basename(path)
-    if base.startswith("libpython") or "/lib-dynload/" in path or base.startswith("python3"):
-        return "Python (interpreter, stdlib .so)"
-    return "other"
-
-def split():
-    kib, cat = {}, None
-    with open("/proc/self/smaps") as f:
-        for line in f:
-            if not line[0].isupper():  # a mapping's header line
-                parts = line.split(None, 5)
-                cat = category(parts[5].strip() if len(parts) > 5 else "")
-            elif line.startswith("Rss:"):
-                kib[cat] = kib.get(cat, 0) + int(line.split()[1])
-    return {k: round(v / 1024, 1) for k, v in kib.items()}
-
-steps = []
-def step(label, t=None):
-    steps.append({"step": label, **status(), "split": split(), "seconds": t})
-
-result = {}
-step("bare interpreter")
-import numpy as np
-step("import numpy")
-batch, seq = A.get("batch", 1), A.get("seq", 128)
-ids = np.random.default_rng(0).integers(1000, 30000, (batch, seq))
-
-if A["mode"] == "floor":  # no Numba: the weights touched and an arena-sized buffer
-    from mbengine.safetensors_mmap import load
-    tensors, _ = load(os.path.join(A["path"], "model.safetensors"), to_float32=False)
-    total = sum(int(t.reshape(-1).view(np.uint8)[::4096].sum()) for t in tensors.values())
-    step("weights mapped and every page read")
-    arena = np.ones(A["arena_bytes"] // 4, np.float32)
-    step("arena-sized buffer written")
-elif A["mode"] == "ort":
-    import onnxruntime as ort
-    step("import onnxruntime")
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    sess = ort.InferenceSession(A["onnx"], sess_options=so, providers=["CPUExecutionProvider"])
-    step("session created")
-    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    feed = {i.name: feed[i.name] for i in sess.get_inputs()}
-    sess.run(None, feed)
-    step("first call")
-    sess.run(None, feed)
-    step("second call")
-else:
-    if A["mode"] == "detail":
-        import llvmlite.binding
-        step("import llvmlite.binding")
-    import numba
-    step("import numba")
-    if A.get("skip_nrt"):  # experiment: register NRT's C helpers but compile nothing (Numba patched)
-        import llvmlite.binding as ll
-        from numba.core.runtime import _nrt_python, rtsys
-
-        def _init(self, ctx):
-            if not self._init:
-                for name, addr in _nrt_python.c_helpers.items():
-                    ll.add_symbol(name if name.startswith("_") else "NRT_" + name, addr)
-                self._init = True
-        type(rtsys).initialize = _init
-    if A["mode"] == "detail":
-        from numba.core.registry import cpu_target
-        ctx = cpu_target.target_context
-        step("Numba codegen created (LLVM target machine, JIT)")
-    import mbengine
-    step("import mbengine (lazy)")
-    import mbengine.modeling
-    step("import mbengine.modeling (kernels defined)")
-    t0 = time.perf_counter()
-    model = getattr(mbengine, A["cls"]).from_pretrained(A["path"])
-    step("model loaded", time.perf_counter() - t0)
-    from numba.core.dispatcher import Dispatcher
-    import mbengine.kernels as K, importlib, pkgutil
-    kernels = []
-    for info in pkgutil.iter_modules(K.__path__):
-        for obj in vars(importlib.import_module("mbengine.kernels." + info.name)).values():
-            if isinstance(obj, Dispatcher) and obj not in kernels:
-                kernels.append(obj)
-    specializations = lambda: sum(len(k.overloads) for k in kernels)
-    t0 = time.perf_counter()
-    if A["mode"] == "detail":
-        from numba.core.runtime import rtsys
-        rtsys.initialize(ctx)
-        step("Numba runtime initialised (NRT helpers compiled by LLVM)", time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        ctx.refresh()
-        step("Numba lowering registries imported (SciPy's linalg too, if installed)", time.perf_counter() - t0)
-        runner = model.runner()
-        inputs = model.check_inputs(ids)
-        seen = [specializations()]
-
-        def observe(op, arena):
-            n = specializations()
-            if n != seen[0]:
-                names = sorted(k.py_func.__name__ for k in kernels if k.overloads)
-                step(f"op {op.name}: +{n - seen[0]} cached specialization(s), {n} in all")
-                steps[-1]["kernels"] = names
-                seen[0] = n
-        t0 = time.perf_counter()
-        with mbengine.modeling._threads(model.threads):
-            runner.run(*inputs, collect=lambda arena: None, observe=observe)
-        step("first call done", time.perf_counter() - t0)
-    else:
-        model(ids)
-        step("first call (kernels from the cache)", time.perf_counter() - t0)
-    t0 = time.perf_counter()
-    model(ids)
-    step("second call", time.perf_counter() - t0)
-    result["specializations"] = {k.py_func.__name__: len(k.overloads) for k in kernels if k.overloads}
-    result["arena_block_bytes"] = model.runner().block_bytes
-    result["dtype"] = model.dtype
-    try:
-        result["threading_layer"] = numba.threading_layer()
-    except ValueError:
-        result["threading_layer"] = None
-    result["numba_threads"] = numba.config.NUMBA_NUM_THREADS
-result["scipy_loaded"] = any(m == "scipy" or m.startswith("scipy.") for m in sys.modules if sys.modules[m])
-result["steps"] = steps
-print(json.dumps(result))
-"""
+# the child: runs one configuration and prints one JSON line (a script: see its docstring)
+CHILD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "memory_child.py")
 
 
 def child(spec: dict, env: dict | None = None, cwd: str | None = None, runs: int = 2) -> dict:
-    """Run CHILD with ``spec`` ``runs`` times (the first fills the Numba cache); return the last run's result.
+    """Run :mod:`bench.memory_child` with ``spec`` ``runs`` times (the first fills the Numba cache); the last result.
 
     ``peaks_mib`` holds every run's peak, ``first_run_peak_mib`` the first one's.
     """
     full_env = dict(os.environ, **(env or {}))
     results = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, "-c", CHILD, json.dumps(spec)], env=full_env, cwd=cwd,
+        out = subprocess.run([sys.executable, CHILD, json.dumps(spec)], env=full_env, cwd=cwd,
                              capture_output=True, text=True)
         if out.returncode != 0:
             lines = out.stderr.strip().splitlines() or ["?"]
@@ -310,8 +147,6 @@ def call_bytes(path: str, cls_name: str) -> dict:
 # --------------------------------------------------------------------------- ONNX Runtime
 def ort_models(tmp: str) -> dict:
     """MobileBertModel exported to ONNX (float32) and ORT's dynamic int8, as bench_model makes them."""
-    from bench.bench_model import build_hf_model, export_onnx, make_inputs, quantize_int8
-
     hf = os.path.join(tmp, "hf-torch")
     model = build_hf_model(24, hf)
     fp32 = os.path.join(tmp, "mobilebert.onnx")
@@ -615,7 +450,3 @@ def main(argv=None):
     common.write_results(args.name, data, table=table, title="Memory: RSS breakdown, installed size, Raspberry Pi fit",
                          notes=notes)
     print(table)
-
-
-if __name__ == "__main__":
-    main()

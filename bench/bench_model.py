@@ -1,7 +1,7 @@
 """The whole MobileBERT encoder: mbengine against PyTorch eager and ONNX Runtime (fp32, int8), same run.
 
-    python bench/bench_model.py [--seq 128] [--batch 1] [--threads 1 2] [--repeats 30]
-                                [--systems mbengine,mbengine-int8,torch,ort-fp32,ort-int8] [--layers 24]
+    python -m bench model [--seq 128] [--batch 1] [--threads 1 2] [--repeats 30]
+                          [--systems mbengine,mbengine-int8,torch,ort-fp32,ort-int8] [--layers 24] [--name model]
 
 A full-size MobileBERT (``transformers.MobileBertConfig()`` defaults, i.e.
 google/mobilebert-uncased, with ``classifier_activation=False``) gets random
@@ -15,111 +15,27 @@ checkpoint, which each thread count loads.
 For each thread count every system is warmed up, its ``last_hidden_state`` is
 checked against PyTorch's (relative Frobenius error), and then all systems
 are timed round robin. Systems that are not installed or fail are skipped
-with the reason. Results: bench/results/model.json and model.md.
+with the reason. Results: bench/results/model.json and model.md (``--name``
+changes the name; with two or more sequence lengths also <name>.png, latency
+against sequence length). The model, inputs and ONNX files come from
+:mod:`bench.builders`.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
+import tempfile
+import time
+import traceback
 
-if __package__ in (None, ""):  # run as a script: make `bench` importable
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from bench.common import clean_blas_env  # noqa: E402
-
-clean_blas_env()  # before NumPy loads OpenBLAS
-
-import argparse  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from bench import common  # noqa: E402
+from bench import common
+from bench.builders import build_hf_model, export_onnx, make_inputs, plot_latency, quantize_engine, quantize_int8
 
 ALL_SYSTEMS = ("mbengine", "mbengine-int8", "torch", "ort-fp32", "ort-int8")
 
 
-def _reason(e: BaseException) -> str:
-    msg = str(e).strip().splitlines()
-    return f"{type(e).__name__}: {msg[0] if msg else ''}"[:300]
-
-
-# --------------------------------------------------------------------------- model + artifacts
-def build_hf_model(layers: int, path: str):
-    """Random-weight HF MobileBertModel (google/mobilebert-uncased shapes), saved to ``path``."""
-    import torch
-    import transformers
-
-    config = transformers.MobileBertConfig(classifier_activation=False, num_hidden_layers=layers)
-    torch.manual_seed(0)
-    model = transformers.MobileBertModel(config).eval()
-    model.save_pretrained(path)
-    return model
-
-
-def make_inputs(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random token ids, no padding, token types 0 then 1 (two segments)."""
-    rng = np.random.default_rng(seed)
-    ids = rng.integers(1, vocab, size=(batch, seq), dtype=np.int64)
-    mask = np.ones((batch, seq), np.int64)
-    types = np.zeros((batch, seq), np.int64)
-    types[:, seq // 2:] = 1
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
-
-
-def export_onnx(model, path: str, example: dict[str, np.ndarray]) -> str:
-    """Export to ONNX (opset 17) with dynamic batch and sequence axes; returns how it was exported."""
-    import torch
-
-    class Wrapper(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            out = self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                         return_dict=True)
-            return out.last_hidden_state, out.pooler_output
-
-    args = tuple(torch.from_numpy(example[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    axes = {n: {0: "batch", 1: "seq"} for n in names}
-    axes["last_hidden_state"] = {0: "batch", 1: "seq"}
-    axes["pooler_output"] = {0: "batch"}
-    import warnings
-
-    errors = []
-    # the legacy TorchScript exporter first (no onnxscript needed), then the dynamo one
-    for how, kwargs in (("torchscript (dynamo=False)", {"dynamo": False, "dynamic_axes": axes}),
-                        ("dynamo", {"dynamo": True, "dynamic_shapes": None})):
-        try:
-            with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # tracer and deprecation warnings of the exporter
-                torch.onnx.export(Wrapper(model).eval(), args, path, input_names=names,
-                                  output_names=["last_hidden_state", "pooler_output"], opset_version=17, **kwargs)
-            return how
-        except Exception as e:  # noqa: BLE001
-            errors.append(f"{how}: {_reason(e)}")
-    raise RuntimeError("ONNX export failed: " + " | ".join(errors))
-
-
-def quantize_int8(src: str, dst: str) -> None:
-    import logging
-
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # the quantizer logs a warning per integer tensor it cannot type
-    try:
-        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
-    finally:
-        root.setLevel(level)
-
-
+# --------------------------------------------------------------------------- systems
 def ort_session(path: str, threads: int):
     import onnxruntime as ort
 
@@ -130,20 +46,6 @@ def ort_session(path: str, threads: int):
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3
     return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
-
-
-# --------------------------------------------------------------------------- systems
-def quantize_engine(src: str, dst: str) -> dict:
-    """src (HF directory) -> dst, an int8 engine checkpoint; the quantizer's summary."""
-    import mbengine
-    from mbengine import quantize as q8
-    from mbengine.converters import engine
-
-    model = mbengine.MobileBertModel.from_pretrained(src)
-    description, batches = q8.calibration_batches(model.config, None, None)
-    weights, report = q8.quantize(model.weights, batches, calibration=description)
-    engine.write(weights, dst)
-    return report.summary()
 
 
 def make_callables(names, threads, hf_model, ckpt_dir, onnx_paths, skipped):
@@ -181,7 +83,7 @@ def make_callables(names, threads, hf_model, ckpt_dir, onnx_paths, skipped):
             else:
                 raise ValueError(f"unknown system {name!r} (known: {', '.join(ALL_SYSTEMS)})")
         except Exception as e:  # noqa: BLE001
-            skipped.setdefault(name, _reason(e))
+            skipped.setdefault(name, common.reason(e))
             print(f"  skipping {name} (threads {threads}): {skipped[name]}", flush=True)
     return made
 
@@ -219,7 +121,7 @@ def run(args) -> dict:
                 print(f"mbengine int8: {info['mbengine_int8_mb']:.1f} MiB, quantized in "
                       f"{info['mbengine_int8_quantize_s']:.1f} s", flush=True)
             except Exception as e:  # noqa: BLE001
-                onnx_paths["mbengine-int8:error"] = f"quantization failed: {_reason(e)}"
+                onnx_paths["mbengine-int8:error"] = f"quantization failed: {common.reason(e)}"
                 if args.verbose:
                     traceback.print_exc()
         if any(s.startswith("ort") for s in systems):
@@ -243,10 +145,10 @@ def run(args) -> dict:
                         info["onnx_int8_mb"] = os.path.getsize(int8) / 2**20
                         print(f"ONNX int8 (dynamic, QInt8 weights): {info['onnx_int8_mb']:.1f} MiB", flush=True)
                     except Exception as e:  # noqa: BLE001
-                        onnx_paths["ort-int8:error"] = f"quantization failed: {_reason(e)}"
+                        onnx_paths["ort-int8:error"] = f"quantization failed: {common.reason(e)}"
             except Exception as e:  # noqa: BLE001
                 for s in ("ort-fp32", "ort-int8"):
-                    onnx_paths[f"{s}:error"] = _reason(e)
+                    onnx_paths[f"{s}:error"] = common.reason(e)
                 if args.verbose:
                     traceback.print_exc()
 
@@ -269,8 +171,8 @@ def run(args) -> dict:
                             errs[name] = common.rel_err(out, ref)
                             ok[name] = lambda f=f, inp=inp: f(inp)
                         except Exception as e:  # noqa: BLE001
-                            skipped.setdefault(name, _reason(e))
-                            print(f"  skipping {name} (threads {n}, b{batch} s{seq}): {_reason(e)}", flush=True)
+                            skipped.setdefault(name, common.reason(e))
+                            print(f"  skipping {name} (threads {n}, b{batch} s{seq}): {common.reason(e)}", flush=True)
                             if args.verbose:
                                 traceback.print_exc()
                     if not ok:
@@ -317,38 +219,6 @@ def table(rows) -> str:
                     f"{r['rel_err_vs_torch']:.1e}",
                     "–" if r["other_cpu"] is None else f"{100 * r['other_cpu']:.0f}"])
     return common.markdown_table(headers, out)
-
-
-def plot(rows, path) -> bool:
-    """Latency against sequence length, one line per (system, threads, batch)."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib not installed: no plot (pip install matplotlib)")
-        return False
-    series = {}
-    for r in rows:
-        series.setdefault((r["system"], r["threads"], r["batch"]), []).append((r["seq"], r["median_ms"]))
-    if all(len(points) < 2 for points in series.values()):
-        return False
-    fig, ax = plt.subplots(figsize=(9, 5.5))
-    for (system, threads, batch), points in sorted(series.items()):
-        points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                linestyle="-" if system.startswith("mbengine") else "--", label=f"{system}, {threads} thr, batch {batch}")
-    ax.set_xlabel("sequence length")
-    ax.set_ylabel("median latency, ms (log)")
-    ax.set_yscale("log")
-    ax.set_title("Full-size MobileBERT forward pass")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    print(f"wrote {path}")
-    return True
 
 
 def main(argv=None):
@@ -400,7 +270,7 @@ def main(argv=None):
     if warning:
         notes.append(warning)
     jpath, mpath = common.write_results(args.name, data, table=md, title="Whole-model benchmark", notes=notes)
-    plot(data["rows"], os.path.join(os.path.dirname(jpath), f"{args.name}.png"))
+    plot_latency(data["rows"], os.path.join(os.path.dirname(jpath), f"{args.name}.png"))
     print()
     print(md)
     for name, why in data["skipped"].items():
@@ -408,7 +278,3 @@ def main(argv=None):
     if warning:
         print(warning)
     print(f"wrote {jpath}, {mpath}")
-
-
-if __name__ == "__main__":
-    main()

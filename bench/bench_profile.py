@@ -1,6 +1,6 @@
 """Where the time goes: mbengine's per-op profile of the full-size model, against the GEMM peak.
 
-    python bench/bench_profile.py [--seq 128] [--batch 1] [--threads 1 2] [--repeats 20]
+    python -m bench profile [--seq 128] [--batch 1] [--threads 1 2] [--repeats 20]
 
 A full-size MobileBERT (google/mobilebert-uncased shapes, seeded random
 weights; no torch needed) runs with the runner's per-op timer. Ops are grouped
@@ -14,24 +14,15 @@ Results: bench/results/profile.json and profile.md.
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
+import re
+import tempfile
+import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-from bench.common import clean_blas_env  # noqa: E402
-
-clean_blas_env()
-
-import argparse  # noqa: E402
-import re  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from bench import common  # noqa: E402
+from bench import common
 
 
 def gemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
@@ -168,6 +159,7 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--name", default="profile")
+    parser.add_argument(common.KEEP_ENV_FLAG, action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
     args = parser.parse_args(argv)
     data = run(args)
     summary_table = common.markdown_table(list(data["summary"][0]), [list(s.values()) for s in data["summary"]])
@@ -180,7 +172,3 @@ def main(argv=None):
                                 "ms per op group: median over calls of the runner's per-op timer, summed over layers"])
     print(summary_table)
     print(ops_table)
-
-
-if __name__ == "__main__":
-    main()

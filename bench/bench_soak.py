@@ -1,6 +1,6 @@
 """Soak: tens of thousands of calls with varying shapes in one process; RSS over time.
 
-    python bench/bench_soak.py [--calls 50000] [--fixed-calls 10000] [--text-calls 20000] [--name soak]
+    python -m bench soak [--calls 50000] [--fixed-calls 10000] [--text-calls 20000] [--every 2000] [--name soak]
 
 Three phases in one process, on small MobileBERTs with random weights (no torch needed):
 
@@ -18,22 +18,17 @@ whose result must stay bit-identical. Results: bench/results/<name>.json and .md
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import os
-import sys
+import shutil
+import tempfile
+import threading
+import time
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import argparse  # noqa: E402
-import importlib.util  # noqa: E402
-import shutil  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-
-import numpy as np  # noqa: E402
-
-from bench import common  # noqa: E402
+from bench import common
 
 CALLERS = 4  # threads sharing the pipeline in phase 3
 
@@ -76,6 +71,7 @@ def main(argv=None):
     ap.add_argument("--text-calls", type=int, default=20000)
     ap.add_argument("--every", type=int, default=2000)
     ap.add_argument("--name", default="soak", help="results file name under bench/results")
+    ap.add_argument(common.KEEP_ENV_FLAG, action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
     args = ap.parse_args(argv)
     import mbengine
     from mbengine import MobileBertModel
@@ -151,7 +147,3 @@ def main(argv=None):
                                 "share one feature-extraction pipeline (mean pooling), 1..8 texts of 1..100 "
                                 "random vocabulary words per call",
                                 "calls counts all phases; seconds restarts with each phase"])
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,6 @@
 """Start-up cost and footprint: import time, cold compile, warm first call, peak RSS.
 
-    python bench/bench_startup.py [--repeats 3]
+    python -m bench startup [--repeats 3]
 
 Every measurement runs in a fresh Python process (the parent only writes a
 full-size random MobileBERT, as a Hugging Face checkpoint and as an engine
@@ -14,18 +14,14 @@ Results: bench/results/startup.json and startup.md.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import subprocess
 import sys
+import tempfile
 
-if __package__ in (None, ""):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-
-from bench import common  # noqa: E402
+from bench import common
 
 CHILD = r"""
 import json, resource, sys, time
@@ -92,6 +88,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--name", default="startup")
+    parser.add_argument(common.KEEP_ENV_FLAG, action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
     args = parser.parse_args(argv)
     data = run(args)
     headers = ["measurement", "seconds", "peak RSS MiB", "load s", "first call s", "second call s"]
@@ -101,7 +98,3 @@ def main(argv=None):
                                 "peak RSS = the child's VmHWM (its ru_maxrss, in the JSON, is overstated: "
                                 "Linux folds the parent's RSS at fork into it)"])
     print(table)
-
-
-if __name__ == "__main__":
-    main()

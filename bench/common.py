@@ -26,10 +26,11 @@ KEEP_ENV_FLAG = "--keep-blas-env"
 def clean_blas_env() -> None:
     """Re-exec this process without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE if either is set.
 
-    Call at the very top of a benchmark script, before NumPy is imported. Only
-    this process (and its children) is affected. ``--keep-blas-env`` on the
-    command line turns this off. What was removed is remembered in an
-    environment variable and reported by :func:`environment`.
+    ``python -m bench`` calls this first thing, before it imports the chosen
+    benchmark (and with it NumPy). Only this process (and its children) is
+    affected. ``--keep-blas-env`` on the command line turns this off. What was
+    removed is remembered in an environment variable and reported by
+    :func:`environment`.
     """
     if KEEP_ENV_FLAG in sys.argv[1:]:
         return
@@ -472,6 +473,12 @@ def _json_default(o):
     except ImportError:
         pass
     return str(o)
+
+
+def reason(e: BaseException) -> str:
+    """An exception in one line (type and first line of its message), at most 300 characters."""
+    msg = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {msg[0] if msg else ''}"[:300]
 
 
 def command_line() -> str:

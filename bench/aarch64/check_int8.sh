@@ -8,10 +8,10 @@
 # Needs the arm64 root and venv that run_emulated.sh makes (numpy, numba, llvmlite from PyPI's
 # aarch64 wheels). Nothing is installed: the working tree is staged as ROOT/work/int8-src
 # (mbengine/ with kernels/ as mbengine/kernels and converters/ as mbengine/converters, the
-# wheel's layout, plus bench/__init__.py, common.py, bench_kernels.py) and put first on
-# PYTHONPATH. Each configuration runs
+# wheel's layout, plus bench/__init__.py, __main__.py, common.py, builders.py, bench_kernels.py)
+# and put first on PYTHONPATH. Each configuration runs
 #
-#   python -m bench.bench_kernels --int8-worker asm --int8-worker-out ...
+#   python -m bench kernels --int8-worker asm --int8-worker-out ...
 #
 # in the root with a fresh NUMBA_CACHE_DIR (inspect_asm() refuses cached code): it compiles
 # qlinear and qmatmul_exact once, counts their instructions (whole module and the hottest inner
@@ -50,7 +50,8 @@ mkdir -p "$WORK/int8-src/bench" "$OUT"
 cp -r "$REPO/mbengine" "$WORK/int8-src/mbengine"
 cp -r "$REPO/kernels" "$WORK/int8-src/mbengine/kernels"
 cp -r "$REPO/converters" "$WORK/int8-src/mbengine/converters"
-cp "$REPO/bench/__init__.py" "$REPO/bench/common.py" "$REPO/bench/bench_kernels.py" "$WORK/int8-src/bench/"
+cp "$REPO/bench/__init__.py" "$REPO/bench/__main__.py" "$REPO/bench/common.py" "$REPO/bench/builders.py" \
+    "$REPO/bench/bench_kernels.py" "$WORK/int8-src/bench/"
 find "$WORK/int8-src" -name __pycache__ -prune -exec rm -rf {} +
 echo "staged $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$REPO" diff --quiet -- kernels mbengine bench/bench_kernels.py 2>/dev/null || echo ' (+ uncommitted changes)') into $WORK/int8-src"
 
@@ -75,7 +76,7 @@ while IFS= read -r cfg; do
     start=$(date +%s)
     # shellcheck disable=SC2086
     in_root sh -c "cd /work/int8-src && env $envs NUMBA_CACHE_DIR=/work/int8/$name/cache \
-        MBENGINE_BENCH_ASM_DIR=/work/int8/$name python -m bench.bench_kernels --int8-worker asm \
+        MBENGINE_BENCH_ASM_DIR=/work/int8/$name python -m bench kernels --int8-worker asm \
         --int8-worker-out /work/int8/$name.json" > "$OUT/$name.log" 2>&1
     rc=$?
     echo "exit $rc after $(( $(date +%s) - start )) s (emulated compile + checks)"

@@ -1,0 +1,80 @@
+"""Every benchmark behind README.md's figures, each as the README states its command.
+
+    python -m bench suite [--keep-blas-env]     run them all (hours), rewriting bench/results/
+    python -m bench suite --list                the results files they write, one per line; runs nothing
+
+:data:`SUITE` is the list of steps: the arguments of one ``python -m bench``
+run and the files it writes under bench/results/. Each step runs in a fresh
+process, in order; a step that fails stops the suite. A results file a step
+declares but did not write is reported at the end (exit status 1).
+tests/test_bench_suite.py checks that every results file README.md cites is
+in this list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+from bench import common
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # where `python -m bench` finds the package
+
+
+def _files(name: str, *extra: str) -> tuple[str, ...]:
+    """<name>.json and <name>.md (what common.write_results writes), then <name>.<ext> for each of ``extra``."""
+    return tuple(f"{name}.{ext}" for ext in ("json", "md", *extra))
+
+
+# (arguments of `python -m bench`, results files written under bench/results/); the name is the benchmark's
+# unless --name gives one. The png files are drawn with matplotlib (installed by the bench extra).
+SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
+    (("kernels", "--threads", "1", "2"), _files("kernels", "png")),
+    (("model", "--threads", "1", "2"), _files("model")),
+    (("model", "--seq", "384", "--threads", "2", "--name", "model_s384"), _files("model_s384")),
+    (("model", "--batch", "8", "--threads", "2", "--name", "model_b8"), _files("model_b8")),
+    (("model", "--seq", "32", "128", "384", "--threads", "2", "--name", "model_seq"), _files("model_seq", "png")),
+    (("profile",), _files("profile")),
+    (("int8",), _files("int8")),  # all four sections, as the README's command runs it (section 4 too)
+    (("int8", "--sections", "targets", "--name", "int8_targets"), _files("int8_targets")),
+    (("startup",), _files("startup")),
+    (("memory",), _files("memory")),
+    (("contention",), _files("contention")),
+    (("soak",), _files("soak")),
+    (("soak", "--calls", "0", "--fixed-calls", "0", "--text-calls", "100000", "--every", "5000",
+      "--name", "soak_long"), _files("soak_long")),
+    (("dask",), _files("dask")),
+)
+
+
+def results_files() -> list[str]:
+    """Every results file the suite writes, in the order of its steps."""
+    return [name for _, files in SUITE for name in files]
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--list", action="store_true", help="print the results files the suite writes; run nothing")
+    ap.add_argument(common.KEEP_ENV_FLAG, action="store_true",
+                    help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (passed on to every step)")
+    args = ap.parse_args(argv)
+    if args.list:
+        print("\n".join(results_files()))
+        return
+    extra = [common.KEEP_ENV_FLAG] if args.keep_blas_env else []
+    missing = []
+    for step, files in SUITE:
+        print("== python -m bench", " ".join(step), flush=True)
+        start = time.time()
+        subprocess.run([sys.executable, "-m", "bench", *step, *extra], check=True, cwd=ROOT)
+        for name in files:
+            path = os.path.join(common.RESULTS_DIR, name)
+            if not os.path.exists(path) or os.path.getmtime(path) < start - 1:
+                missing.append(name)
+                print(f"[suite] python -m bench {' '.join(step)} did not write bench/results/{name}", flush=True)
+    if missing:
+        sys.exit(f"[suite] results files not written: {', '.join(missing)}")
+    print(f"[suite] wrote {len(results_files())} files in {common.RESULTS_DIR}")
