@@ -11,6 +11,7 @@ file before any view is made.
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import os
 
@@ -73,19 +74,17 @@ def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str,
     problems = []
     ranges = []
     for name, info in header.items():
-        try:
-            dtype_name = info["dtype"]
-            shape = tuple(int(d) for d in info["shape"])
-            begin, end = (int(o) for o in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            problems.append(f"{name}: malformed header entry {info!r}")
+        if not _entry_ok(info):
+            problems.append(f"{name}: malformed header entry {info!r:.200} (expected dtype, shape and "
+                            "data_offsets: a string, a list of sizes, two offsets)")
             continue
+        dtype_name, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
         if dtype_name not in _DTYPES:
-            problems.append(f"{name}: unsupported dtype {dtype_name}")
+            problems.append(f"{name}: unsupported dtype {dtype_name!r:.40}")
             continue
         dtype = _DTYPES[dtype_name]
-        count = int(np.prod(shape, dtype=np.int64))
-        if any(d < 0 for d in shape) or end - begin != count * dtype.itemsize or begin < 0:
+        count = math.prod(shape)  # (exact: a product of huge sizes must not wrap around)
+        if end - begin != count * dtype.itemsize:
             problems.append(
                 f"{name}: byte range [{begin}, {end}) does not hold a {dtype_name} tensor of shape {list(shape)}"
             )
@@ -108,6 +107,16 @@ def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str,
     if problems:
         raise CheckpointError(f"{path}: corrupt safetensors file", problems)
     return tensors, metadata
+
+
+def _entry_ok(info) -> bool:
+    def count(v):
+        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62
+
+    return (isinstance(info, dict) and isinstance(info.get("dtype"), str)
+            and isinstance(info.get("shape"), list) and all(count(d) for d in info["shape"])
+            and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
+            and all(count(o) for o in info["data_offsets"]))
 
 
 def _layout_problems(ranges: list[tuple[int, int, str]], data_size: int) -> list[str]:
