@@ -72,6 +72,16 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     return out
 
 
+def from_tf_names(tensors: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Tensors saved by HF's TF classes to safetensors (names like ``mobilebert/embeddings/...:0``, no
+    model scope) under HF's PyTorch names, kernels transposed as in :func:`read_tf_h5`."""
+    out = {}
+    for tf_name, arr in tensors.items():
+        name, transpose = hf_name("model/" + tf_name)  # (hf_name drops the model's scope)
+        out[name] = np.ascontiguousarray(arr.T) if transpose else arr
+    return out
+
+
 def _names(attrs, key: str) -> list[str] | None:
     """An attribute's list of names, joined from its chunks ``key0``, ``key1``, ... if Keras split it."""
     if key in attrs:

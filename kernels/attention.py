@@ -6,8 +6,11 @@ For sequence b, head h (head width D, columns h*D ..) and query row i:
     p_j   = exp(s_j - max_j s) / sum_j exp(s_j - max_j s)
     out_i = sum_j p_j v_j
 
-Q, K and V are column windows of token-major buffers (row b*S + s) and the
-context goes straight into the token-major output layout. Keys after the
+Q, K and V are column windows of token-major buffers, sequence b's token s at
+row ``starts[b] + s``, and the context goes straight into the token-major
+output layout: sequence b has the rows [starts[b], starts[b + 1]). Padded
+batches have ``starts[b] = b * S``; ragged ones hold only the real tokens,
+sequences back to back (``starts``: the cumulative lengths). Keys after the
 last visible one (right padding) are not computed at all: they get
 probability 0 (Hugging Face's float32 softmax underflows to 0 there too). The
 work is split
@@ -47,33 +50,36 @@ def scratch_shapes(batch: int, seq: int, heads: int, head_dim: int, threads: int
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def attention(q, q_off, k, k_off, v, v_off, mask_add, heads, head_dim, scale,
+def attention(q, q_off, k, k_off, v, v_off, mask_add, starts, heads, head_dim, scale,
               out, out_off, probs, want_probs, kp, scores):
     B, S = mask_add.shape
     D = head_dim
     PK = (S + COLS - 1) // COLS
     PV = (D + COLS - 1) // COLS
     for bh in prange(B * heads):
-        _pack_keys(k, k_off, bh, heads, S, D, PK, kp)
+        _pack_keys(k, k_off, bh, heads, starts[bh // heads], _visible_length(mask_add[bh // heads]), D, PK, kp)
     blocks = (S + ROWS - 1) // ROWS
     for task in prange(B * heads * blocks):
         bh = task // blocks
         i0 = (task - bh * blocks) * ROWS
-        n = min(ROWS, S - i0)
         b = bh // heads
+        if i0 >= starts[b + 1] - starts[b]:
+            continue
+        n = min(ROWS, starts[b + 1] - starts[b] - i0)
         h = bh - b * heads
+        base = starts[b]
         sc = scores[numba.get_thread_id()]
         # keys beyond the last visible one (right padding) are skipped: their
         # probability is exactly 0, and a padded row computes exactly what it
         # computes alone (same trip counts, same rounding)
         L = _visible_length(mask_add[b])
-        # scores[r, j] = q[b*S + i0 + r, head h] . k[b*S + j, head h]
+        # scores[r, j] = q[base + i0 + r, head h] . k[base + j, head h]
         for p in range((L + COLS - 1) // COLS):
             if n == ROWS:
-                tile_rows(q, b * S + i0, q_off + h * D, kp[bh * PK + p], 0, sc, 0, p * COLS, D)
+                tile_rows(q, base + i0, q_off + h * D, kp[bh * PK + p], 0, sc, 0, p * COLS, D)
             else:
                 for r in range(n):
-                    tile_row(q, b * S + i0 + r, q_off + h * D, kp[bh * PK + p], 0, sc, r, p * COLS, D)
+                    tile_row(q, base + i0 + r, q_off + h * D, kp[bh * PK + p], 0, sc, r, p * COLS, D)
         _softmax_rows(sc, n, L, mask_add[b], scale)
         if want_probs:
             for r in range(n):
@@ -81,20 +87,20 @@ def attention(q, q_off, k, k_off, v, v_off, mask_add, heads, head_dim, scale,
                     probs[b, h, i0 + r, j] = sc[r, j]
                 for j in range(L, S):
                     probs[b, h, i0 + r, j] = 0.0
-        # out[b*S + i0 + r, head h] = scores[r, :L] . V[b*S : b*S + L, head h]
-        vb = v[b * S:b * S + L]
+        # out[base + i0 + r, head h] = scores[r, :L] . V[base : base + L, head h]
+        vb = v[base:base + L]
         for p in range(PV):
             width = min(COLS, D - p * COLS)
             oc = out_off + h * D + p * COLS
             vc = v_off + h * D + p * COLS
             if width == COLS and n == ROWS:
-                tile_rows(sc, 0, 0, vb, vc, out, b * S + i0, oc, L)
+                tile_rows(sc, 0, 0, vb, vc, out, base + i0, oc, L)
             elif width == COLS:
                 for r in range(n):
-                    tile_row(sc, r, 0, vb, vc, out, b * S + i0 + r, oc, L)
+                    tile_row(sc, r, 0, vb, vc, out, base + i0 + r, oc, L)
             else:
                 for r in range(n):
-                    o = out[b * S + i0 + r, oc:oc + width]
+                    o = out[base + i0 + r, oc:oc + width]
                     o[:] = 0.0
                     for j in range(L):
                         pj = sc[r, j]
@@ -112,15 +118,15 @@ def _visible_length(mask_row):
 
 
 @njit(cache=True, inline="always")
-def _pack_keys(k, k_off, bh, heads, S, D, PK, kp):
-    """Keys of (batch, head) bh as K^T panels (zero-padded)."""
-    b = bh // heads
-    h = bh - b * heads
-    for p in range(PK):
+def _pack_keys(k, k_off, bh, heads, base, L, D, PK, kp):
+    """The first L keys of (batch, head) bh (rows base..base + L) as K^T panels, zero-padded; the
+    panels after them are never read."""
+    h = bh - (bh // heads) * heads
+    for p in range(min(PK, (L + COLS - 1) // COLS)):
         panel = kp[bh * PK + p]
         panel[:, :] = 0.0
-        for c in range(min(COLS, S - p * COLS)):
-            row = b * S + p * COLS + c
+        for c in range(min(COLS, L - p * COLS)):
+            row = base + p * COLS + c
             for d in range(D):
                 panel[d, c] = k[row, k_off + h * D + d]
 

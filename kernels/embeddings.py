@@ -13,17 +13,19 @@ from . import target  # noqa: F401 (first: it settles the compile target before 
 
 
 @njit(cache=True, parallel=True)
-def embed_words(ids, mask, word, scale, trigram, mask_aware, out):
-    """out[b*S + s, :] = word[ids[b, s]] (trigram: [next | this | prev], width 3E).
+def embed_words(ids, mask, word, scale, trigram, mask_aware, starts, out):
+    """out[starts[b] + s, :] = word[ids[b, s]] (trigram: [next | this | prev], width 3E).
 
+    Sequence b has the rows [starts[b], starts[b + 1]) of ``out`` (padded:
+    ``starts[b] = b * S``; ragged: only its real tokens, back to back).
     ``word`` is float32, or int8 with a float32 ``scale`` per row (dequantized
     here); a float32 table comes with an empty ``scale``.
     """
     B, S = ids.shape
     E = word.shape[1]
-    for r in prange(B * S):
-        b = r // S
-        s = r - b * S
+    for r in prange(starts[B]):
+        b = _sequence_of(starts, r)
+        s = r - starts[b]
         if trigram == 0:
             _row(word, scale, ids[b, s], out, r, 0)
             continue
@@ -51,13 +53,13 @@ def _row(word, scale, tok, out, r, off):
 
 
 @njit(cache=True, parallel=True)
-def embed_positions(position_ids, token_type_ids, pos, typ, out):
-    """out[b*S + s, :] = pos[position_ids[b, s]] + typ[token_type_ids[b, s]]."""
-    B, S = position_ids.shape
+def embed_positions(position_ids, token_type_ids, pos, typ, starts, out):
+    """out[starts[b] + s, :] = pos[position_ids[b, s]] + typ[token_type_ids[b, s]] for each row of ``out``."""
+    B = position_ids.shape[0]
     H = pos.shape[1]
-    for r in prange(B * S):
-        b = r // S
-        s = r - b * S
+    for r in prange(starts[B]):
+        b = _sequence_of(starts, r)
+        s = r - starts[b]
         p = position_ids[b, s]
         t = token_type_ids[b, s]
         for h in range(H):
@@ -65,8 +67,21 @@ def embed_positions(position_ids, token_type_ids, pos, typ, out):
 
 
 @njit(cache=True, parallel=True)
-def gather_rows(src, src_off, width, stride, out):
-    """out[b, :] = src[b * stride, src_off:src_off + width]: the first token of each row."""
+def gather_rows(src, src_off, width, starts, out):
+    """out[b, :] = src[starts[b], src_off:src_off + width]: the first token of each sequence."""
     for b in prange(out.shape[0]):
         for j in range(width):
-            out[b, j] = src[b * stride, src_off + j]
+            out[b, j] = src[starts[b], src_off + j]
+
+
+@njit(cache=True, inline="always")
+def _sequence_of(starts, r):
+    """The sequence whose rows [starts[b], starts[b + 1]) hold row r (binary search)."""
+    lo, hi = 0, starts.shape[0] - 2
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if starts[mid] <= r:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo

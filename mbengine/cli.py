@@ -27,6 +27,11 @@
         NUMBA_CACHE_DIR (default: __pycache__ next to the installed kernels,
         or a user cache directory when that is not writable).
 
+MODEL, CHECKPOINT and SRC are checkpoint directories or Hugging Face Hub model
+ids (``google/mobilebert-uncased``; ``--revision`` picks a branch, tag or
+commit), downloaded once into the Hugging Face cache (mbengine.hub;
+``pip install "mbengine[hub]"``).
+
 Errors are one line on stderr, ``mbengine: error: ...`` (``--debug`` shows
 the traceback instead), with exit status 2 for a bad command line (an unknown
 option, a bad value, a file where a directory belongs), 1 for everything the
@@ -123,6 +128,14 @@ def _directory(path: str) -> str:
     return path
 
 
+def _checkpoint(path: str, revision: str | None = None) -> str:
+    """A checkpoint directory argument: a Hugging Face Hub model id becomes its snapshot in the Hugging Face
+    cache (downloaded if needed, at ``--revision``); then as :func:`_directory`."""
+    from . import hub
+
+    return _directory(hub.local_path(path, revision))
+
+
 DEMO_TEXT = "the capital of france is [MASK]."
 BUSY = 1.5  # median / minimum above this: the demo says the machine looks busy
 
@@ -205,10 +218,10 @@ def _demo(args) -> int:
             print(f"wrote        {directory} in {wrote:.1f} s (seeded random weights; a WordPiece vocabulary "
                   "trained just now on mbengine's built-in sentences)")
     else:
-        directory = args.model
+        directory = _checkpoint(args.model, args.revision)  # (a Hub model id: its cached snapshot)
         if not os.path.isdir(directory):
-            raise UsageError(f"--model {directory}: not a checkpoint directory (Hugging Face Hub ids are not "
-                             "supported yet: give a local directory with config.json and the weights)")
+            raise UsageError(f"--model {directory}: not a checkpoint directory (give a local directory with "
+                             "config.json and the weights, or a Hugging Face Hub model id)")
     t0 = time.perf_counter()
     fill = pipeline("fill-mask", model=directory, threads=args.threads)
     print(f"loaded       {directory} in {(time.perf_counter() - t0) * 1e3:.0f} ms (memory-mapped)")
@@ -257,7 +270,7 @@ def _run(args) -> int:
         raise UsageError(f"--ids must be integers separated by spaces or commas, got {args.ids!r}") from None
     if ids.size == 0:
         raise UsageError("--ids is empty")
-    model = MobileBertModel.from_pretrained(_directory(args.checkpoint), threads=args.threads)
+    model = MobileBertModel.from_pretrained(_checkpoint(args.checkpoint, args.revision), threads=args.threads)
     out = model(ids)
     np.set_printoptions(precision=4, suppress=False, linewidth=120)
     print("last_hidden_state", out.last_hidden_state.shape)
@@ -269,8 +282,9 @@ def _run(args) -> int:
 
 def _warmup(args) -> int:
     t0 = time.perf_counter()
-    cls = model_class(_directory(args.checkpoint))  # the checkpoint's own class: its head's kernels too
-    model = cls.from_pretrained(args.checkpoint, threads=args.threads,
+    path = _checkpoint(args.checkpoint, args.revision)  # (a Hub model id: its cached snapshot)
+    cls = model_class(path)  # the checkpoint's own class: its head's kernels too
+    model = cls.from_pretrained(path, threads=args.threads,
                                 add_pooling_layer=None if args.pooler else False)
     ids = np.zeros((1, 1, 2) if cls.HEAD == "multiple_choice" else (1, 2), np.int64)  # (batch, [choices,] seq)
     model(ids)
@@ -325,8 +339,10 @@ def _class_from_tensors(path, declared: str | None) -> str:
 
 
 def _convert(args) -> int:
+    from . import hub
     from .converters import engine
 
+    args.src = hub.local_path(args.src, args.revision)  # a Hub model id: its snapshot in the Hugging Face cache
     cls = model_class(args.src, args.model_class)
     if os.path.exists(args.dst) and not args.force:
         raise FileExistsError(f"{args.dst} exists; pass --force to replace it")
@@ -388,7 +404,8 @@ def _info(args) -> int:
     from . import safetensors_mmap
     from .config import MobileBertConfig
 
-    config = MobileBertConfig.from_pretrained(_directory(args.checkpoint))
+    args.checkpoint = _checkpoint(args.checkpoint, args.revision)  # (a Hub model id: its cached snapshot)
+    config = MobileBertConfig.from_pretrained(args.checkpoint)
     meta = config.extra.get("mbengine")
     path = os.path.join(args.checkpoint, "model.safetensors")
     header, _ = safetensors_mmap.read_header(path)
@@ -503,7 +520,8 @@ def _task(args) -> int:
 
     if getattr(args, "max_length", None) is not None and not args.truncation:
         raise UsageError("--max-length applies only with --truncation")
-    pipe = pipeline(args.command, model=_directory(args.model), threads=args.threads, batch_size=args.batch_size)
+    pipe = pipeline(args.command, model=_checkpoint(args.model, args.revision), threads=args.threads,
+                    batch_size=args.batch_size)
     task = args.command
     if task == "question-answering":
         if args.texts:
@@ -549,7 +567,8 @@ def _task(args) -> int:
 
 def _add_tasks(sub) -> None:
     def common(p, texts=True):
-        p.add_argument("model", help="checkpoint directory (model + tokenizer files)")
+        p.add_argument("model", help="checkpoint directory (model + tokenizer files) or Hugging Face Hub model id")
+        _revision_arg(p)
         if texts:
             p.add_argument("texts", nargs="*", help="input texts (else --file, else stdin)")
             p.add_argument("--file", help="read texts from FILE, one per line")
@@ -609,6 +628,11 @@ def _calibration_args(p) -> None:
     p.add_argument("--report", metavar="FILE", help="int8: write the per-linear quantization table (markdown)")
 
 
+def _revision_arg(p) -> None:
+    p.add_argument("--revision", default=None, help="with a Hugging Face Hub model id: the branch, tag or commit "
+                   "hash (default: main)")
+
+
 def main(argv=None) -> int:
     from . import __version__
     from .errors import MBEngineError
@@ -618,8 +642,9 @@ def main(argv=None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="run text through a full-size MobileBERT end to end (offline)")
-    d.add_argument("--model", metavar="PATH", help="a masked-LM checkpoint directory with a tokenizer (default: "
-                   "a full-size MobileBERT with random weights, written once)")
+    d.add_argument("--model", metavar="PATH", help="a masked-LM checkpoint directory with a tokenizer, or a Hugging "
+                   "Face Hub model id (default: a full-size MobileBERT with random weights, written once)")
+    _revision_arg(d)
     d.add_argument("--dir", help=f"where the random-weight demo checkpoint lives (default: {demo_dir()})")
     d.add_argument("--text", default=DEMO_TEXT, help=f"text with one [MASK] (default: {DEMO_TEXT!r})")
     d.add_argument("--batch", type=int, default=1, help="batch of the model timing (default 1)")
@@ -630,6 +655,7 @@ def main(argv=None) -> int:
     r = sub.add_parser("run", help="run a checkpoint on token ids")
     r.add_argument("checkpoint")
     r.add_argument("--ids", required=True, help='token ids, e.g. "101 7592 2088 102"')
+    _revision_arg(r)
     r.add_argument("--threads", type=int, default=None)
     r.set_defaults(func=_run)
     cv = sub.add_parser("convert", help="write a checkpoint as an engine checkpoint (packed, memory-mapped)")
@@ -639,6 +665,7 @@ def main(argv=None) -> int:
     cv.add_argument("--no-pooler", action="store_true", help="the source has no pooler weights")
     cv.add_argument("--dtype", choices=["float32", "int8"], default="float32")
     cv.add_argument("--force", action="store_true", help="replace DST if it exists")
+    _revision_arg(cv)
     _calibration_args(cv)
     cv.set_defaults(func=_convert)
     qz = sub.add_parser("quantize", help="write an int8 engine checkpoint from a float32 one (or any checkpoint)")
@@ -647,15 +674,18 @@ def main(argv=None) -> int:
     qz.add_argument("--class", dest="model_class", default=None, help="model class (default: from config.json)")
     qz.add_argument("--no-pooler", action="store_true", help="the source has no pooler weights")
     qz.add_argument("--force", action="store_true", help="replace DST if it exists")
+    _revision_arg(qz)
     _calibration_args(qz)
     qz.set_defaults(func=_quantize)
     inf = sub.add_parser("info", help="describe a checkpoint")
     inf.add_argument("checkpoint")
+    _revision_arg(inf)
     inf.set_defaults(func=_info)
     _add_tasks(sub)
     w = sub.add_parser("warmup", help="compile every kernel a checkpoint needs (fills the Numba cache)")
     w.add_argument("checkpoint")
     w.add_argument("--threads", type=int, default=None)
+    _revision_arg(w)
     w.add_argument("--no-pooler", dest="pooler", action="store_false",
                    help="the checkpoint has no pooler (masked-LM, token-classification, QA models)")
     w.set_defaults(func=_warmup)

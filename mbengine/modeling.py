@@ -8,7 +8,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from . import safetensors_mmap
+from . import hub, safetensors_mmap
 from .config import MobileBertConfig
 from .converters import bert, canonical, engine, tf_bundle, tf_h5, torch_bin
 from .errors import CheckpointError, ConfigError, InputError, PerformanceWarning
@@ -124,10 +124,22 @@ def checkpoint_file(path: str | os.PathLike) -> str:
     raise CheckpointError(f"no checkpoint at {path}")
 
 
+def written_by_tensorflow(file: str) -> bool:
+    """Whether a weights file was saved by Hugging Face's TensorFlow classes (tf_model.h5, or safetensors
+    with their "tf" format tag)."""
+    if file.endswith(".h5"):
+        return True
+    if file.endswith(".safetensors"):
+        header, _ = safetensors_mmap.read_header(file)
+        metadata = header.get("__metadata__")
+        return isinstance(metadata, dict) and metadata.get("format") == "tf"
+    return False
+
+
 def tensor_names(path: str | os.PathLike) -> list[str]:
     """The tensor names of a checkpoint: from the header alone for safetensors, else by reading it."""
     file = checkpoint_file(path)
-    if file.endswith(".safetensors"):
+    if file.endswith(".safetensors") and not written_by_tensorflow(file):
         header, _ = safetensors_mmap.read_header(file)
         return [n for n in header if n != "__metadata__"]
     return list(load_weights(file))
@@ -144,7 +156,10 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """
     file = checkpoint_file(path)
     if file.endswith(".safetensors"):
-        return safetensors_mmap.load(file)[0]
+        tensors, metadata = safetensors_mmap.load(file)
+        if metadata.get("format") == "tf":  # saved by HF's TF classes (safe_serialization): TF names
+            return tf_h5.from_tf_names(tensors)
+        return tensors
     if file.endswith(".index.json"):
         tensors = torch_bin.read_sharded(file)
     elif file.endswith(".h5"):
@@ -168,7 +183,16 @@ class MobileBertPreTrainedModel:
     ``trigram_padding``: ``"mask"`` (default) zeroes trigram neighbours that the
     attention mask hides, so a right-padded sequence gives the same values as
     the sequence run alone; ``"hf"`` reproduces Hugging Face exactly, where the
-    last real token of a padded row sees the [PAD] embedding. ``fuse_ffn``: run
+    last real token of a padded row sees the [PAD] embedding.
+
+    ``padding``: ``"skip"`` runs a right-padded batch on its real
+    tokens only (every op but attention is per token; attention runs each
+    sequence over its own length), so padding costs nothing, and returns zeros
+    at the padding positions (as PyTorch's nested-tensor fast path does);
+    ``"compute"`` (default, for now) computes every position, padding included, as Hugging Face
+    does (same values there). Real positions are the same either way, to
+    rounding. Calls that ask for ``output_attentions`` always compute the
+    padding (the probabilities have a row for every position). ``fuse_ffn``: run
     each feed-forward pair as one kernel (:func:`mbengine.graph.fuse_feed_forward`;
     off by default, by measurement).
     """
@@ -176,9 +200,11 @@ class MobileBertPreTrainedModel:
     HEAD: str | None = None
 
     def __init__(self, weights: PackedWeights, *, threads: int | None = None, trigram_padding: str = "mask",
-                 fuse_ffn: bool = False, source: str = "weights"):
+                 padding: str = "compute", fuse_ffn: bool = False, source: str = "weights"):
         if trigram_padding not in ("mask", "hf"):
             raise ValueError(f"trigram_padding must be 'mask' or 'hf', got {trigram_padding!r}")
+        if padding not in PADDING:
+            raise ValueError(f"padding must be 'skip' or 'compute', got {padding!r}")
         if weights.head != self.HEAD:
             if self.HEAD is not None:
                 raise CheckpointError(f"{source} holds a {weights.head or 'base'} model, not {type(self).__name__}'s "
@@ -191,6 +217,7 @@ class MobileBertPreTrainedModel:
         self.threads = _check_threads(threads)
         self.trigram_padding = trigram_padding
         self.fuse_ffn = fuse_ffn
+        self.padding = padding
         self.source = source
         self._runners: dict[bool, Runner] = {}
         if self.dtype == "int8":
@@ -249,13 +276,16 @@ class MobileBertPreTrainedModel:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike, *, add_pooling_layer: bool | None = None, fuse: bool = True,
-                        **kwargs):
+                        revision: str | None = None, **kwargs):
         """Load a checkpoint directory.
 
         Either an engine checkpoint (``mbengine convert``; weights already
         packed and memory-mapped, nothing is copied) or a checkpoint that
         :func:`load_weights` reads (weights checked and packed now).
+        ``path`` may also be a Hugging Face Hub model id (``"google/mobilebert-uncased"``,
+        at ``revision``): see :mod:`mbengine.hub`.
         """
+        path = hub.resolve(path, revision)  # a Hub model id: its snapshot in the Hugging Face cache
         source = os.fspath(path)
         raw = _read_config(source)
         if raw.get("model_type") == "bert":  # a BERT checkpoint: the same graph without bottlenecks
@@ -267,7 +297,7 @@ class MobileBertPreTrainedModel:
             file = checkpoint_file(source)
             # Hugging Face's TensorFlow classes compute the masked-LM logits with their own decoder weight
             return cls.from_tensors(config, load_weights(file), source=source, add_pooling_layer=add_pooling_layer,
-                                    fuse=fuse, own_decoder=file.endswith(".h5"), **kwargs)
+                                    fuse=fuse, own_decoder=written_by_tensorflow(file), **kwargs)
         if not fuse:
             raise ValueError("an engine checkpoint holds fused weights: fuse=False is not possible")
         weights = engine.read(path, config)
@@ -280,7 +310,7 @@ class MobileBertPreTrainedModel:
     def with_weights(self, weights: PackedWeights):
         """A model of this class and these options on other ``weights`` (e.g. :func:`mbengine.quantize.quantize`'s)."""
         return type(self)(weights, threads=self.threads, trigram_padding=self.trigram_padding,
-                          fuse_ffn=self.fuse_ffn, source=self.source)
+                          padding=self.padding, fuse_ffn=self.fuse_ffn, source=self.source)
 
     def runner(self, keep_hidden_states: bool = False) -> Runner:
         r = self._runners.get(keep_hidden_states)
@@ -306,11 +336,17 @@ class MobileBertPreTrainedModel:
         self._check_memory(graph, batch, seq, output_attentions, output_hidden_states)
 
         def collect(arena):
+            real = mask.astype(bool) if arena.ragged else None
+
             def array(ref):
                 a = arena.view(ref)
-                if graph.buffers[ref.buf].rows == "tokens":
-                    a = a.reshape(batch, seq, ref.width)
-                return a.copy()
+                if graph.buffers[ref.buf].rows != "tokens":
+                    return a.copy()
+                if real is None:
+                    return a.reshape(batch, seq, ref.width).copy()
+                full = np.zeros((batch, seq, ref.width), np.float32)  # padding positions: zeros
+                full[real] = a
+                return full
             named = {name: array(ref) for name, ref in graph.outputs.items()}
             hidden = tuple(array(r) for r in graph.hidden_states) if output_hidden_states else None
             att = tuple(arena.probs[i].copy() for i in range(graph.num_layers)) if output_attentions else None
@@ -318,7 +354,8 @@ class MobileBertPreTrainedModel:
 
         with _threads(self.threads):
             return runner.run(ids, mask, types, positions, want_probs=bool(output_attentions),
-                              trigram_mask_aware=self.trigram_padding == "mask", profile=profile, collect=collect)
+                              trigram_mask_aware=self.trigram_padding == "mask", profile=profile, collect=collect,
+                              ragged=self.padding == "skip")
 
     def _check_memory(self, graph, batch, seq, want_probs, want_hidden):
         """Refuse, before allocating, a call whose buffers and outputs would not fit in memory."""
@@ -445,6 +482,7 @@ class MobileBertForMultipleChoice(MobileBertPreTrainedModel):
         return MultipleChoiceModelOutput(named["logits"].reshape(batch, choices), hidden, att)
 
 
+PADDING = ("skip", "compute")
 HEAD_CLASS_NAMES = {None: "MobileBertModel", "pretraining": "MobileBertForPreTraining",
                     "masked_lm": "MobileBertForMaskedLM", "next_sentence": "MobileBertForNextSentencePrediction",
                     "sequence_classification": "MobileBertForSequenceClassification",

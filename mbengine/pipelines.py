@@ -28,6 +28,7 @@ import os
 
 import numpy as np
 
+from . import hub
 from .errors import InputError
 from .tokenizer import MobileBertTokenizer
 
@@ -859,12 +860,13 @@ ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classifica
 
 
 def pipeline(task: str, model=None, tokenizer=None, threads: int | None = None, batch_size: int = 8,
-             **model_kwargs):
+             revision: str | None = None, **model_kwargs):
     """A ready pipeline for ``task``.
 
     ``model``: a checkpoint directory (HF or engine format; its tokenizer files
     are used unless ``tokenizer`` is given), or a loaded mbengine model of the
     task's class together with ``tokenizer`` (a MobileBertTokenizer or a path).
+    A Hugging Face Hub model id works as a path, at ``revision`` (:mod:`mbengine.hub`).
     ``threads`` and other keywords go to the model's ``from_pretrained``.
     ``batch_size`` texts (windows, for question-answering) run per model call.
     """
@@ -880,7 +882,7 @@ def pipeline(task: str, model=None, tokenizer=None, threads: int | None = None, 
     if model is None:
         raise InputError("model is required: a checkpoint directory (or a loaded model with its tokenizer)")
     if isinstance(model, (str, os.PathLike)):
-        path = os.fspath(model)
+        path = hub.local_path(model, revision)  # a Hub model id: its snapshot in the Hugging Face cache
         if not os.path.isdir(path):
             raise InputError(f"model={path!r} is not a directory (a checkpoint directory is expected)")
         if tokenizer is None:
@@ -895,7 +897,7 @@ def pipeline(task: str, model=None, tokenizer=None, threads: int | None = None, 
         if threads is not None or model_kwargs:
             raise InputError("threads and model options apply when loading: give a path, or set them on the model")
     if isinstance(tokenizer, (str, os.PathLike)):
-        tokenizer = MobileBertTokenizer.from_pretrained(tokenizer)
+        tokenizer = MobileBertTokenizer.from_pretrained(tokenizer, revision=revision)
     elif tokenizer is None:
         raise InputError("a loaded model needs a tokenizer (a MobileBertTokenizer or a path)")
     elif not isinstance(tokenizer, MobileBertTokenizer):

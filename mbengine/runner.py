@@ -1,10 +1,16 @@
 """The runner: executes a graph's ops on a buffer arena reused across calls.
 
-An :class:`Arena` holds every activation buffer for one (batch, seq) shape,
+An :class:`Arena` holds every activation buffer for one (batch, seq, rows) shape,
 the input arrays the kernels read, and the *plan*: each op bound to its kernel
 and its argument tuple, built once. A call then copies the inputs into the
 arena and runs ``for kernel, args in plan: kernel(*args)``; nothing is
 allocated and nothing model-specific is decided in that loop.
+
+Token-major buffers have one row per token: ``batch * seq`` rows when the
+padding is computed (its outputs then equal Hugging Face's at every position),
+or, run *ragged*, only the real tokens of a right-padded batch, sequence
+after sequence (``rows`` of them): every op but attention is per token, and
+attention runs each sequence over its own length (``Arena.starts``).
 """
 
 from __future__ import annotations
@@ -57,9 +63,9 @@ def _int8_width(graph: Graph) -> int:
                 if isinstance(op, Linear) and isinstance(op.weight, Int8Linear)), default=0)
 
 
-def arena_bytes(graph: Graph, batch: int, seq: int, want_probs: bool) -> int:
+def arena_bytes(graph: Graph, batch: int, seq: int, want_probs: bool, rows: int | None = None) -> int:
     """Bytes an :class:`Arena` for this shape allocates (activations, inputs, scratch)."""
-    T = batch * seq
+    T = batch * seq if rows is None else rows
     total = sum((T if b.rows == "tokens" else batch) * b.width for b in graph.buffers.values()) * 4
     total += 5 * batch * seq * 8  # inputs and the additive mask
     total += 4 * _max_threads() * k_linear.ROWS * _ffn_width(graph)
@@ -87,11 +93,12 @@ class Arena:
     """Buffers and the bound plan for one (batch, seq, want_probs) shape."""
 
     def __init__(self, graph: Graph, batch: int, seq: int, want_probs: bool, carve=None, threads: int = 1,
-                 next_weight: dict | None = None):
+                 next_weight: dict | None = None, rows: int | None = None):
         carve = carve or _carve
         self.batch, self.seq = batch, seq
+        self.ragged = rows is not None  # token rows: the real tokens only (module doc)
         self.threads = threads  # what the kernels split work for (a plan is bound for one thread count)
-        T = batch * seq
+        T = batch * seq if rows is None else rows
         kp, sc = k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
         shapes = {name: (T if b.rows == "tokens" else batch, b.width) for name, b in graph.buffers.items()}
         shapes.update({
@@ -114,9 +121,11 @@ class Arena:
         self.qscale = views["qscale"]
         # int8 linears: each row of activations, quantized (one byte per input)
         self.qx = carve(k_qlinear.QX_DTYPE, {"qx": (T, max(_int8_width(graph), 4 * k_qlinear.QX_BYTES))})["qx"]
-        ints = carve(np.int64, {k: (batch, seq) for k in ("ids", "mask", "types", "positions")})
+        ints = carve(np.int64, {**{k: (batch, seq) for k in ("ids", "mask", "types", "positions")},
+                                "starts": (batch + 1,)})
         self.input_ids, self.attention_mask, self.token_type_ids, self.position_ids = (
             ints["ids"], ints["mask"], ints["types"], ints["positions"])
+        self.starts = ints["starts"]  # sequence b's token rows: [starts[b], starts[b + 1]) (set per call)
         # read by the embedding op at call time; an array, so the plan need not refer to the arena
         # (a plan holding its arena would be a reference cycle, freed only by the cyclic collector)
         self.trigram_mask_aware = np.ones(1, np.int64)
@@ -152,7 +161,7 @@ class Arena:
             probs = self.probs[op.layer] if want else _NO_PROBS
             scale = np.float32(op.head_dim ** -0.5)
             return k_attention.attention, (B[op.q.buf], op.q.off, B[op.k.buf], op.k.off, B[op.v.buf], op.v.off,
-                                           self.mask_add, op.heads, op.head_dim, scale,
+                                           self.mask_add, self.starts, op.heads, op.head_dim, scale,
                                            B[op.out.buf], op.out.off, probs, int(want), self.kp, self.scores)
         if isinstance(op, EmbedWords):
             if op.out.off != 0 or op.out.width != self.bufs[op.out.buf].shape[1]:
@@ -161,22 +170,30 @@ class Arena:
                                    "its kernel writes whole rows")
             scale = op.scale if op.scale is not None else _NO_SCALES
             return _embed_words, (self.input_ids, self.attention_mask, op.table, scale, int(op.trigram),
-                                  self.trigram_mask_aware, B[op.out.buf])
+                                  self.trigram_mask_aware, self.starts, B[op.out.buf])
         if isinstance(op, EmbedPositions):
             if op.out.off != 0:
                 raise RuntimeError(f"graph error: the position embedding writes at column {op.out.off}; its kernel "
                                    "writes from column 0")
             return k_embeddings.embed_positions, (self.position_ids, self.token_type_ids, op.positions,
-                                                  op.token_types, B[op.out.buf])
+                                                  op.token_types, self.starts, B[op.out.buf])
         if isinstance(op, AddNorm):
             r, r_off = (B[op.r.buf], op.r.off) if op.r is not None else (_NO_MATRIX, -1)
             return k_norms.add_norm, (B[op.a.buf], op.a.off, r, r_off, op.out.width, int(op.norm), op.nw, op.nb,
                                       float(op.eps), B[op.out.buf], op.out.off)
         if isinstance(op, FirstToken):
-            return k_embeddings.gather_rows, (B[op.x.buf], op.x.off, op.x.width, self.seq, B[op.out.buf])
+            return k_embeddings.gather_rows, (B[op.x.buf], op.x.off, op.x.width, self.starts, B[op.out.buf])
         raise TypeError(f"no kernel for op {op!r}")  # pragma: no cover
 
-    def set_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, trigram_mask_aware: bool):
+    def set_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, trigram_mask_aware: bool,
+                   lengths: np.ndarray | None = None):
+        """Copy a call's inputs in; a ragged arena also takes each sequence's length (its real tokens)."""
+        # (every call: arenas of one runner share memory, see Runner.carve)
+        self.starts[0] = 0
+        if self.ragged:
+            np.cumsum(lengths, out=self.starts[1:])
+        else:
+            np.multiply(np.arange(1, self.batch + 1), self.seq, out=self.starts[1:])
         self.input_ids[...] = input_ids
         self.attention_mask[...] = attention_mask
         self.token_type_ids[...] = token_type_ids
@@ -221,8 +238,20 @@ def _max_threads() -> int:
     return numba.config.NUMBA_NUM_THREADS
 
 
-def _embed_words(ids, mask, table, scale, trigram, mask_aware, out):
-    k_embeddings.embed_words(ids, mask, table, scale, trigram, int(mask_aware[0]), out)
+def _embed_words(ids, mask, table, scale, trigram, mask_aware, starts, out):
+    k_embeddings.embed_words(ids, mask, table, scale, trigram, int(mask_aware[0]), starts, out)
+
+
+def ragged_lengths(attention_mask) -> np.ndarray | None:
+    """Each sequence's length if the batch is right-padded (every row ones, then zeros, at least one
+    one) and has padding to skip; else None (the batch runs padded)."""
+    mask = np.asarray(attention_mask)
+    lengths = mask.sum(axis=1)
+    if lengths.min() < 1 or lengths.min() == mask.shape[1]:
+        return None
+    if not (mask == (np.arange(mask.shape[1]) < lengths[:, None])).all():
+        return None
+    return lengths.astype(np.int64)
 
 
 _PROCESS_LOCK = threading.RLock()
@@ -270,16 +299,18 @@ class Runner:
         """Bytes of the blocks this runner's arenas are carved from."""
         return sum(b.nbytes for b in self._blocks.values())
 
-    def arena(self, batch: int, seq: int, want_probs: bool, threads: int | None = None) -> Arena:
+    def arena(self, batch: int, seq: int, want_probs: bool, threads: int | None = None,
+              rows: int | None = None) -> Arena:
+        """The arena for this shape (``rows``: a ragged batch's real tokens; None: every position)."""
         if threads is None:
             import numba
 
             threads = numba.get_num_threads()
-        key = (batch, seq, want_probs, threads)
+        key = (batch, seq, want_probs, threads, rows)
         arena = self._arenas.get(key)
         if arena is None:
             arena = Arena(self.graph, batch, seq, want_probs, carve=self.carve, threads=threads,
-                          next_weight=self._next_weight)
+                          next_weight=self._next_weight, rows=rows)
             self._arenas[key] = arena
             while len(self._arenas) > self.max_arenas:
                 self._arenas.popitem(last=False)
@@ -305,16 +336,20 @@ class Runner:
         return _views(block, shapes, offsets)
 
     def run(self, input_ids, attention_mask, token_type_ids, position_ids, *, want_probs=False,
-            trigram_mask_aware=True, profile: dict | None = None, collect=None, observe=None):
+            trigram_mask_aware=True, profile: dict | None = None, collect=None, observe=None, ragged=False):
         """Run the graph; ``collect(arena)`` copies outputs out while the lock is held.
 
         With ``profile`` (a dict), the wall time of each op is added under its name.
         ``observe(op, arena)``, when given, is called after each op (calibration).
+        ``ragged``: run only the real tokens (module doc) when the batch is right-padded
+        and no attention probabilities are wanted; ``arena.ragged`` tells which ran.
         """
         batch, seq = input_ids.shape
+        lengths = ragged_lengths(attention_mask) if ragged and not want_probs else None
+        rows = None if lengths is None else int(lengths.sum())
         with _launch_lock(self._lock), self._lock:
-            arena = self.arena(batch, seq, want_probs)
-            arena.set_inputs(input_ids, attention_mask, token_type_ids, position_ids, trigram_mask_aware)
+            arena = self.arena(batch, seq, want_probs, rows=rows)
+            arena.set_inputs(input_ids, attention_mask, token_type_ids, position_ids, trigram_mask_aware, lengths)
             if observe is not None:
                 for (_, kernel, args), op in zip(arena.plan, self.graph.ops):
                     kernel(*args)

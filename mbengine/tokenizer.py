@@ -33,6 +33,7 @@ import threading
 
 import numpy as np
 
+from . import hub
 from .errors import InputError, MBEngineError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -206,14 +207,15 @@ class MobileBertTokenizer:
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> "MobileBertTokenizer":
+    def from_pretrained(cls, path: str | os.PathLike, revision: str | None = None) -> "MobileBertTokenizer":
         """From a directory with ``tokenizer.json`` (preferred) or ``vocab.txt``, or from one of those files.
 
         ``tokenizer_config.json`` next to them gives ``model_max_length`` and, for
         vocab.txt (or to override tokenizer.json), ``do_lower_case``,
-        ``strip_accents`` and ``tokenize_chinese_chars``.
+        ``strip_accents`` and ``tokenize_chinese_chars``. ``path`` may also be a
+        Hugging Face Hub model id, at ``revision`` (:mod:`mbengine.hub`).
         """
-        path = os.fspath(path)
+        path = hub.local_path(path, revision, weights=False)  # a Hub model id: its tokenizer files, cached
         if os.path.isdir(path):
             directory = path
             json_file, vocab_file = os.path.join(path, "tokenizer.json"), os.path.join(path, "vocab.txt")

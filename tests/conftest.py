@@ -14,6 +14,7 @@ settings.register_profile("ci", derandomize=True, database=None, print_blob=True
 settings.register_profile("random", derandomize=False, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub (a stray id in a fuzzed CLI argument)
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")

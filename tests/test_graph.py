@@ -121,3 +121,30 @@ def test_feed_forward_fusion(tmp_path, nffn, use_bottleneck):
     a = model(ids).last_hidden_state
     assert any(isinstance(op, FeedForward) for op in model.runner().graph.ops)
     np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6 * np.abs(b).max())
+
+
+@pytest.mark.parametrize("trigram_padding", ["mask", "hf"])
+def test_skipped_padding_gives_the_same_real_positions(tmp_path, trigram_padding):
+    """padding="skip" runs only the real tokens of a right-padded batch: the same values at the real
+    positions as computing the padding, and as each sequence run alone; zeros at the padding."""
+    from mbengine import MobileBertForMaskedLM
+
+    config = MobileBertConfig(**SMALL)
+    path = random_checkpoint(str(tmp_path), config, head="masked_lm", std=0.2)
+    ids = np.random.default_rng(0).integers(0, 40, (3, 11))
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, 2:] = 0
+    skip = MobileBertForMaskedLM.from_pretrained(path, padding="skip", trigram_padding=trigram_padding)
+    full = MobileBertForMaskedLM.from_pretrained(path, padding="compute", trigram_padding=trigram_padding)
+    a, b = skip(ids, mask, output_hidden_states=True), full(ids, mask, output_hidden_states=True)
+    real = mask.astype(bool)
+    np.testing.assert_allclose(a.logits[real], b.logits[real], rtol=1e-5, atol=1e-5 * np.abs(b.logits).max())
+    for x, y in zip(a.hidden_states, b.hidden_states):
+        np.testing.assert_allclose(x[real], y[real], rtol=1e-5, atol=1e-5 * np.abs(y).max())
+    assert not a.logits[~real].any()
+    if trigram_padding == "mask":
+        for r in range(3):
+            alone = full(ids[r:r + 1, :mask[r].sum()]).logits[0]
+            np.testing.assert_allclose(a.logits[r, :mask[r].sum()], alone, rtol=1e-5, atol=1e-5 * np.abs(alone).max())
+    assert skip.runner(True).arenas[-1][-1] == int(mask.sum())  # the arena held only the real tokens

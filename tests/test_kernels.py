@@ -106,7 +106,7 @@ def test_embed_words(batch, use_trigram, mask_aware, int8):
         scale = np.zeros(0, np.float32)
     width = 3 * E if use_trigram else E
     out = np.full((B * S, width), SENTINEL, np.float32)
-    k_embeddings.embed_words(ids, mask, word, scale, use_trigram, mask_aware, out)
+    k_embeddings.embed_words(ids, mask, word, scale, use_trigram, mask_aware, np.arange(B + 1) * S, out)
     e = table.astype(np.float64)[ids]  # [B, S, E]
     expected = trigram(e, mask, mask_aware) if use_trigram else e  # [B, S, 3E or E]
     np.testing.assert_array_equal(out, expected.reshape(B * S, width))
@@ -122,7 +122,7 @@ def test_embed_positions(batch, H, T, P):
     pos = readonly(rng.standard_normal((P, H)))
     typ = readonly(rng.standard_normal((T, H)))
     out = np.full((B * S, H), SENTINEL, np.float32)
-    k_embeddings.embed_positions(positions, types, pos, typ, out)
+    k_embeddings.embed_positions(positions, types, pos, typ, np.arange(B + 1) * S, out)
     expected = (pos[positions] + typ[types]).reshape(B * S, H)  # float32 sum, as the kernel
     np.testing.assert_array_equal(out, expected)
 
@@ -134,7 +134,7 @@ def test_gather_rows(B, S, width, off, extra, seed):
     rng = np.random.default_rng(seed)
     src = framed(B * S, off + width + extra, off, width, rng)
     out = np.full((B, width), SENTINEL, np.float32)
-    k_embeddings.gather_rows(src, off, width, S, out)
+    k_embeddings.gather_rows(src, off, width, np.arange(B + 1) * S, out)
     np.testing.assert_array_equal(out, src[::S, off:off + width])
 
 
@@ -226,7 +226,7 @@ def test_attention(B, S, heads, D, fused, offs, want_probs, qk_scale, data, seed
     kp, scores = (np.zeros(shape, np.float32) for shape in
                   k_attention.scratch_shapes(B, S, heads, D, numba.config.NUMBA_NUM_THREADS))
     scale = np.float32(D**-0.5)
-    k_attention.attention(q, q_off, k, k_off, v, v_off, mask_add, heads, D, scale,
+    k_attention.attention(q, q_off, k, k_off, v, v_off, mask_add, np.arange(B + 1) * S, heads, D, scale,
                           out, out_off, probs, want_probs, kp, scores)
 
     ctx, p = attention_ref(*(x[:, o:o + A].astype(np.float64) for x, o in ((q, q_off), (k, k_off), (v, v_off))),
