@@ -49,7 +49,7 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     path = os.fspath(path)
     try:
         f = h5py.File(path, "r")
-    except OSError as e:
+    except (OSError, RuntimeError) as e:
         raise CheckpointError(f"{path}: not a readable HDF5 file ({e})") from None
     out = {}
     with f:
@@ -67,7 +67,7 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
                         arr = arr.astype(np.float32)
                     name, transpose = hf_name(weight)
                     out[name] = np.ascontiguousarray(arr.T) if transpose else arr
-        except (OSError, KeyError, ValueError, TypeError) as e:  # h5py's errors on damaged groups and data
+        except (OSError, KeyError, ValueError, TypeError, RuntimeError) as e:  # h5py's errors on damaged files
             raise CheckpointError(f"{path}: unreadable HDF5 content ({type(e).__name__}: {e})") from None
     return out
 

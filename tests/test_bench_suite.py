@@ -16,10 +16,14 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 RESULTS = os.path.join(ROOT, "bench", "results")
 
-if ROOT not in sys.path:  # bench/ is not installed: it is imported from the repository
-    sys.path.insert(0, ROOT)
-suite = importlib.import_module("bench.suite")  # light: the steps are data, nothing runs on import
-BENCHMARKS = importlib.import_module("bench.__main__").BENCHMARKS
+# bench/ is not installed: it is imported from the repository, whose root leaves sys.path again at once (on it,
+# the source tree's mbengine/ would shadow the installed package for processes started later, e.g. Dask workers)
+sys.path.insert(0, ROOT)
+try:
+    suite = importlib.import_module("bench.suite")  # light: the steps are data, nothing runs on import
+    BENCHMARKS = importlib.import_module("bench.__main__").BENCHMARKS
+finally:
+    sys.path.remove(ROOT)
 CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
 
 

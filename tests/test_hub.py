@@ -26,6 +26,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -53,7 +54,7 @@ def run(code: str, env: dict, *args: str) -> dict:
              if not k.startswith(("HF_", "HUGGINGFACE_")) and k not in ("TRANSFORMERS_OFFLINE", "TRANSFORMERS_CACHE")}
     clean.update(HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1", NUMBA_NUM_THREADS="1", **env)
     proc = subprocess.run([sys.executable, "-c", code, *args], env=clean, capture_output=True, text=True,
-                          timeout=300, cwd=env.get("HF_HOME"))
+                          timeout=300, cwd=env.get("HF_HOME") or tempfile.gettempdir())  # (not the source tree)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
