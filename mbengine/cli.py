@@ -316,7 +316,8 @@ def model_class(path, name=None):
             architectures = ["Mobile" + a if isinstance(a, str) and a.startswith("Bert") else a
                              for a in architectures]
             declared = next((a for a in architectures if a in CLASSES), None)
-            name = _class_from_tensors(path, declared)
+            # (a base model loads from any checkpoint: its tensor names need not be read)
+            name = declared if declared == "MobileBertModel" else _class_from_tensors(path, declared)
     if name not in CLASSES:
         raise ValueError(f"unknown model class {name!r}; choose one of {', '.join(CLASSES)}")
     return getattr(mbengine, name)
@@ -330,7 +331,7 @@ def _class_from_tensors(path, declared: str | None) -> str:
     names = tensor_names(path)
     head, candidates = canonical.infer_head(names)
     inferred = {HEAD_CLASS_NAMES[h] for h in candidates} if candidates else {HEAD_CLASS_NAMES[head]}
-    if declared in inferred or (declared == "MobileBertModel"):
+    if declared in inferred:
         return declared
     if len(inferred) == 1:
         return inferred.pop()

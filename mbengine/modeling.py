@@ -301,11 +301,9 @@ class MobileBertPreTrainedModel:
         if not fuse:
             raise ValueError("an engine checkpoint holds fused weights: fuse=False is not possible")
         weights = engine.read(path, config)
-        if weights.head != cls.HEAD and cls.HEAD is not None:  # (a base model may come from any)
-            raise CheckpointError(f"{source} is an engine checkpoint of a {weights.head or 'base'} model, "
-                                  f"not of {cls.__name__}'s head {cls.HEAD!r}")
-        pooler = weights.pooler if add_pooling_layer is None else add_pooling_layer
-        return cls(weights.select(cls.HEAD, pooler), source=source, **kwargs)
+        if add_pooling_layer is not None:
+            weights = weights.select(weights.head, add_pooling_layer)
+        return cls(weights, source=source, **kwargs)  # (which refuses another head, and takes a base model of any)
 
     def with_weights(self, weights: PackedWeights):
         """A model of this class and these options on other ``weights`` (e.g. :func:`mbengine.quantize.quantize`'s)."""
