@@ -291,7 +291,7 @@ class Runner:
 
     @property
     def arenas(self) -> tuple:
-        """The (batch, seq, want_probs, threads) shapes whose arenas are kept, least recently used first."""
+        """The (batch, seq, want_probs, threads, rows) shapes whose arenas are kept, least recently used first."""
         return tuple(self._arenas)
 
     @property
