@@ -404,7 +404,11 @@ class MobileBertForPreTraining(MobileBertPreTrainedModel):
 
 
 class MobileBertForMaskedLM(MobileBertPreTrainedModel):
-    """Vocabulary logits for every token; the decoder is tied to the word embeddings."""
+    """Vocabulary logits for every token.
+
+    The decoder is the word-embedding table when the config ties them (as Hugging Face's PyTorch class
+    does), the checkpoint's own decoder weight otherwise and for TensorFlow-written checkpoints.
+    """
 
     HEAD = "masked_lm"
 
