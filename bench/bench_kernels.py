@@ -432,9 +432,9 @@ def numpy_attention(qkv, mask_add, heads, D, scale):
 
 
 def attention_systems(B: int, S: int, rng: np.random.Generator):
-    from mbengine.kernels import attention as AT
-
     import numba
+
+    from mbengine.kernels import attention as AT
 
     D, H = HEAD_DIM, HEADS
     A = H * D

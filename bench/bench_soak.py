@@ -100,7 +100,7 @@ def main(argv=None):
                 rec.done()
             rows += rec.rows
             calls_so_far = rec.calls
-        del model
+        model = same = None  # phase 1's model is freed before phase 3 builds its own
 
         # phase 3: one pipeline, real vocabulary, several caller threads
         path = random_checkpoint(os.path.join(tmp, "texts"),

@@ -147,8 +147,9 @@ def _kernels() -> list:
     import importlib
     import pkgutil
 
-    import mbengine.kernels as K
     from numba.core.dispatcher import Dispatcher
+
+    import mbengine.kernels as K
 
     kernels = []
     for info in pkgutil.iter_modules(K.__path__):

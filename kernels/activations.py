@@ -13,7 +13,6 @@ from numba import njit
 from . import target  # noqa: F401 (first: it settles the compile target before any @njit exists)
 from .names import ACTIVATIONS, UNSUPPORTED, Act, activation_code  # noqa: F401 (the table, re-exported)
 
-
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
 

@@ -41,11 +41,9 @@ import numpy as np
 from numba import njit, prange
 
 from .activations import apply_activation
-from .names import Act, Norm
 from .flags import FASTMATH
-from .simd import (COLS, ROWS, prefetch, prefetch_l2, tile_row, tile_row_epilogue,  # noqa: F401 (ROWS: the runner's)
-                   tile_rows, tile_rows_epilogue)
-
+from .names import Act, Norm
+from .simd import COLS, ROWS, prefetch, prefetch_l2, tile_row, tile_row_epilogue, tile_rows, tile_rows_epilogue  # noqa: F401 (ROWS: the runner's)
 
 CHUNK_ROWS = 128  # rows whose activations stay in L2 while the weight panels stream past
 

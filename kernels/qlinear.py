@@ -49,9 +49,8 @@ from numba import njit, prange
 
 from .flags import FASTMATH
 from .linear import _epilogue_row
+from .qsimd import CACHE, COLS, OFFSET, ROWS, SIGN_BYTES, VARIANT, XMAX, float_from_bits, qtile_row, qtile_rows  # noqa: F401 (VARIANT: re-exported)
 from .simd import prefetch_l2
-from .qsimd import (CACHE, COLS, OFFSET, ROWS, SIGN_BYTES, VARIANT, XMAX,  # noqa: F401 (VARIANT: re-exported)
-                    float_from_bits, qtile_row, qtile_rows)
 
 QX_DTYPE = np.uint8 if OFFSET or SIGN_BYTES else np.int8  # the quantized activations' storage type
 QMAX = 127  # weights: symmetric int8 in [-127, 127] on every CPU (activations: XMAX, 127 but for maddubs7)

@@ -32,7 +32,6 @@ from numba.extending import intrinsic
 
 from .target import TARGET
 
-
 LANES = TARGET.lanes  # float32 lanes of the CPU Numba compiles for (kernels.target)
 VECS = 2
 COLS = VECS * LANES

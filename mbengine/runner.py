@@ -22,12 +22,12 @@ from collections import OrderedDict
 import numpy as np
 
 from .graph import AddNorm, Attention, EmbedPositions, EmbedWords, FeedForward, FirstToken, Graph, Linear, Ref
-from .weights import Int8Linear
 from .kernels import attention as k_attention
 from .kernels import embeddings as k_embeddings
 from .kernels import linear as k_linear
 from .kernels import norms as k_norms
 from .kernels import qlinear as k_qlinear
+from .weights import Int8Linear
 
 MASK_MIN = np.float32(np.finfo(np.float32).min)  # what HF adds for a masked key
 

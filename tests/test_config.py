@@ -4,13 +4,12 @@ import dataclasses
 import json
 
 import pytest
+import transformers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mbengine.config import MAX_LABELS, MAX_VALUES, MobileBertConfig
 from mbengine.errors import ConfigError
-
-import transformers
 
 
 def test_fields_and_defaults_match_transformers():

@@ -8,6 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
+import torch
 
 import mbengine
 from mbengine.config import MobileBertConfig
@@ -15,8 +16,6 @@ from mbengine.converters.torch_bin import read_torch_bin
 from mbengine.errors import CheckpointError
 
 from .hf_util import random_head_model
-
-import torch
 
 CONFIG = MobileBertConfig(vocab_size=70, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
                           num_hidden_layers=2, num_attention_heads=2, intermediate_size=20)

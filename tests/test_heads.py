@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+import torch
+import transformers
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -12,9 +14,6 @@ from mbengine.errors import CheckpointError, ConfigError
 from .helpers import rel_err
 from .hf_util import HEADS, hf_config, random_head_model, save_hf
 from .strategies import inputs, small_configs
-
-import torch
-import transformers
 
 TOL = 1e-4
 

@@ -26,9 +26,22 @@ from mbengine.kernels import linear as k_linear
 from mbengine.kernels import norms as k_norms
 from mbengine.kernels.names import Norm
 
-from .helpers import (CODES, EPS, NAME_OF_CODE, NORMS, SCALES, SENTINEL, SETTINGS, assert_close32,
-                      assert_frame_untouched, framed, norm_ref, readonly)
+from .helpers import (
+    CODES,
+    EPS,
+    NAME_OF_CODE,
+    NORMS,
+    SCALES,
+    SENTINEL,
+    SETTINGS,
+    assert_close32,
+    assert_frame_untouched,
+    framed,
+    norm_ref,
+    readonly,
+)
 from .reference import ACT, MASK_MIN, trigram
+
 
 # ----------------------------------------------------------------------------- activations
 @njit

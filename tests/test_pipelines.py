@@ -8,15 +8,14 @@ import shutil
 
 import numpy as np
 import pytest
+import torch
+import transformers
 
 import mbengine
 from mbengine.config import MobileBertConfig
 
 from .helpers import real_vocab_dir
 from .hf_util import random_head_model, save_hf
-
-import torch
-import transformers
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "pipelines")
 CONFIG = dict(vocab_size=30522, hidden_size=32, embedding_size=16, intra_bottleneck_size=16, num_hidden_layers=2,

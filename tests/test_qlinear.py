@@ -55,9 +55,21 @@ from hypothesis import strategies as st
 from mbengine.kernels import qlinear as Q
 from mbengine.kernels.target import TARGET
 
+from .helpers import (
+    CODES,
+    EPS,
+    NAME_OF_CODE,
+    NORMS,
+    SENTINEL,
+    SETTINGS,
+    assert_close32,
+    assert_frame_untouched,
+    framed,
+    norm_ref,
+    readonly,
+    rel_err,
+)
 from .reference import ACT
-from .helpers import (CODES, EPS, NAME_OF_CODE, NORMS, SENTINEL, SETTINGS, assert_close32, assert_frame_untouched,
-                      framed, norm_ref, readonly, rel_err)
 
 U = 2.0 ** -24  # float32 unit roundoff
 TIE = 1e-4  # |x / sx - (n + 1/2)| below this: either rounding is right (module doc)

@@ -6,13 +6,12 @@ BertModel on the same files, and sentence-transformers' own encode() for sentenc
 
 import numpy as np
 import pytest
+import torch
+import transformers
 
 import mbengine
 
 from .helpers import real_vocab_dir
-
-import torch
-import transformers
 
 TEXTS = [
     "A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",

@@ -7,18 +7,16 @@ masks, explicit position ids and every activation.
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mbengine.kernels.activations import ACTIVATIONS
 
 from .helpers import rel_err
+from .hf_util import hf_forward, random_hf_model, state_dict_numpy  # noqa: E402
 from .reference import ACT, reference_forward
 from .strategies import HF_TESTER_CONFIG, inputs, small_configs
-
-import torch
-
-from .hf_util import hf_forward, random_hf_model, state_dict_numpy  # noqa: E402
 
 TOL64 = 1e-9  # reference vs HF, both float64
 TOL32 = 1e-5  # reference vs HF in float32

@@ -13,15 +13,15 @@ import warnings
 
 import numpy as np
 import pytest
+import transformers
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import transformers
 
 from mbengine.errors import InputError, MBEngineError
 from mbengine.tokenizer import MobileBertTokenizer, TokenizerError
 
 from .helpers import real_vocab_dir
+
 
 def copy_files(dst, names, src=None):
     for name in names:
