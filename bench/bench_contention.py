@@ -50,8 +50,13 @@ SPIN = "import time\nend = time.time() + 3600\nwhile time.time() < end:\n    pas
 
 def measure(path: str, threads: int, calls: int, env_extra: dict) -> dict:
     env = dict(os.environ, **env_extra)
-    out = subprocess.run([sys.executable, "-c", CHILD, path, str(threads), str(calls)], env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, path, str(threads), str(calls)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -82,17 +87,36 @@ def main(argv=None):
                     for name, extra in CONFIGS.items():
                         r = measure(path, threads, args.calls, extra)
                         st = common.stats(r["times"])
-                        rows.append({"busy processes": busy, "threads": threads, "configuration": name,
-                                     "layer": r["layer"], "median ms": round(st["median"] * 1e3, 2),
-                                     "min ms": round(st["min"] * 1e3, 2)})
+                        rows.append(
+                            {
+                                "busy processes": busy,
+                                "threads": threads,
+                                "configuration": name,
+                                "layer": r["layer"],
+                                "median ms": round(st["median"] * 1e3, 2),
+                                "min ms": round(st["min"] * 1e3, 2),
+                            }
+                        )
                         print(rows[-1], flush=True)
             finally:
                 for p in spinners:
                     p.kill()
                     p.wait()
-    data = {"environment": common.environment(), "command": common.command_line(), "date": common.now(),
-            "rows": rows, "calls": args.calls, "layers": args.layers}
-    common.write_results("contention", data, title="Threads on a busy machine (b1 s128, float32)",
-                         notes=[f"full-size MobileBERT ({args.layers} layers), random weights, engine checkpoint; "
-                                f"{args.calls} timed calls per cell, each cell a fresh process; busy processes "
-                                "spin a pure-Python loop"])
+    data = {
+        "environment": common.environment(),
+        "command": common.command_line(),
+        "date": common.now(),
+        "rows": rows,
+        "calls": args.calls,
+        "layers": args.layers,
+    }
+    common.write_results(
+        "contention",
+        data,
+        title="Threads on a busy machine (b1 s128, float32)",
+        notes=[
+            f"full-size MobileBERT ({args.layers} layers), random weights, engine checkpoint; "
+            f"{args.calls} timed calls per cell, each cell a fresh process; busy processes "
+            "spin a pure-Python loop"
+        ],
+    )

@@ -43,21 +43,38 @@ def main(argv=None):
         for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):
             shutil.copy(os.path.join(vocab, name), os.path.join(path, name))
         for workers in (1, 2):
-            with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                              dashboard_address=None) as cluster, Client(cluster) as client:
-                map_pipeline(client, "feature-extraction", path, texts[:64 * workers], chunk_size=32,
-                             pooling="mean")  # load the model on every worker
+            with (
+                LocalCluster(
+                    n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                map_pipeline(
+                    client, "feature-extraction", path, texts[: 64 * workers], chunk_size=32, pooling="mean"
+                )  # load the model on every worker
                 t = time.perf_counter()
-                out = map_pipeline(client, "feature-extraction", path, texts, chunk_size=args.chunk_size,
-                                   pooling="mean")
+                out = map_pipeline(
+                    client, "feature-extraction", path, texts, chunk_size=args.chunk_size, pooling="mean"
+                )
                 seconds = time.perf_counter() - t
                 assert len(out) == len(texts)
-                rows.append({"workers": workers, "texts": len(texts), "seconds": round(seconds, 2),
-                             "texts/s": round(len(texts) / seconds, 1)})
+                rows.append(
+                    {
+                        "workers": workers,
+                        "texts": len(texts),
+                        "seconds": round(seconds, 2),
+                        "texts/s": round(len(texts) / seconds, 1),
+                    }
+                )
                 print(rows[-1], flush=True)
     rows[1]["speed-up"] = round(rows[0]["seconds"] / rows[1]["seconds"], 2)
-    data = {"environment": common.environment(), "command": common.command_line(), "date": common.now(),
-            "rows": rows}
-    common.write_results("dask", data, title="Dask LocalCluster throughput (feature extraction, full-size model)",
-                         notes=["one thread per worker process; texts of 5..33 tokens; chunk size "
-                                f"{args.chunk_size}; model loaded on every worker before timing"])
+    data = {"environment": common.environment(), "command": common.command_line(), "date": common.now(), "rows": rows}
+    common.write_results(
+        "dask",
+        data,
+        title="Dask LocalCluster throughput (feature extraction, full-size model)",
+        notes=[
+            "one thread per worker process; texts of 5..33 tokens; chunk size "
+            f"{args.chunk_size}; model loaded on every worker before timing"
+        ],
+    )

@@ -126,9 +126,11 @@ def stdlib_sentences(n: int, exclude: set[str]) -> tuple[str, list[str]]:
     chosen = sorted(pool, key=lambda s: hashlib.sha1(s.encode()).hexdigest())[:n]
     if len(chosen) < n:
         print(f"  only {len(chosen)} sentences found (asked for {n})", flush=True)
-    source = (f"docstrings of the {len(files)} top-level modules of the Python {sys.version.split()[0]} standard "
-              f"library ({lib}/*.py): {len(pool)} distinct prose sentences of 5..40 words, the first {len(chosen)} "
-              f"by SHA-1 of the text")
+    source = (
+        f"docstrings of the {len(files)} top-level modules of the Python {sys.version.split()[0]} standard "
+        f"library ({lib}/*.py): {len(pool)} distinct prose sentences of 5..40 words, the first {len(chosen)} "
+        f"by SHA-1 of the text"
+    )
     return source, chosen
 
 
@@ -137,8 +139,12 @@ def cosine_stats(a: np.ndarray, b: np.ndarray) -> dict:
     a = a.astype(np.float64)
     b = b.astype(np.float64)
     cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
-    return {"mean": float(cos.mean()), "min": float(cos.min()), "p01": float(np.percentile(cos, 1)),
-            "worst_index": int(cos.argmin())}
+    return {
+        "mean": float(cos.mean()),
+        "min": float(cos.min()),
+        "p01": float(np.percentile(cos, 1)),
+        "worst_index": int(cos.argmin()),
+    }
 
 
 def nearest(emb: np.ndarray, k: int) -> np.ndarray:
@@ -157,9 +163,12 @@ def neighbour_agreement(got: np.ndarray, want: np.ndarray, k: int = 5) -> dict:
     rows = np.arange(len(w))
     gap = sim[rows, w[:, 0]] - sim[rows, w[:, 1]]  # float32: how close the runner-up neighbour is
     flipped = g[:, 0] != w[:, 0]
-    return {"top1_agreement": float(np.mean(~flipped)), f"top{k}_overlap": float(np.mean(overlap)),
-            "fp32_top1_gap_median": float(np.median(gap)),
-            "fp32_top1_gap_of_flipped_max": float(gap[flipped].max()) if flipped.any() else None}
+    return {
+        "top1_agreement": float(np.mean(~flipped)),
+        f"top{k}_overlap": float(np.mean(overlap)),
+        "fp32_top1_gap_median": float(np.median(gap)),
+        "fp32_top1_gap_of_flipped_max": float(gap[flipped].max()) if flipped.any() else None,
+    }
 
 
 def quantize_minilm(src: str, dst: str, **options) -> dict:
@@ -197,14 +206,28 @@ def real_weights(args, tmp: str) -> dict:
         summary = quantize_minilm(src, dst, **options)
         got = embed(dst)
         cos = cosine_stats(got, reference)
-        row = {"variant": label, "cosine": cos, **neighbour_agreement(got, reference), "quantization": summary,
-               "worst_sentence": sentences[cos["worst_index"]],
-               "targets_met": cos["mean"] >= TARGET_MEAN_COSINE and cos["min"] >= TARGET_WORST_COSINE}
+        row = {
+            "variant": label,
+            "cosine": cos,
+            **neighbour_agreement(got, reference),
+            "quantization": summary,
+            "worst_sentence": sentences[cos["worst_index"]],
+            "targets_met": cos["mean"] >= TARGET_MEAN_COSINE and cos["min"] >= TARGET_WORST_COSINE,
+        }
         rows.append(row)
-        print(f"  {label}: cosine mean {cos['mean']:.5f} min {cos['min']:.5f}, top-1 NN agreement "
-              f"{row['top1_agreement']:.3f}, targets met: {row['targets_met']}", flush=True)
-    return {"model": src, "sentence_source": source, "sentences": len(sentences), "first_sentences": sentences[:5],
-            "targets": {"mean_cosine": TARGET_MEAN_COSINE, "worst_cosine": TARGET_WORST_COSINE}, "rows": rows}
+        print(
+            f"  {label}: cosine mean {cos['mean']:.5f} min {cos['min']:.5f}, top-1 NN agreement "
+            f"{row['top1_agreement']:.3f}, targets met: {row['targets_met']}",
+            flush=True,
+        )
+    return {
+        "model": src,
+        "sentence_source": source,
+        "sentences": len(sentences),
+        "first_sentences": sentences[:5],
+        "targets": {"mean_cosine": TARGET_MEAN_COSINE, "worst_cosine": TARGET_WORST_COSINE},
+        "rows": rows,
+    }
 
 
 # =========================================================================== 2. full size, random weights
@@ -227,16 +250,31 @@ def build_heads(root: str) -> tuple[str, str, dict]:
     paths = os.path.join(root, "hf-mlm"), os.path.join(root, "hf-qa")
     mlm.save_pretrained(paths[0])
     qa.save_pretrained(paths[1])
-    keys = ("num_hidden_layers", "hidden_size", "embedding_size", "intra_bottleneck_size", "intermediate_size",
-            "num_feedforward_networks", "num_attention_heads", "use_bottleneck_attention",
-            "key_query_shared_bottleneck", "normalization_type", "vocab_size")
+    keys = (
+        "num_hidden_layers",
+        "hidden_size",
+        "embedding_size",
+        "intra_bottleneck_size",
+        "intermediate_size",
+        "num_feedforward_networks",
+        "num_attention_heads",
+        "use_bottleneck_attention",
+        "key_query_shared_bottleneck",
+        "normalization_type",
+        "vocab_size",
+    )
     return paths[0], paths[1], {k: getattr(config, k) for k in keys}
 
 
 # the linears that read the hidden state (at full size: use_bottleneck_attention=False,
 # key_query_shared_bottleneck=True, so V reads the layer input, Q and K the shared bottleneck)
-HIDDEN_READERS = ("bottleneck.input.dense.weight", "bottleneck.attention.dense.weight", "attention.self.value.weight",
-                  "cls.predictions.transform.dense.weight", "qa_outputs.weight")
+HIDDEN_READERS = (
+    "bottleneck.input.dense.weight",
+    "bottleneck.attention.dense.weight",
+    "attention.self.value.weight",
+    "cls.predictions.transform.dense.weight",
+    "qa_outputs.weight",
+)
 HIDDEN_WRITERS = ("output.bottleneck.LayerNorm.bias", "embeddings.LayerNorm.bias")  # the NoNorm biases
 
 
@@ -295,8 +333,7 @@ def inject_outliers(src: str, dst: str, channels, magnitude: float, scales: np.n
 def eval_inputs(n: int, seq: int, vocab: int, seed: int) -> list[tuple]:
     """``n`` random-id sequences in batches of 4, as bench_model's (:func:`bench.builders.make_inputs`)."""
     inp = make_inputs(n, seq, vocab, seed=seed)
-    return [tuple(inp[k][i:i + 4] for k in ("input_ids", "attention_mask", "token_type_ids"))
-            for i in range(0, n, 4)]
+    return [tuple(inp[k][i : i + 4] for k in ("input_ids", "attention_mask", "token_type_ids")) for i in range(0, n, 4)]
 
 
 def run_mlm(model, batches) -> dict:
@@ -308,8 +345,12 @@ def run_mlm(model, batches) -> dict:
         change.append(out.hidden_states[-1] - out.hidden_states[0])
         top.append(out.logits.argmax(-1))
         gap.append(top2_gap(out.logits))
-    return {"hidden": np.concatenate(hidden), "change": np.concatenate(change), "argmax": np.concatenate(top),
-            "gap": np.concatenate(gap)}
+    return {
+        "hidden": np.concatenate(hidden),
+        "change": np.concatenate(change),
+        "argmax": np.concatenate(top),
+        "gap": np.concatenate(gap),
+    }
 
 
 def top2_gap(logits: np.ndarray) -> np.ndarray:
@@ -347,8 +388,9 @@ def compare(mlm: dict, qa: dict, ref_mlm: dict, ref_qa: dict, keep: np.ndarray) 
         "mlm_top1_agreement": float(np.mean(mlm["argmax"] == ref_mlm["argmax"])),
         "qa_start_agreement": float(np.mean(qa["start"].argmax(-1) == ref_qa["start"].argmax(-1))),
         "qa_end_agreement": float(np.mean(qa["end"].argmax(-1) == ref_qa["end"].argmax(-1))),
-        "qa_logits_rel_err": common.rel_err(np.stack([qa["start"], qa["end"]]),
-                                            np.stack([ref_qa["start"], ref_qa["end"]])),
+        "qa_logits_rel_err": common.rel_err(
+            np.stack([qa["start"], qa["end"]]), np.stack([ref_qa["start"], ref_qa["end"]])
+        ),
     }
 
 
@@ -376,34 +418,57 @@ def full_size(args, tmp: str) -> dict:
         keep = np.ones(config["hidden_size"], bool)
         keep[channels] = False
         ref_mlm, ref_qa = run_mlm(Mlm.from_pretrained(paths[0]), batches), run_qa(Qa.from_pretrained(paths[1]), batches)
-        fp32_scale = {"fp32_hidden_absmax": float(np.abs(ref_mlm["hidden"]).max()),
-                      "fp32_mlm_gap": float(np.median(ref_mlm["gap"])),
-                      "fp32_qa_gap": float(np.median(np.concatenate([top2_gap(ref_qa[k]) for k in ("start", "end")])))}
+        fp32_scale = {
+            "fp32_hidden_absmax": float(np.abs(ref_mlm["hidden"]).max()),
+            "fp32_mlm_gap": float(np.median(ref_mlm["gap"])),
+            "fp32_qa_gap": float(np.median(np.concatenate([top2_gap(ref_qa[k]) for k in ("start", "end")]))),
+        }
         label = "none (as initialised)" if magnitude is None else f"{len(channels)} channels x {magnitude:.0e}"
         print(f"  outliers {label}: fp32 |hidden| max {np.abs(ref_mlm['hidden']).max():.3g}", flush=True)
         for remedy, options in (("yes", {}), ("no", NO_REMEDY)):
             m, m_sum, m_s = quantized(Mlm, paths[0], calib, **options)
             q, q_sum, _ = quantized(Qa, paths[1], calib, **options)
-            row = {"outliers": label, "magnitude": magnitude, "channels": channels, "remedy": remedy,
-                   **compare(run_mlm(m, batches), run_qa(q, batches), ref_mlm, ref_qa, keep),
-                   "quantize_s": m_s, "mlm_quantization": m_sum, "qa_quantization": q_sum, **fp32_scale}
+            row = {
+                "outliers": label,
+                "magnitude": magnitude,
+                "channels": channels,
+                "remedy": remedy,
+                **compare(run_mlm(m, batches), run_qa(q, batches), ref_mlm, ref_qa, keep),
+                "quantize_s": m_s,
+                "mlm_quantization": m_sum,
+                "qa_quantization": q_sum,
+                **fp32_scale,
+            }
             rows.append(row)
-            print(f"    remedy {remedy}: hidden rel err {row['hidden_rel_err']:.2e} (ordinary channels "
-                  f"{row['hidden_rel_err_ordinary']:.2e}), MLM argmax {row['mlm_top1_agreement']:.3f}, QA start/end "
-                  f"{row['qa_start_agreement']:.3f}/{row['qa_end_agreement']:.3f}, outlier channels "
-                  f"{m_sum['outlier_channels']}, float32 linears {len(m_sum['float32_linears'])}", flush=True)
+            print(
+                f"    remedy {remedy}: hidden rel err {row['hidden_rel_err']:.2e} (ordinary channels "
+                f"{row['hidden_rel_err_ordinary']:.2e}), MLM argmax {row['mlm_top1_agreement']:.3f}, QA start/end "
+                f"{row['qa_start_agreement']:.3f}/{row['qa_end_agreement']:.3f}, outlier channels "
+                f"{m_sum['outlier_channels']}, float32 linears {len(m_sum['float32_linears'])}",
+                flush=True,
+            )
             if magnitude is None and remedy == "yes":  # the int8 MLM checkpoint of section 3
                 engine.write(m.weights, os.path.join(tmp, "engine-mlm-int8"))
         if magnitude is None:
             engine.write(Mlm.from_pretrained(mlm_path).weights, os.path.join(tmp, "engine-mlm-fp32"))
-    scaling = ("weight columns / magnitude (tests/test_int8_model.py)" if scales is None else
-               "weight columns / ((i + 1) x magnitude / RMS of hidden state i without outliers), RMS "
-               f"{scales.min():.3g}..{scales.max():.3g}")
-    return {"config": config, "sequences": args.sequences, "seq": args.seq, "eval_seed": args.eval_seed,
-            "outlier_channels": list(OUTLIER_CHANNELS), "reader_scaling": scaling,
-            "hidden_rms_without_outliers": scales,
-            "calibration": f"random token ids, 8 x {args.seq}, seed {args.calib_seed} "
-                           f"(q8.calibration_batches without tokenizer)", "rows": rows}
+    scaling = (
+        "weight columns / magnitude (tests/test_int8_model.py)"
+        if scales is None
+        else "weight columns / ((i + 1) x magnitude / RMS of hidden state i without outliers), RMS "
+        f"{scales.min():.3g}..{scales.max():.3g}"
+    )
+    return {
+        "config": config,
+        "sequences": args.sequences,
+        "seq": args.seq,
+        "eval_seed": args.eval_seed,
+        "outlier_channels": list(OUTLIER_CHANNELS),
+        "reader_scaling": scaling,
+        "hidden_rms_without_outliers": scales,
+        "calibration": f"random token ids, 8 x {args.seq}, seed {args.calib_seed} "
+        f"(q8.calibration_batches without tokenizer)",
+        "rows": rows,
+    }
 
 
 # =========================================================================== 3. size and memory
@@ -438,8 +503,13 @@ def peak_rss(path: str, cls_name: str) -> dict:
         out = subprocess.run([sys.executable, "-c", CHILD, path, cls_name], capture_output=True, text=True, check=True)
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     peak = "vmhwm_mib" if runs[1]["vmhwm_mib"] is not None else "ru_maxrss_mib"
-    return {"first_mib": runs[0][peak], "warm_mib": runs[1][peak], "measure": peak,
-            "ru_maxrss_mib": runs[1]["ru_maxrss_mib"], "dtype": runs[1]["dtype"]}
+    return {
+        "first_mib": runs[0][peak],
+        "warm_mib": runs[1][peak],
+        "measure": peak,
+        "ru_maxrss_mib": runs[1]["ru_maxrss_mib"],
+        "dtype": runs[1]["dtype"],
+    }
 
 
 def _mib(path: str) -> float:
@@ -460,8 +530,10 @@ def size_and_memory(args, tmp: str) -> dict:
     engine.write(mbengine.MobileBertModel.from_pretrained(hf).weights, os.path.join(tmp, "engine-base-fp32"))
     quantize_engine(hf, os.path.join(tmp, "engine-base-int8"))  # as `mbengine quantize` (random-id calibration)
     rows = []
-    for label, cls_name, stem in (("MobileBertModel", "MobileBertModel", "engine-base"),
-                                  ("MobileBertForMaskedLM", "MobileBertForMaskedLM", "engine-mlm")):
+    for label, cls_name, stem in (
+        ("MobileBertModel", "MobileBertModel", "engine-base"),
+        ("MobileBertForMaskedLM", "MobileBertForMaskedLM", "engine-mlm"),
+    ):
         fp32_bytes = None
         for dtype in ("fp32", "int8"):
             path = os.path.join(tmp, f"{stem}-{dtype}")
@@ -469,26 +541,42 @@ def size_and_memory(args, tmp: str) -> dict:
                 continue
             size = os.path.getsize(os.path.join(path, "model.safetensors"))
             fp32_bytes = fp32_bytes or size
-            row = {"model": label, "dtype": "float32" if dtype == "fp32" else "int8", "safetensors_bytes": size,
-                   "ratio": size / fp32_bytes, "checkpoint_mib": _dir_mib(path),
-                   **({} if args.no_rss else peak_rss(path, cls_name))}
+            row = {
+                "model": label,
+                "dtype": "float32" if dtype == "fp32" else "int8",
+                "safetensors_bytes": size,
+                "ratio": size / fp32_bytes,
+                "checkpoint_mib": _dir_mib(path),
+                **({} if args.no_rss else peak_rss(path, cls_name)),
+            }
             rows.append(row)
-            print(f"[3] {label} {row['dtype']}: {size / 2**20:.1f} MiB ({100 * row['ratio']:.1f}% of float32), "
-                  f"peak RSS {row.get('warm_mib', float('nan')):.0f} MiB", flush=True)
+            print(
+                f"[3] {label} {row['dtype']}: {size / 2**20:.1f} MiB ({100 * row['ratio']:.1f}% of float32), "
+                f"peak RSS {row.get('warm_mib', float('nan')):.0f} MiB",
+                flush=True,
+            )
     return {"target_ratio": TARGET_SIZE_RATIO, "rows": rows}
 
 
 # =========================================================================== 4. per compile target
 # Each target is a fresh process (its own Numba cache) compiling the kernels for that CPU: its vector width,
 # float32 tile and int8 micro-kernel (mbengine/kernels/target.py). "cpu:variant" also forces an int8 variant.
-TARGETS = ["host", "haswell", "skylake-avx512", "haswell:maddubs7", "skylake-avx512:maddubs7", "haswell:generic",
-           "skylake-avx512:generic"]
+TARGETS = [
+    "host",
+    "haswell",
+    "skylake-avx512",
+    "haswell:maddubs7",
+    "skylake-avx512:maddubs7",
+    "haswell:generic",
+    "skylake-avx512:generic",
+]
 
 
 def _target_env(spec: str, tmp: str) -> dict:
     cpu, _, variant = spec.partition(":")
-    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES",
-                                                            "MBENGINE_INT8_KERNEL")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "MBENGINE_INT8_KERNEL")
+    }
     if cpu != "host":
         env["NUMBA_CPU_NAME"] = cpu
     if variant:
@@ -507,26 +595,53 @@ def per_target(args, tmp: str) -> dict:
     source, sentences = stdlib_sentences(args.target_sentences, set(q8.sample_texts()))
     job = os.path.join(tmp, "target-job.json")
     with open(job, "w") as f:
-        json.dump({"hf": hf, "minilm": minilm_dir(), "sentences": sentences, "threads": args.target_threads,
-                   "repeats": args.target_repeats, "seq": args.seq, "tmp": tmp}, f)
+        json.dump(
+            {
+                "hf": hf,
+                "minilm": minilm_dir(),
+                "sentences": sentences,
+                "threads": args.target_threads,
+                "repeats": args.target_repeats,
+                "seq": args.seq,
+                "tmp": tmp,
+            },
+            f,
+        )
     rows = []
     for spec in args.targets:
         print(f"[4] target {spec}: fresh process, fresh Numba cache", flush=True)
-        proc = subprocess.run([sys.executable, "-m", "bench", "int8", "--target-worker", job],
-                              env=_target_env(spec, tmp), capture_output=True, text=True,
-                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        proc = subprocess.run(
+            [sys.executable, "-m", "bench", "int8", "--target-worker", job],
+            env=_target_env(spec, tmp),
+            capture_output=True,
+            text=True,
+            cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"target {spec} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}")
         row = {"target": spec, **json.loads(proc.stdout.strip().splitlines()[-1])}
         rows.append(row)
-        speed = ", ".join(f"{t['threads']} thread{'s' if t['threads'] > 1 else ''} x{t['ratio']:.2f}"
-                          for t in row["timings"])
-        print(f"    {row['compile_target']}, int8 kernel {row['int8_kernel']}: int8/float32 speed {speed}; hidden "
-              f"rel err {row['hidden_rel_err']:.2e}; MiniLM cosine mean {row['cosine']['mean']:.5f} "
-              f"worst {row['cosine']['min']:.5f}", flush=True)
-    return {"sentence_source": source, "sentences": len(sentences), "seq": args.seq, "rows": rows,
-            "targets": {"speed_ratio": TARGET_SPEED_RATIO, "mean_cosine": TARGET_VARIANT_MEAN_COSINE,
-                        "worst_cosine": TARGET_VARIANT_WORST_COSINE, "hidden_rel_err": TARGET_HIDDEN_ERR}}
+        speed = ", ".join(
+            f"{t['threads']} thread{'s' if t['threads'] > 1 else ''} x{t['ratio']:.2f}" for t in row["timings"]
+        )
+        print(
+            f"    {row['compile_target']}, int8 kernel {row['int8_kernel']}: int8/float32 speed {speed}; hidden "
+            f"rel err {row['hidden_rel_err']:.2e}; MiniLM cosine mean {row['cosine']['mean']:.5f} "
+            f"worst {row['cosine']['min']:.5f}",
+            flush=True,
+        )
+    return {
+        "sentence_source": source,
+        "sentences": len(sentences),
+        "seq": args.seq,
+        "rows": rows,
+        "targets": {
+            "speed_ratio": TARGET_SPEED_RATIO,
+            "mean_cosine": TARGET_VARIANT_MEAN_COSINE,
+            "worst_cosine": TARGET_VARIANT_WORST_COSINE,
+            "hidden_rel_err": TARGET_HIDDEN_ERR,
+        },
+    }
 
 
 def target_worker(job_path: str) -> dict:
@@ -543,24 +658,35 @@ def target_worker(job_path: str) -> dict:
     inp = make_inputs(1, job["seq"], fp32.config.vocab_size, seed=1)
 
     def call(model):
-        return model(inp["input_ids"], attention_mask=inp["attention_mask"],
-                     token_type_ids=inp["token_type_ids"]).last_hidden_state
+        return model(
+            inp["input_ids"], attention_mask=inp["attention_mask"], token_type_ids=inp["token_type_ids"]
+        ).last_hidden_state
 
     out["hidden_rel_err"] = common.rel_err(call(int8), call(fp32))
     out["timings"] = []
     for threads in job["threads"]:
         fp32.threads = int8.threads = threads
-        times, load, attempts = common.time_when_quiet({"float32": lambda: call(fp32), "int8": lambda: call(int8)},
-                                                       job["repeats"], warmup=2)
+        times, load, attempts = common.time_when_quiet(
+            {"float32": lambda: call(fp32), "int8": lambda: call(int8)}, job["repeats"], warmup=2
+        )
         f, q = common.median(times["float32"]), common.median(times["int8"])
-        out["timings"].append({"threads": threads, "float32_ms": 1e3 * f, "int8_ms": 1e3 * q, "ratio": f / q,
-                               "other_cpu": load.get("other_cpu"), "attempts": attempts})
+        out["timings"].append(
+            {
+                "threads": threads,
+                "float32_ms": 1e3 * f,
+                "int8_ms": 1e3 * q,
+                "ratio": f / q,
+                "other_cpu": load.get("other_cpu"),
+                "attempts": attempts,
+            }
+        )
     dst = os.path.join(job["tmp"], "minilm-" + out["int8_kernel"] + "-" + str(os.getpid()))
     quantize_minilm(job["minilm"], dst)
 
     def embed(path):
         return mbengine.pipeline("feature-extraction", model=path, batch_size=16)(
-            job["sentences"], pooling="mean", normalize=True)
+            job["sentences"], pooling="mean", normalize=True
+        )
 
     out["cosine"] = cosine_stats(embed(dst), embed(job["minilm"]))
     return out
@@ -572,19 +698,29 @@ def target_table(sec: dict) -> str:
     threads = [r["threads"] for r in sec["rows"][0]["timings"]]
     for n in threads:
         headers += [f"{n} thr: float32 ms", f"{n} thr: int8 ms", f"{n} thr: int8 speed / float32"]
-    headers += ["hidden rel err (full size)", "MiniLM cosine mean", "MiniLM cosine worst",
-                f"targets met (speed >= {t['speed_ratio']}x, err <= {t['hidden_rel_err']}, cosine mean >= "
-                f"{t['mean_cosine']}, worst >= {t['worst_cosine']})"]
+    headers += [
+        "hidden rel err (full size)",
+        "MiniLM cosine mean",
+        "MiniLM cosine worst",
+        f"targets met (speed >= {t['speed_ratio']}x, err <= {t['hidden_rel_err']}, cosine mean >= "
+        f"{t['mean_cosine']}, worst >= {t['worst_cosine']})",
+    ]
     rows = []
     for r in sec["rows"]:
         cells = [r["target"], r["compile_target"], r["int8_kernel"]]
         for tm in r["timings"]:
             cells += [f"{tm['float32_ms']:.1f}", f"{tm['int8_ms']:.1f}", f"{tm['ratio']:.2f}x"]
-        met = {"speed": all(tm["ratio"] >= t["speed_ratio"] for tm in r["timings"]),
-               "error": r["hidden_rel_err"] <= t["hidden_rel_err"],
-               "cosine": r["cosine"]["mean"] >= t["mean_cosine"] and r["cosine"]["min"] >= t["worst_cosine"]}
-        cells += [f"{r['hidden_rel_err']:.2e}", f"{r['cosine']['mean']:.5f}", f"{r['cosine']['min']:.5f}",
-                  "all" if all(met.values()) else "missed: " + ", ".join(k for k, v in met.items() if not v)]
+        met = {
+            "speed": all(tm["ratio"] >= t["speed_ratio"] for tm in r["timings"]),
+            "error": r["hidden_rel_err"] <= t["hidden_rel_err"],
+            "cosine": r["cosine"]["mean"] >= t["mean_cosine"] and r["cosine"]["min"] >= t["worst_cosine"],
+        }
+        cells += [
+            f"{r['hidden_rel_err']:.2e}",
+            f"{r['cosine']['mean']:.5f}",
+            f"{r['cosine']['min']:.5f}",
+            "all" if all(met.values()) else "missed: " + ", ".join(k for k, v in met.items() if not v),
+        ]
         rows.append(cells)
     return common.markdown_table(headers, rows)
 
@@ -606,38 +742,91 @@ def _pct(x: float) -> str:
 
 
 def real_table(sec: dict) -> str:
-    headers = ["variant", "cosine mean", "cosine worst", "cosine 1st pct", "top-1 NN agreement", "top-5 NN overlap",
-               "int8 / fp32 linears", "outlier channels", f"targets met (mean >= {TARGET_MEAN_COSINE}, "
-                                                          f"worst >= {TARGET_WORST_COSINE})"]
-    rows = [[r["variant"], f"{r['cosine']['mean']:.5f}", f"{r['cosine']['min']:.5f}", f"{r['cosine']['p01']:.5f}",
-             _pct(r["top1_agreement"]), _pct(r["top5_overlap"]),
-             f"{r['quantization']['int8_linears']} / {len(r['quantization']['float32_linears'])}",
-             r["quantization"]["outlier_channels"], "yes" if r["targets_met"] else "**no**"] for r in sec["rows"]]
+    headers = [
+        "variant",
+        "cosine mean",
+        "cosine worst",
+        "cosine 1st pct",
+        "top-1 NN agreement",
+        "top-5 NN overlap",
+        "int8 / fp32 linears",
+        "outlier channels",
+        f"targets met (mean >= {TARGET_MEAN_COSINE}, worst >= {TARGET_WORST_COSINE})",
+    ]
+    rows = [
+        [
+            r["variant"],
+            f"{r['cosine']['mean']:.5f}",
+            f"{r['cosine']['min']:.5f}",
+            f"{r['cosine']['p01']:.5f}",
+            _pct(r["top1_agreement"]),
+            _pct(r["top5_overlap"]),
+            f"{r['quantization']['int8_linears']} / {len(r['quantization']['float32_linears'])}",
+            r["quantization"]["outlier_channels"],
+            "yes" if r["targets_met"] else "**no**",
+        ]
+        for r in sec["rows"]
+    ]
     return common.markdown_table(headers, rows)
 
 
 def full_size_table(sec: dict) -> str:
-    headers = ["injected outliers", "remedy", "hidden rel err", "hidden rel err, ordinary channels",
-               "layers' change rel err, ordinary ch.", "MLM argmax agreement", "QA start agreement",
-               "QA end agreement", "outlier channels (MLM / QA)", "float32 linears (MLM / QA)"]
+    headers = [
+        "injected outliers",
+        "remedy",
+        "hidden rel err",
+        "hidden rel err, ordinary channels",
+        "layers' change rel err, ordinary ch.",
+        "MLM argmax agreement",
+        "QA start agreement",
+        "QA end agreement",
+        "outlier channels (MLM / QA)",
+        "float32 linears (MLM / QA)",
+    ]
     rows = []
     for r in sec["rows"]:
         m, q = r["mlm_quantization"], r["qa_quantization"]
-        rows.append([r["outliers"], r["remedy"], f"{r['hidden_rel_err']:.2e}", f"{r['hidden_rel_err_ordinary']:.2e}",
-                     f"{r['change_rel_err_ordinary']:.2e}", _pct(r["mlm_top1_agreement"]),
-                     _pct(r["qa_start_agreement"]), _pct(r["qa_end_agreement"]),
-                     f"{m['outlier_channels']} / {q['outlier_channels']}",
-                     f"{len(m['float32_linears'])} / {len(q['float32_linears'])}"])
+        rows.append(
+            [
+                r["outliers"],
+                r["remedy"],
+                f"{r['hidden_rel_err']:.2e}",
+                f"{r['hidden_rel_err_ordinary']:.2e}",
+                f"{r['change_rel_err_ordinary']:.2e}",
+                _pct(r["mlm_top1_agreement"]),
+                _pct(r["qa_start_agreement"]),
+                _pct(r["qa_end_agreement"]),
+                f"{m['outlier_channels']} / {q['outlier_channels']}",
+                f"{len(m['float32_linears'])} / {len(q['float32_linears'])}",
+            ]
+        )
     return common.markdown_table(headers, rows)
 
 
 def size_table(sec: dict) -> str:
-    headers = ["model", "dtype", "model.safetensors MiB", "of float32", f"<= {_pct(TARGET_SIZE_RATIO)}?",
-               "checkpoint dir MiB", "peak RSS MiB (warm)", "peak RSS MiB (1st run)"]
-    rows = [[r["model"], r["dtype"], f"{r['safetensors_bytes'] / 2**20:.1f}", _pct(r["ratio"]),
-             ("yes" if r["ratio"] <= TARGET_SIZE_RATIO else "**no**") if r["dtype"] == "int8" else "",
-             f"{r['checkpoint_mib']:.1f}", f"{r['warm_mib']:.0f}" if "warm_mib" in r else None,
-             f"{r['first_mib']:.0f}" if "first_mib" in r else None] for r in sec["rows"]]
+    headers = [
+        "model",
+        "dtype",
+        "model.safetensors MiB",
+        "of float32",
+        f"<= {_pct(TARGET_SIZE_RATIO)}?",
+        "checkpoint dir MiB",
+        "peak RSS MiB (warm)",
+        "peak RSS MiB (1st run)",
+    ]
+    rows = [
+        [
+            r["model"],
+            r["dtype"],
+            f"{r['safetensors_bytes'] / 2**20:.1f}",
+            _pct(r["ratio"]),
+            ("yes" if r["ratio"] <= TARGET_SIZE_RATIO else "**no**") if r["dtype"] == "int8" else "",
+            f"{r['checkpoint_mib']:.1f}",
+            f"{r['warm_mib']:.0f}" if "warm_mib" in r else None,
+            f"{r['first_mib']:.0f}" if "first_mib" in r else None,
+        ]
+        for r in sec["rows"]
+    ]
     return common.markdown_table(headers, rows)
 
 
@@ -646,34 +835,45 @@ def nn_note(sec: dict) -> str:
     parts = []
     for r in sec["rows"]:
         worst = r["fp32_top1_gap_of_flipped_max"]
-        parts.append(f"{r['variant']}: " + ("no top-1 change" if worst is None else
-                                            f"the changed ones had float32 gaps <= {worst:.3g}"))
-    return ("Top-1 neighbours that change are near ties in float32: median float32 cosine gap between a sentence's "
-            f"first and second neighbour {sec['rows'][0]['fp32_top1_gap_median']:.3g}; " + "; ".join(parts) + ".")
+        parts.append(
+            f"{r['variant']}: "
+            + ("no top-1 change" if worst is None else f"the changed ones had float32 gaps <= {worst:.3g}")
+        )
+    return (
+        "Top-1 neighbours that change are near ties in float32: median float32 cosine gap between a sentence's "
+        f"first and second neighbour {sec['rows'][0]['fp32_top1_gap_median']:.3g}; " + "; ".join(parts) + "."
+    )
 
 
 def why_scaled(sec: dict) -> str:
     """Why the readers' columns are not simply divided by the magnitude (empty when they were)."""
     if sec["hidden_rms_without_outliers"] is None:
         return ""
-    return (" (dividing by the magnitude alone, as tests/test_int8_model.py does, lets the huge channels dominate "
-            "every reader at this init, whose hidden states have RMS ~0.03: the MLM then predicts one token "
-            "everywhere; `--divide-by-magnitude` runs that variant)")
+    return (
+        " (dividing by the magnitude alone, as tests/test_int8_model.py does, lets the huge channels dominate "
+        "every reader at this init, whose hidden states have RMS ~0.03: the MLM then predicts one token "
+        "everywhere; `--divide-by-magnitude` runs that variant)"
+    )
 
 
 def report(data: dict) -> str:
     """The markdown body: one table per section, with what was measured under each heading."""
     real, full, size = data["real_weights"], data["full_size"], data["size"]
     parts = [
-        "## 1. Real weights: all-MiniLM-L6-v2 sentence embeddings, int8 vs float32", "",
+        "## 1. Real weights: all-MiniLM-L6-v2 sentence embeddings, int8 vs float32",
+        "",
         "Quantized as `mbengine convert --dtype int8` does: own tokenizer, the built-in calibration sentences "
         f"(mbengine/data/calibration.txt, {real['rows'][0]['quantization']['calibration_tokens']} tokens). "
         "Embeddings: mean pooling, L2-normalised, "
         f"{real['sentences']} sentences from {real['sentence_source']}. NN = each sentence's nearest other sentences "
-        "by cosine, int8 vs float32.", "",
-        real_table(real), "",
-        nn_note(real), "",
-        "## 2. Full-size MobileBERT, random weights (transformers' init)", "",
+        "by cosine, int8 vs float32.",
+        "",
+        real_table(real),
+        "",
+        nn_note(real),
+        "",
+        "## 2. Full-size MobileBERT, random weights (transformers' init)",
+        "",
         f"`MobileBertConfig()` defaults ({full['config']['num_hidden_layers']} layers, hidden "
         f"{full['config']['hidden_size']}, bottleneck {full['config']['intra_bottleneck_size']}, "
         f"{full['config']['num_feedforward_networks']} FFNs); MaskedLM and QA heads on one encoder. Calibration: "
@@ -686,34 +886,48 @@ def report(data: dict) -> str:
         "hidden state; ordinary channels = all but the injected ones; layers' change = last hidden state minus the "
         "embedding output. Agreement: argmax per token (MLM) and per sequence (QA start, end); for scale, the float32 "
         "models' median gap between their best and second-best logit: "
-        + ", ".join(f"{r['outliers']}: MLM {r['fp32_mlm_gap']:.3g}, QA {r['fp32_qa_gap']:.3g}"
-                    for r in full["rows"] if r["remedy"] == "yes") + ".", "",
-        full_size_table(full), "",
-        "## 3. Size and peak memory at full size (engine checkpoints)", "",
+        + ", ".join(
+            f"{r['outliers']}: MLM {r['fp32_mlm_gap']:.3g}, QA {r['fp32_qa_gap']:.3g}"
+            for r in full["rows"]
+            if r["remedy"] == "yes"
+        )
+        + ".",
+        "",
+        full_size_table(full),
+        "",
+        "## 3. Size and peak memory at full size (engine checkpoints)",
+        "",
         "MobileBertModel: bench.builders.build_hf_model (torch.manual_seed(0)), int8 as `mbengine quantize` "
         "(random-id calibration). MaskedLM: section 2's model without outliers. Peak RSS: VmHWM of a fresh "
         "process that loads the checkpoint and runs batch 1 x seq 128 once; warm = second run (Numba cache filled). "
         "(The child's ru_maxrss is in the JSON but overstated: Linux folds the parent's RSS at fork into it.)",
-        "", size_table(size), "",
+        "",
+        size_table(size),
+        "",
     ]
     return "\n".join(parts)
 
 
 def report_targets(sec: dict) -> str:
-    return "\n".join([
-        "## 4. Per compile target: int8 against float32 of the same target", "",
-        "One fresh process per target, with its own Numba cache: `NUMBA_CPU_NAME=<cpu>` compiles every kernel for "
-        "that CPU (its vector width, float32 tile and int8 micro-kernel; mbengine/kernels/target.py), "
-        "`:<variant>` also sets `MBENGINE_INT8_KERNEL`. All run on this machine's cores, so the ratios show "
-        "the instruction mix of each target's code on *this* microarchitecture, not a real Haswell or Skylake-SP. "
-        f"Speed: full-size MobileBertModel (bench.builders.build_hf_model), batch 1 x seq {sec['seq']}, float32 and "
-        "int8 (quantized in the process as `mbengine quantize` does: random-id calibration) alternating in one "
-        "process, medians. Hidden rel err: ||int8 - float32|| / ||float32|| of the last hidden state, same target, "
-        "one random input (seed 1). MiniLM: all-MiniLM-L6-v2 quantized in the process as `mbengine convert "
-        f"--dtype int8` does; cosine of int8 and float32 sentence embeddings, {sec['sentences']} sentences from "
-        f"{sec['sentence_source']}.", "",
-        target_table(sec), "",
-    ])
+    return "\n".join(
+        [
+            "## 4. Per compile target: int8 against float32 of the same target",
+            "",
+            "One fresh process per target, with its own Numba cache: `NUMBA_CPU_NAME=<cpu>` compiles every kernel for "
+            "that CPU (its vector width, float32 tile and int8 micro-kernel; mbengine/kernels/target.py), "
+            "`:<variant>` also sets `MBENGINE_INT8_KERNEL`. All run on this machine's cores, so the ratios show "
+            "the instruction mix of each target's code on *this* microarchitecture, not a real Haswell or Skylake-SP. "
+            f"Speed: full-size MobileBertModel (bench.builders.build_hf_model), batch 1 x seq {sec['seq']}, float32 and "
+            "int8 (quantized in the process as `mbengine quantize` does: random-id calibration) alternating in one "
+            "process, medians. Hidden rel err: ||int8 - float32|| / ||float32|| of the last hidden state, same target, "
+            "one random input (seed 1). MiniLM: all-MiniLM-L6-v2 quantized in the process as `mbengine convert "
+            f"--dtype int8` does; cosine of int8 and float32 sentence embeddings, {sec['sentences']} sentences from "
+            f"{sec['sentence_source']}.",
+            "",
+            target_table(sec),
+            "",
+        ]
+    )
 
 
 def main(argv=None):
@@ -725,14 +939,27 @@ def main(argv=None):
     ap.add_argument("--magnitudes", type=float, nargs="+", default=[1e4, 1e5, 1e6, 1e7])
     ap.add_argument("--calib-seed", type=int, default=0)
     ap.add_argument("--eval-seed", type=int, default=1)
-    ap.add_argument("--divide-by-magnitude", action="store_true",
-                    help="outlier readers' columns / magnitude, as tests/test_int8_model.py (default: scaled so the "
-                         "huge channels contribute like ordinary ones)")
+    ap.add_argument(
+        "--divide-by-magnitude",
+        action="store_true",
+        help="outlier readers' columns / magnitude, as tests/test_int8_model.py (default: scaled so the "
+        "huge channels contribute like ordinary ones)",
+    )
     ap.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
-    ap.add_argument("--sections", nargs="+", default=["real", "full", "size", "targets"],
-                    choices=["real", "full", "size", "targets"], help="which sections to run (default: all)")
-    ap.add_argument("--targets", nargs="+", default=TARGETS, metavar="CPU[:VARIANT]",
-                    help=f"section 4's compile targets (default: {' '.join(TARGETS)}); host = this CPU")
+    ap.add_argument(
+        "--sections",
+        nargs="+",
+        default=["real", "full", "size", "targets"],
+        choices=["real", "full", "size", "targets"],
+        help="which sections to run (default: all)",
+    )
+    ap.add_argument(
+        "--targets",
+        nargs="+",
+        default=TARGETS,
+        metavar="CPU[:VARIANT]",
+        help=f"section 4's compile targets (default: {' '.join(TARGETS)}); host = this CPU",
+    )
     ap.add_argument("--target-threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--target-repeats", type=int, default=20, help="section 4: timed rounds per thread count")
     ap.add_argument("--target-sentences", type=int, default=200, help="section 4: MiniLM sentences per target")
@@ -758,8 +985,12 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="mbengine-int8-") as tmp:
         sections = {}
         chosen = {"real": "real_weights", "full": "full_size", "size": "size", "targets": "per_target"}
-        for key, fn in (("real_weights", real_weights), ("full_size", full_size), ("size", size_and_memory),
-                        ("per_target", per_target)):
+        for key, fn in (
+            ("real_weights", real_weights),
+            ("full_size", full_size),
+            ("size", size_and_memory),
+            ("per_target", per_target),
+        ):
             if key not in {chosen[c] for c in args.sections}:
                 continue
             t = time.perf_counter()
@@ -767,14 +998,22 @@ def main(argv=None):
             seconds[key] = time.perf_counter() - t
     env = common.environment()
     env["git"] = git
-    data = {"benchmark": "int8", "date": common.now(), "command": common.command_line(), "environment": env,
-            "settings": vars(args), "seconds": {**seconds, "total": time.perf_counter() - t0}, **sections}
+    data = {
+        "benchmark": "int8",
+        "date": common.now(),
+        "command": common.command_line(),
+        "environment": env,
+        "settings": vars(args),
+        "seconds": {**seconds, "total": time.perf_counter() - t0},
+        **sections,
+    }
     data = finite(data)
-    md = "\n".join(([report(data)] if {"real", "full", "size"} <= set(args.sections) else [])
-                   + ([report_targets(data["per_target"])] if "targets" in args.sections else []))
+    md = "\n".join(
+        ([report(data)] if {"real", "full", "size"} <= set(args.sections) else [])
+        + ([report_targets(data["per_target"])] if "targets" in args.sections else [])
+    )
     notes = [f"runtime {data['seconds']['total']:.0f} s" + (" (--quick)" if args.quick else "")]
-    jpath, mpath = common.write_results(args.name, data, table=md, title="int8 accuracy, size and memory",
-                                        notes=notes)
+    jpath, mpath = common.write_results(args.name, data, table=md, title="int8 accuracy, size and memory", notes=notes)
     print()
     print(md)
     print(f"wrote {jpath}, {mpath}")

@@ -117,8 +117,9 @@ def linear_systems(M: int, K: int, N: int, rng: np.random.Generator, int8: bool 
         errors[INT8] = common.rel_err(out_q, ref)
     if numpy:
         numpy_dot()
-        errors.update({"numpy x@w.T+b": common.rel_err(numpy_matmul(), ref),
-                       "numpy dot(out=)+b": common.rel_err(out_dot, ref)})
+        errors.update(
+            {"numpy x@w.T+b": common.rel_err(numpy_matmul(), ref), "numpy dot(out=)+b": common.rel_err(out_dot, ref)}
+        )
         fns.update({"numpy x@w.T+b": numpy_matmul, "numpy dot(out=)+b": numpy_dot})
     return fns, errors
 
@@ -152,8 +153,29 @@ def int8_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray):
     extra = (np.zeros(1, np.uint8),) if "nxt" in inspect.signature(Q.qlinear.py_func).parameters else ()
 
     def run():
-        Q.qlinear(x, 0, mask, qx, sx, qw.panels, qw.scale, qw.corr, qw.outliers, qw.outlier_w, b, 0, dummy_res, -1,
-                  0, nw, nb, 1e-5, out, 0, *extra)
+        Q.qlinear(
+            x,
+            0,
+            mask,
+            qx,
+            sx,
+            qw.panels,
+            qw.scale,
+            qw.corr,
+            qw.outliers,
+            qw.outlier_w,
+            b,
+            0,
+            dummy_res,
+            -1,
+            0,
+            nw,
+            nb,
+            1e-5,
+            out,
+            0,
+            *extra,
+        )
 
     return run, out
 
@@ -161,13 +183,41 @@ def int8_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray):
 # instructions counted in the int8 kernels' assembly, per architecture; KEY: the ones that do the
 # multiplications (the dot-product instruction or what the generic variant uses instead)
 ASM_WATCH = {
-    "x86_64": ("vpdpbusd", "vpdpbusds", "vpmaddubsw", "vpmaddwd", "vpsignb", "vpblendmb", "vpmulld", "vpmovsxbd",
-               "vpmovsxbw", "vpbroadcastd", "vpermt2d"),
-    "aarch64": ("sdot", "smull", "smull2", "smlal", "smlal2", "sadalp", "mul", "mla", "sshll", "sshll2", "sxtl",
-                "sxtl2", "addp", "saddlp", "ld1r"),
+    "x86_64": (
+        "vpdpbusd",
+        "vpdpbusds",
+        "vpmaddubsw",
+        "vpmaddwd",
+        "vpsignb",
+        "vpblendmb",
+        "vpmulld",
+        "vpmovsxbd",
+        "vpmovsxbw",
+        "vpbroadcastd",
+        "vpermt2d",
+    ),
+    "aarch64": (
+        "sdot",
+        "smull",
+        "smull2",
+        "smlal",
+        "smlal2",
+        "sadalp",
+        "mul",
+        "mla",
+        "sshll",
+        "sshll2",
+        "sxtl",
+        "sxtl2",
+        "addp",
+        "saddlp",
+        "ld1r",
+    ),
 }
-ASM_KEY = {"x86_64": ("vpdpbusd", "vpdpbusds", "vpmaddubsw", "vpmaddwd", "vpmulld"),
-           "aarch64": ("sdot", "smull", "smull2", "smlal", "smlal2", "mul", "mla")}
+ASM_KEY = {
+    "x86_64": ("vpdpbusd", "vpdpbusds", "vpmaddubsw", "vpmaddwd", "vpmulld"),
+    "aarch64": ("sdot", "smull", "smull2", "smlal", "smlal2", "mul", "mla"),
+}
 _LABEL = re.compile(r"^([.\w$]+):")
 _X86_VREG = re.compile(r"%([xyz]mm\d+)")
 _ARM_VREG = re.compile(r"\b(v\d+)\.")
@@ -235,8 +285,11 @@ def asm_counts(asm: str, arch: str | None = None) -> dict:
         if found:
             vector_insns += 1
             regs.update(found)
-        branch = mn.startswith("j") if arch == "x86_64" else (mn in ("b", "cbz", "cbnz", "tbz", "tbnz")
-                                                              or mn.startswith("b."))
+        branch = (
+            mn.startswith("j")
+            if arch == "x86_64"
+            else (mn in ("b", "cbz", "cbnz", "tbz", "tbnz") or mn.startswith("b."))
+        )
         if branch and ops:
             target = ops.split(",")[-1].strip()
             if target in labels and labels[target] <= i:
@@ -247,18 +300,29 @@ def asm_counts(asm: str, arch: str | None = None) -> dict:
         counts = {m: 0 for m in watch}
         lregs = set()
         stack = 0
-        for mn, ops in insns[a:z + 1]:
+        for mn, ops in insns[a : z + 1]:
             name = _counted(mn, ops, arch, watch)
             if name:
                 counts[name] += 1
             lregs.update(_vregs(ops, arch))
             stack += bool(_STACK[arch].search(ops))
         if any(counts[k] for k in key):
-            found_loops.append({"instructions": z + 1 - a, "counts": {m: c for m, c in counts.items() if c},
-                                "vector_registers": len(lregs), "stack_refs": stack})
+            found_loops.append(
+                {
+                    "instructions": z + 1 - a,
+                    "counts": {m: c for m, c in counts.items() if c},
+                    "vector_registers": len(lregs),
+                    "stack_refs": stack,
+                }
+            )
     found_loops.sort(key=lambda lp: -sum(lp["counts"].get(k, 0) for k in key))
-    return {"arch": arch, "total": total, "vector_insns": vector_insns, "vector_registers": len(regs),
-            "loops": found_loops[:4]}
+    return {
+        "arch": arch,
+        "total": total,
+        "vector_insns": vector_insns,
+        "vector_registers": len(regs),
+        "loops": found_loops[:4],
+    }
 
 
 def loop_summary(c: dict) -> str:
@@ -268,16 +332,23 @@ def loop_summary(c: dict) -> str:
     lp = c["loops"][0]
     what = ", ".join(f"{n} {m}" for m, n in sorted(lp["counts"].items(), key=lambda kv: -kv[1]))
     reg = "zmm" if c["arch"] == "x86_64" else "v"
-    return (f"{lp['instructions']}-instruction loop: {what}; {lp['vector_registers']} {reg} registers, "
-            f"{lp['stack_refs']} stack references")
+    return (
+        f"{lp['instructions']}-instruction loop: {what}; {lp['vector_registers']} {reg} registers, "
+        f"{lp['stack_refs']} stack references"
+    )
 
 
 def _exact_check(Q, rng) -> dict:
     """qmatmul_exact against NumPy's int64 product, bit for bit, on a few small shapes (full and partial
     tiles and panels, random and extreme values)."""
     cases = []
-    for M, N, K, kind in ((9, 2 * Q.COLS + 3, 37, "uniform"), (16, Q.COLS, 128, "extremes"),
-                          (8, Q.COLS + 1, 4, "max"), (1, 1, 1, "min"), (20, 40, 130, "uniform")):
+    for M, N, K, kind in (
+        (9, 2 * Q.COLS + 3, 37, "uniform"),
+        (16, Q.COLS, 128, "extremes"),
+        (8, Q.COLS + 1, 4, "max"),
+        (1, 1, 1, "min"),
+        (20, 40, 130, "uniform"),
+    ):
         if kind == "uniform":
             xq, wq = rng.integers(-127, 128, (M, K)), rng.integers(-127, 128, (N, K))
         elif kind == "extremes":
@@ -316,13 +387,21 @@ def int8_asm_report() -> dict:
     from mbengine.kernels.target import TARGET
 
     feats = llvm_binding.get_host_cpu_features()
-    report = {"variant": Q.VARIANT, "target": TARGET.describe(), "offset": Q.OFFSET, "COLS": Q.COLS, "ROWS": Q.ROWS,
-              "forced": os.environ.get("MBENGINE_INT8_KERNEL") or None,
-              "llvm": ".".join(map(str, llvm_binding.llvm_version_info)),
-              "llvm_host_cpu": llvm_binding.get_host_cpu_name(),
-              "host_features": {k: bool(feats.get(k)) for k in ("avx512vnni", "avx512bw", "dotprod")},
-              "numba_cpu_name": os.environ.get("NUMBA_CPU_NAME") or None,
-              "numba": numba.__version__, "exact": exact, "functions": {}}
+    report = {
+        "variant": Q.VARIANT,
+        "target": TARGET.describe(),
+        "offset": Q.OFFSET,
+        "COLS": Q.COLS,
+        "ROWS": Q.ROWS,
+        "forced": os.environ.get("MBENGINE_INT8_KERNEL") or None,
+        "llvm": ".".join(map(str, llvm_binding.llvm_version_info)),
+        "llvm_host_cpu": llvm_binding.get_host_cpu_name(),
+        "host_features": {k: bool(feats.get(k)) for k in ("avx512vnni", "avx512bw", "dotprod")},
+        "numba_cpu_name": os.environ.get("NUMBA_CPU_NAME") or None,
+        "numba": numba.__version__,
+        "exact": exact,
+        "functions": {},
+    }
     for name, fn in (("qlinear", Q.qlinear), ("qmatmul_exact", Q.qmatmul_exact)):
         asm = fn.inspect_asm(fn.signatures[-1])
         if "Inspection disabled" in asm or not asm.strip():
@@ -357,15 +436,27 @@ def int8_worker(args) -> dict:
                 fns, errors = linear_systems(M, K, N, rng, int8=True, numpy=False)
                 fns = {INT8_GENERIC: fns[INT8], "mbengine": fns["mbengine"]}
                 number = {name: max(calibrate(fn, args.sample_ms / 1e3) for _ in range(2)) for name, fn in fns.items()}
-                times, load, attempts = common.time_when_quiet(fns, args.repeats, retries=args.retries,
-                                                               wait=args.wait_quiet, warmup=args.warmup,
-                                                               number=number)
+                times, load, attempts = common.time_when_quiet(
+                    fns, args.repeats, retries=args.retries, wait=args.wait_quiet, warmup=args.warmup, number=number
+                )
                 med = {name: common.median(t) for name, t in times.items()}
-                rows.append({"M": M, "K": K, "N": N, "threads": n, "median_us": {k: v * 1e6 for k, v in med.items()},
-                             "gops": {k: 2.0 * M * K * N / v / 1e9 for k, v in med.items()},
-                             "rel_err": errors[INT8], "other_cpu": load["other_cpu"]})
-                print(f"  [generic worker] threads {n} {M}x{K}x{N}: {rows[-1]['gops'][INT8_GENERIC]:.1f} GOP/s, "
-                      f"fp32 ours {rows[-1]['gops']['mbengine']:.1f}", flush=True)
+                rows.append(
+                    {
+                        "M": M,
+                        "K": K,
+                        "N": N,
+                        "threads": n,
+                        "median_us": {k: v * 1e6 for k, v in med.items()},
+                        "gops": {k: 2.0 * M * K * N / v / 1e9 for k, v in med.items()},
+                        "rel_err": errors[INT8],
+                        "other_cpu": load["other_cpu"],
+                    }
+                )
+                print(
+                    f"  [generic worker] threads {n} {M}x{K}x{N}: {rows[-1]['gops'][INT8_GENERIC]:.1f} GOP/s, "
+                    f"fp32 ours {rows[-1]['gops']['mbengine']:.1f}",
+                    flush=True,
+                )
     out["timings"] = rows
     return out
 
@@ -378,10 +469,30 @@ def run_int8_worker(mode: str, args) -> dict:
         if mode == "generic":
             env["MBENGINE_INT8_KERNEL"] = "generic"
         result = os.path.join(tmp, "result.json")
-        cmd = [sys.executable, "-m", "bench", "kernels", "--int8-worker", mode, "--int8-worker-out", result,
-               "--threads", *map(str, args.threads), "--seqs", *map(str, args.seqs), "--repeats", str(args.repeats),
-               "--warmup", str(args.warmup), "--sample-ms", str(args.sample_ms), "--retries", str(args.retries),
-               "--wait-quiet", str(args.wait_quiet)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench",
+            "kernels",
+            "--int8-worker",
+            mode,
+            "--int8-worker-out",
+            result,
+            "--threads",
+            *map(str, args.threads),
+            "--seqs",
+            *map(str, args.seqs),
+            "--repeats",
+            str(args.repeats),
+            "--warmup",
+            str(args.warmup),
+            "--sample-ms",
+            str(args.sample_ms),
+            "--retries",
+            str(args.retries),
+            "--wait-quiet",
+            str(args.wait_quiet),
+        ]
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         proc = subprocess.run(cmd, cwd=root, env=env, stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
         if proc.returncode != 0 or not os.path.exists(result):
@@ -400,16 +511,20 @@ def print_asm(label: str, rep: dict) -> None:
         return
     ex = rep["exact"]
     cpu = rep["numba_cpu_name"] or rep["llvm_host_cpu"]
-    print(f"int8 variant {rep['variant']} ({label}; LLVM {rep['llvm']}, CPU {cpu})"
-          f": qmatmul_exact vs NumPy int64 {'bit-exact' if ex['ok'] else 'MISMATCH'} on {len(ex['cases'])} shapes")
+    print(
+        f"int8 variant {rep['variant']} ({label}; LLVM {rep['llvm']}, CPU {cpu})"
+        f": qmatmul_exact vs NumPy int64 {'bit-exact' if ex['ok'] else 'MISMATCH'} on {len(ex['cases'])} shapes"
+    )
     for fname, c in rep["functions"].items():
         if "error" in c:
             print(f"  {fname}: {c['error']}")
             continue
         nz = ", ".join(f"{n} {m}" for m, n in c["total"].items() if n) or "none"
         reg = "zmm" if c["arch"] == "x86_64" else "NEON v-register"
-        print(f"  {fname}: whole module {nz}; {c['vector_insns']} {reg} instructions, {c['vector_registers']} "
-              f"registers; hottest loop: {loop_summary(c)}")
+        print(
+            f"  {fname}: whole module {nz}; {c['vector_insns']} {reg} instructions, {c['vector_registers']} "
+            f"registers; hottest loop: {loop_summary(c)}"
+        )
 
 
 # --------------------------------------------------------------------------- attention
@@ -440,17 +555,31 @@ def attention_systems(B: int, S: int, rng: np.random.Generator):
     A = H * D
     qkv = rng.standard_normal((B * S, 3 * A), dtype=np.float32)
     mask_add = np.zeros((B, S), np.float32)
-    scale = np.float32(D ** -0.5)
+    scale = np.float32(D**-0.5)
     out = np.zeros((B * S, A), np.float32)
     probs = np.zeros((1, 1, 1, 1), np.float32)
 
     # the scratch arguments have changed over versions: the ones after `want_probs` are scratch,
     # shaped by the module's scratch_shapes() when it has one, else known by name
     params = list(inspect.signature(AT.attention.py_func).parameters)
-    given = dict(q=qkv, q_off=0, k=qkv, k_off=A, v=qkv, v_off=2 * A, mask_add=mask_add, heads=H, head_dim=D,
-                 scale=scale, out=out, out_off=0, probs=probs, want_probs=0)
+    given = dict(
+        q=qkv,
+        q_off=0,
+        k=qkv,
+        k_off=A,
+        v=qkv,
+        v_off=2 * A,
+        mask_add=mask_add,
+        heads=H,
+        head_dim=D,
+        scale=scale,
+        out=out,
+        out_off=0,
+        probs=probs,
+        want_probs=0,
+    )
     threads = numba.config.NUMBA_NUM_THREADS
-    scratch_names = params[params.index("want_probs") + 1:]
+    scratch_names = params[params.index("want_probs") + 1 :]
     if hasattr(AT, "scratch_shapes"):
         shapes = AT.scratch_shapes(B, S, H, D, threads)
         if len(shapes) != len(scratch_names):
@@ -549,15 +678,28 @@ def run(args) -> dict:
                     failures.append({"kernel": kind, "what": label, "seq": S, "threads": n, "error": why})
                     continue
                 times, load, attempts = common.time_when_quiet(
-                    fns, args.repeats, retries=args.retries, wait=args.wait_quiet,
-                    warmup=args.warmup, number=number, gap=gap)
+                    fns,
+                    args.repeats,
+                    retries=args.retries,
+                    wait=args.wait_quiet,
+                    warmup=args.warmup,
+                    number=number,
+                    gap=gap,
+                )
                 st = {name: common.stats(t) for name, t in times.items()}
                 gflops = {name: flops / s["median"] / 1e9 for name, s in st.items()}
                 numpy_names = [x for x in fns if not x.startswith("mbengine")]
                 best_np = max(numpy_names, key=lambda x: gflops[x])
                 row = {
-                    "kernel": kind, "shape": shape, "what": label, "seq": S, "M": S if kind == "linear" else None,
-                    "K": K, "N": N, "threads": n, "flop": flops,
+                    "kernel": kind,
+                    "shape": shape,
+                    "what": label,
+                    "seq": S,
+                    "M": S if kind == "linear" else None,
+                    "K": K,
+                    "N": N,
+                    "threads": n,
+                    "flop": flops,
                     "median_us": {k: v["median"] * 1e6 for k, v in st.items()},
                     "min_us": {k: v["min"] * 1e6 for k, v in st.items()},
                     "gflops": gflops,
@@ -565,18 +707,24 @@ def run(args) -> dict:
                     "best_numpy": best_np,
                     "ratio_vs_best_numpy": gflops["mbengine"] / gflops[best_np],
                     "rel_err_vs_float64": errors,
-                    "other_cpu": load["other_cpu"], "steal": load.get("steal"),
+                    "other_cpu": load["other_cpu"],
+                    "steal": load.get("steal"),
                     "attempts": attempts,
                 }
                 if INT8 in fns:  # GOP/s for int8 (same count of multiply-adds)
                     g8 = gflops[INT8]
-                    row["int8"] = {"variant": int8_variant, "gops": g8,
-                                   "ratio_vs_fp32_ours": g8 / gflops["mbengine"],
-                                   "ratio_vs_numpy": g8 / gflops[NUMPY_REF],
-                                   "ratio_vs_best_numpy": g8 / gflops[best_np]}
+                    row["int8"] = {
+                        "variant": int8_variant,
+                        "gops": g8,
+                        "ratio_vs_fp32_ours": g8 / gflops["mbengine"],
+                        "ratio_vs_numpy": g8 / gflops[NUMPY_REF],
+                        "ratio_vs_best_numpy": g8 / gflops[best_np],
+                    }
                 rows.append(row)
-                line = (f"threads {n}  {shape:>20}  {label:<34}"
-                        f" ours {gflops['mbengine']:7.1f} GFLOP/s ({st['mbengine']['median'] * 1e6:8.1f} us)  ")
+                line = (
+                    f"threads {n}  {shape:>20}  {label:<34}"
+                    f" ours {gflops['mbengine']:7.1f} GFLOP/s ({st['mbengine']['median'] * 1e6:8.1f} us)  "
+                )
                 line += "  ".join(f"{k} {gflops[k]:7.1f}" for k in numpy_names)
                 line += f"  ours/numpy {row['ratio_vs_best_numpy']:.2f}  err {errors['mbengine']:.1e}"
                 if load["other_cpu"] is not None:
@@ -584,25 +732,47 @@ def run(args) -> dict:
                 print(line, flush=True)
                 if "int8" in row:
                     q = row["int8"]
-                    print(f"{'':>36}{'int8 ' + q['variant']:<34} int8 {q['gops']:7.1f} GOP/s   "
-                          f"({st[INT8]['median'] * 1e6:8.1f} us)  int8/fp32-ours {q['ratio_vs_fp32_ours']:.2f}  "
-                          f"int8/numpy {q['ratio_vs_numpy']:.2f}  err {errors[INT8]:.1e}", flush=True)
+                    print(
+                        f"{'':>36}{'int8 ' + q['variant']:<34} int8 {q['gops']:7.1f} GOP/s   "
+                        f"({st[INT8]['median'] * 1e6:8.1f} us)  int8/fp32-ours {q['ratio_vs_fp32_ours']:.2f}  "
+                        f"int8/numpy {q['ratio_vs_numpy']:.2f}  err {errors[INT8]:.1e}",
+                        flush=True,
+                    )
     return {"rows": rows, "failures": failures}
 
 
 def table(rows) -> str:
-    headers = ["kernel", "shape (MxKxN)", "used for", "threads", "ours µs", "ours GFLOP/s",
-               "numpy x@w.T+b GFLOP/s", "numpy dot(out=)+b GFLOP/s", "ours / best numpy", "ours rel err",
-               "other load %"]
+    headers = [
+        "kernel",
+        "shape (MxKxN)",
+        "used for",
+        "threads",
+        "ours µs",
+        "ours GFLOP/s",
+        "numpy x@w.T+b GFLOP/s",
+        "numpy dot(out=)+b GFLOP/s",
+        "ours / best numpy",
+        "ours rel err",
+        "other load %",
+    ]
     out = []
     for r in rows:
         g = r["gflops"]
-        out.append([r["kernel"], r["shape"], r["what"], r["threads"], f"{r['median_us']['mbengine']:.1f}",
-                    f"{g['mbengine']:.1f}",
-                    f"{g.get('numpy x@w.T+b', g.get('numpy')):.1f}",
-                    f"{g['numpy dot(out=)+b']:.1f}" if "numpy dot(out=)+b" in g else "–",
-                    f"{r['ratio_vs_best_numpy']:.2f}", f"{r['rel_err_vs_float64']['mbengine']:.1e}",
-                    "–" if r.get("other_cpu") is None else f"{100 * r['other_cpu']:.0f}"])
+        out.append(
+            [
+                r["kernel"],
+                r["shape"],
+                r["what"],
+                r["threads"],
+                f"{r['median_us']['mbengine']:.1f}",
+                f"{g['mbengine']:.1f}",
+                f"{g.get('numpy x@w.T+b', g.get('numpy')):.1f}",
+                f"{g['numpy dot(out=)+b']:.1f}" if "numpy dot(out=)+b" in g else "–",
+                f"{r['ratio_vs_best_numpy']:.2f}",
+                f"{r['rel_err_vs_float64']['mbengine']:.1e}",
+                "–" if r.get("other_cpu") is None else f"{100 * r['other_cpu']:.0f}",
+            ]
+        )
     return common.markdown_table(headers, out)
 
 
@@ -614,15 +784,35 @@ def merge_generic(rows, timings) -> None:
         if t is None:
             continue
         g = t["gops"][INT8_GENERIC]
-        r["int8"].update({"generic_gops": g, "generic_ratio_vs_fp32_ours": g / t["gops"]["mbengine"],
-                          "generic_fp32_ours_gflops": t["gops"]["mbengine"], "ratio_vs_generic": r["int8"]["gops"] / g,
-                          "generic_rel_err": t["rel_err"]})
+        r["int8"].update(
+            {
+                "generic_gops": g,
+                "generic_ratio_vs_fp32_ours": g / t["gops"]["mbengine"],
+                "generic_fp32_ours_gflops": t["gops"]["mbengine"],
+                "ratio_vs_generic": r["int8"]["gops"] / g,
+                "generic_rel_err": t["rel_err"],
+            }
+        )
 
 
 def table_int8(rows) -> str:
-    headers = ["shape (MxKxN)", "used for", "threads", "int8 variant", "int8 µs", "int8 GOP/s",
-               "fp32 ours GFLOP/s", "numpy x@w.T+b GFLOP/s", "int8 / fp32 ours", "int8 / numpy",
-               "generic int8 GOP/s", "generic / its fp32 ours", "int8 / generic", "int8 rel err", "other load %"]
+    headers = [
+        "shape (MxKxN)",
+        "used for",
+        "threads",
+        "int8 variant",
+        "int8 µs",
+        "int8 GOP/s",
+        "fp32 ours GFLOP/s",
+        "numpy x@w.T+b GFLOP/s",
+        "int8 / fp32 ours",
+        "int8 / numpy",
+        "generic int8 GOP/s",
+        "generic / its fp32 ours",
+        "int8 / generic",
+        "int8 rel err",
+        "other load %",
+    ]
     out = []
     for r in rows:
         q = r.get("int8")
@@ -630,14 +820,25 @@ def table_int8(rows) -> str:
             continue
         g = r["gflops"]
         gen = "generic_gops" in q
-        out.append([r["shape"], r["what"], r["threads"], q["variant"], f"{r['median_us'][INT8]:.1f}",
-                    f"{q['gops']:.1f}", f"{g['mbengine']:.1f}", f"{g[NUMPY_REF]:.1f}",
-                    f"{q['ratio_vs_fp32_ours']:.2f}", f"{q['ratio_vs_numpy']:.2f}",
-                    f"{q['generic_gops']:.1f}" if gen else "–",
-                    f"{q['generic_ratio_vs_fp32_ours']:.2f}" if gen else "–",
-                    f"{q['ratio_vs_generic']:.2f}" if gen else "–",
-                    f"{r['rel_err_vs_float64'][INT8]:.1e}",
-                    "–" if r.get("other_cpu") is None else f"{100 * r['other_cpu']:.0f}"])
+        out.append(
+            [
+                r["shape"],
+                r["what"],
+                r["threads"],
+                q["variant"],
+                f"{r['median_us'][INT8]:.1f}",
+                f"{q['gops']:.1f}",
+                f"{g['mbengine']:.1f}",
+                f"{g[NUMPY_REF]:.1f}",
+                f"{q['ratio_vs_fp32_ours']:.2f}",
+                f"{q['ratio_vs_numpy']:.2f}",
+                f"{q['generic_gops']:.1f}" if gen else "–",
+                f"{q['generic_ratio_vs_fp32_ours']:.2f}" if gen else "–",
+                f"{q['ratio_vs_generic']:.2f}" if gen else "–",
+                f"{r['rel_err_vs_float64'][INT8]:.1e}",
+                "–" if r.get("other_cpu") is None else f"{100 * r['other_cpu']:.0f}",
+            ]
+        )
     return common.markdown_table(headers, out)
 
 
@@ -647,8 +848,9 @@ def table_asm(asm: dict) -> str:
     if not reps:
         return ""
     arch = next((c["arch"] for rep in reps for c in rep["functions"].values() if "arch" in c), "x86_64")
-    counted = [m for m in ASM_WATCH[arch] if any(c.get("total", {}).get(m) for rep in reps
-                                                 for c in rep["functions"].values())]
+    counted = [
+        m for m in ASM_WATCH[arch] if any(c.get("total", {}).get(m) for rep in reps for c in rep["functions"].values())
+    ]
     reg = "zmm" if arch == "x86_64" else "NEON v"
     headers = ["variant", "function", *counted, f"{reg} instructions", "hottest loop", "qmatmul_exact bit-exact"]
     out = []
@@ -657,8 +859,16 @@ def table_asm(asm: dict) -> str:
             if "error" in c:
                 out.append([rep["variant"], fname, *["–"] * len(counted), "–", c["error"], "–"])
                 continue
-            out.append([rep["variant"], fname, *[c["total"].get(m, 0) for m in counted], c["vector_insns"],
-                        loop_summary(c), "yes" if rep["exact"]["ok"] else "NO"])
+            out.append(
+                [
+                    rep["variant"],
+                    fname,
+                    *[c["total"].get(m, 0) for m in counted],
+                    c["vector_insns"],
+                    loop_summary(c),
+                    "yes" if rep["exact"]["ok"] else "NO",
+                ]
+            )
     return common.markdown_table(headers, out)
 
 
@@ -669,20 +879,37 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=30, help="timed rounds per shape")
     ap.add_argument("--warmup", type=int, default=3, help="untimed rounds per shape")
     ap.add_argument("--sample-ms", type=float, default=5.0, help="target length of one sample (back-to-back calls)")
-    ap.add_argument("--gap", type=float, default=None,
-                    help="seconds of pause (busy-wait on the main thread) after each sample (default: 0.15 s when "
-                         "threads > 1, so OpenBLAS's workers, which spin ~100 ms after a call, are idle again; "
-                         "none at 1 thread)")
-    ap.add_argument("--wait-quiet", type=float, default=120.0, metavar="S",
-                    help="before each thread count, wait up to S seconds for other processes to go idle (0: don't)")
-    ap.add_argument("--retries", type=int, default=2,
-                    help="time a case again (up to this many times) if other processes were busy meanwhile")
+    ap.add_argument(
+        "--gap",
+        type=float,
+        default=None,
+        help="seconds of pause (busy-wait on the main thread) after each sample (default: 0.15 s when "
+        "threads > 1, so OpenBLAS's workers, which spin ~100 ms after a call, are idle again; "
+        "none at 1 thread)",
+    )
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="before each thread count, wait up to S seconds for other processes to go idle (0: don't)",
+    )
+    ap.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="time a case again (up to this many times) if other processes were busy meanwhile",
+    )
     ap.add_argument("--no-plot", action="store_true")
     ap.add_argument("--name", default="kernels", help="results file name: bench/results/<name>.{json,md,png}")
     ap.add_argument(common.KEEP_ENV_FLAG, action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
     ap.add_argument("--no-int8", dest="int8", action="store_false", help="leave out the int8 linear")
-    ap.add_argument("--no-int8-generic", dest="int8_generic", action="store_false",
-                    help="do not time the generic int8 variant (MBENGINE_INT8_KERNEL=generic subprocess)")
+    ap.add_argument(
+        "--no-int8-generic",
+        dest="int8_generic",
+        action="store_false",
+        help="do not time the generic int8 variant (MBENGINE_INT8_KERNEL=generic subprocess)",
+    )
     ap.add_argument("--int8-worker", choices=["asm", "generic"], help=argparse.SUPPRESS)
     ap.add_argument("--int8-worker-out", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -714,25 +941,44 @@ def main(argv=None):
         data["int8"] = int8
     load = mon.stop()
     fr = [r["other_cpu"] for r in data["rows"] if r.get("other_cpu") is not None]
-    warning = common.load_warning({"other_cpu": max(fr), "other_cpus_equiv": max(fr) * (os.cpu_count() or 1)}
-                                  if fr else {})
+    warning = common.load_warning(
+        {"other_cpu": max(fr), "other_cpus_equiv": max(fr) * (os.cpu_count() or 1)} if fr else {}
+    )
     env = common.environment()  # again: threading layer and BLAS are known now
     env["git"] = git
-    data = {"benchmark": "kernels", "date": common.now(), "command": common.command_line(), "environment": env,
-            "settings": {k: v for k, v in vars(args).items()}, "load": load, **data}
+    data = {
+        "benchmark": "kernels",
+        "date": common.now(),
+        "command": common.command_line(),
+        "environment": env,
+        "settings": {k: v for k, v in vars(args).items()},
+        "load": load,
+        **data,
+    }
     md = table(data["rows"])
     if int8:
-        md += ("\n\n## int8 linear (`qlinear`, bias epilogue only)\n\n" + table_int8(data["rows"])
-               + "\n\n## int8 micro-kernel: instructions in `inspect_asm()`\n\n" + table_asm(int8["asm"]))
-    notes = ["GFLOP/s = 2·M·K·N / median (linear, bias epilogue only); 4·B·heads·S²·head_dim / median (attention)",
-             "ours: numba.set_num_threads(n); numpy: threadpoolctl.threadpool_limits(n, 'blas'); "
-             "systems timed round robin, each sample ~%g ms of back-to-back calls (count from the fastest of 5 calls, "
-             "calibrated twice, larger count kept), %d rounds; %s"
-             % (args.sample_ms, args.repeats,
-                "0.15 s pause (main thread busy-waits) after every sample at >1 thread (OpenBLAS workers spin "
-                "~100 ms after a call)" if args.gap is None else f"{args.gap:g} s pause after each sample"),
-             "rel err: ||ours - ref|| / ||ref|| against a float64 NumPy reference",
-             "other load: CPU time used by other processes during that case, as a share of all CPUs"]
+        md += (
+            "\n\n## int8 linear (`qlinear`, bias epilogue only)\n\n"
+            + table_int8(data["rows"])
+            + "\n\n## int8 micro-kernel: instructions in `inspect_asm()`\n\n"
+            + table_asm(int8["asm"])
+        )
+    notes = [
+        "GFLOP/s = 2·M·K·N / median (linear, bias epilogue only); 4·B·heads·S²·head_dim / median (attention)",
+        "ours: numba.set_num_threads(n); numpy: threadpoolctl.threadpool_limits(n, 'blas'); "
+        "systems timed round robin, each sample ~%g ms of back-to-back calls (count from the fastest of 5 calls, "
+        "calibrated twice, larger count kept), %d rounds; %s"
+        % (
+            args.sample_ms,
+            args.repeats,
+            "0.15 s pause (main thread busy-waits) after every sample at >1 thread (OpenBLAS workers spin "
+            "~100 ms after a call)"
+            if args.gap is None
+            else f"{args.gap:g} s pause after each sample",
+        ),
+        "rel err: ||ours - ref|| / ||ref|| against a float64 NumPy reference",
+        "other load: CPU time used by other processes during that case, as a share of all CPUs",
+    ]
     if int8:
         notes += [
             f"int8: `mbengine.kernels.qlinear.qlinear`, variant **{int8['variant']}**, bias epilogue only, no outlier "
@@ -745,7 +991,8 @@ def main(argv=None):
             "instruction counts: `inspect_asm()` of a fresh compile (subprocess with an empty NUMBA_CACHE_DIR) of "
             "`qlinear` (the bench's argument types) and `qmatmul_exact`, whole module (wrapper + parallel-loop "
             "bodies); hottest loop = the innermost loop with the most multiply instructions (the micro-kernel's k "
-            "loop, 8 rows x COLS per iteration); bit-exact: `qmatmul_exact` == NumPy int64 on 5 small shapes"]
+            "loop, 8 rows x COLS per iteration); bit-exact: `qmatmul_exact` == NumPy int64 on 5 small shapes",
+        ]
     for f in data["failures"]:
         notes.append(f"FAILED (skipped): {f['kernel']} {f['what']} S{f['seq']} threads {f['threads']}: {f['error']}")
     if warning:

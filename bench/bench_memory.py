@@ -66,8 +66,9 @@ def child(spec: dict, env: dict | None = None, cwd: str | None = None, runs: int
     full_env = dict(os.environ, **(env or {}))
     results = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, CHILD, json.dumps(spec)], env=full_env, cwd=cwd,
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, CHILD, json.dumps(spec)], env=full_env, cwd=cwd, capture_output=True, text=True
+        )
         if out.returncode != 0:
             lines = out.stderr.strip().splitlines() or ["?"]
             errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception): ", line)]
@@ -110,13 +111,18 @@ def make_checkpoints(tmp: str) -> dict:
     rng = np.random.default_rng(1)
     for name, shape in head_shapes(MobileBertConfig.from_pretrained(hf_mlm), "masked_lm").items():
         if name not in TIED:
-            scale = 1.0 + 0.1 * rng.standard_normal(shape) if len(shape) == 1 and name.endswith(".weight") else \
-                0.02 * rng.standard_normal(shape)
+            scale = (
+                1.0 + 0.1 * rng.standard_normal(shape)
+                if len(shape) == 1 and name.endswith(".weight")
+                else 0.02 * rng.standard_normal(shape)
+            )
             tensors[name] = np.asarray(scale, np.float32)
     save_file(tensors, os.path.join(hf_mlm, "model.safetensors"), metadata={"format": "pt"})
     paths = {}
-    for label, cls, src in (("MobileBertModel", mbengine.MobileBertModel, hf),
-                            ("MobileBertForMaskedLM", mbengine.MobileBertForMaskedLM, hf_mlm)):
+    for label, cls, src in (
+        ("MobileBertModel", mbengine.MobileBertModel, hf),
+        ("MobileBertForMaskedLM", mbengine.MobileBertForMaskedLM, hf_mlm),
+    ):
         fp32 = paths[(label, "float32")] = os.path.join(tmp, f"{label}-float32")
         weights = cls.from_pretrained(src).weights
         engine.write(weights, fp32)
@@ -171,16 +177,19 @@ def aot_check() -> dict:
         warnings.simplefilter("always")
         import numba.pycc.compiler as pc
         from numba.core.compiler import Flags
-    out["import_warnings"] = sorted({f"{w.category.__name__}: {str(w.message).splitlines()[0].rstrip('.')}"
-                                     for w in caught})
+    out["import_warnings"] = sorted(
+        {f"{w.category.__name__}: {str(w.message).splitlines()[0].rstrip('.')}" for w in caught}
+    )
     source = inspect.getsource(pc)
     out["pycc_flags_mention_parallel"] = "parallel" in source
     out["default_flags_auto_parallel"] = bool(Flags().auto_parallel.enabled)
-    out["conclusion"] = ("numba.pycc compiles each export with numba.core.compiler.Flags() defaults, whose "
-                         "auto_parallel is off and which pycc never sets: prange loops would compile as serial "
-                         "loops (no threading layer linked into the module)"
-                         if not out["default_flags_auto_parallel"] and not out["pycc_flags_mention_parallel"]
-                         else "pycc may set parallel flags: check by hand")
+    out["conclusion"] = (
+        "numba.pycc compiles each export with numba.core.compiler.Flags() defaults, whose "
+        "auto_parallel is off and which pycc never sets: prange loops would compile as serial "
+        "loops (no threading layer linked into the module)"
+        if not out["default_flags_auto_parallel"] and not out["pycc_flags_mention_parallel"]
+        else "pycc may set parallel flags: check by hand"
+    )
     return out
 
 
@@ -225,10 +234,15 @@ def installed_sizes(stacks: dict[str, list[str]]) -> dict:
                 cache[name] = dist_info(name)
             if cache[name]:
                 todo += cache[name]["requires"]
-        dists = {n: {"version": cache[n]["version"], "mib": round(cache[n]["bytes"] / MIB, 1)}
-                 for n in seen if cache[n]}
-        out[label] = {"roots": roots, "total_mib": round(sum(d["mib"] for d in dists.values()), 1),
-                      "distributions": dists, "missing": [n for n in seen if not cache[n]]}
+        dists = {
+            n: {"version": cache[n]["version"], "mib": round(cache[n]["bytes"] / MIB, 1)} for n in seen if cache[n]
+        }
+        out[label] = {
+            "roots": roots,
+            "total_mib": round(sum(d["mib"] for d in dists.values()), 1),
+            "distributions": dists,
+            "missing": [n for n in seen if not cache[n]],
+        }
     return out
 
 
@@ -243,8 +257,16 @@ def pi_table(peaks: dict, needs: dict, headroom: int) -> list[dict]:
         for shape in SHAPES:
             mib = base + (need[shape] - need[(1, 128)]) / MIB
             fits = [gb for gb in PI_RAM_GB if mib <= gb * 1024 - headroom]
-            rows.append({"model": label, "dtype": dtype, "batch": shape[0], "seq": shape[1],
-                         "predicted_peak_mib": round(mib), "smallest_pi_gb": fits[0] if fits else None})
+            rows.append(
+                {
+                    "model": label,
+                    "dtype": dtype,
+                    "batch": shape[0],
+                    "seq": shape[1],
+                    "predicted_peak_mib": round(mib),
+                    "smallest_pi_gb": fits[0] if fits else None,
+                }
+            )
     return rows
 
 
@@ -258,57 +280,88 @@ def run(args) -> dict:
 
         def measure(spec, env=None, runs=2):
             res = child(spec, {**cache, **(env or {})}, cwd=tmp, runs=runs)
-            print(f"  {spec['mode']} {spec.get('cls', '')} {os.path.basename(spec.get('path') or '')} "
-                  f"b{spec.get('batch', 1)} s{spec.get('seq', 128)} {env or ''}: "
-                  f"{res.get('error') or f'peak {peak(res)} MiB'}", flush=True)
+            print(
+                f"  {spec['mode']} {spec.get('cls', '')} {os.path.basename(spec.get('path') or '')} "
+                f"b{spec.get('batch', 1)} s{spec.get('seq', 128)} {env or ''}: "
+                f"{res.get('error') or f'peak {peak(res)} MiB'}",
+                flush=True,
+            )
             return res
 
         base = {"cls": "MobileBertModel"}
         print("stages and detail", flush=True)
-        stages = {dtype: measure({"mode": "stages", "path": paths[("MobileBertModel", dtype)], **base})
-                  for dtype in ("float32", "int8")}
-        detail = {dtype: measure({"mode": "detail", "path": paths[("MobileBertModel", dtype)], **base})
-                  for dtype in ("float32", "int8")}
+        stages = {
+            dtype: measure({"mode": "stages", "path": paths[("MobileBertModel", dtype)], **base})
+            for dtype in ("float32", "int8")
+        }
+        detail = {
+            dtype: measure({"mode": "detail", "path": paths[("MobileBertModel", dtype)], **base})
+            for dtype in ("float32", "int8")
+        }
         print("variants", flush=True)
         needs = {key: call_bytes(path, key[0]) for key, path in paths.items()}
         tbb_env = {"NUMBA_THREADING_LAYER": "tbb"}
         if args.tbb_lib:
-            tbb_env["LD_LIBRARY_PATH"] = os.pathsep.join(p for p in (args.tbb_lib, os.environ.get("LD_LIBRARY_PATH"))
-                                                         if p)
+            tbb_env["LD_LIBRARY_PATH"] = os.pathsep.join(
+                p for p in (args.tbb_lib, os.environ.get("LD_LIBRARY_PATH")) if p
+            )
         variants = []
         for dtype in ("float32", "int8"):
             spec = {"mode": "stages", "path": paths[("MobileBertModel", dtype)], **base}
             todo = [("default", stages[dtype])]
             if dtype == "float32":
-                todo += [("NUMBA_THREADING_LAYER=omp", measure(spec, {"NUMBA_THREADING_LAYER": "omp"})),
-                         ("NUMBA_THREADING_LAYER=workqueue", measure(spec, {"NUMBA_THREADING_LAYER": "workqueue"})),
-                         ("NUMBA_THREADING_LAYER=tbb", measure(spec, tbb_env))]
+                todo += [
+                    ("NUMBA_THREADING_LAYER=omp", measure(spec, {"NUMBA_THREADING_LAYER": "omp"})),
+                    ("NUMBA_THREADING_LAYER=workqueue", measure(spec, {"NUMBA_THREADING_LAYER": "workqueue"})),
+                    ("NUMBA_THREADING_LAYER=tbb", measure(spec, tbb_env)),
+                ]
             todo += [
                 ("SciPy hidden (only mbengine's dependencies)", measure({**spec, "hide_scipy": True})),
-                ("SciPy hidden + Numba's NRT compile skipped (patched Numba; experiment)",
-                 measure({**spec, "hide_scipy": True, "skip_nrt": True})),
-                ("floor without Numba: NumPy + weights read + arena-sized buffer",
-                 measure({"mode": "floor", "path": spec["path"],
-                          "arena_bytes": needs[("MobileBertModel", dtype)][(1, 128)]})),
+                (
+                    "SciPy hidden + Numba's NRT compile skipped (patched Numba; experiment)",
+                    measure({**spec, "hide_scipy": True, "skip_nrt": True}),
+                ),
+                (
+                    "floor without Numba: NumPy + weights read + arena-sized buffer",
+                    measure(
+                        {
+                            "mode": "floor",
+                            "path": spec["path"],
+                            "arena_bytes": needs[("MobileBertModel", dtype)][(1, 128)],
+                        }
+                    ),
+                ),
             ]
             variants += [{"variant": name, "dtype": dtype, **res} for name, res in todo]
         print("peaks (b1 s128) and checks of the prediction", flush=True)
         peaks, runs = {}, {}
         for (label, dtype), path in paths.items():
-            res = stages[dtype] if label == "MobileBertModel" else measure(
-                {"mode": "stages", "path": path, "cls": label})
+            res = (
+                stages[dtype] if label == "MobileBertModel" else measure({"mode": "stages", "path": path, "cls": label})
+            )
             peaks[(label, dtype)] = peak(res)
-            runs[f"{label} {dtype}"] = {"peak_mib": peak(res), "first_run_peak_mib": res.get("first_run_peak_mib"),
-                                        "final_split": res["steps"][-1]["split"] if "steps" in res else None,
-                                        "error": res.get("error")}
+            runs[f"{label} {dtype}"] = {
+                "peak_mib": peak(res),
+                "first_run_peak_mib": res.get("first_run_peak_mib"),
+                "final_split": res["steps"][-1]["split"] if "steps" in res else None,
+                "error": res.get("error"),
+            }
         checks = []
         for label in ("MobileBertModel", "MobileBertForMaskedLM"):
             b, s = 8, 512
             res = measure({"mode": "stages", "path": paths[(label, "float32")], "cls": label, "batch": b, "seq": s})
             need = needs[(label, "float32")]
             predicted = peaks[(label, "float32")] + (need[(b, s)] - need[(1, 128)]) / MIB
-            checks.append({"model": label, "dtype": "float32", "batch": b, "seq": s, "measured_mib": peak(res),
-                           "predicted_mib": round(predicted, 1)})
+            checks.append(
+                {
+                    "model": label,
+                    "dtype": "float32",
+                    "batch": b,
+                    "seq": s,
+                    "measured_mib": peak(res),
+                    "predicted_mib": round(predicted, 1),
+                }
+            )
         ort = {}
         if not args.no_ort:
             print("ONNX Runtime (same child method)", flush=True)
@@ -320,28 +373,57 @@ def run(args) -> dict:
         summary = []
         for dtype in ("float32", "int8"):
             got = {v["variant"].split(" (")[0].split(":")[0]: peak(v) for v in variants if v["dtype"] == dtype}
-            row = {"dtype": dtype, "mbengine": got["default"], "mbengine, SciPy hidden": got["SciPy hidden"],
-                   "floor without Numba": got["floor without Numba"],
-                   "ONNX Runtime (min-max over runs)": _range(ort.get(dtype))}
+            row = {
+                "dtype": dtype,
+                "mbengine": got["default"],
+                "mbengine, SciPy hidden": got["SciPy hidden"],
+                "floor without Numba": got["floor without Numba"],
+                "ONNX Runtime (min-max over runs)": _range(ort.get(dtype)),
+            }
             row["Numba + LLVM (+ SciPy) = mbengine - floor"] = (
                 round(row["mbengine"] - row["floor without Numba"], 1)
-                if row["mbengine"] is not None and row["floor without Numba"] is not None else None)
+                if row["mbengine"] is not None and row["floor without Numba"] is not None
+                else None
+            )
             summary.append(row)
         data.update(
-            summary=summary, stages=stages, detail=detail, variants=variants, peaks_b1_s128=runs,
+            summary=summary,
+            stages=stages,
+            detail=detail,
+            variants=variants,
+            peaks_b1_s128=runs,
             prediction_checks=checks,
-            ort={k: (v if k == "error" else {"peak_mib": peak(v), "peaks_mib": v.get("peaks_mib"),
-                                             "steps": v.get("steps"), "error": v.get("error")})
-                 for k, v in ort.items()},
+            ort={
+                k: (
+                    v
+                    if k == "error"
+                    else {
+                        "peak_mib": peak(v),
+                        "peaks_mib": v.get("peaks_mib"),
+                        "steps": v.get("steps"),
+                        "error": v.get("error"),
+                    }
+                )
+                for k, v in ort.items()
+            },
             call_bytes={f"{k[0]} {k[1]}": {f"{b}x{s}": v for (b, s), v in need.items()} for k, need in needs.items()},
-            pi=pi_table(peaks, needs, args.headroom), aot=aot_check(),
-            environment=common.environment(), installed=installed_sizes({
-                "mbengine's runtime dependencies (numpy, numba, safetensors, tokenizers + theirs)":
-                    ["numpy", "numba", "safetensors", "tokenizers"],
-                "of which the inference path (numpy, numba, llvmlite)": ["numba"],
-                "torch (+ its required dependencies)": ["torch"],
-                "onnxruntime (+ its required dependencies)": ["onnxruntime"],
-            }))
+            pi=pi_table(peaks, needs, args.headroom),
+            aot=aot_check(),
+            environment=common.environment(),
+            installed=installed_sizes(
+                {
+                    "mbengine's runtime dependencies (numpy, numba, safetensors, tokenizers + theirs)": [
+                        "numpy",
+                        "numba",
+                        "safetensors",
+                        "tokenizers",
+                    ],
+                    "of which the inference path (numpy, numba, llvmlite)": ["numba"],
+                    "torch (+ its required dependencies)": ["torch"],
+                    "onnxruntime (+ its required dependencies)": ["onnxruntime"],
+                }
+            ),
+        )
     return data
 
 
@@ -352,36 +434,69 @@ def _split_row(split: dict) -> list:
 
 def report(data: dict) -> tuple[str, list[str]]:
     headers = list(data["summary"][0])
-    parts = ["## Summary: peak RSS (VmHWM) MiB, MobileBertModel, b1 s128\n\n" + common.markdown_table(
-        headers, [[r[h] for h in headers] for r in data["summary"]]) + "\n"]
+    parts = [
+        "## Summary: peak RSS (VmHWM) MiB, MobileBertModel, b1 s128\n\n"
+        + common.markdown_table(headers, [[r[h] for h in headers] for r in data["summary"]])
+        + "\n"
+    ]
     for dtype, res in data["stages"].items():
         if "error" in res:
             parts.append(f"## Stages, MobileBertModel {dtype}\n\nerror: {res['error']}\n")
             continue
-        rows = [[s["step"], s["VmRSS"], s["VmHWM"], s["RssAnon"], s["RssFile"],
-                 None if s["seconds"] is None else round(s["seconds"], 3)] for s in res["steps"]]
-        parts.append(f"## Stages: MobileBertModel {dtype}, b1 s128 (threading layer {res['threading_layer']}, "
-                     f"{res['numba_threads']} threads)\n\n" + common.markdown_table(
-                         ["step", "VmRSS MiB", "VmHWM MiB", "anonymous MiB", "file-backed MiB", "s"], rows)
-                     + f"\n\nKernel specializations loaded: {res['specializations']}; arena block "
-                     f"{res['arena_block_bytes'] / MIB:.1f} MiB allocated.\n")
-    split_rows = [[f"MobileBertModel {d}", *_split_row(r["steps"][-1]["split"]), r["steps"][-1]["VmRSS"]]
-                  for d, r in data["stages"].items() if "steps" in r]
-    parts.append("## RSS by mapping at the end (/proc/self/smaps), MiB\n\n" + common.markdown_table(
-        ["process", *CATEGORIES, "total"], split_rows) + "\n")
+        rows = [
+            [
+                s["step"],
+                s["VmRSS"],
+                s["VmHWM"],
+                s["RssAnon"],
+                s["RssFile"],
+                None if s["seconds"] is None else round(s["seconds"], 3),
+            ]
+            for s in res["steps"]
+        ]
+        parts.append(
+            f"## Stages: MobileBertModel {dtype}, b1 s128 (threading layer {res['threading_layer']}, "
+            f"{res['numba_threads']} threads)\n\n"
+            + common.markdown_table(["step", "VmRSS MiB", "VmHWM MiB", "anonymous MiB", "file-backed MiB", "s"], rows)
+            + f"\n\nKernel specializations loaded: {res['specializations']}; arena block "
+            f"{res['arena_block_bytes'] / MIB:.1f} MiB allocated.\n"
+        )
+    split_rows = [
+        [f"MobileBertModel {d}", *_split_row(r["steps"][-1]["split"]), r["steps"][-1]["VmRSS"]]
+        for d, r in data["stages"].items()
+        if "steps" in r
+    ]
+    parts.append(
+        "## RSS by mapping at the end (/proc/self/smaps), MiB\n\n"
+        + common.markdown_table(["process", *CATEGORIES, "total"], split_rows)
+        + "\n"
+    )
     for dtype, res in data["detail"].items():
         if "error" in res:
             continue
         rows, prev = [], None
         for s in res["steps"]:
-            delta = {} if prev is None else {c: round(s["split"].get(c, 0) - prev["split"].get(c, 0), 1)
-                                             for c in CATEGORIES}
+            delta = (
+                {}
+                if prev is None
+                else {c: round(s["split"].get(c, 0) - prev["split"].get(c, 0), 1) for c in CATEGORIES}
+            )
             grew = ", ".join(f"{c.split(' (')[0]} {v:+.1f}" for c, v in delta.items() if abs(v) >= 0.5)
-            rows.append([s["step"], s["VmRSS"], None if prev is None else round(s["VmRSS"] - prev["VmRSS"], 1),
-                         grew or None, None if s["seconds"] is None else round(s["seconds"], 3)])
+            rows.append(
+                [
+                    s["step"],
+                    s["VmRSS"],
+                    None if prev is None else round(s["VmRSS"] - prev["VmRSS"], 1),
+                    grew or None,
+                    None if s["seconds"] is None else round(s["seconds"], 3),
+                ]
+            )
             prev = s
-        parts.append(f"## First call taken apart: MobileBertModel {dtype}\n\n" + common.markdown_table(
-            ["step", "VmRSS MiB", "delta MiB", "grew (MiB)", "s"], rows) + "\n")
+        parts.append(
+            f"## First call taken apart: MobileBertModel {dtype}\n\n"
+            + common.markdown_table(["step", "VmRSS MiB", "delta MiB", "grew (MiB)", "s"], rows)
+            + "\n"
+        )
     rows = []
     for res in data["variants"]:
         if "error" in res:
@@ -389,35 +504,80 @@ def report(data: dict) -> tuple[str, list[str]]:
             continue
         last = res["steps"][-1]
         sp = last["split"]
-        rows.append([res["variant"], res["dtype"], last["VmHWM"], last["RssAnon"], last["RssFile"],
-                     sp.get("libllvmlite.so (LLVM)"), sp.get("heap + anonymous"), res.get("threading_layer")])
-    parts.append("## Variants: MobileBertModel, b1 s128\n\n" + common.markdown_table(
-        ["variant", "dtype", "peak MiB", "anonymous MiB", "file-backed MiB", "libllvmlite MiB", "heap + anon MiB",
-         "threading layer / note"], rows) + "\n")
+        rows.append(
+            [
+                res["variant"],
+                res["dtype"],
+                last["VmHWM"],
+                last["RssAnon"],
+                last["RssFile"],
+                sp.get("libllvmlite.so (LLVM)"),
+                sp.get("heap + anonymous"),
+                res.get("threading_layer"),
+            ]
+        )
+    parts.append(
+        "## Variants: MobileBertModel, b1 s128\n\n"
+        + common.markdown_table(
+            [
+                "variant",
+                "dtype",
+                "peak MiB",
+                "anonymous MiB",
+                "file-backed MiB",
+                "libllvmlite MiB",
+                "heap + anon MiB",
+                "threading layer / note",
+            ],
+            rows,
+        )
+        + "\n"
+    )
     rows = [[k, v["peak_mib"], v["first_run_peak_mib"]] for k, v in data["peaks_b1_s128"].items()]
     for dtype, v in data["ort"].items():
         if dtype != "error":
             rows.append([f"ONNX Runtime {dtype} (MobileBertModel; every run: {v['peaks_mib']})", v["peak_mib"], None])
-    parts.append("## Peak RSS at b1 s128 (VmHWM, warm cache)\n\n" + common.markdown_table(
-        ["process", "peak MiB", "first run (cache being filled) MiB"], rows) + "\n")
-    rows = [[c["model"], c["dtype"], f"{c['batch']}x{c['seq']}", c["measured_mib"], c["predicted_mib"]]
-            for c in data["prediction_checks"]]
-    parts.append("## Prediction check (measured peak vs b1 s128 peak + extra call bytes)\n\n" + common.markdown_table(
-        ["model", "dtype", "b x s", "measured MiB", "predicted MiB"], rows) + "\n")
+    parts.append(
+        "## Peak RSS at b1 s128 (VmHWM, warm cache)\n\n"
+        + common.markdown_table(["process", "peak MiB", "first run (cache being filled) MiB"], rows)
+        + "\n"
+    )
+    rows = [
+        [c["model"], c["dtype"], f"{c['batch']}x{c['seq']}", c["measured_mib"], c["predicted_mib"]]
+        for c in data["prediction_checks"]
+    ]
+    parts.append(
+        "## Prediction check (measured peak vs b1 s128 peak + extra call bytes)\n\n"
+        + common.markdown_table(["model", "dtype", "b x s", "measured MiB", "predicted MiB"], rows)
+        + "\n"
+    )
     parts.append(pi_markdown(data))
     rows = []
     for label, st in data["installed"].items():
         top = sorted(st["distributions"].items(), key=lambda kv: -kv[1]["mib"])
-        rows.append([label, st["total_mib"], ", ".join(f"{n} {d['mib']:.0f}" for n, d in top[:6])
-                     + (f" (+{len(top) - 6} more)" if len(top) > 6 else "")])
-    parts.append("## Installed size (files in each distribution's RECORD, dependency closure)\n\n"
-                 + common.markdown_table(["stack", "MiB", "largest distributions (MiB)"], rows) + "\n")
+        rows.append(
+            [
+                label,
+                st["total_mib"],
+                ", ".join(f"{n} {d['mib']:.0f}" for n, d in top[:6])
+                + (f" (+{len(top) - 6} more)" if len(top) > 6 else ""),
+            ]
+        )
+    parts.append(
+        "## Installed size (files in each distribution's RECORD, dependency closure)\n\n"
+        + common.markdown_table(["stack", "MiB", "largest distributions (MiB)"], rows)
+        + "\n"
+    )
     aot = data["aot"]
-    parts.append(f"## Ahead-of-time compilation\n\nnumba.pycc present: {aot['numba_pycc_present']}; "
-                 f"{'; '.join(aot.get('import_warnings', []))}. {aot.get('conclusion', '')}.\n")
-    notes = ["peak = VmHWM of a fresh child process; warm Numba cache (each configuration ran once before)",
-             "file-backed RSS (the checkpoint, .so code) is clean page cache: shared between processes and "
-             "reclaimable under memory pressure; anonymous RSS is not"]
+    parts.append(
+        f"## Ahead-of-time compilation\n\nnumba.pycc present: {aot['numba_pycc_present']}; "
+        f"{'; '.join(aot.get('import_warnings', []))}. {aot.get('conclusion', '')}.\n"
+    )
+    notes = [
+        "peak = VmHWM of a fresh child process; warm Numba cache (each configuration ran once before)",
+        "file-backed RSS (the checkpoint, .so code) is clean page cache: shared between processes and "
+        "reclaimable under memory pressure; anonymous RSS is not",
+    ]
     return "\n".join(parts), notes
 
 
@@ -427,18 +587,25 @@ def pi_markdown(data: dict) -> str:
         key = (r["model"], r["dtype"])
         gb = f"{r['smallest_pi_gb']} GB" if r["smallest_pi_gb"] else f"> {PI_RAM_GB[-1]} GB"
         rows.setdefault(key, []).append(f"{r['predicted_peak_mib']} ({gb})")
-    table = common.markdown_table(["model", "dtype", *(f"{b}x{s}" for b, s in SHAPES)],
-                                  [[m, d, *cells] for (m, d), cells in rows.items()])
+    table = common.markdown_table(
+        ["model", "dtype", *(f"{b}x{s}" for b, s in SHAPES)], [[m, d, *cells] for (m, d), cells in rows.items()]
+    )
     budgets = ", ".join(f"{gb} GB: {gb * 1024 - data['headroom_mib']} MiB" for gb in PI_RAM_GB)
-    return (f"## Raspberry Pi: predicted peak MiB (smallest Pi RAM that fits, assuming {data['headroom_mib']} MiB "
-            f"for the OS)\n\nBudget = RAM - headroom ({budgets}). Predicted = measured b1 s128 peak + (arena and "
-            f"returned outputs at the shape - at 1x128).\n\n" + table + "\n")
+    return (
+        f"## Raspberry Pi: predicted peak MiB (smallest Pi RAM that fits, assuming {data['headroom_mib']} MiB "
+        f"for the OS)\n\nBudget = RAM - headroom ({budgets}). Predicted = measured b1 s128 peak + (arena and "
+        f"returned outputs at the shape - at 1x128).\n\n" + table + "\n"
+    )
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--headroom", type=int, default=300,
-                        help="MiB of RAM assumed taken by the OS (Raspberry Pi OS Lite: kernel, firmware, services)")
+    parser.add_argument(
+        "--headroom",
+        type=int,
+        default=300,
+        help="MiB of RAM assumed taken by the OS (Raspberry Pi OS Lite: kernel, firmware, services)",
+    )
     parser.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime comparison (needs torch)")
     parser.add_argument("--ort-runs", type=int, default=4, help="fresh ONNX Runtime processes per dtype")
     parser.add_argument("--tbb-lib", help="directory holding libtbb.so.12, for the TBB variant only")
@@ -447,6 +614,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     data = run(args)
     table, notes = report(data)
-    common.write_results(args.name, data, table=table, title="Memory: RSS breakdown, installed size, Raspberry Pi fit",
-                         notes=notes)
+    common.write_results(
+        args.name, data, table=table, title="Memory: RSS breakdown, installed size, Raspberry Pi fit", notes=notes
+    )
     print(table)

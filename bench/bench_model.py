@@ -62,16 +62,23 @@ def make_callables(names, threads, hf_model, ckpt_dir, onnx_paths, skipped):
                 if path is None:
                     raise RuntimeError(onnx_paths.get(name + ":error", "no int8 checkpoint"))
                 m = mbengine.MobileBertModel.from_pretrained(path, threads=threads)
-                made[name] = lambda inp, m=m: m(inp["input_ids"], attention_mask=inp["attention_mask"],
-                                                token_type_ids=inp["token_type_ids"]).last_hidden_state
+                made[name] = lambda inp, m=m: (
+                    m(
+                        inp["input_ids"], attention_mask=inp["attention_mask"], token_type_ids=inp["token_type_ids"]
+                    ).last_hidden_state
+                )
             elif name == "torch":
+
                 def run_torch(inp, model=hf_model, n=threads):
                     torch.set_num_threads(n)
                     with torch.inference_mode():
-                        out = model(input_ids=torch.from_numpy(inp["input_ids"]),
-                                    attention_mask=torch.from_numpy(inp["attention_mask"]),
-                                    token_type_ids=torch.from_numpy(inp["token_type_ids"]))
+                        out = model(
+                            input_ids=torch.from_numpy(inp["input_ids"]),
+                            attention_mask=torch.from_numpy(inp["attention_mask"]),
+                            token_type_ids=torch.from_numpy(inp["token_type_ids"]),
+                        )
                     return out.last_hidden_state.numpy()
+
                 made[name] = run_torch
             elif name in ("ort-fp32", "ort-int8"):
                 path = onnx_paths.get(name)
@@ -105,8 +112,11 @@ def run(args) -> dict:
         info["hf_model_build_s"] = time.perf_counter() - t0
         info["attn_implementation"] = getattr(hf_model.config, "_attn_implementation", None)
         info["parameters"] = sum(p.numel() for p in hf_model.parameters())
-        print(f"HF MobileBertModel: {args.layers} layers, {info['parameters'] / 1e6:.1f} M parameters, "
-              f"attention {info['attn_implementation']}", flush=True)
+        print(
+            f"HF MobileBertModel: {args.layers} layers, {info['parameters'] / 1e6:.1f} M parameters, "
+            f"attention {info['attn_implementation']}",
+            flush=True,
+        )
         vocab = hf_model.config.vocab_size
 
         onnx_paths: dict[str, str] = {}  # (and the int8 engine checkpoint's)
@@ -118,8 +128,11 @@ def run(args) -> dict:
                 info["mbengine_int8_quantize_s"] = time.perf_counter() - t0
                 info["mbengine_int8_mb"] = os.path.getsize(os.path.join(q, "model.safetensors")) / 2**20
                 onnx_paths["mbengine-int8"] = q
-                print(f"mbengine int8: {info['mbengine_int8_mb']:.1f} MiB, quantized in "
-                      f"{info['mbengine_int8_quantize_s']:.1f} s", flush=True)
+                print(
+                    f"mbengine int8: {info['mbengine_int8_mb']:.1f} MiB, quantized in "
+                    f"{info['mbengine_int8_quantize_s']:.1f} s",
+                    flush=True,
+                )
             except Exception as e:  # noqa: BLE001
                 onnx_paths["mbengine-int8:error"] = f"quantization failed: {common.reason(e)}"
                 if args.verbose:
@@ -178,24 +191,37 @@ def run(args) -> dict:
                     if not ok:
                         continue
                     times, load, attempts = common.time_when_quiet(
-                        ok, args.repeats, retries=args.retries, wait=args.wait_quiet, warmup=1, gap=args.gap)
+                        ok, args.repeats, retries=args.retries, wait=args.wait_quiet, warmup=1, gap=args.gap
+                    )
                     base = common.median(times["mbengine"]) if "mbengine" in times else None
                     for name, t in times.items():
                         st = common.stats(t)
-                        rows.append({
-                            "system": name, "threads": n, "batch": batch, "seq": seq,
-                            "median_ms": st["median"] * 1e3, "min_ms": st["min"] * 1e3,
-                            "mean_ms": st["mean"] * 1e3, "stdev_ms": st["stdev"] * 1e3, "n": st["n"],
-                            "ratio_to_mbengine": st["median"] / base if base else None,
-                            "rel_err_vs_torch": errs[name],
-                            "other_cpu": load["other_cpu"], "steal": load.get("steal"), "attempts": attempts,
-                            "samples_ms": [x * 1e3 for x in t],
-                        })
+                        rows.append(
+                            {
+                                "system": name,
+                                "threads": n,
+                                "batch": batch,
+                                "seq": seq,
+                                "median_ms": st["median"] * 1e3,
+                                "min_ms": st["min"] * 1e3,
+                                "mean_ms": st["mean"] * 1e3,
+                                "stdev_ms": st["stdev"] * 1e3,
+                                "n": st["n"],
+                                "ratio_to_mbengine": st["median"] / base if base else None,
+                                "rel_err_vs_torch": errs[name],
+                                "other_cpu": load["other_cpu"],
+                                "steal": load.get("steal"),
+                                "attempts": attempts,
+                                "samples_ms": [x * 1e3 for x in t],
+                            }
+                        )
                         r = rows[-1]
                         ratio = "–" if r["ratio_to_mbengine"] is None else f"{r['ratio_to_mbengine']:.2f}"
-                        print(f"threads {n} b{batch} s{seq}  {name:<9} median {r['median_ms']:8.2f} ms  "
-                              f"min {r['min_ms']:8.2f} ms  x mbengine {ratio}  rel err {r['rel_err_vs_torch']:.1e}",
-                              flush=True)
+                        print(
+                            f"threads {n} b{batch} s{seq}  {name:<9} median {r['median_ms']:8.2f} ms  "
+                            f"min {r['min_ms']:8.2f} ms  x mbengine {ratio}  rel err {r['rel_err_vs_torch']:.1e}",
+                            flush=True,
+                        )
                     if load["other_cpu"] is not None:
                         print(f"  (other processes used {100 * load['other_cpu']:.0f}% of the CPUs meanwhile)")
             del fns_by_input
@@ -210,14 +236,32 @@ def worst_load(rows) -> dict:
 
 
 def table(rows) -> str:
-    headers = ["system", "threads", "batch", "seq", "median ms", "min ms", "median / mbengine median",
-               "rel err vs torch", "other load %"]
+    headers = [
+        "system",
+        "threads",
+        "batch",
+        "seq",
+        "median ms",
+        "min ms",
+        "median / mbengine median",
+        "rel err vs torch",
+        "other load %",
+    ]
     out = []
     for r in rows:
-        out.append([r["system"], r["threads"], r["batch"], r["seq"], f"{r['median_ms']:.2f}", f"{r['min_ms']:.2f}",
-                    "–" if r["ratio_to_mbengine"] is None else f"{r['ratio_to_mbengine']:.2f}",
-                    f"{r['rel_err_vs_torch']:.1e}",
-                    "–" if r["other_cpu"] is None else f"{100 * r['other_cpu']:.0f}"])
+        out.append(
+            [
+                r["system"],
+                r["threads"],
+                r["batch"],
+                r["seq"],
+                f"{r['median_ms']:.2f}",
+                f"{r['min_ms']:.2f}",
+                "–" if r["ratio_to_mbengine"] is None else f"{r['ratio_to_mbengine']:.2f}",
+                f"{r['rel_err_vs_torch']:.1e}",
+                "–" if r["other_cpu"] is None else f"{100 * r['other_cpu']:.0f}",
+            ]
+        )
     return common.markdown_table(headers, out)
 
 
@@ -230,14 +274,27 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=3, help="untimed calls per system before the check")
     ap.add_argument("--systems", default=",".join(ALL_SYSTEMS), help=f"comma-separated subset of {ALL_SYSTEMS}")
     ap.add_argument("--layers", type=int, default=24, help="num_hidden_layers (24 = full size)")
-    ap.add_argument("--gap", type=float, default=0.05,
-                    help="seconds of pause (busy-wait on the main thread) after each system's call, so its thread "
-                         "pool stops spinning before the next system runs (ONNX Runtime's workers spin ~30 ms "
-                         "after a run; default 0.05)")
-    ap.add_argument("--wait-quiet", type=float, default=120.0, metavar="S",
-                    help="before each thread count, wait up to S seconds for other processes to go idle (0: don't)")
-    ap.add_argument("--retries", type=int, default=2,
-                    help="time again (up to this many times) if other processes were busy meanwhile")
+    ap.add_argument(
+        "--gap",
+        type=float,
+        default=0.05,
+        help="seconds of pause (busy-wait on the main thread) after each system's call, so its thread "
+        "pool stops spinning before the next system runs (ONNX Runtime's workers spin ~30 ms "
+        "after a run; default 0.05)",
+    )
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="before each thread count, wait up to S seconds for other processes to go idle (0: don't)",
+    )
+    ap.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="time again (up to this many times) if other processes were busy meanwhile",
+    )
     ap.add_argument("--name", default="model", help="results file name: bench/results/<name>.{json,md}")
     ap.add_argument("--verbose", action="store_true", help="print tracebacks of skipped systems")
     ap.add_argument(common.KEEP_ENV_FLAG, action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
@@ -252,16 +309,25 @@ def main(argv=None):
     warning = common.load_warning(worst_load(data["rows"]))
     env = common.environment()  # after the run: numba's threading layer and every BLAS are loaded now
     env["git"] = git
-    data = {"benchmark": "model", "date": common.now(), "command": common.command_line(), "environment": env,
-            "settings": vars(args), "load": load, **data}
+    data = {
+        "benchmark": "model",
+        "date": common.now(),
+        "command": common.command_line(),
+        "environment": env,
+        "settings": vars(args),
+        "load": load,
+        **data,
+    }
     md = table(data["rows"])
-    notes = [f"model: HF MobileBertModel, MobileBertConfig() defaults (google/mobilebert-uncased), "
-             f"classifier_activation=False, {args.layers} layers, random weights (torch.manual_seed(0))",
-             "inputs: random ids, no padding, token types 0|1 halves; output compared: last_hidden_state",
-             f"systems timed round robin (order rotating), {args.repeats} rounds, {args.gap * 1e3:g} ms pause "
-             "(busy-wait) after each call; ratio = system median / mbengine median (>1: mbengine faster)",
-             "torch: eager, torch.set_num_threads(n), inference_mode; ORT: intra_op_num_threads=n, ORT_ENABLE_ALL; "
-             "mbengine: from_pretrained(dir, threads=n)"]
+    notes = [
+        f"model: HF MobileBertModel, MobileBertConfig() defaults (google/mobilebert-uncased), "
+        f"classifier_activation=False, {args.layers} layers, random weights (torch.manual_seed(0))",
+        "inputs: random ids, no padding, token types 0|1 halves; output compared: last_hidden_state",
+        f"systems timed round robin (order rotating), {args.repeats} rounds, {args.gap * 1e3:g} ms pause "
+        "(busy-wait) after each call; ratio = system median / mbengine median (>1: mbengine faster)",
+        "torch: eager, torch.set_num_threads(n), inference_mode; ORT: intra_op_num_threads=n, ORT_ENABLE_ALL; "
+        "mbengine: from_pretrained(dir, threads=n)",
+    ]
     info = data["info"]
     if info.get("onnx_exporter"):
         notes.append(f"ONNX: exporter {info['onnx_exporter']}, opset 17; int8: quantize_dynamic QInt8 weights")

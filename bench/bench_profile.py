@@ -34,7 +34,7 @@ def gemm_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
     with threadpool_limits(threads, "blas"):
         a @ b
         best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * n ** 3 / best / 1e9
+    return 2 * n**3 / best / 1e9
 
 
 def _timed(fn) -> float:
@@ -104,23 +104,42 @@ def run(args) -> dict:
             overhead = runner_overhead(model, ids, threads)
             peak = gemm_peak(threads)
             for name, (secs, fl, count) in sorted(groups.items(), key=lambda kv: -kv[1][0]):
-                rows.append({"threads": threads, "op": name, "calls": count, "ms": round(secs * 1e3, 3),
-                             "share %": round(100 * secs / ops_time, 1),
-                             "GFLOP/s": round(fl / secs / 1e9, 1) if fl else None,
-                             "% of GEMM peak": round(100 * fl / secs / 1e9 / peak, 1) if fl else None})
-            summary.append({
-                "threads": threads, "batch": args.batch, "seq": args.seq, "wall ms": round(wall * 1e3, 2),
-                "ops ms": round(ops_time * 1e3, 2), "runner overhead ms (no-op kernels)": round(overhead * 1e3, 2),
-                "GEMM peak GFLOP/s": round(peak, 1), "model GFLOP": round(total_flops / 1e9, 3),
-                "fp32 floor ms": round(total_flops / peak / 1e6, 2),
-                "% of floor": round(100 * total_flops / peak / 1e9 / wall, 1),
-                "matmul GFLOP/s": round(linear_flops / linear_time / 1e9, 1),
-                "matmul % of GEMM peak": round(100 * linear_flops / linear_time / 1e9 / peak, 1),
-                "numba threading layer": numba.threading_layer(),
-            })
+                rows.append(
+                    {
+                        "threads": threads,
+                        "op": name,
+                        "calls": count,
+                        "ms": round(secs * 1e3, 3),
+                        "share %": round(100 * secs / ops_time, 1),
+                        "GFLOP/s": round(fl / secs / 1e9, 1) if fl else None,
+                        "% of GEMM peak": round(100 * fl / secs / 1e9 / peak, 1) if fl else None,
+                    }
+                )
+            summary.append(
+                {
+                    "threads": threads,
+                    "batch": args.batch,
+                    "seq": args.seq,
+                    "wall ms": round(wall * 1e3, 2),
+                    "ops ms": round(ops_time * 1e3, 2),
+                    "runner overhead ms (no-op kernels)": round(overhead * 1e3, 2),
+                    "GEMM peak GFLOP/s": round(peak, 1),
+                    "model GFLOP": round(total_flops / 1e9, 3),
+                    "fp32 floor ms": round(total_flops / peak / 1e6, 2),
+                    "% of floor": round(100 * total_flops / peak / 1e9 / wall, 1),
+                    "matmul GFLOP/s": round(linear_flops / linear_time / 1e9, 1),
+                    "matmul % of GEMM peak": round(100 * linear_flops / linear_time / 1e9 / peak, 1),
+                    "numba threading layer": numba.threading_layer(),
+                }
+            )
             print(summary[-1])
-    return {"environment": env, "command": common.command_line(), "date": common.now(), "summary": summary,
-            "rows": rows}
+    return {
+        "environment": env,
+        "command": common.command_line(),
+        "date": common.now(),
+        "summary": summary,
+        "rows": rows,
+    }
 
 
 def runner_overhead(model, ids, threads: int) -> float:
@@ -133,6 +152,7 @@ def runner_overhead(model, ids, threads: int) -> float:
 
     runner = model.runner()
     arena = runner.arena(ids.shape[0], ids.shape[1], False)
+
     def py_noop(*args):
         return None
 
@@ -165,10 +185,16 @@ def main(argv=None):
     summary_table = common.markdown_table(list(data["summary"][0]), [list(s.values()) for s in data["summary"]])
     rows = data["rows"]
     ops_table = common.markdown_table(list(rows[0]), [list(r.values()) for r in rows])
-    common.write_results(args.name, data, table=summary_table + "\n\n" + ops_table,
-                         title="Per-op profile of the full-size model",
-                         notes=["model: MobileBertConfig() shapes (google/mobilebert-uncased), seeded random weights",
-                                "GEMM peak: NumPy float32 2048^3 matmul, best of 5, same thread count (threadpoolctl)",
-                                "ms per op group: median over calls of the runner's per-op timer, summed over layers"])
+    common.write_results(
+        args.name,
+        data,
+        table=summary_table + "\n\n" + ops_table,
+        title="Per-op profile of the full-size model",
+        notes=[
+            "model: MobileBertConfig() shapes (google/mobilebert-uncased), seeded random weights",
+            "GEMM peak: NumPy float32 2048^3 matmul, best of 5, same thread count (threadpoolctl)",
+            "ms per op group: median over calls of the runner's per-op timer, summed over layers",
+        ],
+    )
     print(summary_table)
     print(ops_table)

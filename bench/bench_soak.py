@@ -55,8 +55,15 @@ class Recorder:
             same = self.probe()  # outside the lock: other callers keep going
             seconds = time.perf_counter() - self.t0
             with self._lock:
-                self.rows.append({"calls": self.calls, "phase": self.phase, "RSS MiB": round(rss_mib(), 1),
-                                  "seconds": round(seconds, 1), "probe identical": same})
+                self.rows.append(
+                    {
+                        "calls": self.calls,
+                        "phase": self.phase,
+                        "RSS MiB": round(rss_mib(), 1),
+                        "seconds": round(seconds, 1),
+                        "probe identical": same,
+                    }
+                )
             print(self.rows[-1], flush=True)
 
 
@@ -78,8 +85,14 @@ def main(argv=None):
     from mbengine.cli import random_checkpoint
     from mbengine.config import MobileBertConfig
 
-    small = dict(hidden_size=64, embedding_size=32, intra_bottleneck_size=32, num_hidden_layers=4,
-                 num_attention_heads=2, intermediate_size=64)
+    small = dict(
+        hidden_size=64,
+        embedding_size=32,
+        intra_bottleneck_size=32,
+        num_hidden_layers=4,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     rows = []
     calls_so_far = 0  # the calls column counts across phases
     with tempfile.TemporaryDirectory() as tmp:
@@ -93,8 +106,7 @@ def main(argv=None):
         for phase, calls in (("random shapes", args.calls), ("one shape, 4 x 32", args.fixed_calls)):
             rec = Recorder(args.every, phase, same, start=calls_so_far)
             for _ in range(calls):
-                batch, seq = (4, 32) if phase.startswith("one") else (int(rng.integers(1, 9)),
-                                                                       int(rng.integers(1, 65)))
+                batch, seq = (4, 32) if phase.startswith("one") else (int(rng.integers(1, 9)), int(rng.integers(1, 65)))
                 mask = (np.arange(seq)[None] < rng.integers(1, seq + 1, (batch, 1))).astype(np.int64)
                 model(rng.integers(0, 1000, (batch, seq)), attention_mask=mask)
                 rec.done()
@@ -103,9 +115,12 @@ def main(argv=None):
         model = same = None  # phase 1's model is freed before phase 3 builds its own
 
         # phase 3: one pipeline, real vocabulary, several caller threads
-        path = random_checkpoint(os.path.join(tmp, "texts"),
-                                 MobileBertConfig(vocab_size=30522, max_position_embeddings=128, **small),
-                                 seed=0, std=0.2)
+        path = random_checkpoint(
+            os.path.join(tmp, "texts"),
+            MobileBertConfig(vocab_size=30522, max_position_embeddings=128, **small),
+            seed=0,
+            std=0.2,
+        )
         for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):
             shutil.copy(os.path.join(vocab_dir(), name), os.path.join(path, name))
         pipe = mbengine.pipeline("feature-extraction", model=path)
@@ -138,12 +153,17 @@ def main(argv=None):
         rows += rec.rows
     if not all(r["probe identical"] for r in rows):
         print("WARNING: a probe result changed during the soak", flush=True)
-    data = {"environment": common.environment(), "command": common.command_line(), "date": common.now(),
-            "rows": rows}
-    common.write_results(args.name, data, title="Soak: RSS over many calls of varying shape",
-                         notes=["phases 1-2: 4-layer MobileBERT, hidden 64, random weights; batch 1..8 x seq 1..64, "
-                                "random right padding, then one shape, 4 x 32",
-                                f"phase 3: the same size with the real 30522-token vocabulary; {CALLERS} threads "
-                                "share one feature-extraction pipeline (mean pooling), 1..8 texts of 1..100 "
-                                "random vocabulary words per call",
-                                "calls counts all phases; seconds restarts with each phase"])
+    data = {"environment": common.environment(), "command": common.command_line(), "date": common.now(), "rows": rows}
+    common.write_results(
+        args.name,
+        data,
+        title="Soak: RSS over many calls of varying shape",
+        notes=[
+            "phases 1-2: 4-layer MobileBERT, hidden 64, random weights; batch 1..8 x seq 1..64, "
+            "random right padding, then one shape, 4 x 32",
+            f"phase 3: the same size with the real 30522-token vocabulary; {CALLERS} threads "
+            "share one feature-extraction pipeline (mean pooling), 1..8 texts of 1..100 "
+            "random vocabulary words per call",
+            "calls counts all phases; seconds restarts with each phase",
+        ],
+    )

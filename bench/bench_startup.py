@@ -63,25 +63,42 @@ def run(args) -> dict:
         hf_dir = random_checkpoint(os.path.join(tmp, "hf"))
         engine.write(MobileBertModel.from_pretrained(hf_dir).weights, os.path.join(tmp, "engine"))
         imports = [child(["import"], os.path.join(tmp, "cache-import")) for _ in range(args.repeats)]
-        rows.append({"measurement": "import mbengine", "seconds": round(min(r["import_s"] for r in imports), 3),
-                     "peak RSS MiB": round(imports[-1]["peak_rss_mib"])})
+        rows.append(
+            {
+                "measurement": "import mbengine",
+                "seconds": round(min(r["import_s"] for r in imports), 3),
+                "peak RSS MiB": round(imports[-1]["peak_rss_mib"]),
+            }
+        )
         for label, path in (("HF checkpoint", hf_dir), ("engine checkpoint", os.path.join(tmp, "engine"))):
             for threads in (1, 2):
                 cache = os.path.join(tmp, f"cache-{label[:2]}-{threads}")
                 cold = child([path, str(threads)], cache)
-                warm = min((child([path, str(threads)], cache) for _ in range(args.repeats)),
-                           key=lambda r: r["load_and_first_s"])
-                rows.append({"measurement": f"{label}, {threads} thread(s): cold cache, load + first call",
-                             "seconds": round(cold["load_and_first_s"], 2), "peak RSS MiB": round(cold["peak_rss_mib"]),
-                             "ru_maxrss MiB (overstated)": round(cold["ru_maxrss_mib_overstated"])})
-                rows.append({"measurement": f"{label}, {threads} thread(s): warm cache, load + first call",
-                             "seconds": round(warm["load_and_first_s"], 3), "peak RSS MiB": round(warm["peak_rss_mib"]),
-                             "ru_maxrss MiB (overstated)": round(warm["ru_maxrss_mib_overstated"]),
-                             "load s": round(warm["load_s"], 3), "first call s": round(warm["first_call_s"], 3),
-                             "second call s": round(warm["second_call_s"], 3)})
+                warm = min(
+                    (child([path, str(threads)], cache) for _ in range(args.repeats)),
+                    key=lambda r: r["load_and_first_s"],
+                )
+                rows.append(
+                    {
+                        "measurement": f"{label}, {threads} thread(s): cold cache, load + first call",
+                        "seconds": round(cold["load_and_first_s"], 2),
+                        "peak RSS MiB": round(cold["peak_rss_mib"]),
+                        "ru_maxrss MiB (overstated)": round(cold["ru_maxrss_mib_overstated"]),
+                    }
+                )
+                rows.append(
+                    {
+                        "measurement": f"{label}, {threads} thread(s): warm cache, load + first call",
+                        "seconds": round(warm["load_and_first_s"], 3),
+                        "peak RSS MiB": round(warm["peak_rss_mib"]),
+                        "ru_maxrss MiB (overstated)": round(warm["ru_maxrss_mib_overstated"]),
+                        "load s": round(warm["load_s"], 3),
+                        "first call s": round(warm["first_call_s"], 3),
+                        "second call s": round(warm["second_call_s"], 3),
+                    }
+                )
                 print(rows[-2], rows[-1], sep="\n")
-    return {"environment": common.environment(), "command": common.command_line(), "date": common.now(),
-            "rows": rows}
+    return {"environment": common.environment(), "command": common.command_line(), "date": common.now(), "rows": rows}
 
 
 def main(argv=None):
@@ -93,8 +110,15 @@ def main(argv=None):
     data = run(args)
     headers = ["measurement", "seconds", "peak RSS MiB", "load s", "first call s", "second call s"]
     table = common.markdown_table(headers, [[r.get(h) for h in headers] for r in data["rows"]])
-    common.write_results(args.name, data, table=table, title="Start-up time and peak RSS (full-size model, b1 s128)",
-                         notes=["each number from a fresh process; warm = best of the repeats",
-                                "peak RSS = the child's VmHWM (its ru_maxrss, in the JSON, is overstated: "
-                                "Linux folds the parent's RSS at fork into it)"])
+    common.write_results(
+        args.name,
+        data,
+        table=table,
+        title="Start-up time and peak RSS (full-size model, b1 s128)",
+        notes=[
+            "each number from a fresh process; warm = best of the repeats",
+            "peak RSS = the child's VmHWM (its ru_maxrss, in the JSON, is overstated: "
+            "Linux folds the parent's RSS at fork into it)",
+        ],
+    )
     print(table)

@@ -38,7 +38,7 @@ def make_inputs(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np
     ids = rng.integers(1, vocab, size=(batch, seq), dtype=np.int64)
     mask = np.ones((batch, seq), np.int64)
     types = np.zeros((batch, seq), np.int64)
-    types[:, seq // 2:] = 1
+    types[:, seq // 2 :] = 1
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
 
 
@@ -55,8 +55,9 @@ def export_onnx(model, path: str, example: dict[str, np.ndarray]) -> str:
             self.m = m
 
         def forward(self, input_ids, attention_mask, token_type_ids):
-            out = self.m(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids,
-                         return_dict=True)
+            out = self.m(
+                input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids, return_dict=True
+            )
             return out.last_hidden_state, out.pooler_output
 
     args = tuple(torch.from_numpy(example[k]) for k in ("input_ids", "attention_mask", "token_type_ids"))
@@ -67,13 +68,22 @@ def export_onnx(model, path: str, example: dict[str, np.ndarray]) -> str:
 
     errors = []
     # the legacy TorchScript exporter first (no onnxscript needed), then the dynamo one
-    for how, kwargs in (("torchscript (dynamo=False)", {"dynamo": False, "dynamic_axes": axes}),
-                        ("dynamo", {"dynamo": True, "dynamic_shapes": None})):
+    for how, kwargs in (
+        ("torchscript (dynamo=False)", {"dynamo": False, "dynamic_axes": axes}),
+        ("dynamo", {"dynamo": True, "dynamic_shapes": None}),
+    ):
         try:
             with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # tracer and deprecation warnings of the exporter
-                torch.onnx.export(Wrapper(model).eval(), args, path, input_names=names,
-                                  output_names=["last_hidden_state", "pooler_output"], opset_version=17, **kwargs)
+                torch.onnx.export(
+                    Wrapper(model).eval(),
+                    args,
+                    path,
+                    input_names=names,
+                    output_names=["last_hidden_state", "pooler_output"],
+                    opset_version=17,
+                    **kwargs,
+                )
             return how
         except Exception as e:  # noqa: BLE001
             errors.append(f"{how}: {common.reason(e)}")
@@ -139,9 +149,13 @@ def plot_latency(rows, path) -> bool:
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for (system, threads, batch), points in sorted(series.items()):
         points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], marker="o",
-                linestyle="-" if system.startswith("mbengine") else "--",
-                label=f"{system}, {threads} thr, batch {batch}")
+        ax.plot(
+            [p[0] for p in points],
+            [p[1] for p in points],
+            marker="o",
+            linestyle="-" if system.startswith("mbengine") else "--",
+            label=f"{system}, {threads} thr, batch {batch}",
+        )
     ax.set_xlabel("sequence length")
     ax.set_ylabel("median latency, ms (log)")
     ax.set_yscale("log")
@@ -174,8 +188,9 @@ def plot_kernels(rows, path, int8: str) -> bool:
             systems.append(int8)
         width = 0.8 / len(systems)
         for i, sname in enumerate(systems):
-            vals = [r["gflops"].get(sname, r["gflops"].get("numpy") if sname == "numpy x@w.T+b" else np.nan)
-                    for r in rs]
+            vals = [
+                r["gflops"].get(sname, r["gflops"].get("numpy") if sname == "numpy x@w.T+b" else np.nan) for r in rs
+            ]
             label = f"{sname} (GOP/s, {rs[0].get('int8', {}).get('variant', '')})" if sname == int8 else sname
             ax.bar(xs + (i - (len(systems) - 1) / 2) * width, vals, width, label=label)
         ax.set_xticks(xs)

@@ -62,16 +62,18 @@ def blas_info() -> list[dict]:
         return [{"error": "threadpoolctl not installed"}]
     out = []
     for lib in threadpoolctl.threadpool_info():
-        out.append({
-            "user_api": lib.get("user_api"),
-            "internal_api": lib.get("internal_api"),
-            "prefix": lib.get("prefix"),
-            "version": lib.get("version"),
-            "architecture": lib.get("architecture"),
-            "threading_layer": lib.get("threading_layer"),
-            "num_threads": lib.get("num_threads"),
-            "filepath": lib.get("filepath"),
-        })
+        out.append(
+            {
+                "user_api": lib.get("user_api"),
+                "internal_api": lib.get("internal_api"),
+                "prefix": lib.get("prefix"),
+                "version": lib.get("version"),
+                "architecture": lib.get("architecture"),
+                "threading_layer": lib.get("threading_layer"),
+                "num_threads": lib.get("num_threads"),
+                "filepath": lib.get("filepath"),
+            }
+        )
     return out
 
 
@@ -129,10 +131,16 @@ def git_state() -> dict | None:
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                              timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "mbengine", "kernels", "converters"],
-                               cwd=root, capture_output=True, text=True, timeout=10).stdout.split("\n")
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "mbengine", "kernels", "converters"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.split("\n")
     except (OSError, subprocess.SubprocessError):
         return None
     if not head:
@@ -154,11 +162,32 @@ def environment() -> dict:
         "usable_cpus": affinity,
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "versions": {m: _version(m) for m in ("numpy", "numba", "llvmlite", "torch", "onnxruntime", "onnx",
-                                               "transformers", "threadpoolctl", "mbengine")},
-        "env": {k: os.environ.get(k) for k in (*BLAS_ENV_VARS, "OMP_NUM_THREADS", "NUMBA_NUM_THREADS",
-                                               "NUMBA_THREADING_LAYER", "NUMBA_CACHE_DIR", "OPENBLAS_NUM_THREADS",
-                                               "MKL_NUM_THREADS")},
+        "versions": {
+            m: _version(m)
+            for m in (
+                "numpy",
+                "numba",
+                "llvmlite",
+                "torch",
+                "onnxruntime",
+                "onnx",
+                "transformers",
+                "threadpoolctl",
+                "mbengine",
+            )
+        },
+        "env": {
+            k: os.environ.get(k)
+            for k in (
+                *BLAS_ENV_VARS,
+                "OMP_NUM_THREADS",
+                "NUMBA_NUM_THREADS",
+                "NUMBA_THREADING_LAYER",
+                "NUMBA_CACHE_DIR",
+                "OPENBLAS_NUM_THREADS",
+                "MKL_NUM_THREADS",
+            )
+        },
         "unset_for_this_run": os.environ.get(_REEXEC_MARK) or None,
         "blas": blas_info(),
         "git": git_state(),
@@ -189,14 +218,18 @@ def kernel_target() -> dict:
 
 def print_environment(env: dict) -> None:
     v = env["versions"]
-    print(f"CPU: {env['cpu']} ({env['machine']}, {env['usable_cpus']}/{env['logical_cpus']} usable CPUs, "
-          f"flags {' '.join(env['cpu_flags']) or '-'})")
+    print(
+        f"CPU: {env['cpu']} ({env['machine']}, {env['usable_cpus']}/{env['logical_cpus']} usable CPUs, "
+        f"flags {' '.join(env['cpu_flags']) or '-'})"
+    )
     print("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val))
     print(f"BLAS: {blas_summary()}")
     if env.get("git"):
         g = env["git"]
-        print(f"mbengine at {g['commit']}" + (f" + uncommitted changes in {', '.join(g['modified'])}"
-                                              if g["modified"] else ""))
+        print(
+            f"mbengine at {g['commit']}"
+            + (f" + uncommitted changes in {', '.join(g['modified'])}" if g["modified"] else "")
+        )
     if env.get("unset_for_this_run"):
         print(f"unset for this run: {env['unset_for_this_run']}")
     if env.get("numba_threading_layer"):
@@ -230,7 +263,7 @@ def _own_cpu_seconds() -> float:
 class LoadMonitor:
     """CPU used by other processes between start() and stop(), as a fraction of all CPUs.
 
-        mon = LoadMonitor().start(); ...; mon.stop() -> {"other_cpu": 0.02, "own_cpu": 1.9, ...}
+    mon = LoadMonitor().start(); ...; mon.stop() -> {"other_cpu": 0.02, "own_cpu": 1.9, ...}
     """
 
     def start(self) -> LoadMonitor:
@@ -251,11 +284,15 @@ class LoadMonitor:
         total = (j1[1] - self._j0[1]) / hz
         other = max(0.0, busy - own)
         steal = (j1[2] - self._j0[2]) / hz
-        return {"wall_s": wall, "own_cpu_s": own, "busy_cpu_s": busy,
-                "steal": steal / total if total else None,  # fraction of all CPUs' time taken by the hypervisor
-                "other_cpu": other / total if total else None,  # fraction of all CPUs' time
-                "other_cpus_equiv": other / (total / ncpu) if total else None,  # in CPUs, e.g. 0.9
-                "loadavg": os.getloadavg()}
+        return {
+            "wall_s": wall,
+            "own_cpu_s": own,
+            "busy_cpu_s": busy,
+            "steal": steal / total if total else None,  # fraction of all CPUs' time taken by the hypervisor
+            "other_cpu": other / total if total else None,  # fraction of all CPUs' time
+            "other_cpus_equiv": other / (total / ncpu) if total else None,  # in CPUs, e.g. 0.9
+            "loadavg": os.getloadavg(),
+        }
 
 
 def wait_until_quiet(max_wait: float, threshold: float = 0.1, window: float = 2.0) -> float | None:
@@ -272,18 +309,22 @@ def wait_until_quiet(max_wait: float, threshold: float = 0.1, window: float = 2.
         if frac is None or frac < threshold:
             return frac
         if time.monotonic() >= deadline:
-            print(f"[bench] machine still busy after {max_wait:.0f}s: other processes use "
-                  f"{100 * frac:.0f}% of the CPUs; timings will be disturbed", flush=True)
+            print(
+                f"[bench] machine still busy after {max_wait:.0f}s: other processes use "
+                f"{100 * frac:.0f}% of the CPUs; timings will be disturbed",
+                flush=True,
+            )
             return frac
-        print(f"[bench] waiting for a quiet machine (other processes use {100 * frac:.0f}% of the CPUs)",
-              flush=True)
+        print(f"[bench] waiting for a quiet machine (other processes use {100 * frac:.0f}% of the CPUs)", flush=True)
 
 
 def load_warning(load: dict, limit: float = 0.05) -> str | None:
     frac = load.get("other_cpu")
     if frac is not None and frac > limit:
-        return (f"WARNING: other processes used {100 * frac:.0f}% of the CPUs during the run "
-                f"(~{load.get('other_cpus_equiv', 0):.2f} CPUs); parallel timings are unreliable")
+        return (
+            f"WARNING: other processes used {100 * frac:.0f}% of the CPUs during the run "
+            f"(~{load.get('other_cpus_equiv', 0):.2f} CPUs); parallel timings are unreliable"
+        )
     return None
 
 
@@ -308,8 +349,15 @@ def pause(seconds: float, spin: bool = True) -> None:
         pass
 
 
-def time_interleaved(fns: dict, repeats: int, warmup: int = 1, number: int | dict = 1, gap: float | dict = 0.0,
-                     spin_gap: bool = True, timer=time.perf_counter) -> dict[str, list[float]]:
+def time_interleaved(
+    fns: dict,
+    repeats: int,
+    warmup: int = 1,
+    number: int | dict = 1,
+    gap: float | dict = 0.0,
+    spin_gap: bool = True,
+    timer=time.perf_counter,
+) -> dict[str, list[float]]:
     """Time several systems round-robin; return {name: [seconds per call, one per round]}.
 
     Each round runs every system once (``number`` calls back to back, the
@@ -345,8 +393,9 @@ def time_interleaved(fns: dict, repeats: int, warmup: int = 1, number: int | dic
     return times
 
 
-def time_when_quiet(fns: dict, repeats: int, *, retries: int = 2, busy_limit: float = 0.05,
-                    wait: float = 120.0, **kwargs) -> tuple[dict[str, list[float]], dict, int]:
+def time_when_quiet(
+    fns: dict, repeats: int, *, retries: int = 2, busy_limit: float = 0.05, wait: float = 120.0, **kwargs
+) -> tuple[dict[str, list[float]], dict, int]:
     """:func:`time_interleaved`, measured again (up to ``retries`` times) if other processes were busy meanwhile.
 
     If other processes used more than ``busy_limit`` of the CPUs while the
@@ -364,8 +413,11 @@ def time_when_quiet(fns: dict, repeats: int, *, retries: int = 2, busy_limit: fl
             best = (times, load)
         if frac is None or frac <= busy_limit or attempt > retries:
             break
-        print(f"  [bench] other processes used {100 * frac:.0f}% of the CPUs while timing; "
-              f"measuring again (attempt {attempt + 1})", flush=True)
+        print(
+            f"  [bench] other processes used {100 * frac:.0f}% of the CPUs while timing; "
+            f"measuring again (attempt {attempt + 1})",
+            flush=True,
+        )
         if wait > 0:
             wait_until_quiet(wait)
     return best[0], best[1], attempt
@@ -409,8 +461,9 @@ def markdown_table(headers: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def write_results(name: str, data: dict, table: str | None = None, title: str | None = None,
-                  notes: list[str] | None = None) -> tuple[str, str]:
+def write_results(
+    name: str, data: dict, table: str | None = None, title: str | None = None, notes: list[str] | None = None
+) -> tuple[str, str]:
     """Write bench/results/<name>.json (all of ``data``) and <name>.md (environment + table).
 
     ``table`` is a markdown table (see :func:`markdown_table`); without it the
@@ -440,8 +493,10 @@ def write_results(name: str, data: dict, table: str | None = None, title: str | 
             md.append(f"- kernels compiled for: {env['compile_target']}; int8 kernel: {env.get('int8_kernel')}")
         if env.get("git"):
             g = env["git"]
-            md.append(f"- mbengine at commit {g['commit']}" + (f" + uncommitted changes in {', '.join(g['modified'])}"
-                                                               if g["modified"] else ""))
+            md.append(
+                f"- mbengine at commit {g['commit']}"
+                + (f" + uncommitted changes in {', '.join(g['modified'])}" if g["modified"] else "")
+            )
     if data.get("command"):
         md.append(f"- command: `{data['command']}`")
     if data.get("date"):

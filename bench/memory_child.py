@@ -34,8 +34,16 @@ import sys
 import time
 
 # what :func:`category` sorts the mappings into (the columns of bench_memory's tables, in order)
-CATEGORIES = ("weights (mmap'd checkpoint)", "libllvmlite.so (LLVM)", "numba .so", "NumPy + OpenBLAS .so",
-              "SciPy .so", "Python (interpreter, stdlib .so)", "heap + anonymous", "other")
+CATEGORIES = (
+    "weights (mmap'd checkpoint)",
+    "libllvmlite.so (LLVM)",
+    "numba .so",
+    "NumPy + OpenBLAS .so",
+    "SciPy .so",
+    "Python (interpreter, stdlib .so)",
+    "heap + anonymous",
+    "other",
+)
 
 
 def status() -> dict:
@@ -139,6 +147,7 @@ def _skip_nrt_compile() -> None:
             for name, addr in _nrt_python.c_helpers.items():
                 ll.add_symbol(name if name.startswith("_") else "NRT_" + name, addr)
             self._init = True
+
     type(rtsys).initialize = _init
 
 
@@ -164,18 +173,23 @@ def engine(spec: dict, step: Steps, ids) -> dict:
     detail = spec["mode"] == "detail"
     if detail:
         import llvmlite.binding  # noqa: F401  (measured: LLVM loaded before Numba)
+
         step("import llvmlite.binding")
     import numba
+
     step("import numba")
     if spec.get("skip_nrt"):
         _skip_nrt_compile()
     if detail:
         from numba.core.registry import cpu_target
+
         ctx = cpu_target.target_context
         step("Numba codegen created (LLVM target machine, JIT)")
     import mbengine
+
     step("import mbengine (lazy)")
     import mbengine.modeling
+
     step("import mbengine.modeling (kernels defined)")
     t0 = time.perf_counter()
     model = getattr(mbengine, spec["cls"]).from_pretrained(spec["path"])
@@ -188,6 +202,7 @@ def engine(spec: dict, step: Steps, ids) -> dict:
     t0 = time.perf_counter()
     if detail:
         from numba.core.runtime import rtsys
+
         rtsys.initialize(ctx)
         step("Numba runtime initialised (NRT helpers compiled by LLVM)", time.perf_counter() - t0)
         t0 = time.perf_counter()
@@ -204,6 +219,7 @@ def engine(spec: dict, step: Steps, ids) -> dict:
                 step(f"op {op.name}: +{n - seen[0]} cached specialization(s), {n} in all")
                 step[-1]["kernels"] = names
                 seen[0] = n
+
         t0 = time.perf_counter()
         with mbengine.modeling._threads(model.threads):
             runner.run(*inputs, collect=lambda arena: None, observe=observe)
@@ -214,8 +230,11 @@ def engine(spec: dict, step: Steps, ids) -> dict:
     t0 = time.perf_counter()
     model(ids)
     step("second call", time.perf_counter() - t0)
-    result = {"specializations": {k.py_func.__name__: len(k.overloads) for k in kernels if k.overloads},
-              "arena_block_bytes": model.runner().block_bytes, "dtype": model.dtype}
+    result = {
+        "specializations": {k.py_func.__name__: len(k.overloads) for k in kernels if k.overloads},
+        "arena_block_bytes": model.runner().block_bytes,
+        "dtype": model.dtype,
+    }
     try:
         result["threading_layer"] = numba.threading_layer()
     except ValueError:
@@ -231,6 +250,7 @@ def main(argv: list[str]) -> None:
     step = Steps(os.path.realpath(spec["path"]) + os.sep if spec.get("path") else None)
     step("bare interpreter")
     import numpy as np
+
     step("import numpy")
     ids = np.random.default_rng(0).integers(1000, 30000, (spec.get("batch", 1), spec.get("seq", 128)))
     if spec["mode"] == "floor":

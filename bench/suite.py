@@ -44,8 +44,22 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("memory",), _files("memory")),
     (("contention",), _files("contention")),
     (("soak",), _files("soak")),
-    (("soak", "--calls", "0", "--fixed-calls", "0", "--text-calls", "100000", "--every", "5000",
-      "--name", "soak_long"), _files("soak_long")),
+    (
+        (
+            "soak",
+            "--calls",
+            "0",
+            "--fixed-calls",
+            "0",
+            "--text-calls",
+            "100000",
+            "--every",
+            "5000",
+            "--name",
+            "soak_long",
+        ),
+        _files("soak_long"),
+    ),
     (("dask",), _files("dask")),
 )
 
@@ -58,8 +72,11 @@ def results_files() -> list[str]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--list", action="store_true", help="print the results files the suite writes; run nothing")
-    ap.add_argument(common.KEEP_ENV_FLAG, action="store_true",
-                    help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (passed on to every step)")
+    ap.add_argument(
+        common.KEEP_ENV_FLAG,
+        action="store_true",
+        help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE (passed on to every step)",
+    )
     args = ap.parse_args(argv)
     if args.list:
         print("\n".join(results_files()))

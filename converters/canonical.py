@@ -72,14 +72,31 @@ def expected_shapes(config: MobileBertConfig) -> dict[str, tuple[int, ...]]:
 
 
 # Task heads: which tensors each head adds (HF names), and whether it uses the pooler.
-HEADS = ("pretraining", "masked_lm", "next_sentence", "sequence_classification", "multiple_choice",
-         "token_classification", "question_answering")
-HEAD_USES_POOLER = {None: True, "pretraining": True, "masked_lm": False, "next_sentence": True,
-                    "sequence_classification": True, "multiple_choice": True, "token_classification": False,
-                    "question_answering": False}
-HEAD_MARKS = (("cls.predictions.", "a masked-LM head"), ("cls.seq_relationship.", "a next-sentence head"),
-              ("classifier.", "a classifier head (sequence, token or multiple-choice classification)"),
-              ("qa_outputs.", "a question-answering head"))
+HEADS = (
+    "pretraining",
+    "masked_lm",
+    "next_sentence",
+    "sequence_classification",
+    "multiple_choice",
+    "token_classification",
+    "question_answering",
+)
+HEAD_USES_POOLER = {
+    None: True,
+    "pretraining": True,
+    "masked_lm": False,
+    "next_sentence": True,
+    "sequence_classification": True,
+    "multiple_choice": True,
+    "token_classification": False,
+    "question_answering": False,
+}
+HEAD_MARKS = (
+    ("cls.predictions.", "a masked-LM head"),
+    ("cls.seq_relationship.", "a next-sentence head"),
+    ("classifier.", "a classifier head (sequence, token or multiple-choice classification)"),
+    ("qa_outputs.", "a question-answering head"),
+)
 
 
 def heads_present(names) -> str:
@@ -92,9 +109,11 @@ def infer_head(names) -> tuple[str | None, list[str]]:
     """(the task head the tensor names hold, or None for a base model; the heads they fit when the names
     cannot tell them apart). A classifier of ``num_labels`` rows on the pooled output and one on every
     token hold the same tensors: such a checkpoint fits several heads."""
-    names = [n[len(BASE_PREFIX):] if n.startswith(BASE_PREFIX) else n for n in names]
-    has = {prefix: any(n.startswith(prefix) for n in names)
-           for prefix in ("cls.predictions.", "cls.seq_relationship.", "classifier.", "qa_outputs.")}
+    names = [n[len(BASE_PREFIX) :] if n.startswith(BASE_PREFIX) else n for n in names]
+    has = {
+        prefix: any(n.startswith(prefix) for n in names)
+        for prefix in ("cls.predictions.", "cls.seq_relationship.", "classifier.", "qa_outputs.")
+    }
     if has["cls.predictions."]:
         return ("pretraining" if has["cls.seq_relationship."] else "masked_lm"), []
     if has["cls.seq_relationship."]:
@@ -141,8 +160,9 @@ def head_shapes(config: MobileBertConfig, head: str | None) -> dict[str, tuple[i
     return s
 
 
-def model_shapes(config: MobileBertConfig, head: str | None = None,
-                 pooler: bool | None = None) -> dict[str, tuple[int, ...]]:
+def model_shapes(
+    config: MobileBertConfig, head: str | None = None, pooler: bool | None = None
+) -> dict[str, tuple[int, ...]]:
     """Every tensor a model class needs: base (pooler if used) plus head."""
     shapes = expected_shapes(config)
     if pooler is None:
@@ -153,9 +173,13 @@ def model_shapes(config: MobileBertConfig, head: str | None = None,
     return shapes
 
 
-def model_tensors(tensors: dict[str, np.ndarray], config: MobileBertConfig | None = None,
-                  head: str | None = None, pooler: bool | None = None,
-                  own_decoder: bool = False) -> dict[str, np.ndarray]:
+def model_tensors(
+    tensors: dict[str, np.ndarray],
+    config: MobileBertConfig | None = None,
+    head: str | None = None,
+    pooler: bool | None = None,
+    own_decoder: bool = False,
+) -> dict[str, np.ndarray]:
     """The tensors of one model class, under canonical names.
 
     Base tensors lose the ``mobilebert.`` prefix; buffers are dropped; tied
@@ -170,7 +194,7 @@ def model_tensors(tensors: dict[str, np.ndarray], config: MobileBertConfig | Non
     out = {}
     for name, arr in tensors.items():
         if name.startswith(BASE_PREFIX):
-            name = name[len(BASE_PREFIX):]
+            name = name[len(BASE_PREFIX) :]
         if name in IGNORED:
             continue
         out[name] = arr
@@ -192,8 +216,14 @@ def model_tensors(tensors: dict[str, np.ndarray], config: MobileBertConfig | Non
     return out
 
 
-def validate(tensors: dict[str, np.ndarray], config: MobileBertConfig, source: str = "checkpoint",
-             check_finite: bool = True, head: str | None = None, pooler: bool | None = None) -> None:
+def validate(
+    tensors: dict[str, np.ndarray],
+    config: MobileBertConfig,
+    source: str = "checkpoint",
+    check_finite: bool = True,
+    head: str | None = None,
+    pooler: bool | None = None,
+) -> None:
     """Raise CheckpointError listing every tensor that does not fit ``config`` (and ``head``)."""
     expected = model_shapes(config, head, pooler)
     problems = []
@@ -215,7 +245,9 @@ def validate(tensors: dict[str, np.ndarray], config: MobileBertConfig, source: s
     hint = None
     if problems and not expected.keys() & tensors.keys():
         found = sorted(tensors)[:3]
-        hint = (f"no tensor name matched a MobileBERT tensor name: the names could not be read, or the checkpoint "
-                f"is not a MobileBERT model (it holds {len(tensors)} tensors, e.g. {', '.join(found) or 'none'})")
+        hint = (
+            f"no tensor name matched a MobileBERT tensor name: the names could not be read, or the checkpoint "
+            f"is not a MobileBERT model (it holds {len(tensors)} tensors, e.g. {', '.join(found) or 'none'})"
+        )
     if problems:
         raise CheckpointError(f"{source} does not match its config", problems, hint)

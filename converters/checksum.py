@@ -18,9 +18,11 @@ def require(path: str) -> None:
     try:
         import google_crc32c  # noqa: F401
     except ImportError:
-        raise CheckpointError(f"{path}: reading a TensorFlow checkpoint needs google-crc32c (its checksums), "
-                              "which is not installed: pip install google-crc32c (or pip install "
-                              "'mbengine[tf]')") from None
+        raise CheckpointError(
+            f"{path}: reading a TensorFlow checkpoint needs google-crc32c (its checksums), "
+            "which is not installed: pip install google-crc32c (or pip install "
+            "'mbengine[tf]')"
+        ) from None
 
 
 def crc32c(data) -> int:

@@ -86,7 +86,7 @@ def read(directory: str | os.PathLike, config: MobileBertConfig | None = None) -
     config = MobileBertConfig.from_pretrained(source) if config is None else config
     meta = config.extra.get("mbengine")
     if not isinstance(meta, dict):
-        raise CheckpointError(f"{source} is not an engine checkpoint (its config.json has no \"mbengine\" block)")
+        raise CheckpointError(f'{source} is not an engine checkpoint (its config.json has no "mbengine" block)')
     check_meta(meta, source)
     tensors, _ = safetensors_mmap.load(os.path.join(source, "model.safetensors"))
     plain, packed, int8, scales = split_packed(tensors, source)
@@ -108,8 +108,11 @@ def read(directory: str | os.PathLike, config: MobileBertConfig | None = None) -
     # (format 1 files of untied masked-LM models also hold the decoder's (V, E) weight, which the
     # packed decoder already holds)
     plain.pop("cls.predictions.decoder.weight", None)
-    problems = [f"{source}: tensor {name!r} holds non-finite values (NaN or Inf)" for name, arr in plain.items()
-                if arr.dtype.kind == "f" and not np.isfinite(arr).all()]
+    problems = [
+        f"{source}: tensor {name!r} holds non-finite values (NaN or Inf)"
+        for name, arr in plain.items()
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all()
+    ]
     if problems:
         raise CheckpointError(f"{source}: invalid tensors", problems)
     return PackedWeights(config, head, pooler, plain, linears, scales, meta.get("quantization"), fused=True)
@@ -118,16 +121,24 @@ def read(directory: str | os.PathLike, config: MobileBertConfig | None = None) -
 def _meta_problems(meta: dict, packed: dict, tensors: dict, int8: dict, scales: dict) -> list[str]:
     """Where the metadata's tile_cols and dtype disagree with the tensors stored."""
     cols = meta["tile_cols"]
-    problems = [f"'packed/{name}' is {arr.dtype} {list(arr.shape)}, expected float32 panels "
-                f"(P, K, tile_cols = {cols})" for name, arr in sorted(packed.items())
-                if arr.dtype != np.float32 or arr.ndim != 3 or arr.shape[2] != cols]
-    problems += [f"'int8/{name}' has panels {list(tensors['int8/' + name].shape)}, expected (P, K / 4, "
-                 f"4 * tile_cols = {4 * cols})" for name in sorted(int8) if tensors["int8/" + name].shape[2] != 4 * cols]
+    problems = [
+        f"'packed/{name}' is {arr.dtype} {list(arr.shape)}, expected float32 panels (P, K, tile_cols = {cols})"
+        for name, arr in sorted(packed.items())
+        if arr.dtype != np.float32 or arr.ndim != 3 or arr.shape[2] != cols
+    ]
+    problems += [
+        f"'int8/{name}' has panels {list(tensors['int8/' + name].shape)}, expected (P, K / 4, "
+        f"4 * tile_cols = {4 * cols})"
+        for name in sorted(int8)
+        if tensors["int8/" + name].shape[2] != 4 * cols
+    ]
     dtype = meta.get("dtype", "float32")
     if dtype == "float32" and (int8 or scales):
         names = sorted(int8) + sorted(scales)
-        problems.append(f"dtype is float32 but {len(names)} weights are int8 ({', '.join(names[:3])}"
-                        f"{', ...' if len(names) > 3 else ''})")
+        problems.append(
+            f"dtype is float32 but {len(names)} weights are int8 ({', '.join(names[:3])}"
+            f"{', ...' if len(names) > 3 else ''})"
+        )
     if dtype == "int8" and not (int8 or scales):
         problems.append("dtype is int8 but no tensor is int8")
     return problems
@@ -139,15 +150,20 @@ def check_meta(meta: dict, source: str) -> None:
     if version != FORMAT_VERSION:
         raise FormatVersionError(
             f"{source}: engine checkpoint format version {version!r}; this mbengine reads version "
-            f"{FORMAT_VERSION} (convert the original checkpoint again with this version)")
+            f"{FORMAT_VERSION} (convert the original checkpoint again with this version)"
+        )
     if meta.get("dtype", "float32") not in DTYPES:
-        raise FormatVersionError(f"{source}: engine checkpoint dtype {meta.get('dtype')!r} is not supported "
-                                 f"by this mbengine ({' or '.join(DTYPES)})")
+        raise FormatVersionError(
+            f"{source}: engine checkpoint dtype {meta.get('dtype')!r} is not supported "
+            f"by this mbengine ({' or '.join(DTYPES)})"
+        )
     if not isinstance(meta.get("tile_cols"), int) or meta["tile_cols"] < 1:
         raise CheckpointError(f"{source}: config.json mbengine block has no valid 'tile_cols'")
     if meta.get("head") is not None and meta.get("head") not in HEADS:
-        raise CheckpointError(f"{source}: config.json mbengine block names an unknown head {meta.get('head')!r} "
-                              f"(one of {', '.join(HEADS)}, or null)")
+        raise CheckpointError(
+            f"{source}: config.json mbengine block names an unknown head {meta.get('head')!r} "
+            f"(one of {', '.join(HEADS)}, or null)"
+        )
 
 
 def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> tuple[dict, dict, dict, dict]:
@@ -160,13 +176,13 @@ def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> 
     plain, packed, parts = {}, {}, {}
     for name, arr in tensors.items():
         if name.startswith(PACKED):
-            packed[name[len(PACKED):]] = arr
+            packed[name[len(PACKED) :]] = arr
             continue
         prefix = next((p for p in INT8_PARTS if name.startswith(p)), None)
         if prefix is None:
             plain[name] = arr
         else:
-            parts.setdefault(name[len(prefix):], {})[prefix[:-1]] = arr
+            parts.setdefault(name[len(prefix) :], {})[prefix[:-1]] = arr
     int8, scales, problems = {}, {}, []
     for name, part in sorted(parts.items()):
         where = f"{source}: {name!r}"
@@ -184,15 +200,20 @@ def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> 
         if name in plain:  # an int8 tensor with one scale per row (the word embeddings)
             table = plain[name]
             if table.dtype != np.int8 or table.ndim != 2 or table.shape[0] != scale.shape[0]:
-                problems.append(f"{where} is {table.dtype} {list(table.shape)} with {scale.shape[0]} row scales, "
-                                f"expected int8 with one scale per row")
+                problems.append(
+                    f"{where} is {table.dtype} {list(table.shape)} with {scale.shape[0]} row scales, "
+                    f"expected int8 with one scale per row"
+                )
             else:
                 scales[name] = scale
             continue
         problems += _int8_linear(name, part, where, int8)
     for name, arr in plain.items():
-        if arr.dtype == np.int8 and name not in scales and not any(p.startswith(f"{source}: {name!r}")
-                                                                    for p in problems):
+        if (
+            arr.dtype == np.int8
+            and name not in scales
+            and not any(p.startswith(f"{source}: {name!r}") for p in problems)
+        ):
             problems.append(f"{source}: int8 tensor {name!r} has no 'scale/{name}'")
     if problems:
         raise CheckpointError(f"{source}: invalid int8 weights", problems)
@@ -215,8 +236,9 @@ def _int8_linear(name: str, part: dict, where: str, int8: dict) -> list[str]:
     if outlier_w is None:
         outlier_w = np.zeros((0, N), np.float32)
     if outlier_w.dtype != np.float32 or outlier_w.shape != (J, N):
-        return [f"{where}: 'outlier_weight/{name}' is {outlier_w.dtype} {list(outlier_w.shape)}, "
-                f"expected float32 {[J, N]}"]
+        return [
+            f"{where}: 'outlier_weight/{name}' is {outlier_w.dtype} {list(outlier_w.shape)}, expected float32 {[J, N]}"
+        ]
     if not np.isfinite(outlier_w).all():
         return [f"{where}: 'outlier_weight/{name}' holds non-finite values"]
     K = 4 * wq.shape[1]  # the padded input width; the op's own width is checked when the graph binds
@@ -226,8 +248,13 @@ def _int8_linear(name: str, part: dict, where: str, int8: dict) -> list[str]:
     return []
 
 
-def write(weights: PackedWeights, directory: str | os.PathLike, *,
-          tokenizer_from: str | os.PathLike | None = None, force: bool = False) -> str:
+def write(
+    weights: PackedWeights,
+    directory: str | os.PathLike,
+    *,
+    tokenizer_from: str | os.PathLike | None = None,
+    force: bool = False,
+) -> str:
     """Write ``weights`` as an engine checkpoint (see the module doc for the layout).
 
     Atomic: everything goes to a staging directory beside ``directory``, which
@@ -255,11 +282,18 @@ def write(weights: PackedWeights, directory: str | os.PathLike, *,
                 tensors["outlier_weight/" + name] = w.outlier_w
     for name, scale in weights.row_scales.items():
         tensors["scale/" + name] = scale
-    tensors = {k: np.ascontiguousarray(v, dtype=v.dtype if v.dtype in (np.int8, np.int64) else np.float32)
-               for k, v in tensors.items()}
+    tensors = {
+        k: np.ascontiguousarray(v, dtype=v.dtype if v.dtype in (np.int8, np.int64) else np.float32)
+        for k, v in tensors.items()
+    }
     config = weights.config.to_dict()
-    config["mbengine"] = {"format_version": FORMAT_VERSION, "dtype": weights.dtype, "tile_cols": COLS,
-                          "head": weights.head, "pooler": bool(weights.pooler)}
+    config["mbengine"] = {
+        "format_version": FORMAT_VERSION,
+        "dtype": weights.dtype,
+        "tile_cols": COLS,
+        "head": weights.head,
+        "pooler": bool(weights.pooler),
+    }
     if weights.dtype == "int8":
         config["mbengine"]["quantization"] = weights.quantization
     stage = Staging(directory)

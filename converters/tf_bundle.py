@@ -32,8 +32,18 @@ from .checksum import masked_crc32c, require
 FOOTER_SIZE = 48
 TABLE_MAGIC = 0xDB4775248B80FB57
 # tensorflow/core/framework/types.proto
-DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 4: np.uint8, 5: np.int16, 6: np.int8, 9: np.int64,
-          10: np.bool_, 14: "bf16", 19: np.float16}
+DTYPES = {
+    1: np.float32,
+    2: np.float64,
+    3: np.int32,
+    4: np.uint8,
+    5: np.int16,
+    6: np.int8,
+    9: np.int64,
+    10: np.bool_,
+    14: "bf16",
+    19: np.float16,
+}
 DT_STRING = 7
 
 
@@ -62,12 +72,12 @@ def _fields(buf: bytes):
         if wire == 0:
             value, pos = _varint(buf, pos)
         elif wire == 1:
-            value, pos = buf[pos:pos + 8], pos + 8
+            value, pos = buf[pos : pos + 8], pos + 8
         elif wire == 2:
             length, pos = _varint(buf, pos)
-            value, pos = buf[pos:pos + length], pos + length
+            value, pos = buf[pos : pos + length], pos + length
         elif wire == 5:
-            value, pos = buf[pos:pos + 4], pos + 4
+            value, pos = buf[pos : pos + 4], pos + 4
         else:
             raise ValueError(f"unsupported protobuf wire type {wire}")
         if pos > len(buf):
@@ -112,11 +122,11 @@ def _block(data: bytes, handle: tuple[int, int], path: str) -> list[tuple[bytes,
         raise CheckpointError(f"{path}: block at {offset} (+{size}) runs past the end of the file")
     # trailer: compression type (0 = none) and the masked CRC-32C of the block and that byte
     (stored,) = struct.unpack_from("<I", data, offset + size + 1)
-    if masked_crc32c(data[offset:offset + size + 1]) != stored:
+    if masked_crc32c(data[offset : offset + size + 1]) != stored:
         raise CheckpointError(f"{path}: block at {offset} fails its CRC-32C check (corrupt file)")
     if data[offset + size] != 0:
         raise CheckpointError(f"{path}: compressed index blocks (type {data[offset + size]}) are not supported")
-    block = data[offset:offset + size]
+    block = data[offset : offset + size]
     (restarts,) = struct.unpack_from("<I", block, len(block) - 4)
     end = len(block) - 4 - 4 * restarts
     if end < 0:
@@ -128,9 +138,9 @@ def _block(data: bytes, handle: tuple[int, int], path: str) -> list[tuple[bytes,
         length, pos = _varint(block, pos)
         if shared > len(key) or pos + unshared + length > end:
             raise ValueError(f"entry at {offset + pos} overruns its block")
-        key = key[:shared] + block[pos:pos + unshared]
+        key = key[:shared] + block[pos : pos + unshared]
         pos += unshared
-        entries.append((key, block[pos:pos + length]))
+        entries.append((key, block[pos : pos + length]))
         pos += length
     return entries
 
@@ -182,7 +192,7 @@ def read_bundle(prefix: str | os.PathLike, verify: bool = True) -> dict[str, np.
     """
     prefix = os.fspath(prefix)
     if prefix.endswith(".index"):
-        prefix = prefix[:-len(".index")]
+        prefix = prefix[: -len(".index")]
     index = read_index(prefix)
     header = index.pop("", {"num_shards": 1, "endianness": 0})
     if header["endianness"] != 0:
@@ -206,8 +216,10 @@ def read_bundle(prefix: str | os.PathLike, verify: bool = True) -> dict[str, np.
         count = int(np.prod(e["shape"], dtype=np.int64))
         begin, end = e["offset"], e["offset"] + e["size"]
         if e["size"] != count * dtype.itemsize or begin < 0 or end > len(raw):
-            raise CheckpointError(f"{file}: tensor {name!r} (shape {e['shape']}) does not fit its data shard "
-                                  f"(bytes {begin}..{end} of {len(raw)})")
+            raise CheckpointError(
+                f"{file}: tensor {name!r} (shape {e['shape']}) does not fit its data shard "
+                f"(bytes {begin}..{end} of {len(raw)})"
+            )
         if verify and e["crc32c"] is not None and masked_crc32c(raw[begin:end]) != e["crc32c"]:
             raise CheckpointError(f"{file}: tensor {name!r} fails its CRC-32C check (corrupt data shard)")
         arr = np.frombuffer(raw, dtype, count, begin).reshape(e["shape"])
@@ -227,12 +239,22 @@ def _map_shard(file: str) -> tuple[str, memoryview]:
 
 
 # ------------------------------------------------------------- Google's names -> HF's
-RENAMES = (("ffn_layer", "ffn"), ("FakeLayerNorm", "LayerNorm"), ("extra_output_weights", "dense/kernel"),
-           ("bert", "mobilebert"))
+RENAMES = (
+    ("ffn_layer", "ffn"),
+    ("FakeLayerNorm", "LayerNorm"),
+    ("extra_output_weights", "dense/kernel"),
+    ("bert", "mobilebert"),
+)
 SQUAD = "cls/squad/"  # run_squad.py's output layer (Hugging Face's loader has no mapping for it)
 SKIP = {"adam_v", "adam_m", "AdamWeightDecayOptimizer", "AdamWeightDecayOptimizer_1", "global_step"}
-LEAF = {"kernel": "weight", "gamma": "weight", "output_weights": "weight", "output_bias": "bias", "beta": "bias",
-        "squad": "classifier"}
+LEAF = {
+    "kernel": "weight",
+    "gamma": "weight",
+    "output_weights": "weight",
+    "output_bias": "bias",
+    "beta": "bias",
+    "squad": "classifier",
+}
 
 
 def hf_name(tf_name: str) -> tuple[str | None, bool]:
@@ -249,7 +271,7 @@ def hf_name(tf_name: str) -> tuple[str | None, bool]:
     if any(p in SKIP for p in tf_name.split("/")):
         return None, False
     if tf_name.startswith(SQUAD):  # Google's SQuAD head: logits = x @ output_weights^T, (2, hidden) as stored
-        leaf = tf_name[len(SQUAD):]
+        leaf = tf_name[len(SQUAD) :]
         return {"output_weights": "qa_outputs.weight", "output_bias": "qa_outputs.bias"}.get(leaf, tf_name), False
     for old, new in RENAMES:
         tf_name = tf_name.replace(old, new)

@@ -44,8 +44,10 @@ def read_tf_h5(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
         import h5py
     except ImportError:
-        raise CheckpointError(f"{path}: reading tf_model.h5 needs h5py, which is not installed: "
-                              "pip install h5py (or pip install 'mbengine[h5]')") from None
+        raise CheckpointError(
+            f"{path}: reading tf_model.h5 needs h5py, which is not installed: "
+            "pip install h5py (or pip install 'mbengine[h5]')"
+        ) from None
     path = os.fspath(path)
     try:
         f = h5py.File(path, "r")

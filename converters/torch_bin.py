@@ -43,9 +43,16 @@ LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL = 1001
 
 _STORAGES = {
-    "FloatStorage": np.float32, "DoubleStorage": np.float64, "HalfStorage": np.float16,
-    "BFloat16Storage": "bf16", "LongStorage": np.int64, "IntStorage": np.int32, "ShortStorage": np.int16,
-    "CharStorage": np.int8, "ByteStorage": np.uint8, "BoolStorage": np.bool_,
+    "FloatStorage": np.float32,
+    "DoubleStorage": np.float64,
+    "HalfStorage": np.float16,
+    "BFloat16Storage": "bf16",
+    "LongStorage": np.int64,
+    "IntStorage": np.int32,
+    "ShortStorage": np.int16,
+    "CharStorage": np.int8,
+    "ByteStorage": np.uint8,
+    "BoolStorage": np.bool_,
 }
 
 
@@ -80,15 +87,18 @@ class _Tensor:
     def materialize(self, data: np.ndarray) -> np.ndarray:
         if self.storage.view is not None:  # legacy storage views: (key, offset, size)
             _, start, length = self.storage.view
-            data = data[int(start):int(start) + int(length)]
+            data = data[int(start) : int(start) + int(length)]
         if any(n == 0 for n in self.size):
             return np.zeros(self.size, np.float32 if self.storage.type.bf16 or data.dtype.kind == "f" else data.dtype)
         last = self.offset + sum((n - 1) * s for n, s in zip(self.size, self.stride))
         if self.offset < 0 or last >= data.size or any(s < 0 for s in self.stride):
-            raise ValueError(f"tensor view (offset {self.offset}, size {self.size}, stride {self.stride}) "
-                             f"outside its storage of {data.size} elements")
-        view = np.lib.stride_tricks.as_strided(data[self.offset:], self.size,
-                                               tuple(s * data.itemsize for s in self.stride))
+            raise ValueError(
+                f"tensor view (offset {self.offset}, size {self.size}, stride {self.stride}) "
+                f"outside its storage of {data.size} elements"
+            )
+        view = np.lib.stride_tricks.as_strided(
+            data[self.offset :], self.size, tuple(s * data.itemsize for s in self.stride)
+        )
         arr = np.array(view, order="C")  # a C-contiguous copy (the default order "K" keeps the strides)
         if self.storage.type.bf16:
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
@@ -130,12 +140,13 @@ class _Unpickler(pickle.Unpickler):
         py3 = _compat_pickle.IMPORT_MAPPING.get(module)  # protocol 0-2 pickles use Python 2 module names
         if py3:
             shown += f" ({py3}.{name})"
-        raise CheckpointError(f"{self.path}: refused to load the global {shown}: a tensor checkpoint "
-                              "needs only tensor-rebuilding globals, and this one was not executed")
+        raise CheckpointError(
+            f"{self.path}: refused to load the global {shown}: a tensor checkpoint "
+            "needs only tensor-rebuilding globals, and this one was not executed"
+        )
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType)):
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage" and isinstance(pid[1], _StorageType)):
             raise CheckpointError(f"{self.path}: unexpected persistent id {pid!r:.80}")
         key = str(pid[2])
         storage = _Storage(key, pid[1], int(pid[4]), pid[5] if len(pid) > 5 else None)
@@ -163,7 +174,7 @@ def _read_zip(path) -> dict[str, np.ndarray]:
         pkl = [n for n in names if n.endswith("/data.pkl") or n == "data.pkl"]
         if len(pkl) != 1:
             raise CheckpointError(f"{path}: a zip file without exactly one data.pkl (not a torch checkpoint)")
-        prefix = pkl[0][:-len("data.pkl")]
+        prefix = pkl[0][: -len("data.pkl")]
         order = z.read(prefix + "byteorder").decode().strip() if prefix + "byteorder" in names else "little"
         if order != "little":
             raise CheckpointError(f"{path}: big-endian storages are not supported")
@@ -235,9 +246,20 @@ def read_torch_bin(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return _read_legacy(path)
     except CheckpointError:
         raise
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, struct.error, zipfile.BadZipFile,
-            UnicodeDecodeError, AttributeError, IndexError, KeyError,
-            OverflowError, MemoryError) as e:  # (a garbage length field: a frame or buffer of ~2**63 bytes)
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        struct.error,
+        zipfile.BadZipFile,
+        UnicodeDecodeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        MemoryError,
+    ) as e:  # (a garbage length field: a frame or buffer of ~2**63 bytes)
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(e).__name__}: {e})") from None
 
 

@@ -50,8 +50,9 @@ def scratch_shapes(batch: int, seq: int, heads: int, head_dim: int, threads: int
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)
-def attention(q, q_off, k, k_off, v, v_off, mask_add, starts, heads, head_dim, scale,
-              out, out_off, probs, want_probs, kp, scores):
+def attention(
+    q, q_off, k, k_off, v, v_off, mask_add, starts, heads, head_dim, scale, out, out_off, probs, want_probs, kp, scores
+):
     B, S = mask_add.shape
     D = head_dim
     PK = (S + COLS - 1) // COLS
@@ -88,7 +89,7 @@ def attention(q, q_off, k, k_off, v, v_off, mask_add, starts, heads, head_dim, s
                 for j in range(L, S):
                     probs[b, h, i0 + r, j] = 0.0
         # out[base + i0 + r, head h] = scores[r, :L] . V[base : base + L, head h]
-        vb = v[base:base + L]
+        vb = v[base : base + L]
         for p in range(PV):
             width = min(COLS, D - p * COLS)
             oc = out_off + h * D + p * COLS
@@ -100,7 +101,7 @@ def attention(q, q_off, k, k_off, v, v_off, mask_add, starts, heads, head_dim, s
                     tile_row(sc, r, 0, vb, vc, out, base + i0 + r, oc, L)
             else:
                 for r in range(n):
-                    o = out[base + i0 + r, oc:oc + width]
+                    o = out[base + i0 + r, oc : oc + width]
                     o[:] = 0.0
                     for j in range(L):
                         pj = sc[r, j]

@@ -37,7 +37,7 @@ def embed_words(ids, mask, word, scale, trigram, mask_aware, starts, out):
         if s >= 1 and (mask_aware == 0 or mask[b, s - 1] != 0):
             _row(word, scale, ids[b, s - 1], out, r, 2 * E)
         else:
-            out[r, 2 * E:3 * E] = 0.0
+            out[r, 2 * E : 3 * E] = 0.0
 
 
 @njit(cache=True, inline="always")

@@ -84,8 +84,9 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off, 
             i1 = min(i0 + ROWS, M)
             width = min(COLS, N - p * COLS)
             if fused:
-                _panel_epilogue(x, x_off, wp[p], out, out_off, p * COLS, i0, i1, width, K,
-                                b, act, res, res_off, norm, nw, nb)
+                _panel_epilogue(
+                    x, x_off, wp[p], out, out_off, p * COLS, i0, i1, width, K, b, act, res, res_off, norm, nw, nb
+                )
             else:
                 _panel(x, x_off, wp[p], out, out_off + p * COLS, i0, i1, width, K)
             if p + 1 < P:  # while this panel is hot, start fetching a slice of the next one
@@ -143,7 +144,7 @@ def _epilogue_cols(out, i, out_off, c0, width, b, act, res, res_off, norm, nw, n
     Each step is its own loop over the columns, with the choice made outside it,
     so the common cases (no activation, relu, NoNorm) vectorise.
     """
-    o = out[i, out_off + c0:out_off + c0 + width]
+    o = out[i, out_off + c0 : out_off + c0 + width]
     if act == Act.LINEAR:
         for n in range(width):
             o[n] += b[c0 + n]
@@ -154,7 +155,7 @@ def _epilogue_cols(out, i, out_off, c0, width, b, act, res, res_off, norm, nw, n
         for n in range(width):
             o[n] = apply_activation(o[n] + b[c0 + n], act)
     if res_off >= 0:
-        r = res[i, res_off + c0:res_off + c0 + width]
+        r = res[i, res_off + c0 : res_off + c0 + width]
         for n in range(width):
             o[n] += r[n]
     if norm == Norm.NONORM:
@@ -220,7 +221,7 @@ def _one_row(x, xr, xc, w, out, orow, oc, width, K):
     if width == COLS:
         tile_row(x, xr, xc, w, 0, out, orow, oc, K)
         return
-    o = out[orow, oc:oc + width]
+    o = out[orow, oc : oc + width]
     o[:] = 0.0
     for k in range(K):
         xv = x[xr, xc + k]

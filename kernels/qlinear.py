@@ -79,10 +79,10 @@ def encode(q: np.ndarray, k4: int) -> np.ndarray:
         out[:, :Kp] = full + OFFSET
         return out
     out[:, :Kp] = np.abs(full)
-    out[:, Kp:2 * Kp] = (full & 0xFF).astype(np.uint8)
+    out[:, Kp : 2 * Kp] = (full & 0xFF).astype(np.uint8)
     if SIGN_BYTES == 3:
         bits = ((full < 0).reshape(rows, k4, 4) << np.arange(4)).sum(axis=2).astype(np.uint64)
-        out[:, 2 * Kp:4 * Kp] = (bits * SIGN_PATTERN).view(np.uint8).reshape(rows, 8 * k4)
+        out[:, 2 * Kp : 4 * Kp] = (bits * SIGN_PATTERN).view(np.uint8).reshape(rows, 8 * k4)
     return out
 
 
@@ -129,8 +129,7 @@ def correction(wp: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=CACHE, parallel=True, fastmath=FASTMATH)
-def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off, norm, nw, nb, eps,
-            out, out_off, nxt):
+def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off, norm, nw, nb, eps, out, out_off, nxt):
     """The int8 linear (module doc). ``mask``: (K,) int32, INLIER or 0 (an outlier) per input channel; ``qx`` (>= M, >= 4 K4)
     and ``sx`` (>= M,) are scratch; ``sw`` and ``corr`` are padded to whole panels; ``oidx`` (J,) and
     ``ow`` (J, N) the outlier channels. ``nxt``: the bytes of the next linear op's weight (1-D uint8), which
@@ -151,11 +150,23 @@ def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off
             _quantize_row(x, xbits, i, x_off, K, K4 * 4, mask, qx, sx)
         for p in range(P):
             for i0 in range(r0, r1, ROWS):
-                _qpanel(qx, wq[p], out, out_off + p * COLS, i0, min(i0 + ROWS, r1), min(COLS, N - p * COLS), K4,
-                        sx, sw, corr, p * COLS)
+                _qpanel(
+                    qx,
+                    wq[p],
+                    out,
+                    out_off + p * COLS,
+                    i0,
+                    min(i0 + ROWS, r1),
+                    min(COLS, N - p * COLS),
+                    K4,
+                    sx,
+                    sw,
+                    corr,
+                    p * COLS,
+                )
         for i in range(r0, r1):
             if oidx.shape[0] > 0:
-                o = out[i, out_off:out_off + N]
+                o = out[i, out_off : out_off + N]
                 for j in range(oidx.shape[0]):
                     xv = x[i, x_off + oidx[j]]
                     wj = ow[j]
@@ -174,8 +185,9 @@ def qmatmul_exact(qx, wq, corr, out):
     for t in prange(P * ((M + ROWS - 1) // ROWS)):
         p = t % P
         i0 = (t // P) * ROWS
-        _qpanel(qx, wq[p], out, p * COLS, i0, min(i0 + ROWS, M), min(COLS, N - p * COLS), K4,
-                none, none, corr, p * COLS)
+        _qpanel(
+            qx, wq[p], out, p * COLS, i0, min(i0 + ROWS, M), min(COLS, N - p * COLS), K4, none, none, corr, p * COLS
+        )
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
@@ -192,8 +204,8 @@ def _quantize_row(x, xbits, i, x_off, K, Kp, mask, qx, sx):
     it vectorises. A NaN or infinity wins that maximum, and the row's scale
     becomes NaN, so bad input shows in the output instead of vanishing.
     """
-    row = x[i, x_off:x_off + K]  # 1-D contiguous slices: both loops vectorise (indexing x[i, x_off + k]
-    bits = xbits[i, x_off:x_off + K]  # directly left the second one scalar, 4.7x slower)
+    row = x[i, x_off : x_off + K]  # 1-D contiguous slices: both loops vectorise (indexing x[i, x_off + k]
+    bits = xbits[i, x_off : x_off + K]  # directly left the second one scalar, 4.7x slower)
     top = np.int32(0)  # int32 throughout (numba widens int32 & int32 to int64: an int64 max runs at
     for k in range(K):  # a quarter of the vector width; this whole function took 3x longer)
         top = max(top, np.int32(bits[k] & mask[k]))
@@ -204,7 +216,7 @@ def _quantize_row(x, xbits, i, x_off, K, Kp, mask, qx, sx):
         scale = np.float32(1.0)
     else:
         scale = amax / np.float32(XMAX)
-    q = qx[i, Kp:2 * Kp] if SIGN_BYTES else qx[i, :Kp]  # maddubs: the signed bytes first (plane 1)
+    q = qx[i, Kp : 2 * Kp] if SIGN_BYTES else qx[i, :Kp]  # maddubs: the signed bytes first (plane 1)
     if top >= TINY or top == 0:
         inv = np.float32(1.0) / scale
         for k in range(K):
@@ -224,7 +236,7 @@ def _quantize_row(x, xbits, i, x_off, K, Kp, mask, qx, sx):
             magnitude[k] = abs(signed[k])
     if SIGN_BYTES == 3:  # the signed bytes (plane 1) -> one 64-bit lane mask per group (plane 2)
         words = q.view(np.int32)  # group g's four signed bytes, little-endian
-        masks = qx[i, 2 * Kp:4 * Kp].view(np.uint64)
+        masks = qx[i, 2 * Kp : 4 * Kp].view(np.uint64)
         for g in range(Kp // 4):
             w = words[g]
             bits = ((w >> 7) & 1) | ((w >> 14) & 2) | ((w >> 21) & 4) | ((w >> 28) & 8)

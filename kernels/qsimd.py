@@ -85,8 +85,9 @@ def _detected() -> str:
         return "vnni"
     if TARGET.arch == "aarch64" and TARGET.neon:
         return "sdot" if TARGET.dotprod and LANES == 4 else "smull"
-    if TARGET.arch == "x86_64" and ((LANES == 16 and TARGET.avx512bw) or (LANES == 8 and TARGET.avx2)
-                                    or (LANES == 4 and TARGET.ssse3)):
+    if TARGET.arch == "x86_64" and (
+        (LANES == 16 and TARGET.avx512bw) or (LANES == 8 and TARGET.avx2) or (LANES == 4 and TARGET.ssse3)
+    ):
         return "maddubs"
     return "generic"
 
@@ -103,9 +104,11 @@ def _variant() -> str:
     if forced and forced not in VARIANTS:
         raise ValueError(f"MBENGINE_INT8_KERNEL={forced!r}: expected one of {', '.join(VARIANTS)}")
     if forced and forced not in _runnable():
-        raise ValueError(f"MBENGINE_INT8_KERNEL={forced}: the CPU Numba compiles for ({TARGET.describe()}) "
-                         f"cannot run it (it can run: {', '.join(sorted(_runnable()))}; "
-                         f"NUMBA_CPU_NAME / NUMBA_CPU_FEATURES count)")
+        raise ValueError(
+            f"MBENGINE_INT8_KERNEL={forced}: the CPU Numba compiles for ({TARGET.describe()}) "
+            f"cannot run it (it can run: {', '.join(sorted(_runnable()))}; "
+            f"NUMBA_CPU_NAME / NUMBA_CPU_FEATURES count)"
+        )
     return forced or _detected()
 
 
@@ -131,8 +134,11 @@ def _call(builder, name, ret, args):
 def _half(builder, v, high):
     """The low or high half of a vector."""
     n = v.type.count // 2
-    return builder.shuffle_vector(v, ir.Constant(v.type, ir.Undefined),
-                                  ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(high * n, high * n + n))))
+    return builder.shuffle_vector(
+        v,
+        ir.Constant(v.type, ir.Undefined),
+        ir.Constant(ir.VectorType(ir.IntType(32), n), list(range(high * n, high * n + n))),
+    )
 
 
 def _zero_accumulators(lanes):
@@ -171,15 +177,23 @@ def _step(builder, acc, xs, ws, lanes):
     if VARIANT == "vnni":
         # LLVM 21 changed the byte operands' declared type; older versions take <16 x i32>
         byte_ty = xs[0].type if llvm_binding.llvm_version_info >= (21,) else i32v
-        return [_call(builder, "llvm.x86.avx512.vpdpbusd.512", i32v,
-                      [acc[0], builder.bitcast(xs[0], byte_ty), builder.bitcast(ws[0], byte_ty)])]
+        return [
+            _call(
+                builder,
+                "llvm.x86.avx512.vpdpbusd.512",
+                i32v,
+                [acc[0], builder.bitcast(xs[0], byte_ty), builder.bitcast(ws[0], byte_ty)],
+            )
+        ]
     if VARIANT == "sdot":
         return [_call(builder, "llvm.aarch64.neon.sdot.v4i32.v16i8", i32v, [acc[0], ws[0], xs[0]])]
     if VARIANT in ("maddubs", "maddubs7"):  # |x| (unsigned) times w * sign(x), or x + 64 times w (module doc)
         i16v = ir.VectorType(i16, 2 * lanes)
-        madd_ubsw, madd_wd = {16: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512"),
-                              8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
-                              4: ("llvm.x86.ssse3.pmadd.ub.sw.128", "llvm.x86.sse2.pmadd.wd")}[lanes]
+        madd_ubsw, madd_wd = {
+            16: ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512"),
+            8: ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd"),
+            4: ("llvm.x86.ssse3.pmadd.ub.sw.128", "llvm.x86.sse2.pmadd.wd"),
+        }[lanes]
         if VARIANT == "maddubs7":  # x + 64 in 1..127: unsigned as it is
             ax, signed_w = xs[0], ws[0]
         elif lanes == 16:  # no vpsignb at 512 bits: a masked select of -w (vpblendmb, off the multiply port)
@@ -187,8 +201,9 @@ def _step(builder, acc, xs, ws, lanes):
             signed_w = builder.select(sign, builder.sub(ir.Constant(w.type, [0] * (4 * lanes)), w), w)
         else:  # psignb: w where x > 0, -w where x < 0, 0 where x == 0
             (ax, sign), w = xs[0], ws[0]
-            signed_w = _call(builder, {8: "llvm.x86.avx2.psign.b", 4: "llvm.x86.ssse3.psign.b.128"}[lanes],
-                             w.type, [w, sign])
+            signed_w = _call(
+                builder, {8: "llvm.x86.avx2.psign.b", 4: "llvm.x86.ssse3.psign.b.128"}[lanes], w.type, [w, sign]
+            )
         pairs = _call(builder, madd_ubsw, i16v, [ax, signed_w])  # unsigned operand first
         quads = _call(builder, madd_wd, i32v, [pairs, ir.Constant(i16v, [1] * (2 * lanes))])
         return [builder.add(acc[0], quads)]
@@ -198,8 +213,9 @@ def _step(builder, acc, xs, ws, lanes):
         for high in (0, 1):  # columns 0-1 (low 8 bytes), columns 2-3 (high 8 bytes)
             prod = None
             for x, w in zip(xs, ws):
-                p = _call(builder, "llvm.aarch64.neon.smull.v8i16", i16x8,
-                          [_half(builder, x, high), _half(builder, w, high)])
+                p = _call(
+                    builder, "llvm.aarch64.neon.smull.v8i16", i16x8, [_half(builder, x, high), _half(builder, w, high)]
+                )
                 prod = p if prod is None else builder.add(prod, p)  # smlal / smlal2
             pairs = _call(builder, "llvm.aarch64.neon.saddlp.v4i32.v8i16", i32v, [prod])
             out.append(builder.add(acc[high], pairs))  # sadalp
@@ -208,8 +224,11 @@ def _step(builder, acc, xs, ws, lanes):
     prod = builder.mul(builder.sext(xs[0], wide), builder.sext(ws[0], wide))
     a = acc[0]
     for j in range(4):
-        part = builder.shuffle_vector(prod, ir.Constant(wide, ir.Undefined),
-                                      ir.Constant(ir.VectorType(i32, lanes), [4 * c + j for c in range(lanes)]))
+        part = builder.shuffle_vector(
+            prod,
+            ir.Constant(wide, ir.Undefined),
+            ir.Constant(ir.VectorType(i32, lanes), [4 * c + j for c in range(lanes)]),
+        )
         a = builder.add(a, part)
     return [a]
 
@@ -221,8 +240,10 @@ def _finish(builder, acc, lanes):
     i32 = ir.IntType(32)
     both = builder.shuffle_vector(acc[0], acc[1], ir.Constant(ir.VectorType(i32, 2 * lanes), list(range(2 * lanes))))
     undef = ir.Constant(both.type, ir.Undefined)
-    even, odd = (builder.shuffle_vector(both, undef, ir.Constant(ir.VectorType(i32, lanes),
-                                                                 [2 * c + j for c in range(lanes)])) for j in (0, 1))
+    even, odd = (
+        builder.shuffle_vector(both, undef, ir.Constant(ir.VectorType(i32, lanes), [2 * c + j for c in range(lanes)]))
+        for j in (0, 1)
+    )
     return builder.add(even, odd)  # addp
 
 
@@ -231,13 +252,21 @@ def _make_qtile(rows: int, vecs: int, lanes: int):
 
     @intrinsic
     def qtile(typingctx, qx, xr, wq, out, orow, oc, K4, sx, sw, corr, n0):
-        if not (isinstance(qx, types.Array) and qx.ndim == 2 and qx.layout == "C"
-                and qx.dtype == (types.uint8 if OFFSET or SIGN_BYTES else types.int8)):
+        if not (
+            isinstance(qx, types.Array)
+            and qx.ndim == 2
+            and qx.layout == "C"
+            and qx.dtype == (types.uint8 if OFFSET or SIGN_BYTES else types.int8)
+        ):
             return None
         if not (isinstance(wq, types.Array) and wq.ndim == 2 and wq.layout == "C" and wq.dtype == types.int8):
             return None
-        if not (isinstance(out, types.Array) and out.ndim == 2 and out.layout == "C"
-                and out.dtype in (types.float32, types.int32)):
+        if not (
+            isinstance(out, types.Array)
+            and out.ndim == 2
+            and out.layout == "C"
+            and out.dtype in (types.float32, types.int32)
+        ):
             return None
         for a, dt in ((sx, types.float32), (sw, types.float32), (corr, types.int32)):
             if not (isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and a.dtype == dt):
@@ -268,17 +297,31 @@ def _make_qtile(rows: int, vecs: int, lanes: int):
             def const(v):
                 return ir.Constant(i64, v)
 
-            acc = [[[cgutils.alloca_once_value(builder, z) for z in _zero_accumulators(lanes)]
-                    for _ in range(vecs)] for _ in range(rows)]
+            acc = [
+                [[cgutils.alloca_once_value(builder, z) for z in _zero_accumulators(lanes)] for _ in range(vecs)]
+                for _ in range(rows)
+            ]
             x_row = [builder.mul(builder.add(xr_v, const(r)), x_cols) for r in range(rows)]
             plane = builder.mul(k4_v, const(4))  # where the sign plane of a row starts (maddubs)
 
             def step(g0, groups):
                 """Groups g0 .. g0 + groups - 1 of every (row, vector) into the accumulators."""
-                w = [[builder.load(builder.bitcast(
-                    builder.gep(W.data, [builder.add(builder.mul(builder.add(g0, const(j)), w_cols),
-                                                     const(v * 4 * lanes))]), bytes_v.as_pointer()), align=1)
-                      for j in range(groups)] for v in range(vecs)]
+                w = [
+                    [
+                        builder.load(
+                            builder.bitcast(
+                                builder.gep(
+                                    W.data,
+                                    [builder.add(builder.mul(builder.add(g0, const(j)), w_cols), const(v * 4 * lanes))],
+                                ),
+                                bytes_v.as_pointer(),
+                            ),
+                            align=1,
+                        )
+                        for j in range(groups)
+                    ]
+                    for v in range(vecs)
+                ]
                 for r in range(rows):
                     xb = []
                     for j in range(groups):
@@ -294,8 +337,10 @@ def _make_qtile(rows: int, vecs: int, lanes: int):
             if GROUPS > 1:  # an odd last group (K4 is even at every MobileBERT width)
                 with builder.if_then(builder.icmp_unsigned("!=", builder.urem(k4_v, const(GROUPS)), const(0))):
                     step(builder.mul(whole, const(GROUPS)), 1)
-            sums = [[_finish(builder, [builder.load(a) for a in acc[r][v]], lanes) for v in range(vecs)]
-                    for r in range(rows)]
+            sums = [
+                [_finish(builder, [builder.load(a) for a in acc[r][v]], lanes) for v in range(vecs)]
+                for r in range(rows)
+            ]
             for v in range(vecs):
                 col = builder.add(n0_v, const(v * lanes))
                 corr = builder.load(builder.bitcast(builder.gep(C.data, [col]), i32v.as_pointer()), align=4)
@@ -306,10 +351,10 @@ def _make_qtile(rows: int, vecs: int, lanes: int):
                     if not exact:
                         sx = splat(builder, builder.load(builder.gep(SX.data, [builder.add(xr_v, const(r))])), f32v)
                         value = builder.fmul(builder.fmul(builder.sitofp(value, f32v), sw), sx)
-                    o_at = builder.add(builder.mul(builder.add(orow_v, const(r)), o_cols),
-                                       builder.add(oc_v, const(v * lanes)))
-                    builder.store(value, builder.bitcast(builder.gep(O.data, [o_at]), value.type.as_pointer()),
-                                  align=4)
+                    o_at = builder.add(
+                        builder.mul(builder.add(orow_v, const(r)), o_cols), builder.add(oc_v, const(v * lanes))
+                    )
+                    builder.store(value, builder.bitcast(builder.gep(O.data, [o_at]), value.type.as_pointer()), align=4)
             return context.get_dummy_value()
 
         return sig, codegen

@@ -51,10 +51,11 @@ def _is_vector(a) -> bool:
 def splat(builder, scalar, vec_ty):
     """IR: ``scalar`` in every lane of a ``vec_ty`` vector."""
     lanes = vec_ty.count
-    return builder.shuffle_vector(builder.insert_element(ir.Constant(vec_ty, ir.Undefined), scalar,
-                                                         ir.Constant(ir.IntType(32), 0)),
-                                  ir.Constant(vec_ty, ir.Undefined),
-                                  ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes))
+    return builder.shuffle_vector(
+        builder.insert_element(ir.Constant(vec_ty, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0)),
+        ir.Constant(vec_ty, ir.Undefined),
+        ir.Constant(ir.VectorType(ir.IntType(32), lanes), [0] * lanes),
+    )
 
 
 def _tile_products(context, builder, sig, args, rows, vecs, lanes):
@@ -72,8 +73,9 @@ def _tile_products(context, builder, sig, args, rows, vecs, lanes):
     x_cols = builder.extract_value(X.shape, 1)
     w_cols = builder.extract_value(W.shape, 1)
     o_cols = builder.extract_value(O.shape, 1)
-    fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                                          f"llvm.fmuladd.v{lanes}f32")
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.v{lanes}f32"
+    )
     zero = ir.Constant(vec, [0.0] * lanes)
 
     def const(v):
@@ -85,8 +87,12 @@ def _tile_products(context, builder, sig, args, rows, vecs, lanes):
     with cgutils.for_range(builder, k_v) as loop:
         k = loop.index
         w_at = builder.add(builder.mul(k, w_cols), n0_v)
-        w = [builder.load(builder.bitcast(builder.gep(W.data, [builder.add(w_at, const(v * lanes))]),
-                                          vec.as_pointer()), align=4) for v in range(vecs)]
+        w = [
+            builder.load(
+                builder.bitcast(builder.gep(W.data, [builder.add(w_at, const(v * lanes))]), vec.as_pointer()), align=4
+            )
+            for v in range(vecs)
+        ]
         for r in range(rows):
             xb = splat(builder, builder.load(builder.gep(X.data, [builder.add(x_row[r], k)])), vec)
             for v in range(vecs):
@@ -155,8 +161,10 @@ def _make_tile_epilogue(rows: int, vecs: int, lanes: int):
             vec = ir.VectorType(ir.FloatType(), lanes)
             orow_v = args[6]
             b_v, bc_v, relu_v, res_v, rc_v, nonorm_v, nw_v, nb_v = args[9:]
-            B, NW, NB = (context.make_array(signature.args[i])(context, builder, a)
-                         for i, a in ((9, b_v), (15, nw_v), (16, nb_v)))
+            B, NW, NB = (
+                context.make_array(signature.args[i])(context, builder, a)
+                for i, a in ((9, b_v), (15, nw_v), (16, nb_v))
+            )
             R = context.make_array(signature.args[12])(context, builder, res_v)
             r_cols = builder.extract_value(R.shape, 1)
 
@@ -172,19 +180,25 @@ def _make_tile_epilogue(rows: int, vecs: int, lanes: int):
                         builder.store(fn(r, v, builder.load(acc[r][v])), acc[r][v])
 
             zero = ir.Constant(vec, [0.0] * lanes)
-            vmax = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec]),
-                                                   f"llvm.maxnum.v{lanes}f32")
-            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vec, [vec, vec, vec]),
-                                                  f"llvm.fmuladd.v{lanes}f32")
+            vmax = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vec, [vec, vec]), f"llvm.maxnum.v{lanes}f32"
+            )
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.v{lanes}f32"
+            )
             bias = [vload(B.data, column(v)) for v in range(vecs)]
             update(lambda r, v, y: builder.fadd(y, bias[v]))
             with builder.if_then(builder.icmp_signed("!=", relu_v, ir.Constant(i64, 0))):
                 update(lambda r, v, y: builder.call(vmax, [y, zero]))
             with builder.if_then(builder.icmp_signed(">=", rc_v, ir.Constant(i64, 0))):
+
                 def add_res(r, v, y):
-                    at = builder.add(builder.mul(builder.add(orow_v, ir.Constant(i64, r)), r_cols),
-                                     builder.add(rc_v, ir.Constant(i64, v * lanes)))
+                    at = builder.add(
+                        builder.mul(builder.add(orow_v, ir.Constant(i64, r)), r_cols),
+                        builder.add(rc_v, ir.Constant(i64, v * lanes)),
+                    )
                     return builder.fadd(y, vload(R.data, at))
+
                 update(add_res)
             with builder.if_then(builder.icmp_signed("!=", nonorm_v, ir.Constant(i64, 0))):
                 scale = [vload(NW.data, column(v)) for v in range(vecs)]
@@ -243,8 +257,12 @@ def softmax_row(typingctx, row, length, mask_row, scale):
     running max; exp (the polynomial above) and sum; multiply by 1 / sum. The
     row must hold at least one element.
     """
-    if not (_is_vector(row) and _is_vector(mask_row) and isinstance(length, types.Integer)
-            and isinstance(scale, types.Float)):
+    if not (
+        _is_vector(row)
+        and _is_vector(mask_row)
+        and isinstance(length, types.Integer)
+        and isinstance(scale, types.Float)
+    ):
         return None
     sig = types.void(row, types.intp, mask_row, types.float32)
 
@@ -278,20 +296,23 @@ def softmax_row(typingctx, row, length, mask_row, scale):
         acc_s = cgutils.alloca_once_value(builder, ir.Constant(f32, neg_inf))
 
         def scale_mask_v(i):
-            y = builder.call(vfma, [builder.load(vptr(R.data, i), align=4), scale_v,
-                                    builder.load(vptr(Mk.data, i), align=4)])
+            y = builder.call(
+                vfma, [builder.load(vptr(R.data, i), align=4), scale_v, builder.load(vptr(Mk.data, i), align=4)]
+            )
             builder.store(y, vptr(R.data, i), align=4)
             builder.store(builder.call(vmax, [builder.load(acc_v), y]), acc_v)
 
         def scale_mask_s(i):
-            y = builder.call(sfma, [builder.load(builder.gep(R.data, [i])), scale_s,
-                                    builder.load(builder.gep(Mk.data, [i]))])
+            y = builder.call(
+                sfma, [builder.load(builder.gep(R.data, [i])), scale_s, builder.load(builder.gep(Mk.data, [i]))]
+            )
             builder.store(y, builder.gep(R.data, [i]))
             builder.store(builder.call(smax, [builder.load(acc_s), y]), acc_s)
 
         passes(scale_mask_v, scale_mask_s)
-        reduce_max = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [vec]),
-                                                    f"llvm.vector.reduce.fmax.v{LANES}f32")
+        reduce_max = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(f32, [vec]), f"llvm.vector.reduce.fmax.v{LANES}f32"
+        )
         m_s = builder.call(smax, [builder.call(reduce_max, [builder.load(acc_v)]), builder.load(acc_s)])
         m_v = splat(builder, m_s, vec)
         builder.store(ir.Constant(vec, [0.0] * LANES), acc_v)
@@ -308,8 +329,9 @@ def softmax_row(typingctx, row, length, mask_row, scale):
             builder.store(builder.fadd(builder.load(acc_s), e), acc_s)
 
         passes(exp_v, exp_s)
-        reduce_add = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32, vec]),
-                                                    f"llvm.vector.reduce.fadd.v{LANES}f32")
+        reduce_add = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(f32, [f32, vec]), f"llvm.vector.reduce.fadd.v{LANES}f32"
+        )
         total = builder.call(reduce_add, [builder.load(acc_s), builder.load(acc_v)])
         inv_s = builder.fdiv(ir.Constant(f32, 1.0), total)
         inv_v = splat(builder, inv_s, vec)
@@ -344,9 +366,9 @@ def _make_prefetch(locality: int):
             i32 = ir.IntType(32)
             i64 = ir.IntType(64)
             A = context.make_array(signature.args[0])(context, builder, args[0])
-            fn = cgutils.get_or_insert_function(builder.module,
-                                                ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]),
-                                                "llvm.prefetch.p0")
+            fn = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0"
+            )
             per_line = max(1, 64 // context.get_abi_sizeof(context.get_data_type(signature.args[0].dtype)))
             lines = builder.udiv(builder.add(args[2], ir.Constant(i64, per_line - 1)), ir.Constant(i64, per_line))
             with cgutils.for_range(builder, lines) as loop:

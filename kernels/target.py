@@ -60,12 +60,17 @@ class Target:
 def _double(name: str, vec: str, op: str) -> str:
     """IR of a function that loads a ``vec`` through its pointer, stores back ``op`` of it with itself: the
     registers its assembly uses tell whether the target has vectors that wide for that operation."""
-    return (f"define void @{name}({vec}* %p) {{\n  %v = load {vec}, {vec}* %p\n  %w = {op} {vec} %v, %v\n"
-            f"  store {vec} %w, {vec}* %p\n  ret void\n}}\n")
+    return (
+        f"define void @{name}({vec}* %p) {{\n  %v = load {vec}, {vec}* %p\n  %w = {op} {vec} %v, %v\n"
+        f"  store {vec} %w, {vec}* %p\n  ret void\n}}\n"
+    )
 
 
-_X86_PROBES = _double("lanes", "<16 x float>", "fadd") + _double("bytes", "<64 x i8>", "add") + \
-    _double("words", "<16 x i16>", "add") + r"""
+_X86_PROBES = (
+    _double("lanes", "<16 x float>", "fadd")
+    + _double("bytes", "<64 x i8>", "add")
+    + _double("words", "<16 x i16>", "add")
+    + r"""
 define <16 x i32> @madd(<16 x i32> %acc, <32 x i16> %a, <32 x i16> %b) {
   %x = sext <32 x i16> %a to <32 x i32>
   %y = sext <32 x i16> %b to <32 x i32>
@@ -87,6 +92,7 @@ define <8 x i16> @ubsw(<16 x i8> %a, <16 x i8> %b) {
 }
 declare <8 x i16> @llvm.sadd.sat.v8i16(<8 x i16>, <8 x i16>)
 """
+)
 
 _ARM_NEON_PROBE = _double("lanes", "<4 x float>", "fadd")
 
@@ -132,31 +138,41 @@ def _probe(triple: str, cpu: str, features: str) -> dict[str, bool | int]:
 
     if arch in ("aarch64", "arm64"):
         neon = ".4s" in compiled(_ARM_NEON_PROBE).get("lanes", "")
-        return {"lanes": 4, "registers": 32, "neon": neon,
-                "dotprod": neon and "sdot" in compiled(_ARM_DOT_PROBE).get("dot", "")}
+        return {
+            "lanes": 4,
+            "registers": 32,
+            "neon": neon,
+            "dotprod": neon and "sdot" in compiled(_ARM_DOT_PROBE).get("dot", ""),
+        }
     if arch not in ("x86_64", "i686", "i386"):
         return {"lanes": 4, "registers": 16}
     fn = compiled(_X86_PROBES)
     zmm = "zmm" in fn.get("lanes", "")
-    return {"lanes": 16 if zmm else 8 if "ymm" in fn.get("lanes", "") else 4,
-            "registers": 32 if zmm else 16,
-            "avx512bw": "vpaddb\t%zmm" in fn.get("bytes", ""),
-            "avx512vnni": zmm and "vpdpwssd" in fn.get("madd", ""),
-            "avx2": any(line.split()[:1] in (["vpaddw"], ["vpsllw"]) and "ymm" in line
-                        for line in fn.get("words", "").splitlines()),
-            "ssse3": "phaddsw" in fn.get("ubsw", "")}
+    return {
+        "lanes": 16 if zmm else 8 if "ymm" in fn.get("lanes", "") else 4,
+        "registers": 32 if zmm else 16,
+        "avx512bw": "vpaddb\t%zmm" in fn.get("bytes", ""),
+        "avx512vnni": zmm and "vpdpwssd" in fn.get("madd", ""),
+        "avx2": any(
+            line.split()[:1] in (["vpaddw"], ["vpsllw"]) and "ymm" in line for line in fn.get("words", "").splitlines()
+        ),
+        "ssse3": "phaddsw" in fn.get("ubsw", ""),
+    }
 
 
 def _probe_safely(triple: str, cpu: str, features: str) -> dict:
     """:func:`_probe` in a child process: LLVM aborts the process, not raises, on a CPU name it does not know
     for the architecture (seen: 'cortex-a72' on x86-64), which here becomes a clear error instead."""
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), triple, cpu, features], capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), triple, cpu, features], capture_output=True, text=True, timeout=120
+    )
     unknown = "not a recognized processor" in proc.stderr
     if proc.returncode != 0 or unknown:
         why = "LLVM does not know that CPU for this architecture" if unknown else "LLVM failed compiling for it"
-        raise ValueError(f"cannot compile the kernels for NUMBA_CPU_NAME={cpu!r} NUMBA_CPU_FEATURES={features!r} "
-                         f"on {triple}: {why} ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'exit ' + str(proc.returncode)})")
+        raise ValueError(
+            f"cannot compile the kernels for NUMBA_CPU_NAME={cpu!r} NUMBA_CPU_FEATURES={features!r} "
+            f"on {triple}: {why} ({proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else 'exit ' + str(proc.returncode)})"
+        )
     return json.loads(proc.stdout)
 
 
@@ -172,6 +188,7 @@ def _numba_choice() -> tuple[str | None, str | None]:
     features = config.CPU_FEATURES
     if features is None:  # Numba's codegen already exists with the host's features: say what it really uses
         from numba.core.codegen import get_host_cpu_features
+
         features = get_host_cpu_features()
     return name, features
 
@@ -180,11 +197,18 @@ def _host(arch: str) -> dict[str, bool | int]:
     """What :func:`_probe` reports, for the host: from LLVM's host feature list."""
     has = llvm.get_host_cpu_features()
     if arch != "x86_64":  # every aarch64 Linux has NEON (its ABI assumes it); qemu-user hides the feature list
-        return {"lanes": 4, "registers": 32, "neon": arch == "aarch64",
-                "dotprod": arch == "aarch64" and bool(has.get("dotprod"))}
+        return {
+            "lanes": 4,
+            "registers": 32,
+            "neon": arch == "aarch64",
+            "dotprod": arch == "aarch64" and bool(has.get("dotprod")),
+        }
     lanes = 16 if has.get("avx512f") else 8 if has.get("avx") else 4
-    return {"lanes": lanes, "registers": 32 if lanes == 16 else 16,
-            **{k: bool(has.get(k)) for k in ("avx512bw", "avx512vnni", "avx2", "ssse3")}}
+    return {
+        "lanes": lanes,
+        "registers": 32 if lanes == 16 else 16,
+        **{k: bool(has.get(k)) for k in ("avx512bw", "avx512vnni", "avx2", "ssse3")},
+    }
 
 
 def detect() -> Target:
@@ -197,11 +221,19 @@ def detect() -> Target:
         seen = _host(arch)
     else:
         seen = _probe_safely(triple, name or llvm.get_host_cpu_name(), features or "")
-    return Target(cpu=name or llvm.get_host_cpu_name(), arch=arch, named=name is not None,
-                  lanes=int(seen["lanes"]), registers=int(seen["registers"]), avx512bw=bool(seen.get("avx512bw")),
-                  avx512vnni=bool(seen.get("avx512vnni")) and bool(seen.get("avx512bw")),
-                  avx2=bool(seen.get("avx2")), ssse3=bool(seen.get("ssse3")), neon=bool(seen.get("neon")),
-                  dotprod=bool(seen.get("dotprod")))
+    return Target(
+        cpu=name or llvm.get_host_cpu_name(),
+        arch=arch,
+        named=name is not None,
+        lanes=int(seen["lanes"]),
+        registers=int(seen["registers"]),
+        avx512bw=bool(seen.get("avx512bw")),
+        avx512vnni=bool(seen.get("avx512vnni")) and bool(seen.get("avx512bw")),
+        avx2=bool(seen.get("avx2")),
+        ssse3=bool(seen.get("ssse3")),
+        neon=bool(seen.get("neon")),
+        dotprod=bool(seen.get("dotprod")),
+    )
 
 
 if __name__ == "__main__":  # the child process of _probe_safely: python target.py TRIPLE CPU FEATURES

@@ -53,8 +53,9 @@ import time
 import numpy as np
 
 
-def random_checkpoint(directory: str, config=None, seed: int = 0, std: float = 0.02, head: str | None = None,
-                      pooler: bool | None = None) -> str:
+def random_checkpoint(
+    directory: str, config=None, seed: int = 0, std: float = 0.02, head: str | None = None, pooler: bool | None = None
+) -> str:
     """Write a Hugging Face style checkpoint with seeded random weights; return its path.
 
     The base model, with a pooler unless ``pooler`` is False or ``head`` goes without one, plus the
@@ -109,7 +110,7 @@ def cli_message(e: BaseException) -> str:
     for python, flag in CLI_WORDS.items():
         text = text.replace(python, flag)
     if len(text) > MAX_ERROR:
-        text = f"{text[:MAX_ERROR - 60]}... [cut: the message is {len(text)} characters]"
+        text = f"{text[: MAX_ERROR - 60]}... [cut: the message is {len(text)} characters]"
     return f"mbengine: error: {text}"
 
 
@@ -211,17 +212,23 @@ def _demo(args) -> int:
 
     _check_demo_args(args)
     if args.model is None:
-        print("mbengine demo: a full-size MobileBERT (google/mobilebert-uncased's shape) with RANDOM weights: "
-              "its answers are meaningless, its speed is real. --model PATH runs real weights.")
+        print(
+            "mbengine demo: a full-size MobileBERT (google/mobilebert-uncased's shape) with RANDOM weights: "
+            "its answers are meaningless, its speed is real. --model PATH runs real weights."
+        )
         directory, wrote = demo_checkpoint(args.dir or demo_dir())
         if wrote is not None:
-            print(f"wrote        {directory} in {wrote:.1f} s (seeded random weights; a WordPiece vocabulary "
-                  "trained just now on mbengine's built-in sentences)")
+            print(
+                f"wrote        {directory} in {wrote:.1f} s (seeded random weights; a WordPiece vocabulary "
+                "trained just now on mbengine's built-in sentences)"
+            )
     else:
         directory = _checkpoint(args.model, args.revision)  # (a Hub model id: its cached snapshot)
         if not os.path.isdir(directory):
-            raise UsageError(f"--model {directory}: not a checkpoint directory (give a local directory with "
-                             "config.json and the weights, or a Hugging Face Hub model id)")
+            raise UsageError(
+                f"--model {directory}: not a checkpoint directory (give a local directory with "
+                "config.json and the weights, or a Hugging Face Hub model id)"
+            )
     t0 = time.perf_counter()
     fill = pipeline("fill-mask", model=directory, threads=args.threads)
     print(f"loaded       {directory} in {(time.perf_counter() - t0) * 1e3:.0f} ms (memory-mapped)")
@@ -235,8 +242,10 @@ def _demo(args) -> int:
     print(f"task         fill-mask on {text!r}: {len(tokens)} tokens {' '.join(tokens)}")
     print(f"answer       {shown}" + ("   (random weights: meaningless)" if args.model is None else ""))
     print(f"first call   {first:.2f} s (includes compiling the kernels, or loading them from the cache)")
-    print(f"fill-mask    median {np.median(times) * 1e3:.1f} ms, min {np.min(times) * 1e3:.1f} ms over "
-          f"{args.repeats} calls (tokenize, model, top 3)")
+    print(
+        f"fill-mask    median {np.median(times) * 1e3:.1f} ms, min {np.min(times) * 1e3:.1f} ms over "
+        f"{args.repeats} calls (tokenize, model, top 3)"
+    )
     from .modeling import MobileBertModel
 
     # the encoder alone, as the README's speed table times it (the masked-LM head's logits, one per
@@ -247,17 +256,23 @@ def _demo(args) -> int:
     model(ids)
     model_times = _timed(lambda: model(ids), args.repeats)
     med, low = np.median(model_times), np.min(model_times)
-    print(f"model        batch {args.batch} x seq {args.seq}: median {med * 1e3:.1f} ms, min {low * 1e3:.1f} ms "
-          f"over {args.repeats} calls (the encoder, as in the README's speed table)")
+    print(
+        f"model        batch {args.batch} x seq {args.seq}: median {med * 1e3:.1f} ms, min {low * 1e3:.1f} ms "
+        f"over {args.repeats} calls (the encoder, as in the README's speed table)"
+    )
     import numba
 
     threads = args.threads or numba.get_num_threads()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    print(f"threads      {threads} (of {usable} usable CPUs); kernels compiled for {TARGET.describe()}; "
-          f"int8 kernel on this CPU: {VARIANT}")
+    print(
+        f"threads      {threads} (of {usable} usable CPUs); kernels compiled for {TARGET.describe()}; "
+        f"int8 kernel on this CPU: {VARIANT}"
+    )
     if med > BUSY * low or np.median(times) > BUSY * np.min(times):
-        print(f"note         the median is {max(med / low, np.median(times) / np.min(times)):.1f}x the minimum: "
-              f"the machine looks busy. Try --threads 1, or as many threads as there are idle cores.")
+        print(
+            f"note         the median is {max(med / low, np.median(times) / np.min(times)):.1f}x the minimum: "
+            f"the machine looks busy. Try --threads 1, or as many threads as there are idle cores."
+        )
     return 0
 
 
@@ -284,8 +299,7 @@ def _warmup(args) -> int:
     t0 = time.perf_counter()
     path = _checkpoint(args.checkpoint, args.revision)  # (a Hub model id: its cached snapshot)
     cls = model_class(path)  # the checkpoint's own class: its head's kernels too
-    model = cls.from_pretrained(path, threads=args.threads,
-                                add_pooling_layer=None if args.pooler else False)
+    model = cls.from_pretrained(path, threads=args.threads, add_pooling_layer=None if args.pooler else False)
     ids = np.zeros((1, 1, 2) if cls.HEAD == "multiple_choice" else (1, 2), np.int64)  # (batch, [choices,] seq)
     model(ids)
     model(ids, output_hidden_states=True, output_attentions=True)
@@ -293,9 +307,16 @@ def _warmup(args) -> int:
     return 0
 
 
-CLASSES = ("MobileBertModel", "MobileBertForPreTraining", "MobileBertForMaskedLM",
-           "MobileBertForNextSentencePrediction", "MobileBertForSequenceClassification",
-           "MobileBertForMultipleChoice", "MobileBertForTokenClassification", "MobileBertForQuestionAnswering")
+CLASSES = (
+    "MobileBertModel",
+    "MobileBertForPreTraining",
+    "MobileBertForMaskedLM",
+    "MobileBertForNextSentencePrediction",
+    "MobileBertForSequenceClassification",
+    "MobileBertForMultipleChoice",
+    "MobileBertForTokenClassification",
+    "MobileBertForQuestionAnswering",
+)
 
 
 def model_class(path, name=None):
@@ -313,8 +334,7 @@ def model_class(path, name=None):
         else:
             architectures = raw.get("architectures") or []
             # BERT checkpoints run as the MobileBERT class of the same head
-            architectures = ["Mobile" + a if isinstance(a, str) and a.startswith("Bert") else a
-                             for a in architectures]
+            architectures = ["Mobile" + a if isinstance(a, str) and a.startswith("Bert") else a for a in architectures]
             declared = next((a for a in architectures if a in CLASSES), None)
             # (a base model loads from any checkpoint: its tensor names need not be read)
             name = declared if declared == "MobileBertModel" else _class_from_tensors(path, declared)
@@ -335,8 +355,10 @@ def _class_from_tensors(path, declared: str | None) -> str:
         return declared
     if len(inferred) == 1:
         return inferred.pop()
-    raise UsageError(f"{path} has {canonical.heads_present(names)}, which several classes use: pass --class "
-                     f"with one of {', '.join(sorted(inferred))}")
+    raise UsageError(
+        f"{path} has {canonical.heads_present(names)}, which several classes use: pass --class "
+        f"with one of {', '.join(sorted(inferred))}"
+    )
 
 
 def _convert(args) -> int:
@@ -359,8 +381,9 @@ def _convert(args) -> int:
     if args.dtype == "int8":
         weights = _quantize_weights(weights, args, step)
     step(f"writing {args.dst}")
-    out = engine.write(weights, args.dst, tokenizer_from=args.src if os.path.isdir(args.src) else None,
-                       force=args.force)
+    out = engine.write(
+        weights, args.dst, tokenizer_from=args.src if os.path.isdir(args.src) else None, force=args.force
+    )
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
     print(f"wrote {cls.__name__} to {out} ({size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
     return 0
@@ -376,8 +399,9 @@ def _quantize_weights(weights, args, step):
         if not texts:
             raise ValueError(f"{args.calibration} holds no text (one sentence per line expected)")
     tokenizer = None
-    if os.path.isdir(args.src) and any(os.path.isfile(os.path.join(args.src, f))
-                                       for f in ("tokenizer.json", "vocab.txt")):
+    if os.path.isdir(args.src) and any(
+        os.path.isfile(os.path.join(args.src, f)) for f in ("tokenizer.json", "vocab.txt")
+    ):
         from .tokenizer import MobileBertTokenizer
 
         tokenizer = MobileBertTokenizer.from_pretrained(args.src)
@@ -387,9 +411,11 @@ def _quantize_weights(weights, args, step):
     step(f"calibrating on {description}; quantizing")
     weights, report = quantize.quantize(weights, batches, calibration=description)
     summary = report.summary()
-    step(f"{summary['int8_linears']} linears int8, {len(summary['float32_linears'])} kept float32, "
-         f"{summary['outlier_channels']} outlier channels in float32, largest linear error "
-         f"{summary['max_linear_error']:.2e}")
+    step(
+        f"{summary['int8_linears']} linears int8, {len(summary['float32_linears'])} kept float32, "
+        f"{summary['outlier_channels']} outlier channels in float32, largest linear error "
+        f"{summary['max_linear_error']:.2e}"
+    )
     if args.report:
         with open(args.report, "w", encoding="utf-8") as f:
             f.write(report.table() + "\n")
@@ -415,18 +441,24 @@ def _info(args) -> int:
     c = config
     print(f"checkpoint   {args.checkpoint}")
     if isinstance(meta, dict):
-        print(f"format       mbengine engine checkpoint v{meta.get('format_version')}, {meta.get('dtype')}, "
-              f"panels of {meta.get('tile_cols')} columns, head {meta.get('head')}, pooler {meta.get('pooler')}")
+        print(
+            f"format       mbengine engine checkpoint v{meta.get('format_version')}, {meta.get('dtype')}, "
+            f"panels of {meta.get('tile_cols')} columns, head {meta.get('head')}, pooler {meta.get('pooler')}"
+        )
         q = meta.get("quantization")
         if isinstance(q, dict):
-            print(f"quantization {q.get('int8_linears')} linears int8, float32: "
-                  f"{', '.join(q.get('float32_linears') or []) or 'none'}; {q.get('outlier_channels')} outlier "
-                  f"channels; calibrated on {q.get('calibration')} ({q.get('calibration_tokens')} tokens)")
+            print(
+                f"quantization {q.get('int8_linears')} linears int8, float32: "
+                f"{', '.join(q.get('float32_linears') or []) or 'none'}; {q.get('outlier_channels')} outlier "
+                f"channels; calibrated on {q.get('calibration')} ({q.get('calibration_tokens')} tokens)"
+            )
     else:
         print(f"format       Hugging Face ({', '.join(c.extra.get('architectures') or ['no architectures'])})")
-    print(f"model        {c.num_hidden_layers} layers, hidden {c.hidden_size}, true hidden {c.true_hidden_size}, "
-          f"embedding {c.embedding_size}, {c.num_attention_heads} heads, intermediate {c.intermediate_size} "
-          f"x {c.num_feedforward_networks} FFNs, {c.normalization_type}, {c.hidden_act}, vocab {c.vocab_size}")
+    print(
+        f"model        {c.num_hidden_layers} layers, hidden {c.hidden_size}, true hidden {c.true_hidden_size}, "
+        f"embedding {c.embedding_size}, {c.num_attention_heads} heads, intermediate {c.intermediate_size} "
+        f"x {c.num_feedforward_networks} FFNs, {c.normalization_type}, {c.hidden_act}, vocab {c.vocab_size}"
+    )
     print(f"tensors      {len(header)} ({params / 1e6:.1f} M values stored, {os.path.getsize(path) / 2**20:.1f} MiB)")
     files = sorted(os.listdir(args.checkpoint))
     print(f"files        {', '.join(files)}")
@@ -444,8 +476,9 @@ def _lines(data: bytes, name: str) -> list[str]:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ValueError(f"{name}: line {number} is not UTF-8 text ({e.reason} at byte {e.start + 1} of the "
-                             "line)") from None
+            raise ValueError(
+                f"{name}: line {number} is not UTF-8 text ({e.reason} at byte {e.start + 1} of the line)"
+            ) from None
         if line.strip():
             texts.append(line)
     if not texts:
@@ -485,7 +518,7 @@ TABLE_CELL = 60  # characters of a table cell; longer text is cut with "..."
 
 def _cell(v) -> str:
     text = f"{v:.4f}" if isinstance(v, float) else str(v)
-    return text if len(text) <= TABLE_CELL else text[:TABLE_CELL - 3] + "..."
+    return text if len(text) <= TABLE_CELL else text[: TABLE_CELL - 3] + "..."
 
 
 def table(rows: list[dict]) -> str:
@@ -494,8 +527,9 @@ def table(rows: list[dict]) -> str:
     cells = [keys] + [[_cell(row.get(k, "")) for k in keys] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(keys))]
     numeric = [all(isinstance(row.get(k), (int, float)) for row in rows) for k in keys]
-    lines = ["  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)).rstrip()
-             for r in cells]
+    lines = [
+        "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)).rstrip() for r in cells
+    ]
     return "\n".join([lines[0], "  ".join("-" * w for w in widths), *lines[1:]])
 
 
@@ -521,18 +555,30 @@ def _task(args) -> int:
 
     if getattr(args, "max_length", None) is not None and not args.truncation:
         raise UsageError("--max-length applies only with --truncation")
-    pipe = pipeline(args.command, model=_checkpoint(args.model, args.revision), threads=args.threads,
-                    batch_size=args.batch_size)
+    pipe = pipeline(
+        args.command, model=_checkpoint(args.model, args.revision), threads=args.threads, batch_size=args.batch_size
+    )
     task = args.command
     if task == "question-answering":
         if args.texts:
-            raise UsageError(f"question-answering reads its context from --context, --file or stdin, not from "
-                             f"positional texts ({len(args.texts)} given after the checkpoint)")
+            raise UsageError(
+                f"question-answering reads its context from --context, --file or stdin, not from "
+                f"positional texts ({len(args.texts)} given after the checkpoint)"
+            )
         context = args.context if args.context is not None else "\n".join(_read_texts(args))
         if not context.strip():
             raise ValueError("the context is empty")
-        _print(pipe(args.question, context, top_k=args.top_k, doc_stride=args.doc_stride,
-                    max_answer_len=args.max_answer_len, handle_impossible_answer=args.impossible), args.json)
+        _print(
+            pipe(
+                args.question,
+                context,
+                top_k=args.top_k,
+                doc_stride=args.doc_stride,
+                max_answer_len=args.max_answer_len,
+                handle_impossible_answer=args.impossible,
+            ),
+            args.json,
+        )
         return 0
     if task == "multiple-choice":
         _print(pipe(args.prompt, args.choice, truncation=args.truncation), args.json)
@@ -543,8 +589,11 @@ def _task(args) -> int:
     texts = _read_texts(args)
     cut = {"truncation": True, "max_length": args.max_length} if getattr(args, "truncation", False) else {}
     kwargs = {
-        "fill-mask": lambda: {"top_k": args.top_k, **({"targets": args.targets} if args.targets else {}),
-                              **({"tokenizer_kwargs": cut} if cut else {})},
+        "fill-mask": lambda: {
+            "top_k": args.top_k,
+            **({"targets": args.targets} if args.targets else {}),
+            **({"tokenizer_kwargs": cut} if cut else {}),
+        },
         "text-classification": lambda: {**({} if args.top_k is None else {"top_k": args.top_k}), **cut},
         "token-classification": lambda: {"aggregation_strategy": args.aggregation},
         "feature-extraction": lambda: {"pooling": args.pooling, "normalize": args.normalize, **cut},
@@ -552,7 +601,7 @@ def _task(args) -> int:
     step = max(args.batch_size * 8, 1)
     show = len(texts) > step and not args.json or len(texts) > 4 * step
     for start in range(0, len(texts), step):
-        part = texts[start:start + step]
+        part = texts[start : start + step]
         results = pipe(part, **kwargs)
         for text, result in zip(part, results):
             if args.json:
@@ -579,11 +628,18 @@ def _add_tasks(sub) -> None:
         p.set_defaults(func=_task)
 
     def truncation(p, max_length=True):
-        p.add_argument("--truncation", action="store_true",
-                       help="cut inputs longer than the model takes (else such an input is an error)")
+        p.add_argument(
+            "--truncation",
+            action="store_true",
+            help="cut inputs longer than the model takes (else such an input is an error)",
+        )
         if max_length:
-            p.add_argument("--max-length", type=int, default=None,
-                           help="with --truncation: cut at this many tokens (default: the model's limit)")
+            p.add_argument(
+                "--max-length",
+                type=int,
+                default=None,
+                help="with --truncation: cut at this many tokens (default: the model's limit)",
+            )
 
     p = sub.add_parser("fill-mask", help="predict [MASK] tokens")
     common(p)
@@ -623,15 +679,21 @@ def _add_tasks(sub) -> None:
 
 
 def _calibration_args(p) -> None:
-    p.add_argument("--calibration", metavar="FILE",
-                   help="int8: calibration text, one sentence per line (default: built-in sentences; random "
-                        "token ids when SRC has no tokenizer)")
+    p.add_argument(
+        "--calibration",
+        metavar="FILE",
+        help="int8: calibration text, one sentence per line (default: built-in sentences; random "
+        "token ids when SRC has no tokenizer)",
+    )
     p.add_argument("--report", metavar="FILE", help="int8: write the per-linear quantization table (markdown)")
 
 
 def _revision_arg(p) -> None:
-    p.add_argument("--revision", default=None, help="with a Hugging Face Hub model id: the branch, tag or commit "
-                   "hash (default: main)")
+    p.add_argument(
+        "--revision",
+        default=None,
+        help="with a Hugging Face Hub model id: the branch, tag or commit hash (default: main)",
+    )
 
 
 def main(argv=None) -> int:
@@ -643,8 +705,12 @@ def main(argv=None) -> int:
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo", help="run text through a full-size MobileBERT end to end (offline)")
-    d.add_argument("--model", metavar="PATH", help="a masked-LM checkpoint directory with a tokenizer, or a Hugging "
-                   "Face Hub model id (default: a full-size MobileBERT with random weights, written once)")
+    d.add_argument(
+        "--model",
+        metavar="PATH",
+        help="a masked-LM checkpoint directory with a tokenizer, or a Hugging "
+        "Face Hub model id (default: a full-size MobileBERT with random weights, written once)",
+    )
     _revision_arg(d)
     d.add_argument("--dir", help=f"where the random-weight demo checkpoint lives (default: {demo_dir()})")
     d.add_argument("--text", default=DEMO_TEXT, help=f"text with one [MASK] (default: {DEMO_TEXT!r})")
@@ -687,8 +753,12 @@ def main(argv=None) -> int:
     w.add_argument("checkpoint")
     w.add_argument("--threads", type=int, default=None)
     _revision_arg(w)
-    w.add_argument("--no-pooler", dest="pooler", action="store_false",
-                   help="the checkpoint has no pooler (masked-LM, token-classification, QA models)")
+    w.add_argument(
+        "--no-pooler",
+        dest="pooler",
+        action="store_false",
+        help="the checkpoint has no pooler (masked-LM, token-classification, QA models)",
+    )
     w.set_defaults(func=_warmup)
     args = parser.parse_args(argv)
     try:
@@ -704,8 +774,15 @@ def main(argv=None) -> int:
     except Exception as e:  # noqa: BLE001 (a bug of ours: still one line, and how to see more)
         if args.debug:
             raise
-        print(cli_message(RuntimeError(f"internal error ({type(e).__name__}: {e}); run again with --debug for "
-                                       "the traceback, and please report it")), file=sys.stderr)
+        print(
+            cli_message(
+                RuntimeError(
+                    f"internal error ({type(e).__name__}: {e}); run again with --debug for "
+                    "the traceback, and please report it"
+                )
+            ),
+            file=sys.stderr,
+        )
         return EXIT_ERROR
 
 

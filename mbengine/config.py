@@ -139,17 +139,22 @@ class MobileBertConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"config field {name!r} must be a positive integer, got {_short(value)}")
             if value > limit:
-                raise ConfigError(f"config field {name!r} is {value}, more than mbengine accepts ({limit}); "
-                                  "is the config.json damaged?")
+                raise ConfigError(
+                    f"config field {name!r} is {value}, more than mbengine accepts ({limit}); "
+                    "is the config.json damaged?"
+                )
         flags = (
-            "trigram_input", "use_bottleneck", "use_bottleneck_attention",
-            "key_query_shared_bottleneck", "classifier_activation", "tie_word_embeddings",
+            "trigram_input",
+            "use_bottleneck",
+            "use_bottleneck_attention",
+            "key_query_shared_bottleneck",
+            "classifier_activation",
+            "tie_word_embeddings",
         )
         for name in flags:
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"config field {name!r} must be true or false, got {_short(getattr(self, name))}")
-        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range",
-                     "classifier_dropout"):
+        for name in ("hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range", "classifier_dropout"):
             value = getattr(self, name)
             if value is None and name == "classifier_dropout":
                 continue
@@ -164,8 +169,10 @@ class MobileBertConfig:
         self._validate_labels()
         values = self.parameter_count()
         if values > MAX_VALUES:
-            raise ConfigError(f"this config describes a model of {values:.3g} values, more than mbengine accepts "
-                              f"({MAX_VALUES:.3g}); is the config.json damaged?")
+            raise ConfigError(
+                f"this config describes a model of {values:.3g} values, more than mbengine accepts "
+                f"({MAX_VALUES:.3g}); is the config.json damaged?"
+            )
         if self.normalization_type not in NORMALIZATION_TYPES:
             raise ConfigError(
                 f"config field 'normalization_type' must be one of {list(NORMALIZATION_TYPES)}, "
@@ -197,7 +204,8 @@ class MobileBertConfig:
         if problem not in (None, "regression", "single_label_classification", "multi_label_classification"):
             raise ConfigError(
                 f"config field 'problem_type' is {_short(problem)}; expected regression, single_label_classification "
-                "or multi_label_classification")
+                "or multi_label_classification"
+            )
         if (
             self.use_bottleneck
             and not self.use_bottleneck_attention
@@ -216,16 +224,17 @@ class MobileBertConfig:
         raw = self.extra.get("id2label")
         if raw is not None:
             if not isinstance(raw, dict) or len(raw) > MAX_LABELS:
-                raise ConfigError(f"config field 'id2label' must map at most {MAX_LABELS} label indices to names, "
-                                  f"got {_short(raw)}")
+                raise ConfigError(
+                    f"config field 'id2label' must map at most {MAX_LABELS} label indices to names, got {_short(raw)}"
+                )
             try:
                 keys = sorted(int(k) for k in raw)
             except (TypeError, ValueError, OverflowError):
-                raise ConfigError(f"config field 'id2label' must map label indices to names, got {_short(raw)}"
-                                  ) from None
+                raise ConfigError(
+                    f"config field 'id2label' must map label indices to names, got {_short(raw)}"
+                ) from None
             if keys != list(range(len(keys))):
-                raise ConfigError(f"config field 'id2label' must have the keys 0..{len(keys) - 1}, "
-                                  f"got {_short(keys)}")
+                raise ConfigError(f"config field 'id2label' must have the keys 0..{len(keys) - 1}, got {_short(keys)}")
         n = self.extra.get("num_labels")
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_LABELS):
             raise ConfigError(f"config field 'num_labels' must be an integer in [1, {MAX_LABELS}], got {_short(n)}")
@@ -275,8 +284,9 @@ class MobileBertConfig:
         try:
             data = json.loads(raw.decode("utf-8"))
         except UnicodeDecodeError as e:
-            raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start + 1}); a config.json is UTF-8 JSON"
-                              ) from None
+            raise ConfigError(
+                f"{path}: not UTF-8 text ({e.reason} at byte {e.start + 1}); a config.json is UTF-8 JSON"
+            ) from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
         except RecursionError:

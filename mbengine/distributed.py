@@ -43,8 +43,18 @@ def _run_chunk(index: int, texts: list, task: str, path: str, threads, batch_siz
     return index, pipe(list(texts), **kwargs)
 
 
-def map_pipeline(client, task: str, model_path: str | os.PathLike, texts, *, chunk_size: int = 64,
-                 batch_size: int = 8, threads: int | None = 1, retries: int = 3, **kwargs) -> list:
+def map_pipeline(
+    client,
+    task: str,
+    model_path: str | os.PathLike,
+    texts,
+    *,
+    chunk_size: int = 64,
+    batch_size: int = 8,
+    threads: int | None = 1,
+    retries: int = 3,
+    **kwargs,
+) -> list:
     """Results of ``pipeline(task, model=model_path)(text, **kwargs)`` for every text, in input order."""
     try:
         from distributed import as_completed
@@ -61,9 +71,22 @@ def map_pipeline(client, task: str, model_path: str | os.PathLike, texts, *, chu
     job = uuid.uuid4().hex
     futures = []
     for index, start in enumerate(range(0, len(texts), chunk_size)):
-        chunk = texts[start:start + chunk_size]
-        futures.append(client.submit(_run_chunk, index, chunk, task, path, threads, batch_size, kwargs,
-                                     key=f"mbengine-{task}-{job}-{index}", retries=retries, pure=False))
+        chunk = texts[start : start + chunk_size]
+        futures.append(
+            client.submit(
+                _run_chunk,
+                index,
+                chunk,
+                task,
+                path,
+                threads,
+                batch_size,
+                kwargs,
+                key=f"mbengine-{task}-{job}-{index}",
+                retries=retries,
+                pure=False,
+            )
+        )
     results: dict[int, list] = {}
     for _, (index, chunk_results) in as_completed(futures, with_results=True):
         results[index] = chunk_results  # a re-run chunk lands on the same index

@@ -32,7 +32,7 @@ class CheckpointError(MBEngineError):
     def __init__(self, message: str, problems: list[str] | None = None, hint: str | None = None):
         self.problems = list(problems or [])
         self.hint = hint
-        lines = self.problems[:self.SHOWN]
+        lines = self.problems[: self.SHOWN]
         if len(self.problems) > self.SHOWN:
             lines.append(f"... and {len(self.problems) - self.SHOWN} more ({len(self.problems)} problems)")
         if hint:

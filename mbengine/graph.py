@@ -165,8 +165,9 @@ def _readonly(a: np.ndarray) -> np.ndarray:
 class _Builder:
     """Appends ops for one config; notes every plain tensor it reads and the shape it expects."""
 
-    def __init__(self, config: MobileBertConfig, tensors: Mapping[str, np.ndarray], keep_hidden_states: bool,
-                 packing: bool):
+    def __init__(
+        self, config: MobileBertConfig, tensors: Mapping[str, np.ndarray], keep_hidden_states: bool, packing: bool
+    ):
         self.c = config
         self.tensors = tensors
         self.keep_hidden_states = keep_hidden_states
@@ -198,8 +199,12 @@ class _Builder:
 
     def norm_args(self, prefix: str, width: int, eps: float) -> dict:
         kind = Norm.NONORM if self.c.normalization_type == "no_norm" else Norm.LAYERNORM
-        return dict(norm=kind, nw=self.tensor(prefix + ".weight", (width,)),
-                    nb=self.tensor(prefix + ".bias", (width,)), eps=float(eps))
+        return dict(
+            norm=kind,
+            nw=self.tensor(prefix + ".weight", (width,)),
+            nb=self.tensor(prefix + ".bias", (width,)),
+            eps=float(eps),
+        )
 
     def linear(self, name: str, prefix: str, x: Ref, out: Ref, dense: np.ndarray | None = None, **kw) -> Ref:
         """A Linear op on HF tensors ``prefix.weight`` (packed, by op name) and ``prefix.bias``."""
@@ -207,8 +212,10 @@ class _Builder:
         if self.packing and dense is None:
             dense = self.tensors[prefix + ".weight"]
             if dense.shape != (out.width, x.width):
-                raise CheckpointError(f"{prefix}.weight has shape {list(dense.shape)}, expected "
-                                      f"[{out.width}, {x.width}] (outputs x inputs of this linear)")
+                raise CheckpointError(
+                    f"{prefix}.weight has shape {list(dense.shape)}, expected "
+                    f"[{out.width}, {x.width}] (outputs x inputs of this linear)"
+                )
         self.ops.append(Linear(name, x, self.tensor(bias, (out.width,)), out, dense=dense, **kw))
         return out
 
@@ -235,9 +242,17 @@ class Wiring:
         return found
 
 
-def wire(config: MobileBertConfig, tensors: Mapping[str, np.ndarray], *, head: str | None = None,
-         pooler: bool = True, keep_hidden_states: bool = False, fuse: bool = True,
-         row_scales: Mapping[str, np.ndarray] | None = None, packing: bool = False) -> Wiring:
+def wire(
+    config: MobileBertConfig,
+    tensors: Mapping[str, np.ndarray],
+    *,
+    head: str | None = None,
+    pooler: bool = True,
+    keep_hidden_states: bool = False,
+    fuse: bool = True,
+    row_scales: Mapping[str, np.ndarray] | None = None,
+    packing: bool = False,
+) -> Wiring:
     """The ops of ``config`` (with ``head``, see ``converters.canonical.HEADS``, and the pooler).
 
     Linears get their bias, norm vectors and (with ``packing``, from the
@@ -259,8 +274,15 @@ def wire(config: MobileBertConfig, tensors: Mapping[str, np.ndarray], *, head: s
         outputs["pooler_output"] = _pooler(g, x)
     if head is not None:
         outputs.update(_head(g, head, x, outputs.get("pooler_output")))
-    graph = Graph(g.ops, g.buffers, outputs, hidden_states,
-                  config.num_hidden_layers, config.num_attention_heads, config.attention_head_size)
+    graph = Graph(
+        g.ops,
+        g.buffers,
+        outputs,
+        hidden_states,
+        config.num_hidden_layers,
+        config.num_attention_heads,
+        config.attention_head_size,
+    )
     if fuse:
         graph = fuse_sibling_linears(graph)
     return Wiring(graph, g.expected)
@@ -275,9 +297,14 @@ def _embeddings(g: _Builder, row_scales: Mapping[str, np.ndarray]) -> Ref:
     table = g.tensor(WORD_EMBEDDINGS, (c.vocab_size, E))
     g.ops.append(EmbedWords("embeddings.words", table, c.trigram_input, words, row_scales.get(WORD_EMBEDDINGS)))
     pos = Ref(g.buf("postype", H), 0, H)
-    g.ops.append(EmbedPositions("embeddings.positions",
-                                g.tensor("embeddings.position_embeddings.weight", (c.max_position_embeddings, H)),
-                                g.tensor("embeddings.token_type_embeddings.weight", (c.type_vocab_size, H)), pos))
+    g.ops.append(
+        EmbedPositions(
+            "embeddings.positions",
+            g.tensor("embeddings.position_embeddings.weight", (c.max_position_embeddings, H)),
+            g.tensor("embeddings.token_type_embeddings.weight", (c.type_vocab_size, H)),
+            pos,
+        )
+    )
     x = g.hidden(0)
     norm = g.norm_args("embeddings.LayerNorm", H, g.default_eps)
     if c.trigram_input or E != H:  # [T, 3E] -> [T, H], + positions/types, norm
@@ -301,14 +328,24 @@ def _layer(g: _Builder, i: int, x: Ref) -> Ref:
     th, I, A, ib = c.true_hidden_size, c.intermediate_size, c.all_head_size, c.intra_bottleneck_size
     act = ACTIVATIONS[c.hidden_act]
     if c.use_bottleneck:
-        bn_in = g.linear(p + "bottleneck.input", p + "bottleneck.input.dense", x,
-                         Ref(g.buf("proj", 2 * ib + A), 0, ib), **g.norm_args(p + "bottleneck.input.LayerNorm", ib, g.eps))
+        bn_in = g.linear(
+            p + "bottleneck.input",
+            p + "bottleneck.input.dense",
+            x,
+            Ref(g.buf("proj", 2 * ib + A), 0, ib),
+            **g.norm_args(p + "bottleneck.input.LayerNorm", ib, g.eps),
+        )
         residual = bn_in
         if c.use_bottleneck_attention:
             q_in = k_in = v_in = bn_in
         elif c.key_query_shared_bottleneck:
-            kq = g.linear(p + "bottleneck.attention", p + "bottleneck.attention.dense", x, Ref("proj", ib, ib),
-                          **g.norm_args(p + "bottleneck.attention.LayerNorm", ib, g.eps))
+            kq = g.linear(
+                p + "bottleneck.attention",
+                p + "bottleneck.attention.dense",
+                x,
+                Ref("proj", ib, ib),
+                **g.norm_args(p + "bottleneck.attention.LayerNorm", ib, g.eps),
+            )
             q_in = k_in = kq
             v_in = x
         else:
@@ -329,23 +366,48 @@ def _layer(g: _Builder, i: int, x: Ref) -> Ref:
     ctx = Ref(g.buf("context", A), 0, A)
     g.ops.append(Attention(p + "attention", q, k, v, ctx, c.num_attention_heads, c.attention_head_size, i))
 
-    cur = g.linear(p + "attention.output", p + "attention.output.dense", ctx, Ref(g.buf("inner0", th), 0, th),
-                   res=residual, **g.norm_args(p + "attention.output.LayerNorm", th, g.eps))
+    cur = g.linear(
+        p + "attention.output",
+        p + "attention.output.dense",
+        ctx,
+        Ref(g.buf("inner0", th), 0, th),
+        res=residual,
+        **g.norm_args(p + "attention.output.LayerNorm", th, g.eps),
+    )
     inter = Ref(g.buf("intermediate", I), 0, I)
     for j in range(c.num_feedforward_networks - 1):
         f = p + f"ffn.{j}."
         g.linear(f + "intermediate", f + "intermediate.dense", cur, inter, act=act)
         nxt = Ref(g.buf(f"inner{(j + 1) % 2}", th), 0, th)
-        cur = g.linear(f + "output", f + "output.dense", inter, nxt, res=cur,
-                       **g.norm_args(f + "output.LayerNorm", th, g.eps))
+        cur = g.linear(
+            f + "output", f + "output.dense", inter, nxt, res=cur, **g.norm_args(f + "output.LayerNorm", th, g.eps)
+        )
     g.linear(p + "intermediate", p + "intermediate.dense", cur, inter, act=act)
     if c.use_bottleneck:
-        out = g.linear(p + "output", p + "output.dense", inter, Ref(g.buf("layer_out", th), 0, th), res=cur,
-                       **g.norm_args(p + "output.LayerNorm", th, g.default_eps))
-        return g.linear(p + "output.bottleneck", p + "output.bottleneck.dense", out, g.hidden(i + 1), res=x,
-                        **g.norm_args(p + "output.bottleneck.LayerNorm", c.hidden_size, g.eps))
-    return g.linear(p + "output", p + "output.dense", inter, g.hidden(i + 1), res=cur,
-                    **g.norm_args(p + "output.LayerNorm", th, g.default_eps))
+        out = g.linear(
+            p + "output",
+            p + "output.dense",
+            inter,
+            Ref(g.buf("layer_out", th), 0, th),
+            res=cur,
+            **g.norm_args(p + "output.LayerNorm", th, g.default_eps),
+        )
+        return g.linear(
+            p + "output.bottleneck",
+            p + "output.bottleneck.dense",
+            out,
+            g.hidden(i + 1),
+            res=x,
+            **g.norm_args(p + "output.bottleneck.LayerNorm", c.hidden_size, g.eps),
+        )
+    return g.linear(
+        p + "output",
+        p + "output.dense",
+        inter,
+        g.hidden(i + 1),
+        res=cur,
+        **g.norm_args(p + "output.LayerNorm", th, g.default_eps),
+    )
 
 
 def _pooler(g: _Builder, x: Ref) -> Ref:
@@ -368,15 +430,24 @@ def _head(g: _Builder, head: str, x: Ref, pooled: Ref | None) -> dict[str, Ref]:
         # transform: dense, activation, LayerNorm (a real LayerNorm even in no_norm models)
         t = Ref(g.buf("mlm_transform", H), 0, H)
         p = "cls.predictions.transform."
-        g.linear("cls.predictions.transform", p + "dense", x, t, act=ACTIVATIONS[c.hidden_act], norm=Norm.LAYERNORM,
-                 nw=g.tensor(p + "LayerNorm.weight", (H,)), nb=g.tensor(p + "LayerNorm.bias", (H,)), eps=g.eps)
+        g.linear(
+            "cls.predictions.transform",
+            p + "dense",
+            x,
+            t,
+            act=ACTIVATIONS[c.hidden_act],
+            norm=Norm.LAYERNORM,
+            nw=g.tensor(p + "LayerNorm.weight", (H,)),
+            nb=g.tensor(p + "LayerNorm.bias", (H,)),
+            eps=g.eps,
+        )
         # logits = t . [decoder.weight^T ; dense.weight] + bias: one linear of (V, H) weight
         # [decoder.weight | dense.weight^T]
         dense = None
         if g.packing:
             dense = np.empty((V, H), np.float32)
-            dense[:, :c.embedding_size] = g.tensors["cls.predictions.decoder.weight"]
-            dense[:, c.embedding_size:] = g.tensors["cls.predictions.dense.weight"].T
+            dense[:, : c.embedding_size] = g.tensors["cls.predictions.decoder.weight"]
+            dense[:, c.embedding_size :] = g.tensors["cls.predictions.dense.weight"].T
         logits = Ref(g.buf("mlm_logits", V), 0, V)
         bias = "cls.predictions.bias" if c.tie_word_embeddings else "cls.predictions.decoder.bias"
         g.linear("cls.predictions.decoder", "cls.predictions.decoder", t, logits, dense=dense, bias=bias)
@@ -400,8 +471,9 @@ def _head(g: _Builder, head: str, x: Ref, pooled: Ref | None) -> dict[str, Ref]:
 
 
 # -------------------------------------------------------------------- binding
-def build_graph(weights: PackedWeights, *, keep_hidden_states: bool = False, fuse_ffn: bool = False,
-                source: str = "weights") -> Graph:
+def build_graph(
+    weights: PackedWeights, *, keep_hidden_states: bool = False, fuse_ffn: bool = False, source: str = "weights"
+) -> Graph:
     """The graph of ``weights``, every op holding the arrays it reads (nothing is copied but the
     merged biases and norm vectors of fused linears).
 
@@ -409,12 +481,22 @@ def build_graph(weights: PackedWeights, *, keep_hidden_states: bool = False, fus
     CheckpointError (``source`` names where the weights came from).
     """
     c = weights.config
-    wiring = wire(c, weights.tensors, head=weights.head, pooler=weights.pooler,
-                  keep_hidden_states=keep_hidden_states, fuse=weights.fused, row_scales=weights.row_scales)
+    wiring = wire(
+        c,
+        weights.tensors,
+        head=weights.head,
+        pooler=weights.pooler,
+        keep_hidden_states=keep_hidden_states,
+        fuse=weights.fused,
+        row_scales=weights.row_scales,
+    )
     problems = wiring.problems(weights.tensors, weights.row_scales)
     known = set(model_shapes(c, weights.head, weights.pooler))  # (HF tensors this graph does not read are ignored)
-    problems += [f"unexpected tensor {n!r} with shape {list(a.shape)}" for n, a in sorted(weights.tensors.items())
-                 if n not in wiring.expected and n not in known]
+    problems += [
+        f"unexpected tensor {n!r} with shape {list(a.shape)}"
+        for n, a in sorted(weights.tensors.items())
+        if n not in wiring.expected and n not in known
+    ]
     ops, used = [], set()
     for op in wiring.graph.ops:
         if isinstance(op, Linear):
@@ -432,8 +514,9 @@ def build_graph(weights: PackedWeights, *, keep_hidden_states: bool = False, fus
     return fuse_feed_forward(graph) if fuse_ffn else graph
 
 
-def linear_shapes(config: MobileBertConfig, head: str | None = None, pooler: bool = True,
-                  fused: bool = True) -> dict[str, tuple[int, int]]:
+def linear_shapes(
+    config: MobileBertConfig, head: str | None = None, pooler: bool = True, fused: bool = True
+) -> dict[str, tuple[int, int]]:
     """{linear op name: (N, K)} of a model's graph: what its PackedWeights' linears hold."""
     wiring = wire(config, {}, head=head, pooler=pooler, fuse=fused)
     return {op.name: (op.out.width, op.x.width) for op in linear_ops(wiring.graph)}
@@ -446,21 +529,27 @@ def _weight_problems(op: Linear, weight) -> list[str]:
     if isinstance(weight, PackedLinear):
         expected = (-(-N // COLS), K, COLS)
         if weight.panels.shape != expected or weight.n != N:
-            return [f"packed weight of {op.name!r} has shape {list(weight.panels.shape)} for {weight.n} outputs, "
-                    f"expected {list(expected)} for {N}"]
+            return [
+                f"packed weight of {op.name!r} has shape {list(weight.panels.shape)} for {weight.n} outputs, "
+                f"expected {list(expected)} for {N}"
+            ]
         return []
     from .kernels.qlinear import COLS as QCOLS
 
     P = -(-N // QCOLS)
     problems = []
     if weight.panels.dtype != np.int8 or weight.panels.shape != (P, -(-K // 4), 4 * QCOLS):
-        problems.append(f"int8 weight of {op.name!r} is {weight.panels.dtype} {list(weight.panels.shape)}, "
-                        f"expected int8 {[P, -(-K // 4), 4 * QCOLS]}")
+        problems.append(
+            f"int8 weight of {op.name!r} is {weight.panels.dtype} {list(weight.panels.shape)}, "
+            f"expected int8 {[P, -(-K // 4), 4 * QCOLS]}"
+        )
     if weight.n != N or weight.scale.shape != (P * QCOLS,) or weight.corr.shape != (P * QCOLS,):
         problems.append(f"scales of {op.name!r} have shape [{weight.n}], expected [{N}]")
     if weight.outlier_w.shape != (weight.outliers.shape[0], N):
-        problems.append(f"outlier weights of {op.name!r} have shape {list(weight.outlier_w.shape)}, expected "
-                        f"[{weight.outliers.shape[0]}, {N}]")
+        problems.append(
+            f"outlier weights of {op.name!r} have shape {list(weight.outlier_w.shape)}, expected "
+            f"[{weight.outliers.shape[0]}, {N}]"
+        )
     o = weight.outliers
     if o.size and (o.min() < 0 or o.max() >= K or np.unique(o).size != o.size):
         problems.append(f"outlier channels of {op.name!r} must be distinct inputs in [0, {K}), got {o.tolist()}")
@@ -502,9 +591,18 @@ def fuse_feed_forward(graph: Graph) -> Graph:
     while i < len(graph.ops):
         a = graph.ops[i]
         b = graph.ops[i + 1] if i + 1 < len(graph.ops) else None
-        if (isinstance(a, Linear) and isinstance(b, Linear) and isinstance(a.weight, PackedLinear)
-                and isinstance(b.weight, PackedLinear) and a.res is None and a.norm == Norm.NONE
-                and b.x == a.out and b.res == a.x and b.act == 0 and b.out.buf != a.x.buf):
+        if (
+            isinstance(a, Linear)
+            and isinstance(b, Linear)
+            and isinstance(a.weight, PackedLinear)
+            and isinstance(b.weight, PackedLinear)
+            and a.res is None
+            and a.norm == Norm.NONE
+            and b.x == a.out
+            and b.res == a.x
+            and b.act == 0
+            and b.out.buf != a.x.buf
+        ):
             ops.append(FeedForward(a.name + "+" + b.name, a, b))
             i += 2
         else:
@@ -515,10 +613,15 @@ def fuse_feed_forward(graph: Graph) -> Graph:
 
 def _mergeable(a, b) -> bool:
     return (
-        isinstance(a, Linear) and isinstance(b, Linear)
-        and a.x == b.x and b.out.follows(a.out)
-        and a.res is None and b.res is None and a.act == b.act
-        and a.norm != Norm.LAYERNORM and b.norm != Norm.LAYERNORM
+        isinstance(a, Linear)
+        and isinstance(b, Linear)
+        and a.x == b.x
+        and b.out.follows(a.out)
+        and a.res is None
+        and b.res is None
+        and a.act == b.act
+        and a.norm != Norm.LAYERNORM
+        and b.norm != Norm.LAYERNORM
     )
 
 
@@ -530,12 +633,21 @@ def _merge(ops: list) -> Linear:
     first = ops[0]
     kw = {}
     if any(op.norm == Norm.NONORM for op in ops):  # a part without a norm gets the identity NoNorm
-        kw = dict(norm=Norm.NONORM,
-                  nw=_concat([op.nw if op.norm == Norm.NONORM else np.ones(op.out.width, np.float32) for op in ops]),
-                  nb=_concat([op.nb if op.norm == Norm.NONORM else np.zeros(op.out.width, np.float32) for op in ops]))
+        kw = dict(
+            norm=Norm.NONORM,
+            nw=_concat([op.nw if op.norm == Norm.NONORM else np.ones(op.out.width, np.float32) for op in ops]),
+            nb=_concat([op.nb if op.norm == Norm.NONORM else np.zeros(op.out.width, np.float32) for op in ops]),
+        )
     dense = None if first.dense is None else np.concatenate([op.dense for op in ops])
-    return Linear("+".join(op.name for op in ops), first.x, _concat([op.b for op in ops]),
-                  Ref(first.out.buf, first.out.off, sum(op.out.width for op in ops)), act=first.act, dense=dense, **kw)
+    return Linear(
+        "+".join(op.name for op in ops),
+        first.x,
+        _concat([op.b for op in ops]),
+        Ref(first.out.buf, first.out.off, sum(op.out.width for op in ops)),
+        act=first.act,
+        dense=dense,
+        **kw,
+    )
 
 
 def fuse_sibling_linears(graph: Graph) -> Graph:

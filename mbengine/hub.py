@@ -27,8 +27,13 @@ from .errors import CheckpointError
 
 CONFIG_FILE = "config.json"
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
-WEIGHTS_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                 "pytorch_model.bin.index.json", "tf_model.h5")  # in order of preference
+WEIGHTS_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+    "tf_model.h5",
+)  # in order of preference
 INSTALL = 'pip install "mbengine[hub]"'
 LOGIN = "`hf auth login` (older huggingface_hub: `huggingface-cli login`), or set HF_TOKEN"
 # huggingface_hub's own rule (utils/_validators.py): "name" or "org/name", ASCII letters, digits, "-", "_", ".",
@@ -38,8 +43,13 @@ _REPO_ID = re.compile(r"(\b[\w\-.]{1,96}\b/)?\b[\w\-.]{1,96}\b", re.ASCII)
 
 def is_repo_id(name) -> bool:
     """Whether ``name`` has the form of a Hugging Face Hub repo id (it says nothing of whether it exists)."""
-    return (isinstance(name, str) and _REPO_ID.fullmatch(name) is not None and "--" not in name
-            and ".." not in name and not name.endswith(".git"))
+    return (
+        isinstance(name, str)
+        and _REPO_ID.fullmatch(name) is not None
+        and "--" not in name
+        and ".." not in name
+        and not name.endswith(".git")
+    )
 
 
 def resolve(name_or_path: str | os.PathLike, revision: str | None = None) -> str:
@@ -50,8 +60,9 @@ def resolve(name_or_path: str | os.PathLike, revision: str | None = None) -> str
     """
     path = local_path(name_or_path, revision)
     if not os.path.exists(path):
-        raise CheckpointError(f"no checkpoint at {path}: no such file or directory, and not a Hugging Face Hub "
-                              "model id (org/name)")
+        raise CheckpointError(
+            f"no checkpoint at {path}: no such file or directory, and not a Hugging Face Hub model id (org/name)"
+        )
     return path
 
 
@@ -60,8 +71,7 @@ def local_path(name_or_path: str | os.PathLike, revision: str | None = None, *, 
     (for the caller's own "no such directory" error). ``weights=False``: a Hub id's tokenizer files only."""
     path = os.fspath(name_or_path)
     if revision is not None and not isinstance(revision, str):
-        raise TypeError(f"revision must be a str (a branch, tag or commit hash) or None, got "
-                        f"{type(revision).__name__}")
+        raise TypeError(f"revision must be a str (a branch, tag or commit hash) or None, got {type(revision).__name__}")
     if os.path.exists(path) or not is_repo_id(path):
         return path
     return download(path, revision, weights=weights)
@@ -82,9 +92,11 @@ def choose_files(files, what: str = "the repo", weights: bool = True) -> list[st
         raise CheckpointError(f"{what} has no config.json: not a Transformers model checkpoint (its files: {shown})")
     chosen = next((name for name in WEIGHTS_FILES if name in present), None)
     if chosen is None:
-        raise CheckpointError(f"{what} has no weights file that mbengine reads (its files: {shown})",
-                              hint="mbengine reads model.safetensors, pytorch_model.bin, tf_model.h5 and their "
-                                   "sharded forms (*.index.json + shards)")
+        raise CheckpointError(
+            f"{what} has no weights file that mbengine reads (its files: {shown})",
+            hint="mbengine reads model.safetensors, pytorch_model.bin, tf_model.h5 and their "
+            "sharded forms (*.index.json + shards)",
+        )
     return [CONFIG_FILE, *tokenizer, chosen]
 
 
@@ -101,8 +113,15 @@ def _hub():
     class _Never(Exception):
         pass
 
-    names = ("GatedRepoError", "RepositoryNotFoundError", "RevisionNotFoundError", "EntryNotFoundError",
-             "LocalEntryNotFoundError", "HfHubHTTPError", "OfflineModeIsEnabled")
+    names = (
+        "GatedRepoError",
+        "RepositoryNotFoundError",
+        "RevisionNotFoundError",
+        "EntryNotFoundError",
+        "LocalEntryNotFoundError",
+        "HfHubHTTPError",
+        "OfflineModeIsEnabled",
+    )
     found = {n: getattr(errors, n, None) or getattr(utils, n, None) or _Never for n in names}
     return huggingface_hub, constants, found
 
@@ -110,8 +129,11 @@ def _hub():
 def _connection_errors() -> tuple:
     """The exceptions of a Hub that cannot be reached, for the HTTP library huggingface_hub uses."""
     errors = [ConnectionError, TimeoutError]  # (OfflineModeIsEnabled is a ConnectionError)
-    for module, names in (("requests", ("ConnectionError", "Timeout")), ("httpx", ("TransportError",)),
-                          ("httpx2", ("TransportError",))):
+    for module, names in (
+        ("requests", ("ConnectionError", "Timeout")),
+        ("httpx", ("TransportError",)),
+        ("httpx2", ("TransportError",)),
+    ):
         mod = sys.modules.get(module)
         errors += [getattr(mod, n) for n in names if isinstance(getattr(mod, n, None), type)]
     return tuple(errors)
@@ -130,23 +152,40 @@ def download(repo_id: str, revision: str | None = None, *, weights: bool = True)
     try:
         hub, constants, err = _hub()
     except ImportError:
-        raise CheckpointError(f"{repo_id} is not a local directory; to load it as a Hugging Face Hub model id, "
-                              f"install huggingface_hub: {INSTALL}") from None
+        raise CheckpointError(
+            f"{repo_id} is not a local directory; to load it as a Hugging Face Hub model id, "
+            f"install huggingface_hub: {INSTALL}"
+        ) from None
     revision = revision or "main"
     offline = getattr(constants, "is_offline_mode", lambda: constants.HF_HUB_OFFLINE)()
     if offline:
-        return _cached(hub, constants, err, repo_id, revision, what, weights, "HF_HUB_OFFLINE is set",
-                       "unset HF_HUB_OFFLINE and run once online to download it")
+        return _cached(
+            hub,
+            constants,
+            err,
+            repo_id,
+            revision,
+            what,
+            weights,
+            "HF_HUB_OFFLINE is set",
+            "unset HF_HUB_OFFLINE and run once online to download it",
+        )
     endpoint = constants.ENDPOINT
     unreachable = _connection_errors()
     try:
-        info = hub.HfApi().model_info(repo_id, revision=revision,
-                                      timeout=getattr(constants, "HF_HUB_ETAG_TIMEOUT", 10))
+        info = hub.HfApi().model_info(repo_id, revision=revision, timeout=getattr(constants, "HF_HUB_ETAG_TIMEOUT", 10))
     except unreachable as e:
-        return _cached(hub, constants, err, repo_id, revision, what, weights,
-                       f"the Hub ({endpoint}) cannot be reached ({_first_line(e)})",
-                       "check your connection (and HF_ENDPOINT, proxy settings), or set HF_HUB_OFFLINE=1 to use "
-                       "the cache only")
+        return _cached(
+            hub,
+            constants,
+            err,
+            repo_id,
+            revision,
+            what,
+            weights,
+            f"the Hub ({endpoint}) cannot be reached ({_first_line(e)})",
+            "check your connection (and HF_ENDPOINT, proxy settings), or set HF_HUB_OFFLINE=1 to use the cache only",
+        )
     except Exception as e:  # noqa: BLE001 (mapped to what the user should check, or re-raised)
         raise _hub_error(e, err, repo_id, revision, what, endpoint) from None
     files = [s.rfilename for s in (info.siblings or [])]
@@ -164,9 +203,10 @@ def download(repo_id: str, revision: str | None = None, *, weights: bool = True)
         raise
     except Exception as e:  # noqa: BLE001
         if isinstance(e, unreachable + (err["LocalEntryNotFoundError"],)):
-            raise CheckpointError(f"downloading {what} from the Hugging Face Hub ({endpoint}) failed: "
-                                  f"{_first_line(e)}", hint="check your connection and run again: what was "
-                                  "downloaded is kept in the cache") from None
+            raise CheckpointError(
+                f"downloading {what} from the Hugging Face Hub ({endpoint}) failed: {_first_line(e)}",
+                hint="check your connection and run again: what was downloaded is kept in the cache",
+            ) from None
         raise _hub_error(e, err, repo_id, revision, what, endpoint) from None
     return snapshot
 
@@ -190,36 +230,48 @@ def _cached(hub, constants, err, repo_id, revision, what, weights, reason, advic
     snapshot = None
     for name in (CONFIG_FILE,) if weights else (CONFIG_FILE, *TOKENIZER_FILES):
         try:
-            snapshot = os.path.dirname(hub.hf_hub_download(repo_id, name, revision=revision,
-                                                           local_files_only=True))
+            snapshot = os.path.dirname(hub.hf_hub_download(repo_id, name, revision=revision, local_files_only=True))
             break
-        except (FileNotFoundError, err["EntryNotFoundError"], err["LocalEntryNotFoundError"],
-                err["OfflineModeIsEnabled"]):
+        except (
+            FileNotFoundError,
+            err["EntryNotFoundError"],
+            err["LocalEntryNotFoundError"],
+            err["OfflineModeIsEnabled"],
+        ):
             pass
     if snapshot is None:
-        raise CheckpointError(f"{what} is neither a local directory nor in the Hugging Face cache ({cache}), "
-                              f"and {reason}", hint=f"{advice}; or give a local checkpoint directory")
+        raise CheckpointError(
+            f"{what} is neither a local directory nor in the Hugging Face cache ({cache}), and {reason}",
+            hint=f"{advice}; or give a local checkpoint directory",
+        )
     if weights and not any(os.path.isfile(os.path.join(snapshot, name)) for name in WEIGHTS_FILES):
-        raise CheckpointError(f"the cached snapshot of {what} ({snapshot}) has no weights file, and {reason}",
-                              hint=f"{advice} (an interrupted download, or another program cached only some "
-                                   "files)")
+        raise CheckpointError(
+            f"the cached snapshot of {what} ({snapshot}) has no weights file, and {reason}",
+            hint=f"{advice} (an interrupted download, or another program cached only some files)",
+        )
     return snapshot
 
 
 def _hub_error(e: Exception, err: dict, repo_id: str, revision: str, what: str, endpoint: str) -> Exception:
     """A huggingface_hub exception as a CheckpointError that says what to check (``e`` itself if unknown)."""
     if isinstance(e, err["GatedRepoError"]):
-        return CheckpointError(f"{repo_id} is a gated model on the Hugging Face Hub: its files need an account "
-                               "that accepted its terms",
-                               hint=f"accept them at {endpoint}/{repo_id}, then log in as that account: {LOGIN}")
+        return CheckpointError(
+            f"{repo_id} is a gated model on the Hugging Face Hub: its files need an account that accepted its terms",
+            hint=f"accept them at {endpoint}/{repo_id}, then log in as that account: {LOGIN}",
+        )
     if isinstance(e, err["RepositoryNotFoundError"]):
-        return CheckpointError(f"no model {repo_id} on the Hugging Face Hub ({endpoint}), and no local directory "
-                               "of that name", hint=f"check the id (org/name, as on {endpoint}); a private repo "
-                                                    f"needs a login: {LOGIN}")
+        return CheckpointError(
+            f"no model {repo_id} on the Hugging Face Hub ({endpoint}), and no local directory of that name",
+            hint=f"check the id (org/name, as on {endpoint}); a private repo needs a login: {LOGIN}",
+        )
     if isinstance(e, err["RevisionNotFoundError"]):
-        return CheckpointError(f"{repo_id} has no revision {revision!r} on the Hugging Face Hub",
-                               hint="check the branch, tag or commit hash given as revision (--revision)")
+        return CheckpointError(
+            f"{repo_id} has no revision {revision!r} on the Hugging Face Hub",
+            hint="check the branch, tag or commit hash given as revision (--revision)",
+        )
     if isinstance(e, (err["HfHubHTTPError"], err["EntryNotFoundError"])):
-        return CheckpointError(f"the Hugging Face Hub ({endpoint}) could not serve {what}: {_first_line(e)}",
-                               hint="try again later; check HF_ENDPOINT and your token (HF_TOKEN)")
+        return CheckpointError(
+            f"the Hugging Face Hub ({endpoint}) could not serve {what}: {_first_line(e)}",
+            hint="try again later; check HF_ENDPOINT and your token (HF_TOKEN)",
+        )
     return e

@@ -31,13 +31,19 @@ def check_inputs(config: MobileBertConfig, input_ids, attention_mask=None, token
         _check_range("token_type_ids", types, c.type_vocab_size, f"type_vocab_size is {c.type_vocab_size}")
     if position_ids is None:
         if seq > c.max_position_embeddings:
-            raise InputError(f"input_ids has {seq} tokens per sequence, more than max_position_embeddings "
-                             f"= {c.max_position_embeddings}; truncate the input")
+            raise InputError(
+                f"input_ids has {seq} tokens per sequence, more than max_position_embeddings "
+                f"= {c.max_position_embeddings}; truncate the input"
+            )
         positions = np.broadcast_to(np.arange(seq, dtype=np.int64), (batch, seq))
     else:
         positions = _int_array("position_ids", position_ids, ids.shape)
-        _check_range("position_ids", positions, c.max_position_embeddings,
-                     f"max_position_embeddings is {c.max_position_embeddings}")
+        _check_range(
+            "position_ids",
+            positions,
+            c.max_position_embeddings,
+            f"max_position_embeddings is {c.max_position_embeddings}",
+        )
     return ids, mask, types, positions
 
 

@@ -103,15 +103,22 @@ def _read_config(path: str) -> dict:
 
 def _find_checkpoint(path: str) -> str:
     """The weights file of a checkpoint directory, in order of preference."""
-    for name in ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-                 "pytorch_model.bin.index.json", "tf_model.h5"):
+    for name in (
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+        "tf_model.h5",
+    ):
         if os.path.isfile(os.path.join(path, name)):
             return os.path.join(path, name)
     indexes = sorted(n for n in os.listdir(path) if n.endswith(".index") and ".ckpt" in n)
     if indexes:  # a TF1 checkpoint: model.ckpt.index + model.ckpt.data-*
         return os.path.join(path, indexes[-1])
-    raise CheckpointError(f"no model.safetensors, pytorch_model.bin, tf_model.h5 or TF checkpoint in {path} "
-                          f"(found: {sorted(os.listdir(path))})")
+    raise CheckpointError(
+        f"no model.safetensors, pytorch_model.bin, tf_model.h5 or TF checkpoint in {path} "
+        f"(found: {sorted(os.listdir(path))})"
+    )
 
 
 def checkpoint_file(path: str | os.PathLike) -> str:
@@ -168,8 +175,9 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
         tensors = tf_bundle.read_tf_checkpoint(file)
     else:
         tensors = torch_bin.read_torch_bin(file)
-    return {k: (v.astype(np.float32) if v.dtype.kind == "f" and v.dtype != np.float32 else v)
-            for k, v in tensors.items()}
+    return {
+        k: (v.astype(np.float32) if v.dtype.kind == "f" and v.dtype != np.float32 else v) for k, v in tensors.items()
+    }
 
 
 class MobileBertPreTrainedModel:
@@ -199,16 +207,25 @@ class MobileBertPreTrainedModel:
 
     HEAD: str | None = None
 
-    def __init__(self, weights: PackedWeights, *, threads: int | None = None, trigram_padding: str = "mask",
-                 padding: str = "compute", fuse_ffn: bool = False, source: str = "weights"):
+    def __init__(
+        self,
+        weights: PackedWeights,
+        *,
+        threads: int | None = None,
+        trigram_padding: str = "mask",
+        padding: str = "compute",
+        fuse_ffn: bool = False,
+        source: str = "weights",
+    ):
         if trigram_padding not in ("mask", "hf"):
             raise ValueError(f"trigram_padding must be 'mask' or 'hf', got {trigram_padding!r}")
         if padding not in PADDING:
             raise ValueError(f"padding must be 'skip' or 'compute', got {padding!r}")
         if weights.head != self.HEAD:
             if self.HEAD is not None:
-                raise CheckpointError(f"{source} holds a {weights.head or 'base'} model, not {type(self).__name__}'s "
-                                      f"head {self.HEAD!r}")
+                raise CheckpointError(
+                    f"{source} holds a {weights.head or 'base'} model, not {type(self).__name__}'s head {self.HEAD!r}"
+                )
             weights = weights.select(None, weights.pooler)  # the base model of any head
         self._check_config(weights.config)
         self.weights = weights
@@ -238,9 +255,17 @@ class MobileBertPreTrainedModel:
         pass
 
     @classmethod
-    def from_tensors(cls, config: MobileBertConfig, tensors: dict[str, np.ndarray], *,
-                     add_pooling_layer: bool | None = None, fuse: bool = True, source: str = "tensors",
-                     own_decoder: bool = False, **kwargs):
+    def from_tensors(
+        cls,
+        config: MobileBertConfig,
+        tensors: dict[str, np.ndarray],
+        *,
+        add_pooling_layer: bool | None = None,
+        fuse: bool = True,
+        source: str = "tensors",
+        own_decoder: bool = False,
+        **kwargs,
+    ):
         """A model from checkpoint tensors under Hugging Face names (``mobilebert.`` prefix or not),
         checked against ``config`` and packed.
 
@@ -264,19 +289,30 @@ class MobileBertPreTrainedModel:
             if needed and not needed & set(tensors):  # the task head is missing entirely
                 held, _ = canonical.infer_head(given)
                 advice = f"; load it with {HEAD_CLASS_NAMES[held]}" if held else ""
-                raise CheckpointError(f"{source} has {canonical.heads_present(given)}; {cls.__name__} "
-                                      f"needs the {cls.HEAD.replace('_', ' ')} head ({', '.join(sorted(needed))})"
-                                      f"{advice}") from None
+                raise CheckpointError(
+                    f"{source} has {canonical.heads_present(given)}; {cls.__name__} "
+                    f"needs the {cls.HEAD.replace('_', ' ')} head ({', '.join(sorted(needed))})"
+                    f"{advice}"
+                ) from None
             if any("'pooler." in p and p.startswith("missing") for p in e.problems):
-                raise CheckpointError(f"{source} does not match its config", e.problems,
-                                      "this checkpoint has no pooler, which "
-                                      f"{cls.__name__} needs (a checkpoint of another head?)") from None
+                raise CheckpointError(
+                    f"{source} does not match its config",
+                    e.problems,
+                    f"this checkpoint has no pooler, which {cls.__name__} needs (a checkpoint of another head?)",
+                ) from None
             raise
         return cls(pack(config, tensors, head=cls.HEAD, pooler=pooler, fuse=fuse), source=source, **kwargs)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, *, add_pooling_layer: bool | None = None, fuse: bool = True,
-                        revision: str | None = None, **kwargs):
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike,
+        *,
+        add_pooling_layer: bool | None = None,
+        fuse: bool = True,
+        revision: str | None = None,
+        **kwargs,
+    ):
         """Load a checkpoint directory.
 
         Either an engine checkpoint (``mbengine convert``; weights already
@@ -290,14 +326,27 @@ class MobileBertPreTrainedModel:
         raw = _read_config(source)
         if raw.get("model_type") == "bert":  # a BERT checkpoint: the same graph without bottlenecks
             config = bert.config_from_bert(raw)
-            return cls.from_tensors(config, bert.tensors_from_bert(load_weights(path), config), source=source,
-                                    add_pooling_layer=add_pooling_layer, fuse=fuse, **kwargs)
+            return cls.from_tensors(
+                config,
+                bert.tensors_from_bert(load_weights(path), config),
+                source=source,
+                add_pooling_layer=add_pooling_layer,
+                fuse=fuse,
+                **kwargs,
+            )
         config = MobileBertConfig.from_pretrained(path)
         if not engine.is_engine_checkpoint(config):
             file = checkpoint_file(source)
             # Hugging Face's TensorFlow classes compute the masked-LM logits with their own decoder weight
-            return cls.from_tensors(config, load_weights(file), source=source, add_pooling_layer=add_pooling_layer,
-                                    fuse=fuse, own_decoder=written_by_tensorflow(file), **kwargs)
+            return cls.from_tensors(
+                config,
+                load_weights(file),
+                source=source,
+                add_pooling_layer=add_pooling_layer,
+                fuse=fuse,
+                own_decoder=written_by_tensorflow(file),
+                **kwargs,
+            )
         if not fuse:
             raise ValueError("an engine checkpoint holds fused weights: fuse=False is not possible")
         weights = engine.read(path, config)
@@ -307,14 +356,21 @@ class MobileBertPreTrainedModel:
 
     def with_weights(self, weights: PackedWeights):
         """A model of this class and these options on other ``weights`` (e.g. :func:`mbengine.quantize.quantize`'s)."""
-        return type(self)(weights, threads=self.threads, trigram_padding=self.trigram_padding,
-                          padding=self.padding, fuse_ffn=self.fuse_ffn, source=self.source)
+        return type(self)(
+            weights,
+            threads=self.threads,
+            trigram_padding=self.trigram_padding,
+            padding=self.padding,
+            fuse_ffn=self.fuse_ffn,
+            source=self.source,
+        )
 
     def runner(self, keep_hidden_states: bool = False) -> Runner:
         r = self._runners.get(keep_hidden_states)
         if r is None:
-            graph = build_graph(self.weights, keep_hidden_states=keep_hidden_states, fuse_ffn=self.fuse_ffn,
-                                source=self.source)
+            graph = build_graph(
+                self.weights, keep_hidden_states=keep_hidden_states, fuse_ffn=self.fuse_ffn, source=self.source
+            )
             r = self._runners[keep_hidden_states] = Runner(graph)
         return r
 
@@ -324,8 +380,9 @@ class MobileBertPreTrainedModel:
         return check_inputs(self.config, input_ids, attention_mask, token_type_ids, position_ids)
 
     # -------------------------------------------------------------------- call
-    def _run(self, input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states,
-             output_attentions, profile):
+    def _run(
+        self, input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions, profile
+    ):
         """Run the graph; return ({output name: array}, hidden_states, attentions)."""
         ids, mask, types, positions = self.check_inputs(input_ids, attention_mask, token_type_ids, position_ids)
         batch, seq = ids.shape
@@ -345,15 +402,24 @@ class MobileBertPreTrainedModel:
                 full = np.zeros((batch, seq, ref.width), np.float32)  # padding positions: zeros
                 full[real] = a
                 return full
+
             named = {name: array(ref) for name, ref in graph.outputs.items()}
             hidden = tuple(array(r) for r in graph.hidden_states) if output_hidden_states else None
             att = tuple(arena.probs[i].copy() for i in range(graph.num_layers)) if output_attentions else None
             return named, hidden, att
 
         with _threads(self.threads):
-            return runner.run(ids, mask, types, positions, want_probs=bool(output_attentions),
-                              trigram_mask_aware=self.trigram_padding == "mask", profile=profile, collect=collect,
-                              ragged=self.padding == "skip")
+            return runner.run(
+                ids,
+                mask,
+                types,
+                positions,
+                want_probs=bool(output_attentions),
+                trigram_mask_aware=self.trigram_padding == "mask",
+                profile=profile,
+                collect=collect,
+                ragged=self.padding == "skip",
+            )
 
     def _check_memory(self, graph, batch, seq, want_probs, want_hidden):
         """Refuse, before allocating, a call whose buffers and outputs would not fit in memory."""
@@ -370,12 +436,22 @@ class MobileBertPreTrainedModel:
         if free is not None and need > free:
             raise InputError(
                 f"a call with batch {batch} x seq {seq} needs about {need / 2**20:,.0f} MiB of activations and "
-                f"outputs, more than the {free / 2**20:,.0f} MiB of memory available; split the batch")
+                f"outputs, more than the {free / 2**20:,.0f} MiB of memory available; split the batch"
+            )
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                 output_hidden_states: bool = False, output_attentions: bool = False, profile: dict | None = None):
-        named, hidden, att = self._run(input_ids, attention_mask, token_type_ids, position_ids,
-                                       output_hidden_states, output_attentions, profile)
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        profile: dict | None = None,
+    ):
+        named, hidden, att = self._run(
+            input_ids, attention_mask, token_type_ids, position_ids, output_hidden_states, output_attentions, profile
+        )
         return self._output(named, hidden, att)
 
     def _output(self, named, hidden, att):
@@ -399,8 +475,7 @@ class MobileBertForPreTraining(MobileBertPreTrainedModel):
         _check_lm_head(config)
 
     def _output(self, named, hidden, att):
-        return MobileBertForPreTrainingOutput(named["prediction_logits"], named["seq_relationship_logits"],
-                                              hidden, att)
+        return MobileBertForPreTrainingOutput(named["prediction_logits"], named["seq_relationship_logits"], hidden, att)
 
 
 class MobileBertForMaskedLM(MobileBertPreTrainedModel):
@@ -451,8 +526,10 @@ class MobileBertForQuestionAnswering(MobileBertPreTrainedModel):
     @staticmethod
     def _check_config(config):
         if config.num_labels != 2:
-            raise ConfigError(f"MobileBertForQuestionAnswering needs num_labels = 2 (start and end logits), "
-                              f"the config has {config.num_labels}")
+            raise ConfigError(
+                f"MobileBertForQuestionAnswering needs num_labels = 2 (start and end logits), "
+                f"the config has {config.num_labels}"
+            )
 
     def _output(self, named, hidden, att):
         return QuestionAnsweringModelOutput(named["start_logits"][..., 0], named["end_logits"][..., 0], hidden, att)
@@ -463,8 +540,16 @@ class MobileBertForMultipleChoice(MobileBertPreTrainedModel):
 
     HEAD = "multiple_choice"
 
-    def __call__(self, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-                 output_hidden_states: bool = False, output_attentions: bool = False, profile: dict | None = None):
+    def __call__(
+        self,
+        input_ids,
+        attention_mask=None,
+        token_type_ids=None,
+        position_ids=None,
+        output_hidden_states: bool = False,
+        output_attentions: bool = False,
+        profile: dict | None = None,
+    ):
         ids = np.asarray(input_ids)
         if ids.ndim != 3:
             raise InputError(f"input_ids must have shape (batch, num_choices, seq), got an array of shape {ids.shape}")
@@ -478,19 +563,29 @@ class MobileBertForMultipleChoice(MobileBertPreTrainedModel):
                 raise InputError(f"{name} has shape {arr.shape}, expected {ids.shape} (the shape of input_ids)")
             return arr.reshape(batch * choices, seq)
 
-        named, hidden, att = self._run(ids.reshape(batch * choices, seq), flat("attention_mask", attention_mask),
-                                       flat("token_type_ids", token_type_ids), flat("position_ids", position_ids),
-                                       output_hidden_states, output_attentions, profile)
+        named, hidden, att = self._run(
+            ids.reshape(batch * choices, seq),
+            flat("attention_mask", attention_mask),
+            flat("token_type_ids", token_type_ids),
+            flat("position_ids", position_ids),
+            output_hidden_states,
+            output_attentions,
+            profile,
+        )
         return MultipleChoiceModelOutput(named["logits"].reshape(batch, choices), hidden, att)
 
 
 PADDING = ("skip", "compute")
-HEAD_CLASS_NAMES = {None: "MobileBertModel", "pretraining": "MobileBertForPreTraining",
-                    "masked_lm": "MobileBertForMaskedLM", "next_sentence": "MobileBertForNextSentencePrediction",
-                    "sequence_classification": "MobileBertForSequenceClassification",
-                    "multiple_choice": "MobileBertForMultipleChoice",
-                    "token_classification": "MobileBertForTokenClassification",
-                    "question_answering": "MobileBertForQuestionAnswering"}
+HEAD_CLASS_NAMES = {
+    None: "MobileBertModel",
+    "pretraining": "MobileBertForPreTraining",
+    "masked_lm": "MobileBertForMaskedLM",
+    "next_sentence": "MobileBertForNextSentencePrediction",
+    "sequence_classification": "MobileBertForSequenceClassification",
+    "multiple_choice": "MobileBertForMultipleChoice",
+    "token_classification": "MobileBertForTokenClassification",
+    "question_answering": "MobileBertForQuestionAnswering",
+}
 
 
 def _check_lm_head(config):
@@ -498,7 +593,8 @@ def _check_lm_head(config):
         raise ConfigError(
             f"the masked-LM head needs hidden_size >= embedding_size (its extra dense weight has "
             f"hidden_size - embedding_size = {config.hidden_size - config.embedding_size} rows); "
-            f"got hidden_size {config.hidden_size}, embedding_size {config.embedding_size}")
+            f"got hidden_size {config.hidden_size}, embedding_size {config.embedding_size}"
+        )
 
 
 def _check_threads(threads):
@@ -538,6 +634,10 @@ def _warn_if_no_int8_dot() -> None:
     from .kernels.target import TARGET
 
     if VARIANT == "generic" and _detected() == "generic":  # (not when MBENGINE_INT8_KERNEL forced it)
-        warnings.warn(f"no int8 micro-kernel for this CPU ({TARGET.describe()}; mbengine has them for x86 with "
-                      "SSSE3 or later and for aarch64): the int8 model runs on the portable kernel, several times "
-                      "slower than float32 here; it still uses less memory", PerformanceWarning, stacklevel=3)
+        warnings.warn(
+            f"no int8 micro-kernel for this CPU ({TARGET.describe()}; mbengine has them for x86 with "
+            "SSSE3 or later and for aarch64): the int8 model runs on the portable kernel, several times "
+            "slower than float32 here; it still uses less memory",
+            PerformanceWarning,
+            stacklevel=3,
+        )

@@ -18,8 +18,14 @@ from .graph import linear_ops, wire
 from .weights import PackedLinear, PackedWeights
 
 
-def pack(config: MobileBertConfig, tensors: Mapping[str, np.ndarray], *, head: str | None = None,
-         pooler: bool = True, fuse: bool = True) -> PackedWeights:
+def pack(
+    config: MobileBertConfig,
+    tensors: Mapping[str, np.ndarray],
+    *,
+    head: str | None = None,
+    pooler: bool = True,
+    fuse: bool = True,
+) -> PackedWeights:
     """The PackedWeights of a model with ``head`` (and the pooler or not).
 
     ``tensors``: canonical, validated tensors (``converters.canonical``).

@@ -124,18 +124,21 @@ class Pipeline:
     def _truncation(self, truncation, max_length):
         """(truncation strategy or False, the length to cut at)."""
         if truncation not in (True, False, "longest_first", "only_first", "only_second", "do_not_truncate"):
-            raise InputError(f"truncation must be True, False, 'longest_first', 'only_first' or 'only_second', "
-                             f"got {truncation!r}")
+            raise InputError(
+                f"truncation must be True, False, 'longest_first', 'only_first' or 'only_second', got {truncation!r}"
+            )
         limit = _int("max_length", max_length, allow_none=True)
         if limit is not None and limit > self.model.config.max_position_embeddings:
-            raise InputError(f"max_length={limit} is more than the model's "
-                             f"{self.model.config.max_position_embeddings} positions")
+            raise InputError(
+                f"max_length={limit} is more than the model's {self.model.config.max_position_embeddings} positions"
+            )
         if truncation == "do_not_truncate":
             truncation = False
         return truncation, self.max_length if limit is None else limit
 
-    def _encode(self, texts, pairs=None, *, truncation=False, max_length=None, name="inputs", single=False,
-                **kw) -> list[dict]:
+    def _encode(
+        self, texts, pairs=None, *, truncation=False, max_length=None, name="inputs", single=False, **kw
+    ) -> list[dict]:
         """Tokenize texts (pairs) into one dict of unpadded 1-D arrays per text.
 
         Without truncation a text longer than the model's positions is an error naming it."""
@@ -149,8 +152,10 @@ class Pipeline:
             for i, row in enumerate(rows):
                 n = len(row["input_ids"])
                 if n > self.max_length:
-                    raise InputError(f"{_item(name, i, single)} is {n} tokens long, more than the {self.max_length} "
-                                     f"the model takes; pass truncation=True to cut it")
+                    raise InputError(
+                        f"{_item(name, i, single)} is {n} tokens long, more than the {self.max_length} "
+                        f"the model takes; pass truncation=True to cut it"
+                    )
         return rows
 
     def _run(self, rows: list[dict], call) -> list:
@@ -160,7 +165,7 @@ class Pipeline:
         results = [None] * len(rows)
         pad = self.tokenizer.pad_token_id
         for begin in range(0, len(order), self.batch_size):
-            chunk = order[begin:begin + self.batch_size]
+            chunk = order[begin : begin + self.batch_size]
             width = max(len(rows[i]["input_ids"]) for i in chunk)
             ids = np.full((len(chunk), width), pad, np.int64)
             mask = np.zeros((len(chunk), width), np.int64)
@@ -256,8 +261,14 @@ class FillMaskPipeline(Pipeline):
                 filled = ids.copy()
                 filled[position] = token
                 filled = filled[filled != tok.pad_token_id]
-                row_out.append({"score": float(p[j]), "token": token, "token_str": tok.decode([token]),
-                                "sequence": tok.decode(filled, skip_special_tokens=single_mask)})
+                row_out.append(
+                    {
+                        "score": float(p[j]),
+                        "token": token,
+                        "token_str": tok.decode([token]),
+                        "sequence": tok.decode(filled, skip_special_tokens=single_mask),
+                    }
+                )
             per_mask.append(row_out)
         return per_mask[0] if single_mask else per_mask
 
@@ -279,8 +290,15 @@ class TextClassificationPipeline(Pipeline):
     is an error.
     """
 
-    def __call__(self, inputs, top_k=_UNSET, function_to_apply: str | None = None, text_pair=None,
-                 truncation=False, max_length: int | None = None):
+    def __call__(
+        self,
+        inputs,
+        top_k=_UNSET,
+        function_to_apply: str | None = None,
+        text_pair=None,
+        truncation=False,
+        max_length: int | None = None,
+    ):
         legacy = top_k is _UNSET
         if not legacy:
             top_k = _int("top_k", top_k, allow_none=True)
@@ -291,8 +309,14 @@ class TextClassificationPipeline(Pipeline):
         for with_pair in (False, True):
             index = [i for i, p in enumerate(pairs) if (p is not None) == with_pair]
             if index:
-                part = self._encode([texts[i] for i in index], [pairs[i] for i in index] if with_pair else None,
-                                    truncation=truncation, max_length=max_length, name="inputs", single=single)
+                part = self._encode(
+                    [texts[i] for i in index],
+                    [pairs[i] for i in index] if with_pair else None,
+                    truncation=truncation,
+                    max_length=max_length,
+                    name="inputs",
+                    single=single,
+                )
                 for i, row in zip(index, part):
                     rows[i] = row
 
@@ -307,8 +331,11 @@ class TextClassificationPipeline(Pipeline):
                 best = int(scores.argmax())
                 out.append({"label": id2label[best], "score": float(scores[best])})
             else:
-                ranked = sorted(({"label": id2label[i], "score": float(s)} for i, s in enumerate(scores)),
-                                key=lambda d: d["score"], reverse=True)
+                ranked = sorted(
+                    ({"label": id2label[i], "score": float(s)} for i, s in enumerate(scores)),
+                    key=lambda d: d["score"],
+                    reverse=True,
+                )
                 out.append(ranked if top_k is None else ranked[:top_k])
         if kind == "str":
             return [out[0]] if legacy else out[0]
@@ -338,8 +365,10 @@ class TextClassificationPipeline(Pipeline):
             if isinstance(item, dict):
                 extra = set(item) - {"text", "text_pair"}
                 if "text" not in item or extra:
-                    raise InputError(f"{name} must be a dict with the keys 'text' and (optionally) 'text_pair', "
-                                     f"got the keys {sorted(item)}")
+                    raise InputError(
+                        f"{name} must be a dict with the keys 'text' and (optionally) 'text_pair', "
+                        f"got the keys {sorted(item)}"
+                    )
                 text, pair = item["text"], item.get("text_pair")
                 if pair is not None and text_pair is not None:
                     raise InputError(f"{name} has a text_pair and text_pair= is given too")
@@ -389,8 +418,9 @@ class TokenClassificationPipeline(Pipeline):
 
     STRATEGIES = ("none", "simple", "first", "average", "max")
 
-    def __call__(self, inputs, aggregation_strategy: str | None = "none", ignore_labels=None,
-                 stride: int | None = None):
+    def __call__(
+        self, inputs, aggregation_strategy: str | None = "none", ignore_labels=None, stride: int | None = None
+    ):
         texts, single = _texts("inputs", inputs)
         strategy = "none" if aggregation_strategy is None else aggregation_strategy
         if not isinstance(strategy, str) or strategy.lower() not in self.STRATEGIES:
@@ -410,8 +440,10 @@ class TokenClassificationPipeline(Pipeline):
             if strategy == "none":
                 raise InputError('stride needs an aggregation_strategy other than "none" (the windows overlap)')
             if stride >= self.max_length - 2:
-                raise InputError(f"stride must be less than {self.max_length - 2} (the model's {self.max_length} "
-                                 f"positions minus [CLS] and [SEP]), got {stride}")
+                raise InputError(
+                    f"stride must be less than {self.max_length - 2} (the model's {self.max_length} "
+                    f"positions minus [CLS] and [SEP]), got {stride}"
+                )
             kw.update(return_overflowing_tokens=True, stride=stride)
         enc = self.tokenizer(texts, truncation=True, max_length=self.max_length, **kw)
         sample = enc.get("overflow_to_sample_mapping", np.arange(len(texts)))
@@ -428,8 +460,9 @@ class TokenClassificationPipeline(Pipeline):
             chunks[t] += 1
             n = len(row["input_ids"])
             entities = self._aggregate(self._pre_entities(texts[t], row, _softmax(logits[:n])), strategy)
-            per_text[t].extend(e for e in entities
-                               if e.get("entity") not in ignore and e.get("entity_group") not in ignore)
+            per_text[t].extend(
+                e for e in entities if e.get("entity") not in ignore and e.get("entity_group") not in ignore
+            )
         out = [_resolve_overlaps(e) if chunks[t] > 1 else e for t, e in enumerate(per_text)]
         return out[0] if single else out
 
@@ -446,8 +479,16 @@ class TokenClassificationPipeline(Pipeline):
             is_subword = len(word) != len(ref)
             if token_id == tok.unk_token_id:
                 word, is_subword = ref, False
-            pre.append({"word": word, "scores": scores[idx], "start": start, "end": end, "index": idx,
-                        "is_subword": is_subword})
+            pre.append(
+                {
+                    "word": word,
+                    "scores": scores[idx],
+                    "start": start,
+                    "end": end,
+                    "index": idx,
+                    "is_subword": is_subword,
+                }
+            )
         return pre
 
     def _aggregate(self, pre, strategy):
@@ -456,8 +497,16 @@ class TokenClassificationPipeline(Pipeline):
             entities = []
             for p in pre:
                 best = int(p["scores"].argmax())
-                entities.append({"entity": id2label[best], "score": float(p["scores"][best]), "index": p["index"],
-                                 "word": p["word"], "start": p["start"], "end": p["end"]})
+                entities.append(
+                    {
+                        "entity": id2label[best],
+                        "score": float(p["scores"][best]),
+                        "index": p["index"],
+                        "word": p["word"],
+                        "start": p["start"],
+                        "end": p["end"],
+                    }
+                )
             if strategy == "none":
                 return entities
         else:
@@ -480,9 +529,13 @@ class TokenClassificationPipeline(Pipeline):
         else:
             scores = np.nanmean(np.stack([p["scores"] for p in parts]), axis=0)
         best = int(scores.argmax())
-        return {"entity": self.model.config.id2label[best], "score": float(scores[best]),
-                "word": self.tokenizer.convert_tokens_to_string([p["word"] for p in parts]),
-                "start": parts[0]["start"], "end": parts[-1]["end"]}
+        return {
+            "entity": self.model.config.id2label[best],
+            "score": float(scores[best]),
+            "word": self.tokenizer.convert_tokens_to_string([p["word"] for p in parts]),
+            "start": parts[0]["start"],
+            "end": parts[-1]["end"],
+        }
 
     def _group(self, entities):
         groups, current = [], []
@@ -499,10 +552,13 @@ class TokenClassificationPipeline(Pipeline):
         return groups
 
     def _close(self, parts):
-        return {"entity_group": parts[0]["entity"].split("-", 1)[-1],
-                "score": float(np.nanmean([p["score"] for p in parts])),
-                "word": self.tokenizer.convert_tokens_to_string([p["word"] for p in parts]),
-                "start": parts[0]["start"], "end": parts[-1]["end"]}
+        return {
+            "entity_group": parts[0]["entity"].split("-", 1)[-1],
+            "score": float(np.nanmean([p["score"] for p in parts])),
+            "word": self.tokenizer.convert_tokens_to_string([p["word"] for p in parts]),
+            "start": parts[0]["start"],
+            "end": parts[-1]["end"],
+        }
 
 
 def _tag(label):
@@ -559,9 +615,19 @@ class QuestionAnsweringPipeline(Pipeline):
     only if it then still does not fit is it an error.
     """
 
-    def __call__(self, question=None, context=None, *, top_k: int = 1, doc_stride: int | None = None,
-                 max_answer_len: int = 15, max_seq_len: int | None = None, max_question_len: int = 64,
-                 handle_impossible_answer: bool = False, align_to_words: bool = True):
+    def __call__(
+        self,
+        question=None,
+        context=None,
+        *,
+        top_k: int = 1,
+        doc_stride: int | None = None,
+        max_answer_len: int = 15,
+        max_seq_len: int | None = None,
+        max_question_len: int = 64,
+        handle_impossible_answer: bool = False,
+        align_to_words: bool = True,
+    ):
         examples, single = self._examples(question, context)
         top_k = _int("top_k", top_k)
         max_answer_len = _int("max_answer_len", max_answer_len)
@@ -583,8 +649,16 @@ class QuestionAnsweringPipeline(Pipeline):
         rows, owner = [], []
         for k, (q, c) in enumerate(examples):
             q = self._fit_question(k, single, q, c, max_seq_len, doc_stride, max_question_len)
-            enc = tok(q, c, truncation="only_second", max_length=max_seq_len, stride=doc_stride,
-                      return_overflowing_tokens=True, return_offsets_mapping=True, return_word_ids=True)
+            enc = tok(
+                q,
+                c,
+                truncation="only_second",
+                max_length=max_seq_len,
+                stride=doc_stride,
+                return_overflowing_tokens=True,
+                return_offsets_mapping=True,
+                return_word_ids=True,
+            )
             for row in _rows(enc):
                 rows.append(row)
                 owner.append(k)
@@ -592,8 +666,10 @@ class QuestionAnsweringPipeline(Pipeline):
         def call(ids, mask, types):
             out = self.model(ids, attention_mask=mask, token_type_ids=types)
             n = mask.sum(axis=1)
-            return [(out.start_logits[r, :n[r]].astype(np.float32), out.end_logits[r, :n[r]].astype(np.float32))
-                    for r in range(len(ids))]
+            return [
+                (out.start_logits[r, : n[r]].astype(np.float32), out.end_logits[r, : n[r]].astype(np.float32))
+                for r in range(len(ids))
+            ]
 
         logits = self._run(rows, call)
         pre_topk = top_k * 2 + 10 if align_to_words else top_k
@@ -602,8 +678,9 @@ class QuestionAnsweringPipeline(Pipeline):
             answers, min_null = [], 1000000.0
             for row, (start, end) in ((rows[r], logits[r]) for r in range(len(rows)) if owner[r] == k):
                 desired = self._desired(row)
-                starts, ends, scores, min_null = _select_spans(start, end, desired, min_null, pre_topk,
-                                                               handle_impossible_answer, max_answer_len)
+                starts, ends, scores, min_null = _select_spans(
+                    start, end, desired, min_null, pre_topk, handle_impossible_answer, max_answer_len
+                )
                 for s, e, score in zip(starts, ends, scores):
                     a, b = _char_span(row, int(s), int(e), align_to_words)
                     text = c[a:b]
@@ -629,13 +706,17 @@ class QuestionAnsweringPipeline(Pipeline):
         if context is None:
             items = question if isinstance(question, (list, tuple)) else [question]
             if question is None or not items or not all(isinstance(x, dict) for x in items):
-                raise PipelineInputError("context is required (a str or a list of str), unless question is a "
-                                         "{'question', 'context'} dict or a list of them")
+                raise PipelineInputError(
+                    "context is required (a str or a list of str), unless question is a "
+                    "{'question', 'context'} dict or a list of them"
+                )
             pairs = []
             for i, item in enumerate(items):
                 if "question" not in item or "context" not in item:
-                    raise InputError(f"question[{i}] must be a dict with the keys 'question' and 'context', "
-                                     f"got the keys {sorted(item)}")
+                    raise InputError(
+                        f"question[{i}] must be a dict with the keys 'question' and 'context', "
+                        f"got the keys {sorted(item)}"
+                    )
                 pairs.append((item["question"], item["context"]))
             single = not isinstance(question, (list, tuple))
         else:
@@ -644,8 +725,9 @@ class QuestionAnsweringPipeline(Pipeline):
             if one_context:
                 contexts = contexts * len(questions)
             elif single:
-                raise InputError(f"one question but {len(contexts)} contexts; give a list of questions, "
-                                 f"one per context")
+                raise InputError(
+                    f"one question but {len(contexts)} contexts; give a list of questions, one per context"
+                )
             elif len(contexts) != len(questions):
                 raise InputError(f"{len(questions)} questions but {len(contexts)} contexts")
             pairs = list(zip(questions, contexts))
@@ -673,14 +755,18 @@ class QuestionAnsweringPipeline(Pipeline):
         if fits(nq):
             return q
         if nq > max_question_len and fits(max_question_len):
-            return q[:int(q_enc["offset_mapping"][0][max_question_len - 1][1])]
+            return q[: int(q_enc["offset_mapping"][0][max_question_len - 1][1])]
         n = min(nq, max_question_len)
         room = max_seq_len - n - 3
         if room < 1:
-            raise InputError(f"{_item('question', k, single)} has {nq} tokens (cut to {n} at most): with "
-                             f"max_seq_len={max_seq_len} no context token fits beside it")
-        raise InputError(f"doc_stride={doc_stride} must be less than the {room} context tokens a window holds "
-                         f"(max_seq_len={max_seq_len} minus the question's {n} tokens and 3 special tokens)")
+            raise InputError(
+                f"{_item('question', k, single)} has {nq} tokens (cut to {n} at most): with "
+                f"max_seq_len={max_seq_len} no context token fits beside it"
+            )
+        raise InputError(
+            f"doc_stride={doc_stride} must be less than the {room} context tokens a window holds "
+            f"(max_seq_len={max_seq_len} minus the question's {n} tokens and 3 special tokens)"
+        )
 
 
 def _select_spans(start, end, desired, min_null, top_k, handle_impossible, max_answer_len):
@@ -745,8 +831,10 @@ class MultipleChoicePipeline(Pipeline):
             choice_lists = [_texts("choices", choices)[0]]
         else:
             if not isinstance(choices, (list, tuple)) or len(choices) != len(prompts):
-                raise InputError(f"with {len(prompts)} prompts, choices must be a list of {len(prompts)} lists "
-                                 f"of str (one list per prompt)")
+                raise InputError(
+                    f"with {len(prompts)} prompts, choices must be a list of {len(prompts)} lists "
+                    f"of str (one list per prompt)"
+                )
             choice_lists = [_texts(f"choices[{i}]", c)[0] for i, c in enumerate(choices)]
         items = []
         for i, (p, cs) in enumerate(zip(prompts, choice_lists)):
@@ -762,7 +850,7 @@ class MultipleChoicePipeline(Pipeline):
         for count, members in groups.items():
             members.sort(key=lambda i: max(len(r["input_ids"]) for r in items[i]))
             for begin in range(0, len(members), self.batch_size):
-                chunk = members[begin:begin + self.batch_size]
+                chunk = members[begin : begin + self.batch_size]
                 width = max(len(r["input_ids"]) for i in chunk for r in items[i])
                 ids = np.full((len(chunk), count, width), pad, np.int64)
                 mask = np.zeros_like(ids)
@@ -790,8 +878,9 @@ class NextSentencePipeline(Pipeline):
         a, single = _texts("text_a", text_a)
         b, single_b = _texts("text_b", text_b)
         if single != single_b or len(a) != len(b):
-            raise InputError(f"text_a and text_b must both be a str or lists of the same length "
-                             f"(got {len(a)} and {len(b)} texts)")
+            raise InputError(
+                f"text_a and text_b must both be a str or lists of the same length (got {len(a)} and {len(b)} texts)"
+            )
         rows = self._encode(a, b, truncation=truncation, name="text_a", single=single)
 
         def call(ids, mask, types):
@@ -815,8 +904,14 @@ class FeatureExtractionPipeline(Pipeline):
     a text longer than the model is an error.
     """
 
-    def __call__(self, inputs, pooling: str | None = None, normalize: bool = False, truncation=False,
-                 max_length: int | None = None):
+    def __call__(
+        self,
+        inputs,
+        pooling: str | None = None,
+        normalize: bool = False,
+        truncation=False,
+        max_length: int | None = None,
+    ):
         texts, single = _texts("inputs", inputs)
         if pooling not in (None, "cls", "mean"):
             raise InputError(f"pooling must be None, 'cls' or 'mean', got {pooling!r}")
@@ -859,8 +954,15 @@ TASKS = {
 ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
 
 
-def pipeline(task: str, model=None, tokenizer=None, threads: int | None = None, batch_size: int = 8,
-             revision: str | None = None, **model_kwargs):
+def pipeline(
+    task: str,
+    model=None,
+    tokenizer=None,
+    threads: int | None = None,
+    batch_size: int = 8,
+    revision: str | None = None,
+    **model_kwargs,
+):
     """A ready pipeline for ``task``.
 
     ``model``: a checkpoint directory (HF or engine format; its tokenizer files

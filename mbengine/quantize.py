@@ -67,16 +67,22 @@ class Report:
         """What goes into the checkpoint's config: the settings and the decisions."""
         int8 = [op for op in self.ops if op.dtype == "int8"]
         return {
-            "calibration": self.calibration, "calibration_tokens": self.tokens, **self.settings,
-            "int8_linears": len(int8), "float32_linears": [op.name for op in self.ops if op.dtype != "int8"],
+            "calibration": self.calibration,
+            "calibration_tokens": self.tokens,
+            **self.settings,
+            "int8_linears": len(int8),
+            "float32_linears": [op.name for op in self.ops if op.dtype != "int8"],
             "outlier_channels": int(sum(op.outliers for op in int8)),
             "max_linear_error": float(max((op.error for op in int8), default=0.0)),
         }
 
     def table(self) -> str:
         rows = ["| linear | K -> N | outliers | max/median | error | dtype |", "|---|---|---|---|---|---|"]
-        rows += [f"| {op.name} | {op.shape[0]} -> {op.shape[1]} | {op.outliers} | {op.max_ratio:.3g} | "
-                 f"{op.error:.2e} | {op.dtype} |" for op in self.ops]
+        rows += [
+            f"| {op.name} | {op.shape[0]} -> {op.shape[1]} | {op.outliers} | {op.max_ratio:.3g} | "
+            f"{op.error:.2e} | {op.dtype} |"
+            for op in self.ops
+        ]
         return "\n".join(rows)
 
     def to_dict(self) -> dict:
@@ -90,8 +96,9 @@ def sample_texts() -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-def calibration_batches(config: MobileBertConfig, texts=None, tokenizer=None, *, batch_size: int = 8,
-                        max_length: int = 128, seed: int = 0):
+def calibration_batches(
+    config: MobileBertConfig, texts=None, tokenizer=None, *, batch_size: int = 8, max_length: int = 128, seed: int = 0
+):
     """(description, [(input_ids, attention_mask, token_type_ids)]) to calibrate a model of ``config`` with.
 
     Text (``texts`` or the built-in sentences) needs a tokenizer; without one,
@@ -103,15 +110,16 @@ def calibration_batches(config: MobileBertConfig, texts=None, tokenizer=None, *,
         if not texts:
             raise ValueError("no calibration texts")
         # sentence pairs, as the model was trained; an odd last sentence goes alone
-        firsts, seconds = texts[0:len(texts) - 1:2], texts[1::2]
-        chunks = [(firsts[i:i + batch_size], seconds[i:i + batch_size]) for i in range(0, len(firsts), batch_size)]
+        firsts, seconds = texts[0 : len(texts) - 1 : 2], texts[1::2]
+        chunks = [(firsts[i : i + batch_size], seconds[i : i + batch_size]) for i in range(0, len(firsts), batch_size)]
         if len(texts) % 2:
             chunks.append(([texts[-1]], None))
         batches = []
         for a, b in chunks:
             enc = tokenizer(a, b, padding=True, truncation=True, max_length=max_length)
-            batches.append((np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]),
-                            np.asarray(enc["token_type_ids"])))
+            batches.append(
+                (np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]), np.asarray(enc["token_type_ids"]))
+            )
         return f"{source} ({len(texts)})", batches
     if texts is not None:
         raise ValueError("calibration texts need a tokenizer")
@@ -171,9 +179,15 @@ def _simulate(x: np.ndarray, w: np.ndarray, wq: np.ndarray, sw: np.ndarray, outl
 ERROR_ROWS = 256  # rows per step of the error measurement: a 30522-wide decoder output is 62 MB of float64 each
 
 
-def quantize(weights: PackedWeights, batches, *, calibration: str = "", outlier_ratio: float = OUTLIER_RATIO,
-             max_outlier_fraction: float = MAX_OUTLIER_FRACTION,
-             max_error: float = MAX_ERROR) -> tuple[PackedWeights, Report]:
+def quantize(
+    weights: PackedWeights,
+    batches,
+    *,
+    calibration: str = "",
+    outlier_ratio: float = OUTLIER_RATIO,
+    max_outlier_fraction: float = MAX_OUTLIER_FRACTION,
+    max_error: float = MAX_ERROR,
+) -> tuple[PackedWeights, Report]:
     """The int8 form of float32 ``weights`` (any head), and what was decided and measured.
 
     ``batches``: [(input_ids, attention_mask, token_type_ids)] run in float32 to
@@ -213,28 +227,35 @@ def quantize(weights: PackedWeights, batches, *, calibration: str = "", outlier_
             wq, sw = inlier_weights[op.name]
             wq = wq.astype(np.float64)
             for start in range(0, rows.shape[0], ERROR_ROWS):
-                x = rows[start:start + ERROR_ROWS]
+                x = rows[start : start + ERROR_ROWS]
                 exact = x.astype(np.float64) @ w.T
                 err_num[op.name] += float(np.sum((_simulate(x, w, wq, sw, chosen[op.name]) - exact) ** 2))
-                err_den[op.name] += float(np.sum(exact ** 2))
+                err_den[op.name] += float(np.sum(exact**2))
 
     run(errors)
-    report = Report(calibration, tokens, settings={"outlier_ratio": outlier_ratio,
-                                                   "max_outlier_fraction": max_outlier_fraction,
-                                                   "max_error": max_error})
+    report = Report(
+        calibration,
+        tokens,
+        settings={"outlier_ratio": outlier_ratio, "max_outlier_fraction": max_outlier_fraction, "max_error": max_error},
+    )
     linears = dict(weights.linears)
     for op in ops:
         error = (err_num[op.name] / err_den[op.name]) ** 0.5 if err_den[op.name] > 0 else 0.0
         dtype = "int8" if error <= max_error else "float32"
-        report.ops.append(OpReport(op.name, (op.x.width, op.out.width), len(chosen[op.name]), ratios[op.name],
-                                   error, dtype))
+        report.ops.append(
+            OpReport(op.name, (op.x.width, op.out.width), len(chosen[op.name]), ratios[op.name], error, dtype)
+        )
         if dtype == "int8":
             linears[op.name] = quantize_linear(dense[op.name], chosen[op.name], inlier_weights[op.name])
     table, scale = quantize_rows(weights.tensors[WORD_EMBEDDINGS])
     scale.flags.writeable = False
     table.flags.writeable = False
-    quantized = weights.replace(tensors={**weights.tensors, WORD_EMBEDDINGS: table}, linears=linears,
-                                row_scales={WORD_EMBEDDINGS: scale}, quantization=report.summary())
+    quantized = weights.replace(
+        tensors={**weights.tensors, WORD_EMBEDDINGS: table},
+        linears=linears,
+        row_scales={WORD_EMBEDDINGS: scale},
+        quantization=report.summary(),
+    )
     return quantized, report
 
 

@@ -59,8 +59,14 @@ def next_weights(graph: Graph) -> dict:
 
 def _int8_width(graph: Graph) -> int:
     """Bytes per row of the quantized-activation scratch (0 without int8 linears)."""
-    return max((op.weight.panels.shape[1] * 4 * k_qlinear.QX_BYTES for op in graph.ops
-                if isinstance(op, Linear) and isinstance(op.weight, Int8Linear)), default=0)
+    return max(
+        (
+            op.weight.panels.shape[1] * 4 * k_qlinear.QX_BYTES
+            for op in graph.ops
+            if isinstance(op, Linear) and isinstance(op.weight, Int8Linear)
+        ),
+        default=0,
+    )
 
 
 def arena_bytes(graph: Graph, batch: int, seq: int, want_probs: bool, rows: int | None = None) -> int:
@@ -70,8 +76,9 @@ def arena_bytes(graph: Graph, batch: int, seq: int, want_probs: bool, rows: int 
     total += 5 * batch * seq * 8  # inputs and the additive mask
     total += 4 * _max_threads() * k_linear.ROWS * _ffn_width(graph)
     total += T * (_int8_width(graph) + 4)
-    total += 4 * sum(int(np.prod(s)) for s in
-                     k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads()))
+    total += 4 * sum(
+        int(np.prod(s)) for s in k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
+    )
     if want_probs:
         total += 4 * graph.num_layers * batch * graph.heads * seq * seq
     return total
@@ -92,8 +99,17 @@ def available_memory() -> int | None:
 class Arena:
     """Buffers and the bound plan for one (batch, seq, want_probs) shape."""
 
-    def __init__(self, graph: Graph, batch: int, seq: int, want_probs: bool, carve=None, threads: int = 1,
-                 next_weight: dict | None = None, rows: int | None = None):
+    def __init__(
+        self,
+        graph: Graph,
+        batch: int,
+        seq: int,
+        want_probs: bool,
+        carve=None,
+        threads: int = 1,
+        next_weight: dict | None = None,
+        rows: int | None = None,
+    ):
         carve = carve or _carve
         self.batch, self.seq = batch, seq
         self.ragged = rows is not None  # token rows: the real tokens only (module doc)
@@ -101,14 +117,17 @@ class Arena:
         T = batch * seq if rows is None else rows
         kp, sc = k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
         shapes = {name: (T if b.rows == "tokens" else batch, b.width) for name, b in graph.buffers.items()}
-        shapes.update({
-            "mask_add": (batch, seq),
-            # attention scratch: packed keys per (batch, head), one score block per thread
-            "kp": kp, "scores": sc,
-            # fused feed-forward pairs: one block of intermediate rows per thread
-            "ffn_scratch": (_max_threads(), k_linear.ROWS, _ffn_width(graph)),
-            "qscale": (T,),  # int8 linears: the scale of each quantized row
-        })
+        shapes.update(
+            {
+                "mask_add": (batch, seq),
+                # attention scratch: packed keys per (batch, head), one score block per thread
+                "kp": kp,
+                "scores": sc,
+                # fused feed-forward pairs: one block of intermediate rows per thread
+                "ffn_scratch": (_max_threads(), k_linear.ROWS, _ffn_width(graph)),
+                "qscale": (T,),  # int8 linears: the scale of each quantized row
+            }
+        )
         if want_probs:
             shapes["probs"] = (graph.num_layers, batch, graph.heads, seq, seq)
         # Every buffer is a view of one float block and one integer block, which the
@@ -116,15 +135,21 @@ class Arena:
         views = carve(np.float32, shapes)
         self.bufs = {name: views.pop(name) for name in graph.buffers}
         self.mask_add, self.kp, self.scores, self.ffn_scratch = (
-            views[k] for k in ("mask_add", "kp", "scores", "ffn_scratch"))
+            views[k] for k in ("mask_add", "kp", "scores", "ffn_scratch")
+        )
         self.probs = views.get("probs")
         self.qscale = views["qscale"]
         # int8 linears: each row of activations, quantized (one byte per input)
         self.qx = carve(k_qlinear.QX_DTYPE, {"qx": (T, max(_int8_width(graph), 4 * k_qlinear.QX_BYTES))})["qx"]
-        ints = carve(np.int64, {**{k: (batch, seq) for k in ("ids", "mask", "types", "positions")},
-                                "starts": (batch + 1,)})
+        ints = carve(
+            np.int64, {**{k: (batch, seq) for k in ("ids", "mask", "types", "positions")}, "starts": (batch + 1,)}
+        )
         self.input_ids, self.attention_mask, self.token_type_ids, self.position_ids = (
-            ints["ids"], ints["mask"], ints["types"], ints["positions"])
+            ints["ids"],
+            ints["mask"],
+            ints["types"],
+            ints["positions"],
+        )
         self.starts = ints["starts"]  # sequence b's token rows: [starts[b], starts[b + 1]) (set per call)
         # read by the embedding op at call time; an array, so the plan need not refer to the arena
         # (a plan holding its arena would be a reference cycle, freed only by the cyclic collector)
@@ -133,7 +158,7 @@ class Arena:
         self.plan = [(op.name, *self._bind(op)) for op in graph.ops]
 
     def view(self, ref: Ref) -> np.ndarray:
-        return self.bufs[ref.buf][:, ref.off:ref.off + ref.width]
+        return self.bufs[ref.buf][:, ref.off : ref.off + ref.width]
 
     def _bind(self, op):
         B = self.bufs
@@ -143,50 +168,149 @@ class Arena:
             nb = op.nb if op.nb is not None else _NO_VECTOR
             q = op.weight
             if isinstance(q, Int8Linear):
-                return k_qlinear.qlinear, (B[op.x.buf], op.x.off, q.mask, self.qx, self.qscale, q.panels, q.scale,
-                                           q.corr, q.outliers, q.outlier_w, op.b, int(op.act), res, res_off,
-                                           int(op.norm), nw, nb, float(op.eps), B[op.out.buf], op.out.off,
-                                           self._next_weight.get(id(op), _NO_BYTES))
-            return k_linear.linear, (B[op.x.buf], op.x.off, q.panels, op.b, int(op.act), res, res_off,
-                                     int(op.norm), nw, nb, float(op.eps), B[op.out.buf], op.out.off, self.threads,
-                                     self._next_weight.get(id(op), _NO_BYTES))
+                return k_qlinear.qlinear, (
+                    B[op.x.buf],
+                    op.x.off,
+                    q.mask,
+                    self.qx,
+                    self.qscale,
+                    q.panels,
+                    q.scale,
+                    q.corr,
+                    q.outliers,
+                    q.outlier_w,
+                    op.b,
+                    int(op.act),
+                    res,
+                    res_off,
+                    int(op.norm),
+                    nw,
+                    nb,
+                    float(op.eps),
+                    B[op.out.buf],
+                    op.out.off,
+                    self._next_weight.get(id(op), _NO_BYTES),
+                )
+            return k_linear.linear, (
+                B[op.x.buf],
+                op.x.off,
+                q.panels,
+                op.b,
+                int(op.act),
+                res,
+                res_off,
+                int(op.norm),
+                nw,
+                nb,
+                float(op.eps),
+                B[op.out.buf],
+                op.out.off,
+                self.threads,
+                self._next_weight.get(id(op), _NO_BYTES),
+            )
         if isinstance(op, FeedForward):
             a, b = op.first, op.second
             nw = b.nw if b.nw is not None else _NO_VECTOR
             nb = b.nb if b.nb is not None else _NO_VECTOR
-            return k_linear.ffn, (B[a.x.buf], a.x.off, a.weight.panels, a.b, int(a.act), b.weight.panels, b.b,
-                                  int(b.norm), nw, nb, float(b.eps), B[b.out.buf], b.out.off, self.ffn_scratch)
+            return k_linear.ffn, (
+                B[a.x.buf],
+                a.x.off,
+                a.weight.panels,
+                a.b,
+                int(a.act),
+                b.weight.panels,
+                b.b,
+                int(b.norm),
+                nw,
+                nb,
+                float(b.eps),
+                B[b.out.buf],
+                b.out.off,
+                self.ffn_scratch,
+            )
         if isinstance(op, Attention):
             want = self.probs is not None
             probs = self.probs[op.layer] if want else _NO_PROBS
-            scale = np.float32(op.head_dim ** -0.5)
-            return k_attention.attention, (B[op.q.buf], op.q.off, B[op.k.buf], op.k.off, B[op.v.buf], op.v.off,
-                                           self.mask_add, self.starts, op.heads, op.head_dim, scale,
-                                           B[op.out.buf], op.out.off, probs, int(want), self.kp, self.scores)
+            scale = np.float32(op.head_dim**-0.5)
+            return k_attention.attention, (
+                B[op.q.buf],
+                op.q.off,
+                B[op.k.buf],
+                op.k.off,
+                B[op.v.buf],
+                op.v.off,
+                self.mask_add,
+                self.starts,
+                op.heads,
+                op.head_dim,
+                scale,
+                B[op.out.buf],
+                op.out.off,
+                probs,
+                int(want),
+                self.kp,
+                self.scores,
+            )
         if isinstance(op, EmbedWords):
             if op.out.off != 0 or op.out.width != self.bufs[op.out.buf].shape[1]:
-                raise RuntimeError(f"graph error: the word embedding writes columns {op.out.off}.."
-                                   f"{op.out.off + op.out.width} of a {self.bufs[op.out.buf].shape[1]}-wide buffer; "
-                                   "its kernel writes whole rows")
+                raise RuntimeError(
+                    f"graph error: the word embedding writes columns {op.out.off}.."
+                    f"{op.out.off + op.out.width} of a {self.bufs[op.out.buf].shape[1]}-wide buffer; "
+                    "its kernel writes whole rows"
+                )
             scale = op.scale if op.scale is not None else _NO_SCALES
-            return _embed_words, (self.input_ids, self.attention_mask, op.table, scale, int(op.trigram),
-                                  self.trigram_mask_aware, self.starts, B[op.out.buf])
+            return _embed_words, (
+                self.input_ids,
+                self.attention_mask,
+                op.table,
+                scale,
+                int(op.trigram),
+                self.trigram_mask_aware,
+                self.starts,
+                B[op.out.buf],
+            )
         if isinstance(op, EmbedPositions):
             if op.out.off != 0:
-                raise RuntimeError(f"graph error: the position embedding writes at column {op.out.off}; its kernel "
-                                   "writes from column 0")
-            return k_embeddings.embed_positions, (self.position_ids, self.token_type_ids, op.positions,
-                                                  op.token_types, self.starts, B[op.out.buf])
+                raise RuntimeError(
+                    f"graph error: the position embedding writes at column {op.out.off}; its kernel "
+                    "writes from column 0"
+                )
+            return k_embeddings.embed_positions, (
+                self.position_ids,
+                self.token_type_ids,
+                op.positions,
+                op.token_types,
+                self.starts,
+                B[op.out.buf],
+            )
         if isinstance(op, AddNorm):
             r, r_off = (B[op.r.buf], op.r.off) if op.r is not None else (_NO_MATRIX, -1)
-            return k_norms.add_norm, (B[op.a.buf], op.a.off, r, r_off, op.out.width, int(op.norm), op.nw, op.nb,
-                                      float(op.eps), B[op.out.buf], op.out.off)
+            return k_norms.add_norm, (
+                B[op.a.buf],
+                op.a.off,
+                r,
+                r_off,
+                op.out.width,
+                int(op.norm),
+                op.nw,
+                op.nb,
+                float(op.eps),
+                B[op.out.buf],
+                op.out.off,
+            )
         if isinstance(op, FirstToken):
             return k_embeddings.gather_rows, (B[op.x.buf], op.x.off, op.x.width, self.starts, B[op.out.buf])
         raise TypeError(f"no kernel for op {op!r}")  # pragma: no cover
 
-    def set_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, trigram_mask_aware: bool,
-                   lengths: np.ndarray | None = None):
+    def set_inputs(
+        self,
+        input_ids,
+        attention_mask,
+        token_type_ids,
+        position_ids,
+        trigram_mask_aware: bool,
+        lengths: np.ndarray | None = None,
+    ):
         """Copy a call's inputs in; a ragged arena also takes each sequence's length (its real tokens)."""
         # (every call: arenas of one runner share memory, see Runner.carve)
         self.starts[0] = 0
@@ -216,8 +340,10 @@ def _layout(dtype, shapes: dict) -> tuple[dict, int]:
 def _views(block: np.ndarray, shapes: dict, offsets: dict) -> dict:
     align = 64 // block.itemsize
     start = (-block.ctypes.data // block.itemsize) % align
-    return {name: block[start + offsets[name]:start + offsets[name] + int(np.prod(shape))].reshape(shape)
-            for name, shape in shapes.items()}
+    return {
+        name: block[start + offsets[name] : start + offsets[name] + int(np.prod(shape))].reshape(shape)
+        for name, shape in shapes.items()
+    }
 
 
 def _carve(dtype, shapes: dict) -> dict:
@@ -227,8 +353,11 @@ def _carve(dtype, shapes: dict) -> dict:
 
 
 def _ffn_width(graph: Graph) -> int:
-    widths = [op.first.weight.panels.shape[0] * op.first.weight.panels.shape[2] for op in graph.ops
-              if isinstance(op, FeedForward)]
+    widths = [
+        op.first.weight.panels.shape[0] * op.first.weight.panels.shape[2]
+        for op in graph.ops
+        if isinstance(op, FeedForward)
+    ]
     return max(widths, default=1)
 
 
@@ -299,8 +428,9 @@ class Runner:
         """Bytes of the blocks this runner's arenas are carved from."""
         return sum(b.nbytes for b in self._blocks.values())
 
-    def arena(self, batch: int, seq: int, want_probs: bool, threads: int | None = None,
-              rows: int | None = None) -> Arena:
+    def arena(
+        self, batch: int, seq: int, want_probs: bool, threads: int | None = None, rows: int | None = None
+    ) -> Arena:
         """The arena for this shape (``rows``: a ragged batch's real tokens; None: every position)."""
         if threads is None:
             import numba
@@ -309,8 +439,16 @@ class Runner:
         key = (batch, seq, want_probs, threads, rows)
         arena = self._arenas.get(key)
         if arena is None:
-            arena = Arena(self.graph, batch, seq, want_probs, carve=self.carve, threads=threads,
-                          next_weight=self._next_weight, rows=rows)
+            arena = Arena(
+                self.graph,
+                batch,
+                seq,
+                want_probs,
+                carve=self.carve,
+                threads=threads,
+                next_weight=self._next_weight,
+                rows=rows,
+            )
             self._arenas[key] = arena
             while len(self._arenas) > self.max_arenas:
                 self._arenas.popitem(last=False)
@@ -335,8 +473,20 @@ class Runner:
             block = self._blocks[key] = np.zeros(max(total, 0 if block is None else block.size * 3 // 2), dtype)
         return _views(block, shapes, offsets)
 
-    def run(self, input_ids, attention_mask, token_type_ids, position_ids, *, want_probs=False,
-            trigram_mask_aware=True, profile: dict | None = None, collect=None, observe=None, ragged=False):
+    def run(
+        self,
+        input_ids,
+        attention_mask,
+        token_type_ids,
+        position_ids,
+        *,
+        want_probs=False,
+        trigram_mask_aware=True,
+        profile: dict | None = None,
+        collect=None,
+        observe=None,
+        ragged=False,
+    ):
         """Run the graph; ``collect(arena)`` copies outputs out while the lock is held.
 
         With ``profile`` (a dict), the wall time of each op is added under its name.

@@ -75,8 +75,10 @@ def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str,
     ranges = []
     for name, info in header.items():
         if not _entry_ok(info):
-            problems.append(f"{name}: malformed header entry {info!r:.200} (expected dtype, shape and "
-                            "data_offsets: a string, a list of sizes, two offsets)")
+            problems.append(
+                f"{name}: malformed header entry {info!r:.200} (expected dtype, shape and "
+                "data_offsets: a string, a list of sizes, two offsets)"
+            )
             continue
         dtype_name, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
         if dtype_name not in _DTYPES:
@@ -113,10 +115,15 @@ def _entry_ok(info) -> bool:
     def count(v):
         return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62
 
-    return (isinstance(info, dict) and isinstance(info.get("dtype"), str)
-            and isinstance(info.get("shape"), list) and all(count(d) for d in info["shape"])
-            and isinstance(info.get("data_offsets"), list) and len(info["data_offsets"]) == 2
-            and all(count(o) for o in info["data_offsets"]))
+    return (
+        isinstance(info, dict)
+        and isinstance(info.get("dtype"), str)
+        and isinstance(info.get("shape"), list)
+        and all(count(d) for d in info["shape"])
+        and isinstance(info.get("data_offsets"), list)
+        and len(info["data_offsets"]) == 2
+        and all(count(o) for o in info["data_offsets"])
+    )
 
 
 def _layout_problems(ranges: list[tuple[int, int, str]], data_size: int) -> list[str]:

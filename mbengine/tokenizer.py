@@ -37,13 +37,22 @@ from . import hub
 from .errors import InputError, MBEngineError
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-TRUNCATION = {True: "longest_first", "longest_first": "longest_first", "only_first": "only_first",
-              "only_second": "only_second", False: None, "do_not_truncate": None}
+TRUNCATION = {
+    True: "longest_first",
+    "longest_first": "longest_first",
+    "only_first": "only_first",
+    "only_second": "only_second",
+    False: None,
+    "do_not_truncate": None,
+}
 PADDING = {False: None, "do_not_pad": None, True: "longest", "longest": "longest", "max_length": "max_length"}
 DEFAULT_MAX_LENGTH = 512
 # tokenizer_config.json keys -> BertNormalizer arguments
-NORMALIZER_KEYS = {"do_lower_case": "lowercase", "strip_accents": "strip_accents",
-                   "tokenize_chinese_chars": "handle_chinese_chars"}
+NORMALIZER_KEYS = {
+    "do_lower_case": "lowercase",
+    "strip_accents": "strip_accents",
+    "tokenize_chinese_chars": "handle_chinese_chars",
+}
 
 
 class TokenizerError(MBEngineError):
@@ -77,8 +86,10 @@ def _bert_template(tok):
     from tokenizers import processors
 
     return processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))],
+    )
 
 
 def _normalizer(config: dict, default: dict | None = None):
@@ -107,8 +118,7 @@ def _from_vocab(vocab_file: str, config: dict):
     missing = [t for t in SPECIAL_TOKENS if t not in vocab]
     if missing:
         raise TokenizerError(f"{vocab_file}: the vocabulary lacks the special tokens {missing}")
-    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##",
-                              max_input_chars_per_word=100))
+    tok = Tokenizer(WordPiece(vocab, unk_token="[UNK]", continuing_subword_prefix="##", max_input_chars_per_word=100))
     tok.normalizer = _normalizer(config)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.post_processor = _bert_template(tok)
@@ -126,9 +136,15 @@ def _from_json(json_file: str, config: dict):
         raise TokenizerError(f"{json_file}: cannot be read as a tokenizer ({e})") from None
     norm = tok.normalizer
     if isinstance(norm, normalizers.BertNormalizer) and any(k in config for k in NORMALIZER_KEYS):
-        tok.normalizer = _normalizer(config, default={
-            "clean_text": norm.clean_text, "lowercase": norm.lowercase, "strip_accents": norm.strip_accents,
-            "handle_chinese_chars": norm.handle_chinese_chars})
+        tok.normalizer = _normalizer(
+            config,
+            default={
+                "clean_text": norm.clean_text,
+                "lowercase": norm.lowercase,
+                "strip_accents": norm.strip_accents,
+                "handle_chinese_chars": norm.handle_chinese_chars,
+            },
+        )
     if tok.post_processor is None and all(tok.token_to_id(t) is not None for t in ("[CLS]", "[SEP]")):
         tok.post_processor = _bert_template(tok)
     return tok
@@ -141,8 +157,9 @@ def _check_str(name: str, value) -> str:
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as e:
-        raise InputError(f"{name} is not valid Unicode text: a lone surrogate {value[e.start]!r} at position "
-                         f"{e.start}") from None
+        raise InputError(
+            f"{name} is not valid Unicode text: a lone surrogate {value[e.start]!r} at position {e.start}"
+        ) from None
     return value
 
 
@@ -166,12 +183,12 @@ def _inputs(text, text_pair) -> list:
                 items.append(_check_str(f"text[{i}]", item))
         return items
     if not isinstance(text_pair, (list, tuple)):
-        raise TokenizerTypeError(f"text_pair must be a list of str when text is a list, got "
-                                 f"{type(text_pair).__name__}")
+        raise TokenizerTypeError(f"text_pair must be a list of str when text is a list, got {type(text_pair).__name__}")
     if len(text_pair) != len(text):
         raise InputError(f"text has {len(text)} items but text_pair has {len(text_pair)}")
-    return [(_check_str(f"text[{i}]", a), _check_str(f"text_pair[{i}]", b))
-            for i, (a, b) in enumerate(zip(text, text_pair))]
+    return [
+        (_check_str(f"text[{i}]", a), _check_str(f"text_pair[{i}]", b)) for i, (a, b) in enumerate(zip(text, text_pair))
+    ]
 
 
 def _count(name: str, value, low: int):
@@ -250,13 +267,21 @@ class MobileBertTokenizer:
         self._tok.save(os.path.join(directory, "tokenizer.json"))
         with open(os.path.join(directory, "vocab.txt"), "w", encoding="utf-8") as f:
             f.writelines(token + "\n" for token, _ in vocab)
-        specials = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-                    "mask_token": "[MASK]"}
+        specials = {
+            "unk_token": "[UNK]",
+            "sep_token": "[SEP]",
+            "pad_token": "[PAD]",
+            "cls_token": "[CLS]",
+            "mask_token": "[MASK]",
+        }
         config = {"tokenizer_class": "BertTokenizer", "model_max_length": self.model_max_length, **specials}
         norm = self._tok.normalizer
         if isinstance(norm, normalizers.BertNormalizer):
-            config.update(do_lower_case=norm.lowercase, strip_accents=norm.strip_accents,
-                          tokenize_chinese_chars=norm.handle_chinese_chars)
+            config.update(
+                do_lower_case=norm.lowercase,
+                strip_accents=norm.strip_accents,
+                tokenize_chinese_chars=norm.handle_chinese_chars,
+            )
         for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", specials)):
             with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
                 json.dump(content, f, indent=2)
@@ -318,10 +343,22 @@ class MobileBertTokenizer:
         return [self._tok.token_to_id(t) for t in SPECIAL_TOKENS]
 
     # -------------------------------------------------------------------- call
-    def __call__(self, text, text_pair=None, *, max_length: int | None = None, truncation=None, padding=False,
-                 return_overflowing_tokens: bool = False, stride: int = 0, return_offsets_mapping: bool = False,
-                 add_special_tokens: bool = True, return_token_type_ids: bool = True,
-                 return_attention_mask: bool = True, return_word_ids: bool = False) -> dict:
+    def __call__(
+        self,
+        text,
+        text_pair=None,
+        *,
+        max_length: int | None = None,
+        truncation=None,
+        padding=False,
+        return_overflowing_tokens: bool = False,
+        stride: int = 0,
+        return_offsets_mapping: bool = False,
+        add_special_tokens: bool = True,
+        return_token_type_ids: bool = True,
+        return_attention_mask: bool = True,
+        return_word_ids: bool = False,
+    ) -> dict:
         """Encode a text, a batch of texts, or (batches of) text pairs into a dict of NumPy int64 arrays.
 
         ``text``: a str, or a list of str (or of ``(text, text_pair)`` tuples);
@@ -366,8 +403,9 @@ class MobileBertTokenizer:
                 raise
             except BaseException as e:  # a plain Exception, or a Rust panic (a BaseException) for bad settings
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise InputError(f"cannot encode the text with max_length={limit}, stride={stride}, "
-                                 f"truncation={truncation!r}: {msg}") from None
+                raise InputError(
+                    f"cannot encode the text with max_length={limit}, stride={stride}, truncation={truncation!r}: {msg}"
+                ) from None
             finally:
                 self._tok.no_truncation()
 
@@ -395,7 +433,7 @@ class MobileBertTokenizer:
             for v, width in zip(values, widths):
                 a = np.full((width, 2) if key == "offset_mapping" else (width,), fill, np.int64)
                 if len(v):
-                    a[:len(v)] = v
+                    a[: len(v)] = v
                 arrays.append(a)
             if len(set(widths)) <= 1:  # one width: a (batch, seq) array
                 shape = (len(rows), widths[0] if widths else target) + ((2,) if key == "offset_mapping" else ())

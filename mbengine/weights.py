@@ -54,7 +54,7 @@ class PackedLinear:
     def dense(self) -> np.ndarray:
         """The (N, K) weight back (a copy)."""
         P, K, C = self.panels.shape
-        return np.ascontiguousarray(self.panels.transpose(0, 2, 1).reshape(P * C, K)[:self.n])
+        return np.ascontiguousarray(self.panels.transpose(0, 2, 1).reshape(P * C, K)[: self.n])
 
 
 @dataclass(frozen=True, eq=False)
@@ -75,8 +75,9 @@ class Int8Linear:
     n: int  # output channels (N)
 
     @classmethod
-    def from_parts(cls, panels: np.ndarray, scale: np.ndarray, outliers: np.ndarray,
-                   outlier_w: np.ndarray) -> Int8Linear:
+    def from_parts(
+        cls, panels: np.ndarray, scale: np.ndarray, outliers: np.ndarray, outlier_w: np.ndarray
+    ) -> Int8Linear:
         """Assemble the kernel's arguments from the stored parts (panels, (N,) scales, outliers).
 
         Panels packed for another vector width are repacked once for this CPU.
@@ -86,15 +87,22 @@ class Int8Linear:
         if scale.shape[0] > panels.shape[0] * k_qlinear.COLS:
             raise ValueError(f"{scale.shape[0]} scales for {panels.shape[0] * k_qlinear.COLS} packed columns")
         padded = np.zeros(panels.shape[0] * k_qlinear.COLS, np.float32)
-        padded[:scale.shape[0]] = scale
+        padded[: scale.shape[0]] = scale
         mask = k_qlinear.channel_mask(panels.shape[1] * 4, outliers)
-        return cls(_readonly(panels), _readonly(padded), _readonly(k_qlinear.correction(panels)), _readonly(mask),
-                   _readonly(outliers), _readonly(outlier_w), int(scale.shape[0]))
+        return cls(
+            _readonly(panels),
+            _readonly(padded),
+            _readonly(k_qlinear.correction(panels)),
+            _readonly(mask),
+            _readonly(outliers),
+            _readonly(outlier_w),
+            int(scale.shape[0]),
+        )
 
     @property
     def stored_scale(self) -> np.ndarray:
         """The (N,) scales, without the padding."""
-        return self.scale[:self.n]
+        return self.scale[: self.n]
 
 
 Linear = PackedLinear | Int8Linear
@@ -128,7 +136,7 @@ class PackedWeights:
 
     @property
     def dtype(self) -> str:
-        """"int8" when any linear or table is int8, else "float32"."""
+        """ "int8" when any linear or table is int8, else "float32"."""
         if self.row_scales or any(isinstance(w, Int8Linear) for w in self.linears.values()):
             return "int8"
         return "float32"
@@ -150,8 +158,12 @@ class PackedWeights:
                 return pooler
             return head is not None or not name.startswith(HEAD_NAMES)
 
-        return self.replace(head=head, pooler=pooler, tensors={n: a for n, a in self.tensors.items() if keep(n)},
-                            linears={n: w for n, w in self.linears.items() if keep(n)})
+        return self.replace(
+            head=head,
+            pooler=pooler,
+            tensors={n: a for n, a in self.tensors.items() if keep(n)},
+            linears={n: w for n, w in self.linears.items() if keep(n)},
+        )
 
 
 def _readonly(a: np.ndarray) -> np.ndarray:

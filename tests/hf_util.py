@@ -59,8 +59,15 @@ def _numpy(t) -> np.ndarray:
     return t.detach().double().cpu().numpy()
 
 
-def hf_forward(model, input_ids, attention_mask=None, token_type_ids=None, position_ids=None,
-               output_hidden_states=False, output_attentions=False) -> dict:
+def hf_forward(
+    model,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    output_hidden_states=False,
+    output_attentions=False,
+) -> dict:
     """Run the model on numpy inputs; float64 numpy outputs under reference_forward's keys.
 
     ``hidden_states`` and ``attentions`` are lists when asked for, else None.

@@ -200,8 +200,15 @@ def pooler(h, p, config):
 
 
 # ----------------------------------------------------------------------------- model
-def reference_forward(weights: dict[str, np.ndarray], config, input_ids, attention_mask=None,
-                      token_type_ids=None, position_ids=None, trigram_mask_aware=False) -> dict:
+def reference_forward(
+    weights: dict[str, np.ndarray],
+    config,
+    input_ids,
+    attention_mask=None,
+    token_type_ids=None,
+    position_ids=None,
+    trigram_mask_aware=False,
+) -> dict:
     """HF ``MobileBertModel(...)`` with every output, in float64.
 
     ``trigram_mask_aware=False`` is Hugging Face's behaviour exactly;

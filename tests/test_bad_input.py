@@ -14,9 +14,17 @@ from mbengine.cli import random_checkpoint
 from mbengine.config import MobileBertConfig
 from mbengine.errors import CheckpointError, InputError
 
-CFG = MobileBertConfig(vocab_size=50, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                       num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
-                       max_position_embeddings=20, type_vocab_size=3)
+CFG = MobileBertConfig(
+    vocab_size=50,
+    hidden_size=32,
+    embedding_size=16,
+    intra_bottleneck_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=24,
+    max_position_embeddings=20,
+    type_vocab_size=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -164,13 +172,34 @@ def test_huge_batch_refused_before_allocating(model, monkeypatch):
 @given(data=st.data())
 def test_random_arrays_never_crash(model, data):
     """Arbitrary dtype and shape at the public boundary: a result or an InputError, nothing else."""
-    dtype = data.draw(st.sampled_from([np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint64, np.float16,
-                                       np.float32, np.float64, np.bool_, np.complex64, object, "U3"]))
+    dtype = data.draw(
+        st.sampled_from(
+            [
+                np.int8,
+                np.int16,
+                np.int32,
+                np.int64,
+                np.uint8,
+                np.uint64,
+                np.float16,
+                np.float32,
+                np.float64,
+                np.bool_,
+                np.complex64,
+                object,
+                "U3",
+            ]
+        )
+    )
     shape = tuple(data.draw(st.lists(st.integers(0, 5), min_size=0, max_size=4)))
     values = data.draw(st.sampled_from(["small", "negative", "huge", "nan"]))
     size = int(np.prod(shape))
-    base = {"small": np.arange(size) % 40, "negative": -np.arange(size) - 1,
-            "huge": np.full(size, 2**40), "nan": np.full(size, np.nan)}[values]
+    base = {
+        "small": np.arange(size) % 40,
+        "negative": -np.arange(size) - 1,
+        "huge": np.full(size, 2**40),
+        "nan": np.full(size, np.nan),
+    }[values]
     try:
         with np.errstate(invalid="ignore", over="ignore"):
             arr = np.asarray(base).astype(dtype).reshape(shape)

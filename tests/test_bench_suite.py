@@ -38,8 +38,9 @@ def readme_commands() -> list[list[str]]:
     text = readme()
     fenced = re.findall(r"^```[^\n]*\n(.*?)^```", text, flags=re.M | re.S)
     inline = re.sub(r"^```[^\n]*\n.*?^```", "", text, flags=re.M | re.S)
-    return ([line.split() for block in fenced for line in block.splitlines()]
-            + [span.split() for span in re.findall(r"`([^`]+)`", inline)])
+    return [line.split() for block in fenced for line in block.splitlines()] + [
+        span.split() for span in re.findall(r"`([^`]+)`", inline)
+    ]
 
 
 def cited_paths() -> list[str]:
@@ -108,16 +109,25 @@ def test_the_committed_results_are_the_suites():
 
 
 def test_suite_list_runs_nothing():
-    out = subprocess.run([sys.executable, "-m", "bench", "suite", "--list"], cwd=ROOT, env=CLEAN_ENV,
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench", "suite", "--list"],
+        cwd=ROOT,
+        env=CLEAN_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == suite.results_files()
     # and imports no benchmark (nor NumPy): the same call, then a look at what was imported
-    code = ("import runpy, sys; sys.argv = ['bench', 'suite', '--list']; "
-            "runpy.run_module('bench', run_name='__main__'); "
-            "print(sorted(m for m in sys.modules if m.startswith(('numpy', 'torch', 'bench.bench_'))))")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True,
-                         timeout=60)
+    code = (
+        "import runpy, sys; sys.argv = ['bench', 'suite', '--list']; "
+        "runpy.run_module('bench', run_name='__main__'); "
+        "print(sorted(m for m in sys.modules if m.startswith(('numpy', 'torch', 'bench.bench_'))))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[-1] == "[]", out.stdout
 
@@ -126,6 +136,7 @@ def test_usage_and_unknown_benchmark():
     run = [sys.executable, "-m", "bench"]
     usage = subprocess.run(run, cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True, timeout=60)
     assert usage.returncode == 0 and all(name in usage.stdout for name in BENCHMARKS), usage.stdout
-    unknown = subprocess.run([*run, "no-such-benchmark"], cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True,
-                             timeout=60)
+    unknown = subprocess.run(
+        [*run, "no-such-benchmark"], cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True, timeout=60
+    )
     assert unknown.returncode != 0 and "unknown benchmark" in unknown.stderr

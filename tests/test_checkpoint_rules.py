@@ -24,8 +24,16 @@ from mbengine.converters import engine
 from mbengine.errors import CheckpointError
 from mbengine.kernels.simd import COLS
 
-CONFIG = MobileBertConfig(vocab_size=40, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                          num_hidden_layers=2, num_attention_heads=2, intermediate_size=24, max_position_embeddings=32)
+CONFIG = MobileBertConfig(
+    vocab_size=40,
+    hidden_size=32,
+    embedding_size=16,
+    intra_bottleneck_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=24,
+    max_position_embeddings=32,
+)
 
 
 def write_raw(path, header: dict, data: bytes):
@@ -36,7 +44,7 @@ def write_raw(path, header: dict, data: bytes):
 def header_of(path):
     raw = path.read_bytes()
     n = int.from_bytes(raw[:8], "little")
-    return json.loads(raw[8:8 + n]), raw[8 + n:]
+    return json.loads(raw[8 : 8 + n]), raw[8 + n :]
 
 
 @pytest.fixture
@@ -46,12 +54,18 @@ def small_file(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda h, d: (h | {"b": h["b"] | {"data_offsets": [0, 16]}}, d), ["overlaps"]),  # b on top of a
-    (lambda h, d: (h | {"b": h["b"] | {"data_offsets": [20, 36]}}, d + b"\0" * 4), ["leaves bytes [16, 20) unused"]),
-    (lambda h, d: (h, d + b"\0" * 8), ["end at byte 32", "has 40 bytes"]),  # trailing bytes no tensor covers
-    (lambda h, d: (h | {"__metadata__": ["not", "a", "map"]}, d), ["__metadata__"]),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda h, d: (h | {"b": h["b"] | {"data_offsets": [0, 16]}}, d), ["overlaps"]),  # b on top of a
+        (
+            lambda h, d: (h | {"b": h["b"] | {"data_offsets": [20, 36]}}, d + b"\0" * 4),
+            ["leaves bytes [16, 20) unused"],
+        ),
+        (lambda h, d: (h, d + b"\0" * 8), ["end at byte 32", "has 40 bytes"]),  # trailing bytes no tensor covers
+        (lambda h, d: (h | {"__metadata__": ["not", "a", "map"]}, d), ["__metadata__"]),
+    ],
+)
 def test_safetensors_byte_ranges_must_tile_the_data(small_file, edit, words):
     write_raw(small_file, *edit(*header_of(small_file)))
     with pytest.raises(CheckpointError) as info:
@@ -113,6 +127,7 @@ def test_engine_head_must_be_known(engine_dir):
 
 def test_engine_head_that_the_tensors_lack(engine_dir):
     """The metadata says pretraining; a head tensor and a head linear are gone: both named, in one error."""
+
     def drop(tensors):
         del tensors["cls.predictions.bias"]
         del tensors["packed/cls.seq_relationship"]
@@ -130,8 +145,9 @@ def test_many_problems_make_a_short_error(tmp_path):
     path = tmp_path / "odd"
     random_checkpoint(str(path), CONFIG)
     tensors = load_file(str(path / "model.safetensors"))
-    save_file({f"model/{name.replace('.', '/')}:0": arr for name, arr in tensors.items()},
-              str(path / "model.safetensors"))
+    save_file(
+        {f"model/{name.replace('.', '/')}:0": arr for name, arr in tensors.items()}, str(path / "model.safetensors")
+    )
     with pytest.raises(CheckpointError) as info:
         mbengine.MobileBertModel.from_pretrained(path)
     message = str(info.value)

@@ -39,15 +39,21 @@ def test_demo_on_given_weights(demo_dir, capsys):
     assert "RANDOM" not in out and "fill-mask" in out and "batch 1 x seq 16" in out
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--seq", "0"], "--seq must be in [3, 512], got 0"),
-    (["--seq", "513"], "--seq must be in [3, 512], got 513"),
-    (["--batch", "0"], "--batch must be in [1, 256], got 0"),
-    (["--repeats", "0"], "--repeats must be in [1, 100000], got 0"),
-    (["--threads", "0"], "--threads must be at least 1, got 0"),
-    (["--model", "no/such/dir"], "--model no/such/dir: not a checkpoint directory (give a local directory with "
-                                 "config.json and the weights, or a Hugging Face Hub model id)"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seq", "0"], "--seq must be in [3, 512], got 0"),
+        (["--seq", "513"], "--seq must be in [3, 512], got 513"),
+        (["--batch", "0"], "--batch must be in [1, 256], got 0"),
+        (["--repeats", "0"], "--repeats must be in [1, 100000], got 0"),
+        (["--threads", "0"], "--threads must be at least 1, got 0"),
+        (
+            ["--model", "no/such/dir"],
+            "--model no/such/dir: not a checkpoint directory (give a local directory with "
+            "config.json and the weights, or a Hugging Face Hub model id)",
+        ),
+    ],
+)
 def test_demo_options_are_checked(tmp_path, capsys, argv, message):
     assert cli.main(["demo", "--dir", str(tmp_path / "never"), *argv]) == 2
     captured = capsys.readouterr()

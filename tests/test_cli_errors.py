@@ -19,8 +19,16 @@ from hypothesis import strategies as st
 from mbengine import cli
 from mbengine.config import MobileBertConfig
 
-SMALL = dict(vocab_size=300, hidden_size=32, embedding_size=16, intra_bottleneck_size=16, num_hidden_layers=1,
-             num_attention_heads=2, intermediate_size=24, max_position_embeddings=32)
+SMALL = dict(
+    vocab_size=300,
+    hidden_size=32,
+    embedding_size=16,
+    intra_bottleneck_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=24,
+    max_position_embeddings=32,
+)
 
 
 @pytest.fixture(scope="module")
@@ -36,9 +44,18 @@ def files(tmp_path_factory):
     (root / "blank.txt").write_bytes(b"\n  \n")
     (root / "latin1.txt").write_bytes(b"a [MASK] word\nun caf\xe9 [MASK]\n")
     (root / "long.txt").write_text("word " * 20000 + "[MASK]\n")
-    return {"MLM": mlm, "NOARCH": noarch, "CONFIG": os.path.join(mlm, "config.json"), "EMPTY": str(root / "empty.txt"),
-            "BLANK": str(root / "blank.txt"), "LATIN1": str(root / "latin1.txt"), "LONG": str(root / "long.txt"),
-            "DIR": str(root), "MISSING": str(root / "no-such-thing"), "OUT": str(root / "out")}
+    return {
+        "MLM": mlm,
+        "NOARCH": noarch,
+        "CONFIG": os.path.join(mlm, "config.json"),
+        "EMPTY": str(root / "empty.txt"),
+        "BLANK": str(root / "blank.txt"),
+        "LATIN1": str(root / "latin1.txt"),
+        "LONG": str(root / "long.txt"),
+        "DIR": str(root),
+        "MISSING": str(root / "no-such-thing"),
+        "OUT": str(root / "out"),
+    }
 
 
 # (argv with placeholders, exit status, a piece of the message)
@@ -130,11 +147,50 @@ def test_long_quoted_text_is_cut(files, capsys, monkeypatch):
     assert "(100000 characters)" in err and long not in err  # its first characters and its length
 
 
-PIECES = st.sampled_from(["NOARCH", "fill-mask", "text-classification", "question-answering", "feature-extraction",
-                          "info", "run", "convert", "next-sentence", "multiple-choice", "MLM", "CONFIG", "EMPTY",
-                          "LATIN1", "DIR", "MISSING", "--file", "--top-k", "--ids", "--question", "--context",
-                          "--truncation", "--max-length", "--json", "--threads", "--prompt", "--choice", "0", "-1",
-                          "1", "abc", "a [MASK]", "[MASK]", "", "--", "-", "--force", "--dtype", "int8", "--help"])
+PIECES = st.sampled_from(
+    [
+        "NOARCH",
+        "fill-mask",
+        "text-classification",
+        "question-answering",
+        "feature-extraction",
+        "info",
+        "run",
+        "convert",
+        "next-sentence",
+        "multiple-choice",
+        "MLM",
+        "CONFIG",
+        "EMPTY",
+        "LATIN1",
+        "DIR",
+        "MISSING",
+        "--file",
+        "--top-k",
+        "--ids",
+        "--question",
+        "--context",
+        "--truncation",
+        "--max-length",
+        "--json",
+        "--threads",
+        "--prompt",
+        "--choice",
+        "0",
+        "-1",
+        "1",
+        "abc",
+        "a [MASK]",
+        "[MASK]",
+        "",
+        "--",
+        "-",
+        "--force",
+        "--dtype",
+        "int8",
+        "--help",
+    ]
+)
 
 
 @given(argv=st.lists(PIECES, min_size=0, max_size=7))

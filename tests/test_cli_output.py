@@ -22,9 +22,16 @@ def test_table_cuts_long_cells_and_fills_missing_keys():
 def test_fill_mask_prints_a_table(tmp_path, capsys):
     from mbengine.config import MobileBertConfig
 
-    small = MobileBertConfig(vocab_size=300, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                             num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
-                             max_position_embeddings=32)
+    small = MobileBertConfig(
+        vocab_size=300,
+        hidden_size=32,
+        embedding_size=16,
+        intra_bottleneck_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=32,
+    )
     path, _ = cli.demo_checkpoint(str(tmp_path / "mlm"), small)
     assert cli.main(["fill-mask", path, "a [MASK] b", "--top-k", "2", "--threads", "1"]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -37,9 +44,16 @@ def test_warmup_loads_the_checkpoints_own_class(tmp_path, capsys):
     (the README's Raspberry Pi steps convert then warm up exactly so)."""
     from mbengine.config import MobileBertConfig
 
-    small = MobileBertConfig(vocab_size=300, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                             num_hidden_layers=1, num_attention_heads=2, intermediate_size=24,
-                             max_position_embeddings=32)
+    small = MobileBertConfig(
+        vocab_size=300,
+        hidden_size=32,
+        embedding_size=16,
+        intra_bottleneck_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=32,
+    )
     path, _ = cli.demo_checkpoint(str(tmp_path / "mlm"), small)
     assert cli.main(["warmup", path, "--threads", "1"]) == 0
     assert "(MobileBertForMaskedLM) ready" in capsys.readouterr().out

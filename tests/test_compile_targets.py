@@ -23,8 +23,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 X86 = TARGET.arch == "x86_64"
 # what this CPU must have to run code compiled for each named target (its other features
 # are older and implied)
-NEEDS = {"haswell": ("avx2", "fma", "bmi2"), "skylake-avx512": ("avx512f", "avx512bw", "avx512vl"),
-         "x86-64-v2": ("ssse3", "sse4.2", "popcnt"), "x86-64": ()}
+NEEDS = {
+    "haswell": ("avx2", "fma", "bmi2"),
+    "skylake-avx512": ("avx512f", "avx512bw", "avx512vl"),
+    "x86-64-v2": ("ssse3", "sse4.2", "popcnt"),
+    "x86-64": (),
+}
 
 # (environment, expected variant, expected float32 lanes)
 CASES = [
@@ -50,17 +54,26 @@ def run_tests(tmp_path, env, variant, lanes, test_file):
     missing = missing_features(env)
     if missing:
         pytest.skip(f"this CPU ({TARGET.describe()}) cannot run {env['NUMBA_CPU_NAME']} code: no {', '.join(missing)}")
-    full = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES",
-                                                             "MBENGINE_INT8_KERNEL")}
+    full = {
+        k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES", "MBENGINE_INT8_KERNEL")
+    }
     full.update(env, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
-    check = ("from mbengine.kernels import qsimd, simd; "
-             f"assert (qsimd.VARIANT, simd.LANES) == ({variant!r}, {lanes}), (qsimd.VARIANT, simd.LANES)")
-    proc = subprocess.run([sys.executable, "-c", check], env=full, capture_output=True, text=True, timeout=300,
-                          cwd=tmp_path)  # (not the source tree: its mbengine/ has no kernels/)
+    check = (
+        "from mbengine.kernels import qsimd, simd; "
+        f"assert (qsimd.VARIANT, simd.LANES) == ({variant!r}, {lanes}), (qsimd.VARIANT, simd.LANES)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", check], env=full, capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )  # (not the source tree: its mbengine/ has no kernels/)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider",
-                           os.path.join(HERE, test_file)],
-                          env=full, capture_output=True, text=True, timeout=1800, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", os.path.join(HERE, test_file)],
+        env=full,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, f"{env}: {test_file} failed\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     assert " passed" in proc.stdout and " failed" not in proc.stdout
 

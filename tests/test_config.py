@@ -79,9 +79,17 @@ def test_kq_unshared_is_valid_when_sizes_match_or_attention_bottlenecked():
 def test_hf_cannot_run_the_rejected_combination():
     """The combination validate() rejects really fails in transformers too."""
     import torch
-    hf = transformers.MobileBertConfig(vocab_size=30, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                                       num_hidden_layers=1, num_attention_heads=2, intermediate_size=8,
-                                       key_query_shared_bottleneck=False)
+
+    hf = transformers.MobileBertConfig(
+        vocab_size=30,
+        hidden_size=32,
+        embedding_size=16,
+        intra_bottleneck_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=8,
+        key_query_shared_bottleneck=False,
+    )
     model = transformers.MobileBertModel(hf).eval()
     with pytest.raises(RuntimeError):
         model(torch.zeros((1, 4), dtype=torch.long))
@@ -103,33 +111,46 @@ def test_config_needs_no_numba(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, mbengine\n"
-            "mbengine.MobileBertConfig(hidden_act='gelu_new').to_dict()\n"
-            "print('numba' in sys.modules, 'llvmlite' in sys.modules)")
+    code = (
+        "import sys, mbengine\n"
+        "mbengine.MobileBertConfig(hidden_act='gelu_new').to_dict()\n"
+        "print('numba' in sys.modules, 'llvmlite' in sys.modules)"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["False", "False"]
 
 
-@pytest.mark.parametrize("changes, words", [
-    (dict(num_hidden_layers=10**9), ["num_hidden_layers", "1000000000", "1024"]),
-    (dict(vocab_size=10**12), ["vocab_size"]),
-    (dict(intermediate_size=2**40), ["intermediate_size"]),
-    (dict(hidden_size=60000, intermediate_size=200000, num_hidden_layers=1000, intra_bottleneck_size=60000,
-          num_attention_heads=1), ["values"]),
-    (dict(hidden_size="512"), ["hidden_size", "'512'"]),
-    (dict(hidden_size=512.0), ["hidden_size"]),
-    (dict(num_hidden_layers=True), ["num_hidden_layers"]),
-    (dict(hidden_act=["relu"]), ["hidden_act", "string"]),
-    (dict(normalization_type=None), ["normalization_type"]),
-    (dict(hidden_dropout_prob="0.1"), ["hidden_dropout_prob"]),
-    (dict(pad_token_id=1.5), ["pad_token_id"]),
-    (dict(extra={"num_labels": 10**12}), ["num_labels"]),
-    (dict(extra={"num_labels": "3"}), ["num_labels"]),
-    (dict(extra={"id2label": ["a", "b"]}), ["id2label"]),
-    (dict(extra={"id2label": {"0": "a", "2": "b"}}), ["id2label", "0..1"]),
-    (dict(hidden_act="x" * 100000), ["hidden_act", "characters"]),
-])
+@pytest.mark.parametrize(
+    "changes, words",
+    [
+        (dict(num_hidden_layers=10**9), ["num_hidden_layers", "1000000000", "1024"]),
+        (dict(vocab_size=10**12), ["vocab_size"]),
+        (dict(intermediate_size=2**40), ["intermediate_size"]),
+        (
+            dict(
+                hidden_size=60000,
+                intermediate_size=200000,
+                num_hidden_layers=1000,
+                intra_bottleneck_size=60000,
+                num_attention_heads=1,
+            ),
+            ["values"],
+        ),
+        (dict(hidden_size="512"), ["hidden_size", "'512'"]),
+        (dict(hidden_size=512.0), ["hidden_size"]),
+        (dict(num_hidden_layers=True), ["num_hidden_layers"]),
+        (dict(hidden_act=["relu"]), ["hidden_act", "string"]),
+        (dict(normalization_type=None), ["normalization_type"]),
+        (dict(hidden_dropout_prob="0.1"), ["hidden_dropout_prob"]),
+        (dict(pad_token_id=1.5), ["pad_token_id"]),
+        (dict(extra={"num_labels": 10**12}), ["num_labels"]),
+        (dict(extra={"num_labels": "3"}), ["num_labels"]),
+        (dict(extra={"id2label": ["a", "b"]}), ["id2label"]),
+        (dict(extra={"id2label": {"0": "a", "2": "b"}}), ["id2label", "0..1"]),
+        (dict(hidden_act="x" * 100000), ["hidden_act", "characters"]),
+    ],
+)
 def test_absurd_configs_are_refused_before_anything_is_built(changes, words):
     """Sizes of 10^9 or 10^12 and wrong types: a ConfigError naming the field (and a short message even
     when the value is huge), decided from the fields alone."""
@@ -141,14 +162,17 @@ def test_absurd_configs_are_refused_before_anything_is_built(changes, words):
         assert word in message
 
 
-@pytest.mark.parametrize("content, words", [
-    (b'{"hidden_size": 64, "name": "caf\xe9"}', ["not UTF-8", "byte 33"]),
-    (b"[1, 2, 3]", ["JSON object", "list"]),
-    (b'"mobilebert"', ["JSON object", "str"]),
-    (b"[" * 100000, ["nested too deeply"]),
-    (b'{"hidden_size": 1e999}', ["hidden_size"]),
-    (b'{"layer_norm_eps": NaN}', ["layer_norm_eps"]),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b'{"hidden_size": 64, "name": "caf\xe9"}', ["not UTF-8", "byte 33"]),
+        (b"[1, 2, 3]", ["JSON object", "list"]),
+        (b'"mobilebert"', ["JSON object", "str"]),
+        (b"[" * 100000, ["nested too deeply"]),
+        (b'{"hidden_size": 1e999}', ["hidden_size"]),
+        (b'{"layer_norm_eps": NaN}', ["layer_norm_eps"]),
+    ],
+)
 def test_config_files_that_are_not_configs(tmp_path, content, words):
     (tmp_path / "config.json").write_bytes(content)
     with pytest.raises(ConfigError) as info:
@@ -159,11 +183,14 @@ def test_config_files_that_are_not_configs(tmp_path, content, words):
 
 
 JSON_VALUES = st.recursive(
-    st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=True) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True) | st.text(max_size=20),
     lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
-    max_leaves=8)
-FIELDS = st.sampled_from([f.name for f in dataclasses.fields(MobileBertConfig) if f.name != "extra"]
-                         + ["id2label", "label2id", "num_labels", "problem_type", "architectures", "model_type"])
+    max_leaves=8,
+)
+FIELDS = st.sampled_from(
+    [f.name for f in dataclasses.fields(MobileBertConfig) if f.name != "extra"]
+    + ["id2label", "label2id", "num_labels", "problem_type", "architectures", "model_type"]
+)
 
 
 @given(st.dictionaries(FIELDS, JSON_VALUES | st.integers(1, 10**13), max_size=6))

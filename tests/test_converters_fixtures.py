@@ -60,8 +60,10 @@ def test_tf1_skips_optimizer_slots_and_maps_every_name():
     assert any("adam_m" in n for n in raw) and "global_step" in raw
     assert not any("adam" in n or "global_step" in n for n in tensors)
     assert tensors["cls.predictions.dense.weight"].shape == (16, 60)  # extra_output_weights, transposed
-    np.testing.assert_array_equal(tensors["mobilebert.encoder.layer.1.attention.self.query.weight"],
-                                  raw["bert/encoder/layer_1/attention/self/query/kernel"].T)
+    np.testing.assert_array_equal(
+        tensors["mobilebert.encoder.layer.1.attention.self.query.weight"],
+        raw["bert/encoder/layer_1/attention/self/query/kernel"].T,
+    )
 
 
 def test_convert_tf1_to_engine_checkpoint(tmp_path):

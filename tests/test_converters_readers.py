@@ -39,8 +39,9 @@ try:
     HAVE_H5PY = True
 except ImportError:
     HAVE_H5PY = False
-needs_h5py = pytest.mark.skipif(not HAVE_H5PY, reason="h5py is not installed (pip install h5py): tf_model.h5 "
-                                                      "cannot be read without it")
+needs_h5py = pytest.mark.skipif(
+    not HAVE_H5PY, reason="h5py is not installed (pip install h5py): tf_model.h5 cannot be read without it"
+)
 
 
 def fixture(*parts):
@@ -53,7 +54,8 @@ READERS = {
     "bin-sharded": lambda: torch_bin.read_sharded(fixture("sharded_bin", "pytorch_model.bin.index.json")),
     "safetensors": lambda: safetensors_mmap.load(fixture("model.safetensors"))[0],
     "safetensors-sharded": lambda: torch_bin.read_sharded(
-        fixture("sharded_safetensors", "model.safetensors.index.json")),
+        fixture("sharded_safetensors", "model.safetensors.index.json")
+    ),
     "tf1": lambda: tf_bundle.read_tf_checkpoint(fixture("tf1", "model.ckpt")),
     "tf1-sharded": lambda: tf_bundle.read_tf_checkpoint(fixture("tf1_sharded", "model.ckpt")),
     "h5": lambda: tf_h5.read_tf_h5(fixture("tf_model.h5")),
@@ -97,8 +99,11 @@ def test_bin_and_safetensors_hold_the_same_named_tensors():
 def test_engine_reproduces_transformers(kind):
     model = mbengine.MobileBertForPreTraining.from_tensors(CONFIG, READERS[kind](), trigram_padding="hf", source=kind)
     out = model(EXPECTED["input_ids"], token_type_ids=EXPECTED["token_type_ids"], output_hidden_states=True)
-    got = {"prediction_logits": out.prediction_logits, "seq_relationship_logits": out.seq_relationship_logits,
-           "last_hidden_state": out.hidden_states[-1]}
+    got = {
+        "prediction_logits": out.prediction_logits,
+        "seq_relationship_logits": out.seq_relationship_logits,
+        "last_hidden_state": out.hidden_states[-1],
+    }
     for field, value in got.items():
         assert rel_err(value, EXPECTED[field]) <= 1e-5, field
     tag = kind.split("-")[0]
@@ -154,15 +159,16 @@ def test_malicious_fixtures_are_live(tmp_path, name):
     """Control: the same bytes through an unrestricted pickle.load do run the payload (in a throwaway
     directory, in a child process), so the refusal test above is not vacuous."""
     _, marker = EVIL[name]
-    script = ("import pickle, sys, zipfile\n"
-              "p = sys.argv[1]\n"
-              "if zipfile.is_zipfile(p):\n"
-              "    pickle.loads(zipfile.ZipFile(p).read('archive/data.pkl'))\n"
-              "else:\n"
-              "    f = open(p, 'rb')\n"
-              "    for _ in range(4): pickle.load(f)\n")
-    subprocess.run([sys.executable, "-c", script, fixture(name)], cwd=tmp_path, check=True,
-                   stdout=subprocess.DEVNULL)
+    script = (
+        "import pickle, sys, zipfile\n"
+        "p = sys.argv[1]\n"
+        "if zipfile.is_zipfile(p):\n"
+        "    pickle.loads(zipfile.ZipFile(p).read('archive/data.pkl'))\n"
+        "else:\n"
+        "    f = open(p, 'rb')\n"
+        "    for _ in range(4): pickle.load(f)\n"
+    )
+    subprocess.run([sys.executable, "-c", script, fixture(name)], cwd=tmp_path, check=True, stdout=subprocess.DEVNULL)
     assert os.path.exists(tmp_path / marker)
 
 
@@ -173,10 +179,18 @@ def _zip_of(data_pkl: bytes) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("module,name", [
-    ("subprocess", "Popen"), ("builtins", "getattr"), ("builtins", "exec"), ("copyreg", "_reconstructor"),
-    ("torch", "load"), ("torch._utils", "_rebuild_qtensor"), ("numpy.core.multiarray", "_reconstruct"),
-])
+@pytest.mark.parametrize(
+    "module,name",
+    [
+        ("subprocess", "Popen"),
+        ("builtins", "getattr"),
+        ("builtins", "exec"),
+        ("copyreg", "_reconstructor"),
+        ("torch", "load"),
+        ("torch._utils", "_rebuild_qtensor"),
+        ("numpy.core.multiarray", "_reconstruct"),
+    ],
+)
 def test_any_other_global_is_refused(tmp_path, module, name):
     """A GLOBAL opcode for anything outside the allow-list stops the load before REDUCE can call it."""
     path = tmp_path / "pytorch_model.bin"
@@ -207,7 +221,7 @@ def _damaged_torch(tmp_path, damage):
     source = fixture("pytorch_model_legacy.bin" if "legacy" in damage else "pytorch_model.bin")
     data = open(source, "rb").read()
     if damage.startswith("truncated"):
-        path.write_bytes(data[:len(data) // 2])
+        path.write_bytes(data[: len(data) // 2])
     elif damage == "garbage":
         path.write_bytes(bytes(range(256)) * 4)
     elif damage == "empty":
@@ -258,11 +272,11 @@ def _copy_tf1(tmp_path, which="tf1"):
 
 
 def _rewrite_block_crc(data: bytearray, offset: int, size: int) -> None:
-    struct.pack_into("<I", data, offset + size + 1, checksum.masked_crc32c(bytes(data[offset:offset + size + 1])))
+    struct.pack_into("<I", data, offset + size + 1, checksum.masked_crc32c(bytes(data[offset : offset + size + 1])))
 
 
 def _first_data_block(data: bytes):
-    footer = data[-tf_bundle.FOOTER_SIZE:]
+    footer = data[-tf_bundle.FOOTER_SIZE :]
     _, pos = tf_bundle._varint(footer, 0)
     _, pos = tf_bundle._varint(footer, pos)
     index_offset, pos = tf_bundle._varint(footer, pos)
@@ -271,9 +285,21 @@ def _first_data_block(data: bytes):
     return tf_bundle._handle(handle)
 
 
-@pytest.mark.parametrize("damage", ["bad-magic", "truncated-index", "truncated-tail", "missing-shard",
-                                    "short-shard", "footer-varint", "entry-varint", "block-crc", "data-crc",
-                                    "missing-index"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "bad-magic",
+        "truncated-index",
+        "truncated-tail",
+        "missing-shard",
+        "short-shard",
+        "footer-varint",
+        "entry-varint",
+        "block-crc",
+        "data-crc",
+        "missing-index",
+    ],
+)
 def test_damaged_tf1_checkpoints_name_the_file(tmp_path, damage):
     d = _copy_tf1(tmp_path, "tf1_sharded" if damage == "missing-shard" else "tf1")
     index = d / "model.ckpt.index"
@@ -286,7 +312,7 @@ def test_damaged_tf1_checkpoints_name_the_file(tmp_path, damage):
         data = data[:30]
         match = "too short"
     elif damage == "truncated-tail":  # the footer survives only as garbage
-        data = data[:len(data) // 2]
+        data = data[: len(data) // 2]
     elif damage == "missing-shard":
         culprit = d / "model.ckpt.data-00002-of-00003"
         culprit.unlink()
@@ -300,7 +326,7 @@ def test_damaged_tf1_checkpoints_name_the_file(tmp_path, damage):
         match = "corrupt checkpoint index"
     elif damage == "entry-varint":  # an 11-byte varint inside a block whose CRC is then made right again
         offset, size = _first_data_block(bytes(data))
-        data[offset:offset + 11] = b"\xff" * 11
+        data[offset : offset + 11] = b"\xff" * 11
         _rewrite_block_crc(data, offset, size)
         match = "varint longer than 10 bytes"
     elif damage == "block-crc":
@@ -333,34 +359,56 @@ def test_data_crc_check_can_be_skipped(tmp_path):
 
 
 # -------------------------------------------------------------------------- TF1 names
-@pytest.mark.parametrize("tf_name,pt_name,transpose", [
-    ("bert/embeddings/word_embeddings", "mobilebert.embeddings.word_embeddings.weight", False),
-    ("bert/embeddings/embedding_transformation/kernel", "mobilebert.embeddings.embedding_transformation.weight",
-     True),
-    ("bert/embeddings/FakeLayerNorm/gamma", "mobilebert.embeddings.LayerNorm.weight", False),
-    ("bert/encoder/layer_23/attention/self/query/kernel", "mobilebert.encoder.layer.23.attention.self.query.weight",
-     True),
-    ("bert/encoder/layer_0/ffn_layer_2/output/FakeLayerNorm/beta",
-     "mobilebert.encoder.layer.0.ffn.2.output.LayerNorm.bias", False),
-    ("bert/encoder/layer_0/bottleneck/input/dense/bias", "mobilebert.encoder.layer.0.bottleneck.input.dense.bias",
-     False),
-    ("bert/pooler/dense/kernel", "mobilebert.pooler.dense.weight", True),
-    ("cls/predictions/extra_output_weights", "cls.predictions.dense.weight", True),
-    ("cls/predictions/output_bias", "cls.predictions.bias", False),
-    ("cls/predictions/transform/LayerNorm/gamma", "cls.predictions.transform.LayerNorm.weight", False),
-    ("cls/seq_relationship/output_weights", "cls.seq_relationship.weight", False),
-    # Google's SQuAD fine-tuned release: its (2, hidden) output layer is the question-answering head
-    ("cls/squad/output_weights", "qa_outputs.weight", False),
-    ("cls/squad/output_bias", "qa_outputs.bias", False),
-])
+@pytest.mark.parametrize(
+    "tf_name,pt_name,transpose",
+    [
+        ("bert/embeddings/word_embeddings", "mobilebert.embeddings.word_embeddings.weight", False),
+        (
+            "bert/embeddings/embedding_transformation/kernel",
+            "mobilebert.embeddings.embedding_transformation.weight",
+            True,
+        ),
+        ("bert/embeddings/FakeLayerNorm/gamma", "mobilebert.embeddings.LayerNorm.weight", False),
+        (
+            "bert/encoder/layer_23/attention/self/query/kernel",
+            "mobilebert.encoder.layer.23.attention.self.query.weight",
+            True,
+        ),
+        (
+            "bert/encoder/layer_0/ffn_layer_2/output/FakeLayerNorm/beta",
+            "mobilebert.encoder.layer.0.ffn.2.output.LayerNorm.bias",
+            False,
+        ),
+        (
+            "bert/encoder/layer_0/bottleneck/input/dense/bias",
+            "mobilebert.encoder.layer.0.bottleneck.input.dense.bias",
+            False,
+        ),
+        ("bert/pooler/dense/kernel", "mobilebert.pooler.dense.weight", True),
+        ("cls/predictions/extra_output_weights", "cls.predictions.dense.weight", True),
+        ("cls/predictions/output_bias", "cls.predictions.bias", False),
+        ("cls/predictions/transform/LayerNorm/gamma", "cls.predictions.transform.LayerNorm.weight", False),
+        ("cls/seq_relationship/output_weights", "cls.seq_relationship.weight", False),
+        # Google's SQuAD fine-tuned release: its (2, hidden) output layer is the question-answering head
+        ("cls/squad/output_weights", "qa_outputs.weight", False),
+        ("cls/squad/output_bias", "qa_outputs.bias", False),
+    ],
+)
 def test_google_names_map_as_transformers_maps_them(tf_name, pt_name, transpose):
     assert tf_bundle.hf_name(tf_name) == (pt_name, transpose)
 
 
-@pytest.mark.parametrize("tf_name", ["global_step", "bert/encoder/layer_0/attention/self/query/kernel/adam_m",
-                                     "bert/embeddings/word_embeddings/adam_v",
-                                     "AdamWeightDecayOptimizer/beta1_power", "AdamWeightDecayOptimizer_1/x",
-                                     "cls/squad/output_weights/adam_m"])
+@pytest.mark.parametrize(
+    "tf_name",
+    [
+        "global_step",
+        "bert/encoder/layer_0/attention/self/query/kernel/adam_m",
+        "bert/embeddings/word_embeddings/adam_v",
+        "AdamWeightDecayOptimizer/beta1_power",
+        "AdamWeightDecayOptimizer_1/x",
+        "cls/squad/output_weights/adam_m",
+    ],
+)
 def test_optimizer_state_is_skipped(tf_name):
     assert tf_bundle.hf_name(tf_name) == (None, False)
 
@@ -371,30 +419,53 @@ def test_tf1_fixture_holds_slots_the_reader_drops():
     assert any(n.endswith("/adam_m") for n in raw)
     mapped = READERS["tf1"]()
     assert not any("adam" in n or "global_step" in n for n in mapped)
-    np.testing.assert_array_equal(mapped["cls.predictions.dense.weight"],
-                                  raw["cls/predictions/extra_output_weights"].T)
+    np.testing.assert_array_equal(mapped["cls.predictions.dense.weight"], raw["cls/predictions/extra_output_weights"].T)
     header = tf_bundle.read_index(fixture("tf1_sharded", "model.ckpt"))[""]
     assert header == {"num_shards": 3, "endianness": 0}
 
 
 # --------------------------------------------------------------------------- h5 names
-@pytest.mark.parametrize("tf_name,pt_name,transpose", [
-    ("tf_mobile_bert_for_pre_training/mobilebert/embeddings/word_embeddings/weight:0",
-     "mobilebert.embeddings.word_embeddings.weight", False),
-    ("tf_mobile_bert_for_pre_training/mobilebert/embeddings/position_embeddings/embeddings:0",
-     "mobilebert.embeddings.position_embeddings.weight", False),
-    ("tf_mobile_bert_for_pre_training/mobilebert/encoder/layer_._1/attention/self/query/kernel:0",
-     "mobilebert.encoder.layer.1.attention.self.query.weight", True),
-    ("tf_mobile_bert_for_pre_training/mobilebert/encoder/layer_._0/ffn.0/output/LayerNorm/weight:0",
-     "mobilebert.encoder.layer.0.ffn.0.output.LayerNorm.weight", False),
-    ("tf_mobile_bert_for_pre_training/predictions___cls/predictions/transform/LayerNorm/beta:0",
-     "cls.predictions.transform.LayerNorm.bias", False),
-    ("tf_mobile_bert_for_pre_training/predictions___cls/predictions/dense/weight:0",
-     "cls.predictions.dense.weight", False),
-    ("tf_mobile_bert_for_pre_training/seq_relationship___cls/seq_relationship/kernel:0",
-     "cls.seq_relationship.weight", True),
-    ("tf_mobile_bert_for_sequence_classification/classifier/bias:0", "classifier.bias", False),
-])
+@pytest.mark.parametrize(
+    "tf_name,pt_name,transpose",
+    [
+        (
+            "tf_mobile_bert_for_pre_training/mobilebert/embeddings/word_embeddings/weight:0",
+            "mobilebert.embeddings.word_embeddings.weight",
+            False,
+        ),
+        (
+            "tf_mobile_bert_for_pre_training/mobilebert/embeddings/position_embeddings/embeddings:0",
+            "mobilebert.embeddings.position_embeddings.weight",
+            False,
+        ),
+        (
+            "tf_mobile_bert_for_pre_training/mobilebert/encoder/layer_._1/attention/self/query/kernel:0",
+            "mobilebert.encoder.layer.1.attention.self.query.weight",
+            True,
+        ),
+        (
+            "tf_mobile_bert_for_pre_training/mobilebert/encoder/layer_._0/ffn.0/output/LayerNorm/weight:0",
+            "mobilebert.encoder.layer.0.ffn.0.output.LayerNorm.weight",
+            False,
+        ),
+        (
+            "tf_mobile_bert_for_pre_training/predictions___cls/predictions/transform/LayerNorm/beta:0",
+            "cls.predictions.transform.LayerNorm.bias",
+            False,
+        ),
+        (
+            "tf_mobile_bert_for_pre_training/predictions___cls/predictions/dense/weight:0",
+            "cls.predictions.dense.weight",
+            False,
+        ),
+        (
+            "tf_mobile_bert_for_pre_training/seq_relationship___cls/seq_relationship/kernel:0",
+            "cls.seq_relationship.weight",
+            True,
+        ),
+        ("tf_mobile_bert_for_sequence_classification/classifier/bias:0", "classifier.bias", False),
+    ],
+)
 def test_hf_tf_names_map_as_transformers_maps_them(tf_name, pt_name, transpose):
     assert tf_h5.hf_name(tf_name) == (pt_name, transpose)
 
@@ -413,7 +484,7 @@ def test_damaged_h5_names_the_file(tmp_path, damage):
     if damage == "not-hdf5":
         path.write_bytes(b"not hdf5 at all" * 10)
     elif damage == "truncated":
-        path.write_bytes(data[:len(data) // 2])
+        path.write_bytes(data[: len(data) // 2])
     else:
         import h5py
 
@@ -460,9 +531,8 @@ def test_h5_name_lists_split_into_chunks(tmp_path):
             names = list(group.attrs["weight_names"])
             del group.attrs["weight_names"]
             for chunk, start in enumerate(range(0, len(names), 7)):
-                group.attrs[f"weight_names{chunk}"] = names[start:start + 7]
+                group.attrs[f"weight_names{chunk}"] = names[start : start + 7]
     split, whole = tf_h5.read_tf_h5(dst), READERS["h5"]()
     assert len(whole) > 7 and split.keys() == whole.keys()
     for name, arr in whole.items():
         np.testing.assert_array_equal(split[name], arr)
-

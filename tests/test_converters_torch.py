@@ -17,8 +17,15 @@ from mbengine.errors import CheckpointError
 
 from .hf_util import random_head_model
 
-CONFIG = MobileBertConfig(vocab_size=70, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                          num_hidden_layers=2, num_attention_heads=2, intermediate_size=20)
+CONFIG = MobileBertConfig(
+    vocab_size=70,
+    hidden_size=32,
+    embedding_size=16,
+    intra_bottleneck_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=20,
+)
 IDS = np.random.default_rng(0).integers(0, 70, (2, 7))
 
 
@@ -66,8 +73,15 @@ def test_formats_give_the_same_outputs(hf_model, reference, tmp_path, how):
 
 def test_strided_and_shared_storages(tmp_path):
     base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
-    tensors = {"t": base.t(), "col": base[:, 2], "offset": base[2:], "same": base, "scalar": torch.tensor(3.5),
-               "empty": torch.zeros(0, 3), "ints": torch.arange(5)}
+    tensors = {
+        "t": base.t(),
+        "col": base[:, 2],
+        "offset": base[2:],
+        "same": base,
+        "scalar": torch.tensor(3.5),
+        "empty": torch.zeros(0, 3),
+        "ints": torch.arange(5),
+    }
     for zip_format in (True, False):
         torch.save(tensors, tmp_path / "x.bin", _use_new_zipfile_serialization=zip_format)
         got = read_torch_bin(tmp_path / "x.bin")
@@ -94,8 +108,12 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, container):
         path.write_bytes(buf.getvalue())
         match = r"refused to load the global (posix|os)\.system"
     elif container == "legacy":
-        path.write_bytes(pickle.dumps(0x1950A86A20F9469CFC6C) + pickle.dumps(1001) + pickle.dumps({})
-                         + pickle.dumps({"weight": _Payload(marker)}))
+        path.write_bytes(
+            pickle.dumps(0x1950A86A20F9469CFC6C)
+            + pickle.dumps(1001)
+            + pickle.dumps({})
+            + pickle.dumps({"weight": _Payload(marker)})
+        )
         match = r"refused to load the global (posix|os)\.system"
     else:
         evil = b"cbuiltins\neval\n(Vopen('" + str(marker).encode() + b"', 'w')\ntR."
@@ -114,8 +132,10 @@ def test_malicious_pickle_is_refused_and_never_runs(tmp_path, container):
 GARBAGE_SEEDS = [0, 38, 50, 196, 215]
 
 
-@pytest.mark.parametrize("damage", ["truncated-zip", "truncated-legacy", "empty", "missing-storage"]
-                         + [f"garbage-{seed}" for seed in GARBAGE_SEEDS])
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated-zip", "truncated-legacy", "empty", "missing-storage"] + [f"garbage-{seed}" for seed in GARBAGE_SEEDS],
+)
 def test_broken_files(tmp_path, damage):
     path = tmp_path / "pytorch_model.bin"
     tensors = {"w": torch.ones(64, 64)}

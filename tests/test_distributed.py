@@ -23,9 +23,16 @@ TEXTS = [f"text number {i} says {' '.join(['word'] * (i % 17))} and ends." for i
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpt")
-    config = MobileBertConfig(vocab_size=30522, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                              num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
-                              max_position_embeddings=64)
+    config = MobileBertConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        embedding_size=16,
+        intra_bottleneck_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=64,
+    )
     random_checkpoint(str(d), config, seed=0, std=0.2)
     for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):
         shutil.copy(os.path.join(real_vocab_dir(), name), d / name)
@@ -57,8 +64,7 @@ def test_killed_worker_loses_and_duplicates_nothing(client, checkpoint):
     result = {}
 
     def job():
-        result["value"] = map_pipeline(client, "feature-extraction", checkpoint, TEXTS * 8, chunk_size=2,
-                                       pooling="cls")
+        result["value"] = map_pipeline(client, "feature-extraction", checkpoint, TEXTS * 8, chunk_size=2, pooling="cls")
 
     pids = client.run(os.getpid)
     worker = threading.Thread(target=job)

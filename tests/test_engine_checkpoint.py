@@ -17,8 +17,15 @@ from mbengine.weights import PackedLinear
 
 from .hf_util import HEADS, random_head_model, save_hf
 
-CONFIG = MobileBertConfig(vocab_size=90, hidden_size=48, embedding_size=16, intra_bottleneck_size=24,
-                          num_hidden_layers=2, num_attention_heads=2, intermediate_size=30)
+CONFIG = MobileBertConfig(
+    vocab_size=90,
+    hidden_size=48,
+    embedding_size=16,
+    intra_bottleneck_size=24,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=30,
+)
 IDS = np.random.default_rng(0).integers(0, 90, (2, 9))
 
 

@@ -35,11 +35,21 @@ from mbengine.errors import MBEngineError
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "tiny")
 FUZZ_EXAMPLES = int(os.environ.get("MBENGINE_FUZZ_EXAMPLES", "25"))
 HANG = 20  # seconds: a load that takes longer is stuck (they take ~0.1 s)
-FUZZ = settings(max_examples=FUZZ_EXAMPLES, deadline=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-SMALL = MobileBertConfig(vocab_size=40, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                         num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
-                         max_position_embeddings=32)
+FUZZ = settings(
+    max_examples=FUZZ_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+SMALL = MobileBertConfig(
+    vocab_size=40,
+    hidden_size=32,
+    embedding_size=16,
+    intra_bottleneck_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=24,
+    max_position_embeddings=32,
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +57,12 @@ def sources(tmp_path_factory):
     """{kind: (checkpoint directory, the file in it to damage)}."""
     root = tmp_path_factory.mktemp("fuzz-sources")
     out = {}
-    for kind, name in (("safetensors", "model.safetensors"), ("bin-zip", "pytorch_model.bin"),
-                       ("bin-legacy", "pytorch_model_legacy.bin"), ("h5", "tf_model.h5")):
+    for kind, name in (
+        ("safetensors", "model.safetensors"),
+        ("bin-zip", "pytorch_model.bin"),
+        ("bin-legacy", "pytorch_model_legacy.bin"),
+        ("h5", "tf_model.h5"),
+    ):
         d = root / kind
         d.mkdir()
         shutil.copy(os.path.join(FIXTURES, "config.json"), d / "config.json")
@@ -111,13 +125,17 @@ def original(sources, kind) -> bytes:
 # A damage plan is small (what Hypothesis prints for a failing example); apply_* makes the file.
 BYTE_PLANS = st.one_of(
     st.tuples(st.just("truncate"), st.floats(0, 1, exclude_max=True)),
-    st.tuples(st.just("flip"), st.booleans(),  # in the first KiB (the headers), or anywhere
-              st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=8)))
+    st.tuples(
+        st.just("flip"),
+        st.booleans(),  # in the first KiB (the headers), or anywhere
+        st.lists(st.tuples(st.floats(0, 1, exclude_max=True), st.integers(1, 255)), min_size=1, max_size=8),
+    ),
+)
 
 
 def apply_bytes(plan, data: bytes) -> bytes:
     if plan[0] == "truncate":
-        return data[:int(plan[1] * len(data))]
+        return data[: int(plan[1] * len(data))]
     _, head, flips = plan
     out = bytearray(data)
     span = min(len(out), 1024) if head else len(out)
@@ -141,30 +159,34 @@ def test_byte_damage(tmp_path_factory, sources, kind, plan):
     outcome(damaged(tmp_path_factory, sources, kind, apply_bytes(plan, original(sources, kind))))
 
 
-NUMBERS = st.one_of(st.integers(-2**64, 2**64), st.sampled_from([0, 1, -1, 2**31, 2**63 - 1, 2**63, 10**12]))
-JSONISH = st.one_of(NUMBERS, st.none(), st.booleans(), st.text(max_size=8), st.lists(NUMBERS, max_size=4),
-                    st.floats())
+NUMBERS = st.one_of(st.integers(-(2**64), 2**64), st.sampled_from([0, 1, -1, 2**31, 2**63 - 1, 2**63, 10**12]))
+JSONISH = st.one_of(NUMBERS, st.none(), st.booleans(), st.text(max_size=8), st.lists(NUMBERS, max_size=4), st.floats())
 
 
 HEADER_PLANS = st.tuples(
     st.floats(0, 1, exclude_max=True),  # which entry (in name order; __metadata__ among them)
     st.sampled_from(["dtype", "shape", "data_offsets", "whole entry"]),
-    st.one_of(JSONISH, st.sampled_from(["F32", "F16", "BF16", "F64", "I8", "I64", "U8", "BOOL", "F8_E4M3", "f32"]),
-              st.lists(NUMBERS, min_size=2, max_size=2), st.dictionaries(st.text(max_size=4), JSONISH, max_size=2)))
+    st.one_of(
+        JSONISH,
+        st.sampled_from(["F32", "F16", "BF16", "F64", "I8", "I64", "U8", "BOOL", "F8_E4M3", "f32"]),
+        st.lists(NUMBERS, min_size=2, max_size=2),
+        st.dictionaries(st.text(max_size=4), JSONISH, max_size=2),
+    ),
+)
 
 
 def apply_header(plan, data: bytes) -> bytes:
     """The safetensors file with one header entry (or one field of it) replaced by ``plan``'s value."""
     where, field, value = plan
     n = int.from_bytes(data[:8], "little")
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     name = sorted(header)[int(where * len(header))]
     if field == "whole entry" or name == "__metadata__":
         header[name] = value
     else:
         header[name][field] = value
     raw = json.dumps(header).encode()
-    return len(raw).to_bytes(8, "little") + raw + data[8 + n:]
+    return len(raw).to_bytes(8, "little") + raw + data[8 + n :]
 
 
 @pytest.mark.parametrize("kind", ["safetensors", "engine", "engine-int8"])
@@ -174,11 +196,28 @@ def test_safetensors_header_damage(tmp_path_factory, sources, kind, plan):
     outcome(damaged(tmp_path_factory, sources, kind, apply_header(plan, original(sources, kind))))
 
 
-CONFIG_FIELDS = st.sampled_from(["hidden_size", "num_hidden_layers", "vocab_size", "embedding_size",
-                                 "intermediate_size", "num_attention_heads", "max_position_embeddings",
-                                 "type_vocab_size", "intra_bottleneck_size", "num_feedforward_networks",
-                                 "trigram_input", "use_bottleneck", "normalization_type", "hidden_act",
-                                 "tie_word_embeddings", "architectures", "model_type", "mbengine"])
+CONFIG_FIELDS = st.sampled_from(
+    [
+        "hidden_size",
+        "num_hidden_layers",
+        "vocab_size",
+        "embedding_size",
+        "intermediate_size",
+        "num_attention_heads",
+        "max_position_embeddings",
+        "type_vocab_size",
+        "intra_bottleneck_size",
+        "num_feedforward_networks",
+        "trigram_input",
+        "use_bottleneck",
+        "normalization_type",
+        "hidden_act",
+        "tie_word_embeddings",
+        "architectures",
+        "model_type",
+        "mbengine",
+    ]
+)
 
 
 @pytest.mark.parametrize("kind", ["config", "engine", "engine-int8"])

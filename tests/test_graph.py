@@ -10,8 +10,16 @@ from mbengine.graph import Attention, FeedForward, Linear, build_graph, linear_o
 from mbengine.kernels.names import Norm
 from mbengine.pack import pack
 
-SMALL = dict(vocab_size=40, hidden_size=32, embedding_size=16, intra_bottleneck_size=16, num_hidden_layers=2,
-             num_attention_heads=2, intermediate_size=24, max_position_embeddings=32)
+SMALL = dict(
+    vocab_size=40,
+    hidden_size=32,
+    embedding_size=16,
+    intra_bottleneck_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=24,
+    max_position_embeddings=32,
+)
 
 
 def weights_for(config):
@@ -34,8 +42,9 @@ def test_default_variant_fuses_bottlenecks_with_value_and_query_with_key():
     graph = graph_of(config)
     names = [op.name for op in linears(graph)]
     layer0 = [n for n in names if n.startswith("encoder.layer.0.")]
-    assert layer0[0] == ("encoder.layer.0.bottleneck.input+encoder.layer.0.bottleneck.attention"
-                         "+encoder.layer.0.attention.value")
+    assert layer0[0] == (
+        "encoder.layer.0.bottleneck.input+encoder.layer.0.bottleneck.attention+encoder.layer.0.attention.value"
+    )
     assert layer0[1] == "encoder.layer.0.attention.query+encoder.layer.0.attention.key"
     fused = next(op for op in linears(graph) if op.name == layer0[0])
     assert (fused.weight.n, fused.weight.k) == (16 + 16 + 16, 32) and fused.norm == Norm.NONORM
@@ -82,8 +91,11 @@ def test_ffn_count(nffn):
 def test_unfused_graph_has_one_linear_per_hf_linear():
     config = MobileBertConfig(**SMALL)
     graph = graph_of(config, fuse=False)
-    hf_linears = [k for k in weights_for(config) if k.endswith(".weight") and weights_for(config)[k].ndim == 2
-                  and "embeddings." not in k]
+    hf_linears = [
+        k
+        for k in weights_for(config)
+        if k.endswith(".weight") and weights_for(config)[k].ndim == 2 and "embeddings." not in k
+    ]
     assert len(linears(graph)) == len(hf_linears) + 1  # + the embedding transformation
 
 
@@ -145,6 +157,6 @@ def test_skipped_padding_gives_the_same_real_positions(tmp_path, trigram_padding
     assert not a.logits[~real].any()
     if trigram_padding == "mask":
         for r in range(3):
-            alone = full(ids[r:r + 1, :mask[r].sum()]).logits[0]
-            np.testing.assert_allclose(a.logits[r, :mask[r].sum()], alone, rtol=1e-5, atol=1e-5 * np.abs(alone).max())
+            alone = full(ids[r : r + 1, : mask[r].sum()]).logits[0]
+            np.testing.assert_allclose(a.logits[r, : mask[r].sum()], alone, rtol=1e-5, atol=1e-5 * np.abs(alone).max())
     assert skip.runner(True).arenas[-1][-1] == int(mask.sum())  # the arena held only the real tokens

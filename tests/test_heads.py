@@ -17,6 +17,7 @@ from .strategies import inputs, small_configs
 
 TOL = 1e-4
 
+
 def compare(cls_name, config, seed, ids, mask, types, tmp_path_factory):
     fields, _ = HEADS[cls_name]
     hf = random_head_model(cls_name, config, seed)
@@ -37,8 +38,9 @@ def compare(cls_name, config, seed, ids, mask, types, tmp_path_factory):
 
 
 @pytest.mark.parametrize("cls_name", list(HEADS))
-@settings(max_examples=12, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(data=st.data(), config=small_configs(), seed=st.integers(0, 2**16))
 def test_head_matches_hf(tmp_path_factory, cls_name, data, config, seed):
     extra = HEADS[cls_name][1]
@@ -52,9 +54,17 @@ def test_head_matches_hf(tmp_path_factory, cls_name, data, config, seed):
 
 @pytest.mark.parametrize("tie", [True, False])
 def test_masked_lm_tied_and_untied_decoder(tmp_path_factory, tie):
-    config = MobileBertConfig(vocab_size=70, hidden_size=48, embedding_size=16, intra_bottleneck_size=24,
-                              num_hidden_layers=2, num_attention_heads=2, intermediate_size=30,
-                              tie_word_embeddings=tie, normalization_type="layer_norm")
+    config = MobileBertConfig(
+        vocab_size=70,
+        hidden_size=48,
+        embedding_size=16,
+        intra_bottleneck_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=30,
+        tie_word_embeddings=tie,
+        normalization_type="layer_norm",
+    )
     rng = np.random.default_rng(1)
     ids = rng.integers(0, 70, (2, 10))
     compare("MobileBertForMaskedLM", config, 5, ids, np.ones_like(ids), np.zeros_like(ids), tmp_path_factory)
@@ -62,8 +72,15 @@ def test_masked_lm_tied_and_untied_decoder(tmp_path_factory, tie):
 
 def test_vocab_projection_over_many_columns(tmp_path_factory):
     """A vocabulary above the kernel's chunking threshold, not a multiple of the tile width."""
-    config = MobileBertConfig(vocab_size=3001, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                              num_hidden_layers=1, num_attention_heads=2, intermediate_size=20)
+    config = MobileBertConfig(
+        vocab_size=3001,
+        hidden_size=32,
+        embedding_size=16,
+        intra_bottleneck_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=20,
+    )
     rng = np.random.default_rng(2)
     ids = rng.integers(0, 3001, (3, 11))
     compare("MobileBertForPreTraining", config, 9, ids, np.ones_like(ids), np.zeros_like(ids), tmp_path_factory)
@@ -72,8 +89,15 @@ def test_vocab_projection_over_many_columns(tmp_path_factory):
 def test_base_model_from_head_checkpoint(tmp_path_factory):
     """MobileBertModel from a masked-LM checkpoint, which has no pooler: the pooler is left out (its
     absence read from the tensors); asked for explicitly, it is an error that says what is missing."""
-    config = MobileBertConfig(vocab_size=50, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                              num_hidden_layers=1, num_attention_heads=2, intermediate_size=20)
+    config = MobileBertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        embedding_size=16,
+        intra_bottleneck_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=20,
+    )
     hf = random_head_model("MobileBertForMaskedLM", config, 3)
     path = tmp_path_factory.mktemp("mlm")
     save_hf(hf, str(path))
@@ -82,8 +106,10 @@ def test_base_model_from_head_checkpoint(tmp_path_factory):
     ids = np.arange(1, 9)[None]
     with torch.no_grad():
         want = hf.mobilebert(torch.tensor(ids)).last_hidden_state.numpy()
-    for model in (mbengine.MobileBertModel.from_pretrained(path, trigram_padding="hf"),
-                  mbengine.MobileBertModel.from_pretrained(path, add_pooling_layer=False, trigram_padding="hf")):
+    for model in (
+        mbengine.MobileBertModel.from_pretrained(path, trigram_padding="hf"),
+        mbengine.MobileBertModel.from_pretrained(path, add_pooling_layer=False, trigram_padding="hf"),
+    ):
         out = model(ids)
         assert out.pooler_output is None
         assert rel_err(out.last_hidden_state, want) <= TOL
@@ -92,9 +118,16 @@ def test_base_model_from_head_checkpoint(tmp_path_factory):
 def test_untied_decoder_is_the_checkpoints_own(tmp_path):
     """tie_word_embeddings false: the masked-LM logits come from the checkpoint's own decoder weight (not
     the word embeddings), as in PyTorch."""
-    config = MobileBertConfig(vocab_size=50, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                              num_hidden_layers=1, num_attention_heads=2, intermediate_size=20,
-                              tie_word_embeddings=False)
+    config = MobileBertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        embedding_size=16,
+        intra_bottleneck_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=20,
+        tie_word_embeddings=False,
+    )
     hf = random_head_model("MobileBertForMaskedLM", config, 5)
     decoder = hf.cls.predictions.decoder.weight
     assert decoder.shape == (50, 16) and not torch.equal(decoder, hf.mobilebert.embeddings.word_embeddings.weight)
@@ -107,8 +140,15 @@ def test_untied_decoder_is_the_checkpoints_own(tmp_path):
 
 
 def test_lm_head_needs_hidden_at_least_embedding():
-    config = MobileBertConfig(vocab_size=30, hidden_size=16, embedding_size=32, intra_bottleneck_size=16,
-                              num_hidden_layers=1, num_attention_heads=2, intermediate_size=20)
+    config = MobileBertConfig(
+        vocab_size=30,
+        hidden_size=16,
+        embedding_size=32,
+        intra_bottleneck_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=20,
+    )
     with pytest.raises(ConfigError, match="hidden_size >= embedding_size"):
         mbengine.MobileBertForMaskedLM.from_tensors(config, {})
     with pytest.raises(RuntimeError):  # transformers cannot build it either
@@ -116,16 +156,32 @@ def test_lm_head_needs_hidden_at_least_embedding():
 
 
 def test_question_answering_needs_two_labels(tmp_path):
-    config = MobileBertConfig.from_dict({"vocab_size": 30, "hidden_size": 32, "embedding_size": 16,
-                                         "intra_bottleneck_size": 16, "num_hidden_layers": 1,
-                                         "num_attention_heads": 2, "intermediate_size": 20, "num_labels": 3})
+    config = MobileBertConfig.from_dict(
+        {
+            "vocab_size": 30,
+            "hidden_size": 32,
+            "embedding_size": 16,
+            "intra_bottleneck_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 20,
+            "num_labels": 3,
+        }
+    )
     with pytest.raises(ConfigError, match="num_labels = 2"):
         mbengine.MobileBertForQuestionAnswering.from_tensors(config, {})
 
 
 def test_multiple_choice_shape_errors(tmp_path_factory):
-    config = MobileBertConfig(vocab_size=30, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                              num_hidden_layers=1, num_attention_heads=2, intermediate_size=20)
+    config = MobileBertConfig(
+        vocab_size=30,
+        hidden_size=32,
+        embedding_size=16,
+        intra_bottleneck_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=20,
+    )
     hf = random_head_model("MobileBertForMultipleChoice", config, 1)
     path = tmp_path_factory.mktemp("mc")
     save_hf(hf, str(path))

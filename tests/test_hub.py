@@ -41,8 +41,16 @@ from mbengine.config import MobileBertConfig
 from mbengine.errors import CheckpointError
 
 TINY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "tiny")
-SMALL = dict(vocab_size=300, hidden_size=32, embedding_size=16, intra_bottleneck_size=16, num_hidden_layers=1,
-             num_attention_heads=2, intermediate_size=24, max_position_embeddings=32)
+SMALL = dict(
+    vocab_size=300,
+    hidden_size=32,
+    embedding_size=16,
+    intra_bottleneck_size=16,
+    num_hidden_layers=1,
+    num_attention_heads=2,
+    intermediate_size=24,
+    max_position_embeddings=32,
+)
 COMMIT_A, COMMIT_B = hashlib.sha1(b"a").hexdigest(), hashlib.sha1(b"b").hexdigest()
 TEXT = "the [MASK] is blue ."
 
@@ -50,11 +58,20 @@ TEXT = "the [MASK] is blue ."
 def run(code: str, env: dict, *args: str) -> dict:
     """Run ``code`` in a fresh interpreter with the Hugging Face variables of ``env`` only; the JSON it prints
     last."""
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("HF_", "HUGGINGFACE_")) and k not in ("TRANSFORMERS_OFFLINE", "TRANSFORMERS_CACHE")}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("HF_", "HUGGINGFACE_")) and k not in ("TRANSFORMERS_OFFLINE", "TRANSFORMERS_CACHE")
+    }
     clean.update(HF_HUB_DISABLE_TELEMETRY="1", HF_HUB_DISABLE_PROGRESS_BARS="1", NUMBA_NUM_THREADS="1", **env)
-    proc = subprocess.run([sys.executable, "-c", code, *args], env=clean, capture_output=True, text=True,
-                          timeout=300, cwd=env.get("HF_HOME") or tempfile.gettempdir())  # (not the source tree)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        env=clean,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=env.get("HF_HOME") or tempfile.gettempdir(),
+    )  # (not the source tree)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -81,36 +98,78 @@ def write_cache(cache, repo_id: str, snapshots: dict, refs: dict) -> None:
 
 # ---------------------------------------------------------------------------------------------- pure functions
 
-@pytest.mark.parametrize("name, ok", [
-    ("google/mobilebert-uncased", True), ("bert-base-uncased", True), ("org/name.v2_x", True), ("a", True),
-    ("a/b/c", False), ("/abs/path", False), ("./rel", False), ("org/", False), ("org/na--me", False),
-    ("org/na..me", False), ("org/name.git", False), ("org/café", False), ("", False), ("a [MASK]", False),
-    ("-x", False), ("x" * 97, False),
-])
+
+@pytest.mark.parametrize(
+    "name, ok",
+    [
+        ("google/mobilebert-uncased", True),
+        ("bert-base-uncased", True),
+        ("org/name.v2_x", True),
+        ("a", True),
+        ("a/b/c", False),
+        ("/abs/path", False),
+        ("./rel", False),
+        ("org/", False),
+        ("org/na--me", False),
+        ("org/na..me", False),
+        ("org/name.git", False),
+        ("org/café", False),
+        ("", False),
+        ("a [MASK]", False),
+        ("-x", False),
+        ("x" * 97, False),
+    ],
+)
 def test_repo_id_form(name, ok):
     assert hub.is_repo_id(name) is ok
 
 
-@pytest.mark.parametrize("files, weights", [
-    (["model.safetensors", "pytorch_model.bin", "tf_model.h5"], "model.safetensors"),
-    (["model.safetensors.index.json", "model-00001-of-00002.safetensors", "pytorch_model.bin"],
-     "model.safetensors.index.json"),
-    (["pytorch_model.bin", "tf_model.h5", "flax_model.msgpack"], "pytorch_model.bin"),
-    (["pytorch_model.bin.index.json", "tf_model.h5"], "pytorch_model.bin.index.json"),
-    (["tf_model.h5", "flax_model.msgpack", "rust_model.ot"], "tf_model.h5"),
-])
+@pytest.mark.parametrize(
+    "files, weights",
+    [
+        (["model.safetensors", "pytorch_model.bin", "tf_model.h5"], "model.safetensors"),
+        (
+            ["model.safetensors.index.json", "model-00001-of-00002.safetensors", "pytorch_model.bin"],
+            "model.safetensors.index.json",
+        ),
+        (["pytorch_model.bin", "tf_model.h5", "flax_model.msgpack"], "pytorch_model.bin"),
+        (["pytorch_model.bin.index.json", "tf_model.h5"], "pytorch_model.bin.index.json"),
+        (["tf_model.h5", "flax_model.msgpack", "rust_model.ot"], "tf_model.h5"),
+    ],
+)
 def test_choose_files_prefers_safetensors_then_bin_then_h5(files, weights):
-    listing = ["config.json", ".gitattributes", "README.md", "vocab.txt", "tokenizer.json", "merges.txt",
-               "special_tokens_map.json", "onnx/model.onnx", *files]
-    assert hub.choose_files(listing) == ["config.json", "tokenizer.json", "vocab.txt", "special_tokens_map.json",
-                                         weights]
-    assert hub.choose_files(listing, weights=False) == ["config.json", "tokenizer.json", "vocab.txt",
-                                                        "special_tokens_map.json"]
+    listing = [
+        "config.json",
+        ".gitattributes",
+        "README.md",
+        "vocab.txt",
+        "tokenizer.json",
+        "merges.txt",
+        "special_tokens_map.json",
+        "onnx/model.onnx",
+        *files,
+    ]
+    assert hub.choose_files(listing) == [
+        "config.json",
+        "tokenizer.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+        weights,
+    ]
+    assert hub.choose_files(listing, weights=False) == [
+        "config.json",
+        "tokenizer.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+    ]
 
 
 def test_choose_files_errors():
-    with pytest.raises(CheckpointError, match=r"org/x has no weights file that mbengine reads \(its files: "
-                                              r"README.md, config.json, flax_model.msgpack\)"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"org/x has no weights file that mbengine reads \(its files: "
+        r"README.md, config.json, flax_model.msgpack\)",
+    ):
         hub.choose_files(["config.json", "README.md", "flax_model.msgpack"], "org/x")
     with pytest.raises(CheckpointError, match="has no config.json: not a Transformers model checkpoint"):
         hub.choose_files(["model.safetensors"])
@@ -137,12 +196,17 @@ def test_local_paths_never_touch_the_hub(no_hub, tmp_path):
 
 # --------------------------------------------------------------------------------------- no huggingface_hub
 
+
 def test_without_huggingface_hub_an_id_says_what_to_install(no_hub, checkpoints):
-    message = 'org/name is not a local directory; to load it as a Hugging Face Hub model id, install ' \
-              'huggingface_hub: pip install "mbengine[hub]"'
-    for load in (lambda: mbengine.MobileBertForMaskedLM.from_pretrained("org/name"),
-                 lambda: mbengine.MobileBertTokenizer.from_pretrained("org/name"),
-                 lambda: mbengine.pipeline("fill-mask", model="org/name")):
+    message = (
+        "org/name is not a local directory; to load it as a Hugging Face Hub model id, install "
+        'huggingface_hub: pip install "mbengine[hub]"'
+    )
+    for load in (
+        lambda: mbengine.MobileBertForMaskedLM.from_pretrained("org/name"),
+        lambda: mbengine.MobileBertTokenizer.from_pretrained("org/name"),
+        lambda: mbengine.pipeline("fill-mask", model="org/name"),
+    ):
         with pytest.raises(CheckpointError) as e:
             load()
         assert str(e.value) == message
@@ -152,13 +216,16 @@ def test_without_huggingface_hub_an_id_says_what_to_install(no_hub, checkpoints)
 
 
 def test_importing_mbengine_does_not_import_huggingface_hub():
-    code = ("import sys, mbengine, mbengine.hub, mbengine.config, mbengine.modeling, mbengine.tokenizer, "
-            "mbengine.pipelines, mbengine.cli, json; mbengine.MobileBertConfig; mbengine.pipeline; "
-            "print(json.dumps('huggingface_hub' in sys.modules))")
+    code = (
+        "import sys, mbengine, mbengine.hub, mbengine.config, mbengine.modeling, mbengine.tokenizer, "
+        "mbengine.pipelines, mbengine.cli, json; mbengine.MobileBertConfig; mbengine.pipeline; "
+        "print(json.dumps('huggingface_hub' in sys.modules))"
+    )
     assert run(code, {}) is False
 
 
 # ------------------------------------------------------------------------------- an offline cache of two commits
+
 
 @pytest.fixture(scope="module")
 def checkpoints(tmp_path_factory):
@@ -236,20 +303,33 @@ def offline(checkpoints, tmp_path_factory):
     """One subprocess, HF_HUB_OFFLINE=1, over a cache with org/name at commits A (main) and B (v2)."""
     home = tmp_path_factory.mktemp("hf-home")
     cache = home / "hub"
-    write_cache(cache, "org/name", {COMMIT_A: checkpoints["a"], COMMIT_B: checkpoints["b"]},
-                {"main": COMMIT_A, "v2": COMMIT_B})
-    results = run(OFFLINE, {"HF_HOME": str(home), "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
-                  checkpoints["a"], checkpoints["b"], TEXT, COMMIT_B)
+    write_cache(
+        cache, "org/name", {COMMIT_A: checkpoints["a"], COMMIT_B: checkpoints["b"]}, {"main": COMMIT_A, "v2": COMMIT_B}
+    )
+    results = run(
+        OFFLINE,
+        {"HF_HOME": str(home), "HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"},
+        checkpoints["a"],
+        checkpoints["b"],
+        TEXT,
+        COMMIT_B,
+    )
     return results, str(cache)
 
 
 def test_offline_model_id_loads_the_cached_snapshot(offline):
     results, cache = offline
     snapshots = os.path.join(cache, "models--org--name", "snapshots")
-    assert results["main"] == results["ref_main"] == {"equals_a": True, "equals_b": False,
-                                                      "source": os.path.join(snapshots, COMMIT_A)}
-    assert results["ref_v2"] == results["commit_b"] == {"equals_a": False, "equals_b": True,
-                                                        "source": os.path.join(snapshots, COMMIT_B)}
+    assert (
+        results["main"]
+        == results["ref_main"]
+        == {"equals_a": True, "equals_b": False, "source": os.path.join(snapshots, COMMIT_A)}
+    )
+    assert (
+        results["ref_v2"]
+        == results["commit_b"]
+        == {"equals_a": False, "equals_b": True, "source": os.path.join(snapshots, COMMIT_B)}
+    )
     ours, local = results["tokenizer"]
     assert ours == local
     by_id, by_path, by_id_v2, by_path_b = results["pipeline"]
@@ -261,9 +341,12 @@ def test_offline_and_not_cached_is_a_clear_error(offline):
     errors = results["errors"]
     assert errors["not cached"] == (
         f"org/other is neither a local directory nor in the Hugging Face cache ({cache}), and HF_HUB_OFFLINE is "
-        "set\n  unset HF_HUB_OFFLINE and run once online to download it; or give a local checkpoint directory")
-    assert errors["no such ref"].startswith("org/name (revision v3) is neither a local directory nor in the "
-                                            f"Hugging Face cache ({cache}), and HF_HUB_OFFLINE is set")
+        "set\n  unset HF_HUB_OFFLINE and run once online to download it; or give a local checkpoint directory"
+    )
+    assert errors["no such ref"].startswith(
+        "org/name (revision v3) is neither a local directory nor in the "
+        f"Hugging Face cache ({cache}), and HF_HUB_OFFLINE is set"
+    )
     assert errors["pipeline"] == errors["tokenizer"] == errors["not cached"]
 
 
@@ -275,12 +358,15 @@ def test_cli_takes_a_model_id(offline):
     assert c["info"][0] == 0 and os.path.join(cache, "models--org--name", "snapshots", COMMIT_B) in c["info"][1]
     status, out, err = c["unknown"]
     assert status == 1 and not out
-    assert err == (f"mbengine: error: org/other is neither a local directory nor in the Hugging Face cache ({cache}), "
-                   "and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE and run once online to download it; or give a "
-                   "local checkpoint directory\n")
+    assert err == (
+        f"mbengine: error: org/other is neither a local directory nor in the Hugging Face cache ({cache}), "
+        "and HF_HUB_OFFLINE is set: unset HF_HUB_OFFLINE and run once online to download it; or give a "
+        "local checkpoint directory\n"
+    )
 
 
 # ------------------------------------------------------------------------------------ a local stand-in for the Hub
+
 
 class FakeHub:
     """The Hub endpoints huggingface_hub's model_info and hf_hub_download use, over ``repos``:
@@ -350,10 +436,20 @@ class FakeHub:
             return self.error(h, 404, "RevisionNotFound", head)
         files = r["commits"][commit]
         if api:
-            info = {"id": repo, "modelId": repo, "sha": commit, "private": False, "disabled": False,
-                    "gated": "manual" if r.get("gated") else False, "downloads": 0, "likes": 0, "tags": [],
-                    "lastModified": "2024-01-01T00:00:00.000Z", "library_name": "transformers",
-                    "siblings": [{"rfilename": name} for name in sorted(files)]}
+            info = {
+                "id": repo,
+                "modelId": repo,
+                "sha": commit,
+                "private": False,
+                "disabled": False,
+                "gated": "manual" if r.get("gated") else False,
+                "downloads": 0,
+                "likes": 0,
+                "tags": [],
+                "lastModified": "2024-01-01T00:00:00.000Z",
+                "library_name": "transformers",
+                "siblings": [{"rfilename": name} for name in sorted(files)],
+            }
             return self.send(h, 200, json.dumps(info).encode(), {"Content-Type": "application/json"}, head)
         if r.get("gated"):  # the listing is public, the files are not
             return self.error(h, 403, "GatedRepo", head)
@@ -361,8 +457,17 @@ class FakeHub:
         if name not in files:
             return self.error(h, 404, "EntryNotFound", head, commit)
         body = files[name]
-        self.send(h, 200, body, {"X-Repo-Commit": commit, "ETag": f'"{hashlib.sha256(body).hexdigest()}"',
-                                 "Content-Type": "application/octet-stream"}, head)
+        self.send(
+            h,
+            200,
+            body,
+            {
+                "X-Repo-Commit": commit,
+                "ETag": f'"{hashlib.sha256(body).hexdigest()}"',
+                "Content-Type": "application/octet-stream",
+            },
+            head,
+        )
 
 
 def tiny(*names, folder=TINY) -> dict:
@@ -382,14 +487,20 @@ def repo(files: dict, n: int, gated=False, refs=("main",)) -> dict:
 
 
 VOCAB = "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(55)]).encode()
-OTHER = {"README.md": b"# tiny", ".gitattributes": b"*.bin filter=lfs", "flax_model.msgpack": b"\0" * 64,
-         "vocab.txt": VOCAB, "tokenizer_config.json": b'{"do_lower_case": true}'}
+OTHER = {
+    "README.md": b"# tiny",
+    ".gitattributes": b"*.bin filter=lfs",
+    "flax_model.msgpack": b"\0" * 64,
+    "vocab.txt": VOCAB,
+    "tokenizer_config.json": b'{"do_lower_case": true}',
+}
 SHARDS = os.path.join(TINY, "sharded_safetensors")
 REPOS = {
     "org/all": repo({**tiny("config.json", "model.safetensors", "pytorch_model.bin", "tf_model.h5"), **OTHER}, 1),
     "org/bin": repo({**tiny("config.json", "pytorch_model.bin", "tf_model.h5"), **OTHER}, 2, refs=("main", "v1")),
-    "org/sharded": repo({**tiny("config.json", "pytorch_model.bin"), **OTHER,
-                         **tiny(*sorted(os.listdir(SHARDS)), folder=SHARDS)}, 3),
+    "org/sharded": repo(
+        {**tiny("config.json", "pytorch_model.bin"), **OTHER, **tiny(*sorted(os.listdir(SHARDS)), folder=SHARDS)}, 3
+    ),
     "org/h5": repo({**tiny("config.json", "tf_model.h5"), **OTHER}, 4),
     "org/tok": repo({**tiny("config.json", "model.safetensors"), "vocab.txt": VOCAB}, 5),
     "org/gated": repo({**tiny("config.json", "model.safetensors"), **OTHER}, 6, gated=True),
@@ -453,9 +564,14 @@ def test_download_from_a_stand_in_hub(tmp_path):
     # only config, tokenizer files and the preferred weights format travel
     assert sorted(gets["org/all"]) == ["config.json", "model.safetensors", "tokenizer_config.json", "vocab.txt"]
     assert sorted(gets["org/bin"]) == ["config.json", "pytorch_model.bin", "tokenizer_config.json", "vocab.txt"]
-    assert sorted(gets["org/sharded"]) == ["config.json", "model-00001-of-00002.safetensors",
-                                           "model-00002-of-00002.safetensors", "model.safetensors.index.json",
-                                           "tokenizer_config.json", "vocab.txt"]
+    assert sorted(gets["org/sharded"]) == [
+        "config.json",
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+    ]
     assert sorted(gets["org/h5"]) == ["config.json", "tf_model.h5", "tokenizer_config.json", "vocab.txt"]
     assert sorted(gets["org/tok"]) == ["config.json", "vocab.txt"]  # a tokenizer needs no weights
     assert not any(p.endswith(("README.md", ".gitattributes", "flax_model.msgpack")) for _, p in fake.log)
@@ -478,17 +594,22 @@ def test_download_from_a_stand_in_hub(tmp_path):
     assert errors["unknown"] == (
         f"no model org/unknown on the Hugging Face Hub ({url}), and no local directory of that name\n"
         f"  check the id (org/name, as on {url}); a private repo needs a login: `hf auth login` (older "
-        "huggingface_hub: `huggingface-cli login`), or set HF_TOKEN")
+        "huggingface_hub: `huggingface-cli login`), or set HF_TOKEN"
+    )
     assert errors["gated"] == (
         "org/gated is a gated model on the Hugging Face Hub: its files need an account that accepted its terms\n"
         f"  accept them at {url}/org/gated, then log in as that account: `hf auth login` (older huggingface_hub: "
-        "`huggingface-cli login`), or set HF_TOKEN")
-    assert errors["revision"] == ("org/all has no revision 'nope' on the Hugging Face Hub\n"
-                                  "  check the branch, tag or commit hash given as revision (--revision)")
+        "`huggingface-cli login`), or set HF_TOKEN"
+    )
+    assert errors["revision"] == (
+        "org/all has no revision 'nope' on the Hugging Face Hub\n"
+        "  check the branch, tag or commit hash given as revision (--revision)"
+    )
     assert errors["noweights"].startswith(
         "org/noweights on the Hugging Face Hub has no weights file that mbengine reads (its files: .gitattributes, "
         "README.md, config.json, flax_model.msgpack, tokenizer_config.json, vocab.txt)\n  mbengine reads "
-        "model.safetensors, pytorch_model.bin, tf_model.h5")
+        "model.safetensors, pytorch_model.bin, tf_model.h5"
+    )
 
     # the server is gone: offline, and with the Hub unreachable (the same address, nothing listening), the
     # cache serves every format, with the same values as the fixture read directly
@@ -496,7 +617,7 @@ def test_download_from_a_stand_in_hub(tmp_path):
         after = run(AFTER, {"HF_HOME": str(home), "HF_HUB_CACHE": str(cache), **extra}, TINY)
         assert max(after["close"].values()) < 1e-5, after["close"]
         assert sorted(after["close"]) == ["org/all", "org/bin", "org/h5", "org/sharded"]
-        reason = ("HF_HUB_OFFLINE is set" if extra.get("HF_HUB_OFFLINE") else
-                  f"the Hub ({fake.url}) cannot be reached (")
-        assert after["error"].startswith(f"org/unknown is neither a local directory nor in the Hugging Face cache "
-                                         f"({cache}), and {reason}"), after["error"]
+        reason = "HF_HUB_OFFLINE is set" if extra.get("HF_HUB_OFFLINE") else f"the Hub ({fake.url}) cannot be reached ("
+        assert after["error"].startswith(
+            f"org/unknown is neither a local directory nor in the Hugging Face cache ({cache}), and {reason}"
+        ), after["error"]

@@ -23,8 +23,15 @@ from .helpers import rel_err
 from .hf_util import HEADS, random_head_model, save_hf
 from .strategies import small_configs
 
-CONFIG = MobileBertConfig(vocab_size=90, hidden_size=64, embedding_size=32, intra_bottleneck_size=32,
-                          num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+CONFIG = MobileBertConfig(
+    vocab_size=90,
+    hidden_size=64,
+    embedding_size=32,
+    intra_bottleneck_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+)
 RNG = np.random.default_rng(0)
 IDS = RNG.integers(1, 90, (3, 16))
 
@@ -53,10 +60,12 @@ def run(model, ids=IDS):
 
 
 # heads with an output read from the pooler: {head: (that output, the linear that makes it)}
-POOLED_OUTPUTS = {"MobileBertForPreTraining": ("seq_relationship_logits", "cls.seq_relationship"),
-                  "MobileBertForNextSentencePrediction": ("logits", "cls.seq_relationship"),
-                  "MobileBertForSequenceClassification": ("logits", "classifier"),
-                  "MobileBertForMultipleChoice": ("logits", "classifier")}
+POOLED_OUTPUTS = {
+    "MobileBertForPreTraining": ("seq_relationship_logits", "cls.seq_relationship"),
+    "MobileBertForNextSentencePrediction": ("logits", "cls.seq_relationship"),
+    "MobileBertForSequenceClassification": ("logits", "classifier"),
+    "MobileBertForMultipleChoice": ("logits", "classifier"),
+}
 
 
 def hidden(model, ids):
@@ -87,23 +96,43 @@ def int8_configs(draw):
         intra = width = hidden
     else:
         intra = width = draw(st.sampled_from([32, 48, 64]))
-    return MobileBertConfig.from_dict({
-        **base.to_dict(), "hidden_size": hidden, "intra_bottleneck_size": intra,
-        "num_attention_heads": draw(st.sampled_from([h for h in (1, 2, 4) if width % h == 0])),
-        "embedding_size": draw(st.sampled_from([hidden, 16, 32])),
-        "intermediate_size": draw(st.sampled_from([32, 64, 96])),
-    })
+    return MobileBertConfig.from_dict(
+        {
+            **base.to_dict(),
+            "hidden_size": hidden,
+            "intra_bottleneck_size": intra,
+            "num_attention_heads": draw(st.sampled_from([h for h in (1, 2, 4) if width % h == 0])),
+            "embedding_size": draw(st.sampled_from([hidden, 16, 32])),
+            "intermediate_size": draw(st.sampled_from([32, 64, 96])),
+        }
+    )
 
 
 @pytest.mark.parametrize("cls_name", list(HEADS))
-@settings(max_examples=4, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(config=int8_configs(), seed=st.integers(0, 2**16))
-@example(config=MobileBertConfig(  # one first token at 87% error (see below)
-    vocab_size=113, hidden_size=96, num_hidden_layers=3, num_attention_heads=2, intermediate_size=32,
-    hidden_act="gelu_new", max_position_embeddings=16, type_vocab_size=1, embedding_size=96, trigram_input=False,
-    intra_bottleneck_size=64, use_bottleneck_attention=True, key_query_shared_bottleneck=True,
-    num_feedforward_networks=3, normalization_type="no_norm"), seed=237)
+@example(
+    config=MobileBertConfig(  # one first token at 87% error (see below)
+        vocab_size=113,
+        hidden_size=96,
+        num_hidden_layers=3,
+        num_attention_heads=2,
+        intermediate_size=32,
+        hidden_act="gelu_new",
+        max_position_embeddings=16,
+        type_vocab_size=1,
+        embedding_size=96,
+        trigram_input=False,
+        intra_bottleneck_size=64,
+        use_bottleneck_attention=True,
+        key_query_shared_bottleneck=True,
+        num_feedforward_networks=3,
+        normalization_type="no_norm",
+    ),
+    seed=237,
+)
 def test_every_head_int8_on_every_variant(tmp_path_factory, cls_name, config, seed):
     """Every head on every structural variant runs int8 and stays near its float32 outputs.
 
@@ -206,8 +235,9 @@ def inject_outliers(path, channels=(3, 17), magnitudes=(1e5, 1e7)):
         if name.endswith("output.bottleneck.LayerNorm.bias") or name.endswith("embeddings.LayerNorm.bias"):
             for c, m in zip(channels, magnitudes):
                 tensors[name][c] = m
-        reads_hidden = name.endswith(("bottleneck.input.dense.weight", "bottleneck.attention.dense.weight",
-                                      "attention.self.value.weight"))  # V reads the layer input here
+        reads_hidden = name.endswith(
+            ("bottleneck.input.dense.weight", "bottleneck.attention.dense.weight", "attention.self.value.weight")
+        )  # V reads the layer input here
         if reads_hidden:
             for c, m in zip(channels, magnitudes):
                 tensors[name][:, c] /= m
@@ -219,8 +249,9 @@ def test_outlier_channels_keep_accuracy(tmp_path_factory):
     inject_outliers(path)
     reference = mbengine.MobileBertModel.from_pretrained(path)(IDS).last_hidden_state
     assert np.abs(reference).max() > 1e6  # the injection worked
-    plain, _ = quantized(mbengine.MobileBertModel.from_pretrained(path), outlier_ratio=float("inf"),
-                         max_error=float("inf"))  # per-row int8, no remedy
+    plain, _ = quantized(
+        mbengine.MobileBertModel.from_pretrained(path), outlier_ratio=float("inf"), max_error=float("inf")
+    )  # per-row int8, no remedy
     remedied, report = quantized(mbengine.MobileBertModel.from_pretrained(path))
     assert report.summary()["outlier_channels"] > 0
     # compare the ordinary channels: the huge ones are dominated by their bias
@@ -301,7 +332,7 @@ def test_int8_round_trip_is_exact_and_small(int8_checkpoint):
     # the linears: int8 panels + scales vs the float32 file's packed panels, ~1/4
     floats = load_file(str(fp32 / "model.safetensors"))
     q_bytes = sum(v.nbytes for k, v in tensors.items() if k.startswith(("int8/", "scale/", "outlier")))
-    f_bytes = sum(floats[engine.PACKED + k[len("int8/"):]].nbytes for k in tensors if k.startswith("int8/"))
+    f_bytes = sum(floats[engine.PACKED + k[len("int8/") :]].nbytes for k in tensors if k.startswith("int8/"))
     assert q_bytes < 0.3 * f_bytes, (q_bytes, f_bytes)
     # the whole file: these tiny models carry 512 float32 positions and many norm vectors
     assert os.path.getsize(dst / "model.safetensors") < 0.6 * os.path.getsize(fp32 / "model.safetensors")
@@ -357,22 +388,25 @@ def bad_panel_shape(t):
 
 
 def outlier_out_of_range(t):
-    k = first(t, "scale/encoder")[len("scale/"):]
+    k = first(t, "scale/encoder")[len("scale/") :]
     n = t["scale/" + k].shape[0]
     t["outliers/" + k] = np.array([10**6], np.int64)
     t["outlier_weight/" + k] = np.zeros((1, n), np.float32)
 
 
-@pytest.mark.parametrize("edit, message", [
-    (drop_scale, "int8 data without 'scale/"),
-    (short_scale, "scales"),
-    (zero_scale, "zero, negative or non-finite"),
-    (nan_scale, "zero, negative or non-finite"),
-    (drop_embedding_scale, "int8 tensor 'embeddings.word_embeddings.weight' has no 'scale/"),
-    (scale_2d, "expected float32 (N,)"),
-    (bad_panel_shape, "int8 weight of 'encoder.layer.0.attention.output' is int8"),
-    (outlier_out_of_range, "outlier channels must be distinct inputs"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (drop_scale, "int8 data without 'scale/"),
+        (short_scale, "scales"),
+        (zero_scale, "zero, negative or non-finite"),
+        (nan_scale, "zero, negative or non-finite"),
+        (drop_embedding_scale, "int8 tensor 'embeddings.word_embeddings.weight' has no 'scale/"),
+        (scale_2d, "expected float32 (N,)"),
+        (bad_panel_shape, "int8 weight of 'encoder.layer.0.attention.output' is int8"),
+        (outlier_out_of_range, "outlier channels must be distinct inputs"),
+    ],
+)
 def test_bad_int8_checkpoint_is_refused_clearly(int8_checkpoint, tmp_path, edit, message):
     _, _, dst, _ = int8_checkpoint
     bad = corrupt(dst, tmp_path / "bad", edit)

@@ -50,10 +50,12 @@ def _activate_all(x, code, out):
         out[i] = k_act.apply_activation(x[i], code)
 
 
-ACT_POINTS = np.concatenate([
-    np.linspace(-12.0, 12.0, 2401),
-    [0.0, -0.0, 1e-30, -1e-30, -20.5, 20.5, -50.0, 50.0, -100.0, 100.0, -1e4, 1e4, -1e7, 1e7],
-])
+ACT_POINTS = np.concatenate(
+    [
+        np.linspace(-12.0, 12.0, 2401),
+        [0.0, -0.0, 1e-30, -1e-30, -20.5, 20.5, -50.0, 50.0, -100.0, 100.0, -1e4, 1e4, -1e7, 1e7],
+    ]
+)
 
 
 def test_every_hf_activation_name_has_a_reference():
@@ -104,8 +106,9 @@ def token_batches(draw, max_batch=4, max_seq=40):
     return ids, mask, V, E, rng
 
 
-@given(batch=token_batches(), use_trigram=st.sampled_from([0, 1]), mask_aware=st.sampled_from([0, 1]),
-       int8=st.booleans())
+@given(
+    batch=token_batches(), use_trigram=st.sampled_from([0, 1]), mask_aware=st.sampled_from([0, 1]), int8=st.booleans()
+)
 @settings(max_examples=40, **SETTINGS)
 def test_embed_words(batch, use_trigram, mask_aware, int8):
     ids, mask, V, E, rng = batch
@@ -140,31 +143,47 @@ def test_embed_positions(batch, H, T, P):
     np.testing.assert_array_equal(out, expected)
 
 
-@given(B=st.integers(1, 5), S=st.integers(1, 20), width=st.integers(1, 70), off=st.integers(0, 9),
-       extra=st.integers(0, 9), seed=st.integers(0, 2**32 - 1))
+@given(
+    B=st.integers(1, 5),
+    S=st.integers(1, 20),
+    width=st.integers(1, 70),
+    off=st.integers(0, 9),
+    extra=st.integers(0, 9),
+    seed=st.integers(0, 2**32 - 1),
+)
 @settings(max_examples=30, **SETTINGS)
 def test_gather_rows(B, S, width, off, extra, seed):
     rng = np.random.default_rng(seed)
     src = framed(B * S, off + width + extra, off, width, rng)
     out = np.full((B, width), SENTINEL, np.float32)
     k_embeddings.gather_rows(src, off, width, np.arange(B + 1) * S, out)
-    np.testing.assert_array_equal(out, src[::S, off:off + width])
+    np.testing.assert_array_equal(out, src[::S, off : off + width])
 
 
 # ----------------------------------------------------------------------------- add_norm
-@given(M=st.integers(1, 40), width=st.integers(1, 90), norm=NORMS, eps=EPS,
-       a_off=st.integers(0, 7), r_off=st.integers(-1, 7), out_off=st.integers(0, 7), extra=st.integers(0, 5),
-       in_place=st.booleans(), scale=st.sampled_from(SCALES), seed=st.integers(0, 2**32 - 1))
+@given(
+    M=st.integers(1, 40),
+    width=st.integers(1, 90),
+    norm=NORMS,
+    eps=EPS,
+    a_off=st.integers(0, 7),
+    r_off=st.integers(-1, 7),
+    out_off=st.integers(0, 7),
+    extra=st.integers(0, 5),
+    in_place=st.booleans(),
+    scale=st.sampled_from(SCALES),
+    seed=st.integers(0, 2**32 - 1),
+)
 @settings(max_examples=60, **SETTINGS)
 def test_add_norm(M, width, norm, eps, a_off, r_off, out_off, extra, in_place, scale, seed):
     rng = np.random.default_rng(seed)
     a = framed(M, a_off + width + extra, a_off, width, rng, scale * rng.standard_normal((M, width)))
     if r_off >= 0:
         r = framed(M, r_off + width + extra, r_off, width, rng, scale * rng.standard_normal((M, width)))
-        v = a[:, a_off:a_off + width] + r[:, r_off:r_off + width]  # float32 sum, as the kernel
+        v = a[:, a_off : a_off + width] + r[:, r_off : r_off + width]  # float32 sum, as the kernel
     else:
         r = np.zeros((1, 1), np.float32)
-        v = a[:, a_off:a_off + width].copy()
+        v = a[:, a_off : a_off + width].copy()
     w = readonly(rng.uniform(0.5, 1.5, width))
     b = readonly(rng.normal(0.0, 0.1, width))
     expected = norm_ref(v.astype(np.float64), norm, w.astype(np.float64), b.astype(np.float64), eps)
@@ -174,7 +193,7 @@ def test_add_norm(M, width, norm, eps, a_off, r_off, out_off, extra, in_place, s
     else:
         out = framed(M, out_off + width + extra, out_off, width)
     k_norms.add_norm(a, a_off, r, r_off, width, norm, w, b, eps, out, out_off)
-    assert_close32(out[:, out_off:out_off + width], expected)
+    assert_close32(out[:, out_off : out_off + width], expected)
     if in_place:
         assert_frame_untouched(a, a_off, width)
     else:
@@ -208,10 +227,18 @@ def attention_ref(q, k, v, mask_add, heads, D):
     return ctx, p
 
 
-@given(B=st.integers(1, 3), S=st.integers(1, 40), heads=st.integers(1, 4), D=st.integers(1, 40),
-       fused=st.booleans(), offs=st.lists(st.integers(0, 6), min_size=4, max_size=4),
-       want_probs=st.sampled_from([0, 1]), qk_scale=st.sampled_from([0.1, 1.0, 2.0]),
-       data=st.data(), seed=st.integers(0, 2**32 - 1))
+@given(
+    B=st.integers(1, 3),
+    S=st.integers(1, 40),
+    heads=st.integers(1, 4),
+    D=st.integers(1, 40),
+    fused=st.booleans(),
+    offs=st.lists(st.integers(0, 6), min_size=4, max_size=4),
+    want_probs=st.sampled_from([0, 1]),
+    qk_scale=st.sampled_from([0.1, 1.0, 2.0]),
+    data=st.data(),
+    seed=st.integers(0, 2**32 - 1),
+)
 @settings(max_examples=40, **SETTINGS)
 def test_attention(B, S, heads, D, fused, offs, want_probs, qk_scale, data, seed):
     rng = np.random.default_rng(seed)
@@ -223,7 +250,7 @@ def test_attention(B, S, heads, D, fused, offs, want_probs, qk_scale, data, seed
     if fused:  # Q, K, V side by side in one buffer, as the graph packs them
         o = offs[0]
         qkv = framed(T, o + 3 * A + offs[1], o, 3 * A, rng)
-        qkv[:, o:o + 2 * A] *= qk_scale
+        qkv[:, o : o + 2 * A] *= qk_scale
         q = k = v = qkv
         q_off, k_off, v_off = o, o + A, o + 2 * A
     else:
@@ -234,25 +261,46 @@ def test_attention(B, S, heads, D, fused, offs, want_probs, qk_scale, data, seed
     inputs_before = [x.copy() for x in (q, k, v)]
     out_off = offs[3]
     out = framed(T, out_off + A + 3, out_off, A)
-    probs = (np.full((B, heads, S, S), SENTINEL, np.float32) if want_probs
-             else np.zeros((1, 1, 1, 1), np.float32))
-    kp, scores = (np.zeros(shape, np.float32) for shape in
-                  k_attention.scratch_shapes(B, S, heads, D, numba.config.NUMBA_NUM_THREADS))
+    probs = np.full((B, heads, S, S), SENTINEL, np.float32) if want_probs else np.zeros((1, 1, 1, 1), np.float32)
+    kp, scores = (
+        np.zeros(shape, np.float32)
+        for shape in k_attention.scratch_shapes(B, S, heads, D, numba.config.NUMBA_NUM_THREADS)
+    )
     scale = np.float32(D**-0.5)
-    k_attention.attention(q, q_off, k, k_off, v, v_off, mask_add, np.arange(B + 1) * S, heads, D, scale,
-                          out, out_off, probs, want_probs, kp, scores)
+    k_attention.attention(
+        q,
+        q_off,
+        k,
+        k_off,
+        v,
+        v_off,
+        mask_add,
+        np.arange(B + 1) * S,
+        heads,
+        D,
+        scale,
+        out,
+        out_off,
+        probs,
+        want_probs,
+        kp,
+        scores,
+    )
 
-    ctx, p = attention_ref(*(x[:, o:o + A].astype(np.float64) for x, o in ((q, q_off), (k, k_off), (v, v_off))),
-                           mask_add.astype(np.float64), heads, D)
-    assert_close32(out[:, out_off:out_off + A], ctx)
+    ctx, p = attention_ref(
+        *(x[:, o : o + A].astype(np.float64) for x, o in ((q, q_off), (k, k_off), (v, v_off))),
+        mask_add.astype(np.float64),
+        heads,
+        D,
+    )
+    assert_close32(out[:, out_off : out_off + A], ctx)
     assert_frame_untouched(out, out_off, A)
     for x, before in zip((q, k, v), inputs_before):
         np.testing.assert_array_equal(x, before)
     if want_probs:
         assert_close32(probs, p)
         np.testing.assert_allclose(probs.sum(axis=-1, dtype=np.float64), 1.0, rtol=1e-5)
-        assert (probs[~np.broadcast_to(mask[:, None, None, :], probs.shape)] <= 1e-30).all(), \
-            "a masked key got weight"
+        assert (probs[~np.broadcast_to(mask[:, None, None, :], probs.shape)] <= 1e-30).all(), "a masked key got weight"
 
 
 # ----------------------------------------------------------------------------- linear
@@ -319,19 +367,20 @@ def run_linear_case(M, K, N, act, use_res, norm, scale, offs, extra, eps, seed, 
     k_linear.linear(x, x_off, pack_weight(w), b, act, res, res_off, norm, nw, nb, eps, out, out_off, threads, nxt)
     if threads != 1:  # the split changes which thread computes a row block, never how: same bits
         alone = out.copy()
-        k_linear.linear(x, x_off, pack_weight(w), b, act, res, res_off, norm, nw, nb, eps, alone, out_off, 1,
-                        np.zeros(1, np.uint8))
+        k_linear.linear(
+            x, x_off, pack_weight(w), b, act, res, res_off, norm, nw, nb, eps, alone, out_off, 1, np.zeros(1, np.uint8)
+        )
         np.testing.assert_array_equal(out, alone)
 
     f64 = lambda a: a.astype(np.float64)  # noqa: E731
-    args = (f64(x[:, x_off:x_off + K]), f64(w), f64(b), act, f64(res[:, res_off:res_off + N]) if use_res else None)
+    args = (f64(x[:, x_off : x_off + K]), f64(w), f64(b), act, f64(res[:, res_off : res_off + N]) if use_res else None)
     expected = linear_ref(*args, norm, f64(nw), f64(nb), eps)
     # A LayerNorm divides by the row's spread: a row of near-equal values (a
     # saturated activation) turns float32 rounding of its inputs into output
     # error kappa times larger. Allow for that conditioning, and no more.
     kappa = layernorm_condition(linear_ref(*args, 0, None, None, eps), eps) if norm == Norm.LAYERNORM else 1.0
     widen = max(1.0, 0.4 * kappa)
-    assert_close32(out[:, out_off:out_off + N], expected, rel=1e-5 * widen, rtol=1e-4 * widen, atol_frac=1e-5 * widen)
+    assert_close32(out[:, out_off : out_off + N], expected, rel=1e-5 * widen, rtol=1e-4 * widen, atol_frac=1e-5 * widen)
     assert_frame_untouched(out, out_off, N)
     np.testing.assert_array_equal(x, x_before)
     np.testing.assert_array_equal(res, res_before)

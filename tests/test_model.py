@@ -42,8 +42,10 @@ def engine_for(hf_model, config, tmp_path_factory, **kwargs):
     return MobileBertModel.from_pretrained(path, **kwargs)
 
 
-SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                      HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = dict(
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 
 @settings(max_examples=60, **SETTINGS)
@@ -77,14 +79,18 @@ def test_padded_rows_equal_rows_alone(tmp_path_factory, data, config, seed):
     weights = state_dict_numpy(hf)
     for b in range(ids.shape[0]):
         n = int(mask[b].sum())
-        alone = model(ids[b:b + 1, :n], token_type_ids=types[b:b + 1, :n])
-        check("padded-vs-alone/last_hidden_state", batch.last_hidden_state[b:b + 1, :n], alone.last_hidden_state)
-        check("padded-vs-alone/pooler_output", batch.pooler_output[b:b + 1], alone.pooler_output)
+        alone = model(ids[b : b + 1, :n], token_type_ids=types[b : b + 1, :n])
+        check("padded-vs-alone/last_hidden_state", batch.last_hidden_state[b : b + 1, :n], alone.last_hidden_state)
+        check("padded-vs-alone/pooler_output", batch.pooler_output[b : b + 1], alone.pooler_output)
         # and the mask-aware reference agrees with the padded batch
-        ref = reference_forward(weights, config, ids[b:b + 1], mask[b:b + 1], types[b:b + 1],
-                                trigram_mask_aware=True)
-        check("reference-mask-aware/last_hidden_state", batch.last_hidden_state[b:b + 1, :n],
-              ref["last_hidden_state"][:, :n])
+        ref = reference_forward(
+            weights, config, ids[b : b + 1], mask[b : b + 1], types[b : b + 1], trigram_mask_aware=True
+        )
+        check(
+            "reference-mask-aware/last_hidden_state",
+            batch.last_hidden_state[b : b + 1, :n],
+            ref["last_hidden_state"][:, :n],
+        )
 
 
 def test_hf_tester_config(tmp_path_factory):
@@ -104,8 +110,15 @@ def test_hf_tester_config(tmp_path_factory):
 
 def test_fusion_rewrite_changes_nothing(tmp_path_factory):
     """Sibling-linear fusion is a pure rewrite: fused and unfused graphs agree to float32 rounding."""
-    config = MobileBertConfig(vocab_size=60, hidden_size=48, embedding_size=16, intra_bottleneck_size=24,
-                              num_hidden_layers=2, num_attention_heads=3, intermediate_size=40)
+    config = MobileBertConfig(
+        vocab_size=60,
+        hidden_size=48,
+        embedding_size=16,
+        intra_bottleneck_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=3,
+        intermediate_size=40,
+    )
     hf = random_hf_model(config, seed=1)
     path = tmp_path_factory.mktemp("fuse")
     save_hf(hf, str(path))

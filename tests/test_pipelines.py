@@ -18,13 +18,23 @@ from .helpers import real_vocab_dir
 from .hf_util import random_head_model, save_hf
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "pipelines")
-CONFIG = dict(vocab_size=30522, hidden_size=32, embedding_size=16, intra_bottleneck_size=16, num_hidden_layers=2,
-              num_attention_heads=2, intermediate_size=24, max_position_embeddings=64)
+CONFIG = dict(
+    vocab_size=30522,
+    hidden_size=32,
+    embedding_size=16,
+    intra_bottleneck_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=24,
+    max_position_embeddings=64,
+)
 NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "MISC"}
-TEXTS = ["Hello world, this is MobileBERT running on unaffable Numba kernels.",
-         "Angela Merkel visited Zürich and Paris in 2019!",
-         "short",
-         "日本語 and naïve café owners in São Paulo ☃ [MASK] typed"]
+TEXTS = [
+    "Hello world, this is MobileBERT running on unaffable Numba kernels.",
+    "Angela Merkel visited Zürich and Paris in 2019!",
+    "short",
+    "日本語 and naïve café owners in São Paulo ☃ [MASK] typed",
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -80,8 +90,11 @@ def assert_same(got, want, path="result"):
     elif isinstance(want, (float, np.floating)):
         assert isinstance(got, float) and close(got, float(want)), (path, got, want)
     else:
-        assert type(got) is type(want.item() if isinstance(want, np.generic) else want) and got == want, \
-            (path, got, want)
+        assert type(got) is type(want.item() if isinstance(want, np.generic) else want) and got == want, (
+            path,
+            got,
+            want,
+        )
 
 
 # ----------------------------------------------------------------------------- fill-mask
@@ -94,8 +107,13 @@ def test_fill_mask_matches_hf(mlm):
     path, hf = mlm
     ours, theirs = pipeline("fill-mask", path), hf_pipeline("fill-mask", path, hf)
     texts = ["The capital of France is [MASK].", "[MASK] is a [MASK] day for a walk.", "[MASK]"]
-    for kw in [{}, dict(top_k=3), dict(top_k=7, targets=["paris", "london", "walking", "zzzqx", "Über", ""]),
-               dict(targets="paris"), dict(top_k=2, targets=["##s", "[UNK]", "rome"])]:
+    for kw in [
+        {},
+        dict(top_k=3),
+        dict(top_k=7, targets=["paris", "london", "walking", "zzzqx", "Über", ""]),
+        dict(targets="paris"),
+        dict(top_k=2, targets=["##s", "[UNK]", "rome"]),
+    ]:
         for text in texts:
             assert_same(ours(text, **kw), theirs(text, **kw))
         assert_same(ours(texts, **kw), theirs(texts, **kw))
@@ -122,8 +140,9 @@ def test_fill_mask_errors_and_truncation(mlm):
 
 
 # ----------------------------------------------------------------------------- text-classification
-@pytest.mark.parametrize("labels, problem", [(3, None), (1, None), (4, "multi_label_classification"),
-                                             (1, "regression")])
+@pytest.mark.parametrize(
+    "labels, problem", [(3, None), (1, None), (4, "multi_label_classification"), (1, "regression")]
+)
 def test_text_classification_matches_hf(tmp_path_factory, labels, problem):
     extra = {"id2label": {str(i): f"label_{i}" for i in range(labels)}}
     if problem:
@@ -131,16 +150,24 @@ def test_text_classification_matches_hf(tmp_path_factory, labels, problem):
     path, hf = checkpoint(tmp_path_factory, "MobileBertForSequenceClassification", seed=labels, **extra)
     ours, theirs = pipeline("text-classification", path), hf_pipeline("text-classification", path, hf)
     pair = {"text": TEXTS[1], "text_pair": TEXTS[0]}
-    for kw in [{}, {"top_k": None}, {"top_k": 2}, {"top_k": 1}, {"function_to_apply": "softmax", "top_k": None},
-               {"function_to_apply": "SIGMOID"}, {"function_to_apply": "none", "top_k": 3}]:
+    for kw in [
+        {},
+        {"top_k": None},
+        {"top_k": 2},
+        {"top_k": 1},
+        {"function_to_apply": "softmax", "top_k": None},
+        {"function_to_apply": "SIGMOID"},
+        {"function_to_apply": "none", "top_k": 3},
+    ]:
         for inputs in (TEXTS[0], TEXTS, pair, [pair, TEXTS[2]]):
             assert_same(ours(inputs, **kw), theirs(inputs, **kw))
     assert_same(ours(TEXTS[0], text_pair="the pair"), theirs(TEXTS[0], text_pair="the pair"))
 
 
 def test_text_classification_errors(tmp_path_factory):
-    path, _ = checkpoint(tmp_path_factory, "MobileBertForSequenceClassification", seed=3,
-                         id2label={"0": "neg", "1": "pos"})
+    path, _ = checkpoint(
+        tmp_path_factory, "MobileBertForSequenceClassification", seed=3, id2label={"0": "neg", "1": "pos"}
+    )
     pipe = pipeline("sentiment-analysis", path)
     with pytest.raises(ValueError, match="function_to_apply must be"):
         pipe("x", function_to_apply="relu")
@@ -156,8 +183,12 @@ def test_text_classification_errors(tmp_path_factory):
 # ----------------------------------------------------------------------------- token-classification
 @pytest.fixture(scope="module")
 def ner(tmp_path_factory):
-    return checkpoint(tmp_path_factory, "MobileBertForTokenClassification", seed=3,
-                      id2label={str(k): v for k, v in NER_LABELS.items()})
+    return checkpoint(
+        tmp_path_factory,
+        "MobileBertForTokenClassification",
+        seed=3,
+        id2label={str(k): v for k, v in NER_LABELS.items()},
+    )
 
 
 @pytest.mark.parametrize("strategy", ["none", "simple", "first", "average", "max"])
@@ -175,8 +206,14 @@ def test_token_classification_matches_hf(ner, strategy):
 @pytest.mark.parametrize("strategy", ["simple", "first", "average", "max"])
 def test_token_classification_stride_windows_match_hf(tmp_path_factory, strategy):
     # the tokenizer's model_max_length (24) makes transformers and us cut the same windows
-    path, hf = checkpoint(tmp_path_factory, "MobileBertForTokenClassification", seed=4, model_max_length=24,
-                          zero_pad_embedding=True, id2label={str(k): v for k, v in NER_LABELS.items()})
+    path, hf = checkpoint(
+        tmp_path_factory,
+        "MobileBertForTokenClassification",
+        seed=4,
+        model_max_length=24,
+        zero_pad_embedding=True,
+        id2label={str(k): v for k, v in NER_LABELS.items()},
+    )
     ours = pipeline("token-classification", path)
     theirs = hf_pipeline("token-classification", path, hf)
     text = " ".join(TEXTS[:2] + TEXTS[3:]) * 2
@@ -193,8 +230,13 @@ def test_token_classification_stride_windows_match_hf(tmp_path_factory, strategy
 
 def test_token_classification_cuts_long_text_like_hf(tmp_path_factory):
     # transformers cuts at the tokenizer's limit: make it the model's 64 positions
-    path, hf = checkpoint(tmp_path_factory, "MobileBertForTokenClassification", seed=5, model_max_length=64,
-                          id2label={str(k): v for k, v in NER_LABELS.items()})
+    path, hf = checkpoint(
+        tmp_path_factory,
+        "MobileBertForTokenClassification",
+        seed=5,
+        model_max_length=64,
+        id2label={str(k): v for k, v in NER_LABELS.items()},
+    )
     ours = pipeline("ner", path)
     theirs = hf_pipeline("token-classification", path, hf)
     long = " ".join(TEXTS) * 4
@@ -208,8 +250,9 @@ def test_token_classification_cuts_long_text_like_hf(tmp_path_factory):
 def test_feature_extraction_matches_hf(tmp_path_factory):
     path, hf = checkpoint(tmp_path_factory, "MobileBertForMaskedLM", seed=5)  # any checkpoint: its base model
     ours = pipeline("feature-extraction", path, batch_size=3)
-    theirs = transformers.pipeline("feature-extraction", model=hf.mobilebert,
-                                   tokenizer=transformers.BertTokenizerFast.from_pretrained(path))
+    theirs = transformers.pipeline(
+        "feature-extraction", model=hf.mobilebert, tokenizer=transformers.BertTokenizerFast.from_pretrained(path)
+    )
     tokens = ours(TEXTS)
     assert isinstance(tokens, list) and len(tokens) == len(TEXTS)
     want = [np.asarray(theirs(text))[0] for text in TEXTS]
@@ -272,7 +315,7 @@ def test_question_answering_long_question_and_bad_input(qa_pipes):
     context = QA_CASES["cases"][0]["context"]
     question = "Who walked on the surface " * 30 + "?"  # 151 tokens: no room beside it in 80
     got = pipe(question, context, max_seq_len=80, doc_stride=8)  # cut to max_question_len=64 tokens
-    assert context[got["start"]:got["end"]] == got["answer"] and got["answer"]
+    assert context[got["start"] : got["end"]] == got["answer"] and got["answer"]
     with pytest.raises(ValueError, match="no context token fits"):
         pipe(question, context, max_seq_len=80, max_question_len=78)
     with pytest.raises(ValueError, match="doc_stride=20 must be less than the 13 context tokens"):
@@ -281,15 +324,22 @@ def test_question_answering_long_question_and_bad_input(qa_pipes):
         pipe("who?", context, max_seq_len=80, doc_stride=90)
     with pytest.raises(ValueError, match="max_seq_len=600 is more than the model's 512 positions"):
         pipe("who?", context, max_seq_len=600)
-    for args, match in [(("q?", None), "context is required"), (("q?", []), "context is an empty list"),
-                        (("q?", "   "), "context is empty"), (("", "text"), "question is empty"),
-                        ((["a?", "b?"], ["c", "d", "e"]), "2 questions but 3 contexts"),
-                        (("q?", ["c", "d"]), "one question but 2 contexts"),
-                        (([{"question": "q?"}],), r"question\[0\] must be a dict with the keys")]:
+    for args, match in [
+        (("q?", None), "context is required"),
+        (("q?", []), "context is an empty list"),
+        (("q?", "   "), "context is empty"),
+        (("", "text"), "question is empty"),
+        ((["a?", "b?"], ["c", "d", "e"]), "2 questions but 3 contexts"),
+        (("q?", ["c", "d"]), "one question but 2 contexts"),
+        (([{"question": "q?"}],), r"question\[0\] must be a dict with the keys"),
+    ]:
         with pytest.raises((ValueError, TypeError), match=match):
             pipe(*args)
-    for kw, match in [({"top_k": 0}, "top_k must be >= 1"), ({"max_answer_len": 0}, "max_answer_len must be >= 1"),
-                      ({"handle_impossible_answer": "yes"}, "handle_impossible_answer must be True or False")]:
+    for kw, match in [
+        ({"top_k": 0}, "top_k must be >= 1"),
+        ({"max_answer_len": 0}, "max_answer_len must be >= 1"),
+        ({"handle_impossible_answer": "yes"}, "handle_impossible_answer must be True or False"),
+    ]:
         with pytest.raises(ValueError, match=match):
             pipe("q?", "text", **kw)
 
@@ -326,7 +376,7 @@ def test_span_at_the_end_of_the_context_and_across_windows():
     zebra = tok.convert_tokens_to_ids("zebra")
     pipe = _qa(_StubQA(zebra, zebra))
     got = pipe("what is it?", context, max_seq_len=48, doc_stride=16)
-    assert got["answer"] == "zebra" and context[got["start"]:got["end"]] == "zebra"
+    assert got["answer"] == "zebra" and context[got["start"] : got["end"]] == "zebra"
     assert got["end"] == len(context)
 
 
@@ -339,8 +389,12 @@ def test_max_answer_len_and_null_answer():
     short = pipe("q?", context, max_answer_len=3)  # the best span no longer fits
     assert len(tok(short["answer"], add_special_tokens=False)["input_ids"]) <= 3
     loud_null = _qa(_StubQA(alpha, zeta, null_logit=20.0))
-    assert loud_null("q?", context, handle_impossible_answer=True) == {"score": pytest.approx(1.0, abs=1e-3),
-                                                                      "start": 0, "end": 0, "answer": ""}
+    assert loud_null("q?", context, handle_impossible_answer=True) == {
+        "score": pytest.approx(1.0, abs=1e-3),
+        "start": 0,
+        "end": 0,
+        "answer": "",
+    }
     assert loud_null("q?", context)["answer"] != ""  # without the option the null answer never wins
 
 
@@ -349,10 +403,12 @@ def test_multiple_choice_and_next_sentence(tmp_path_factory):
     path, hf = checkpoint(tmp_path_factory, "MobileBertForMultipleChoice", seed=9)
     tok = transformers.BertTokenizerFast.from_pretrained(path)
     prompts = ["The pet was", "She opened the door and", "Numbers:"]
-    choices = [["a cat", "a very large dog", "nothing"], ["left.", "saw the garden behind the old house"],
-               ["one", "two", "three and four"]]
-    results = {bs: pipeline("multiple-choice", path, batch_size=bs)(prompts, choices)
-               for bs in (1, 3)}
+    choices = [
+        ["a cat", "a very large dog", "nothing"],
+        ["left.", "saw the garden behind the old house"],
+        ["one", "two", "three and four"],
+    ]
+    results = {bs: pipeline("multiple-choice", path, batch_size=bs)(prompts, choices) for bs in (1, 3)}
     assert results[1] == results[3]
     for prompt, cs, got in zip(prompts, choices, results[3]):
         logits = []
@@ -385,17 +441,26 @@ def test_multiple_choice_and_next_sentence(tmp_path_factory):
 
 # ----------------------------------------------------------------------------- batching, order, errors
 def test_batches_keep_input_order(mlm, ner, tmp_path_factory):
-    texts = ["a [MASK] b", "this is a much longer sentence with a [MASK] in it, and more words after it",
-             "[MASK]", "two [MASK] masks [MASK] here", "medium [MASK] sentence here"]
+    texts = [
+        "a [MASK] b",
+        "this is a much longer sentence with a [MASK] in it, and more words after it",
+        "[MASK]",
+        "two [MASK] masks [MASK] here",
+        "medium [MASK] sentence here",
+    ]
     one, three = (pipeline("fill-mask", mlm[0], batch_size=bs) for bs in (1, 3))
     assert one(texts) == three(texts) == [three(t) for t in texts]
     plain = [t.replace("[MASK]", "x") for t in texts]
     one, three = (pipeline("token-classification", ner[0], batch_size=bs) for bs in (1, 3))
     for strategy in ("none", "first"):
-        assert one(plain, aggregation_strategy=strategy) == three(plain, aggregation_strategy=strategy) \
+        assert (
+            one(plain, aggregation_strategy=strategy)
+            == three(plain, aggregation_strategy=strategy)
             == [three(t, aggregation_strategy=strategy) for t in plain]
-    path, _ = checkpoint(tmp_path_factory, "MobileBertForSequenceClassification", seed=11,
-                         id2label={"0": "a", "1": "b", "2": "c"})
+        )
+    path, _ = checkpoint(
+        tmp_path_factory, "MobileBertForSequenceClassification", seed=11, id2label={"0": "a", "1": "b", "2": "c"}
+    )
     one, three = (pipeline("text-classification", path, batch_size=bs) for bs in (1, 3))
     assert one(plain, top_k=None) == three(plain, top_k=None) == [three(t, top_k=None) for t in plain]
     one, three = (pipeline("feature-extraction", mlm[0], batch_size=bs) for bs in (1, 3))
@@ -429,9 +494,12 @@ def test_pipeline_arguments(mlm):
 def test_head_weights_absent_is_an_error_naming_them(mlm):
     """The error says which head the checkpoint has, and which head (which tensors) the task needs."""
     path, _ = mlm  # a masked-LM checkpoint has no classifier
-    with pytest.raises(mbengine.CheckpointError, match=r"has a masked-LM head; MobileBertForTokenClassification "
-                                                       r"needs the token classification head \(classifier.bias, "
-                                                       r"classifier.weight\)"):
+    with pytest.raises(
+        mbengine.CheckpointError,
+        match=r"has a masked-LM head; MobileBertForTokenClassification "
+        r"needs the token classification head \(classifier.bias, "
+        r"classifier.weight\)",
+    ):
         pipeline("token-classification", path)
 
 
@@ -455,8 +523,10 @@ def test_cli_tasks(mlm, ner, tmp_path, capsys, monkeypatch):
     assert main(["fill-mask", path, "no mask", "--threads", "1"]) == 1
     err = capsys.readouterr().err
     assert err.startswith("mbengine: error: inputs[0] has no [MASK] token") and "Traceback" not in err
-    assert main(["token-classification", ner[0], "Angela Merkel", "--aggregation", "first", "--json",
-                 "--threads", "1"]) == 0
+    assert (
+        main(["token-classification", ner[0], "Angela Merkel", "--aggregation", "first", "--json", "--threads", "1"])
+        == 0
+    )
     assert json.loads(capsys.readouterr().out.strip())["text"] == "Angela Merkel"
     assert main(["info", path]) == 0
     assert "tensors" in capsys.readouterr().out
@@ -481,8 +551,9 @@ def test_cli_truncation(mlm, capsys):
     # the base model of the same checkpoint: feature extraction cuts the same way
     assert main(["feature-extraction", path, long, "--threads", "1"]) == 1
     assert "truncation" in capsys.readouterr().err
-    assert main(["feature-extraction", path, long, "--truncation", "--max-length", "16", "--json",
-                 "--threads", "1"]) == 0
+    assert (
+        main(["feature-extraction", path, long, "--truncation", "--max-length", "16", "--json", "--threads", "1"]) == 0
+    )
     got = np.array(json.loads(capsys.readouterr().out)["result"])
     want = pipeline("feature-extraction", path)(long, pooling="mean", truncation=True, max_length=16)
     np.testing.assert_allclose(got, want, rtol=1e-6)

@@ -27,8 +27,9 @@ MODELS = {  # model class -> the output class its forward returns (as in transfo
 }
 
 
-@pytest.mark.parametrize("name", CONFIG_AND_TOKENIZERS + list(MODELS) + sorted(set(MODELS.values()))
-                         + ["MobileBertPreTrainedModel"])
+@pytest.mark.parametrize(
+    "name", CONFIG_AND_TOKENIZERS + list(MODELS) + sorted(set(MODELS.values())) + ["MobileBertPreTrainedModel"]
+)
 def test_name_is_exported(name):
     assert name in mbengine.__all__
     assert getattr(mbengine, name).__name__ in (name, "MobileBertTokenizer")  # Fast: the same class

@@ -23,8 +23,16 @@ from mbengine.cli import random_checkpoint
 from mbengine.config import MobileBertConfig
 from mbengine.converters import engine, publish
 
-SMALL = dict(vocab_size=120, hidden_size=32, embedding_size=16, intra_bottleneck_size=16, num_hidden_layers=2,
-             num_attention_heads=2, intermediate_size=24, max_position_embeddings=32)
+SMALL = dict(
+    vocab_size=120,
+    hidden_size=32,
+    embedding_size=16,
+    intra_bottleneck_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=24,
+    max_position_embeddings=32,
+)
 KEY = "embeddings.word_embeddings.weight"
 
 
@@ -76,8 +84,13 @@ UMASK_SCRIPT = textwrap.dedent("""
 
 def test_permissions_follow_the_umask(tmp_path):
     src = random_checkpoint(str(tmp_path / "hf"), MobileBertConfig(**SMALL))
-    proc = subprocess.run([sys.executable, "-c", UMASK_SCRIPT, src, str(tmp_path / "out")], capture_output=True,
-                          text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", UMASK_SCRIPT, src, str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.split() == ["0o750", "0o640"]
 
@@ -92,8 +105,9 @@ HOLDER = textwrap.dedent("""
 
 
 def test_a_live_writers_staging_survives_cleaning(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path / "dst")], stdout=subprocess.PIPE,
-                              text=True, cwd=tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(tmp_path / "dst")], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
     try:
         staging = holder.stdout.readline().strip()
         assert os.path.isdir(staging)
@@ -129,8 +143,9 @@ def test_killed_writer_never_leaves_a_half_written_checkpoint(tmp_path):
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "nbc"))
     left = 0  # kills that left a staging directory (the next write must remove it)
     for delay in KILL_AFTER:
-        child = subprocess.Popen([sys.executable, "-c", WRITER, str(dst), *srcs], stdout=subprocess.PIPE, text=True,
-                                 cwd=tmp_path, env=env)
+        child = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(dst), *srcs], stdout=subprocess.PIPE, text=True, cwd=tmp_path, env=env
+        )
         assert child.stdout.readline().strip() == "ready"
         time.sleep(delay)
         child.send_signal(signal.SIGKILL)

@@ -71,7 +71,7 @@ from .helpers import (
 )
 from .reference import ACT
 
-U = 2.0 ** -24  # float32 unit roundoff
+U = 2.0**-24  # float32 unit roundoff
 TIE = 1e-4  # |x / sx - (n + 1/2)| below this: either rounding is right (module doc)
 QX_FILL = 77  # scratch cells beyond the rows/columns a call uses must keep this
 COLS = Q.COLS
@@ -96,8 +96,16 @@ def int8_weight(w, outliers):
     sw_pad = np.zeros(P * COLS, np.float32)
     sw_pad[:N] = sw
     ow = np.asarray(w, np.float32)[:, oidx].T.reshape(len(oidx), N)
-    return dict(wq=wq, sw=sw, wp=wp, sw_pad=ro(sw_pad, np.float32), corr=ro(Q.correction(wp), np.int32),
-                mask=Q.channel_mask(K, oidx), oidx=ro(oidx, np.int64), ow=ro(ow, np.float32))
+    return dict(
+        wq=wq,
+        sw=sw,
+        wp=wp,
+        sw_pad=ro(sw_pad, np.float32),
+        corr=ro(Q.correction(wp), np.int32),
+        mask=Q.channel_mask(K, oidx),
+        oidx=ro(oidx, np.int64),
+        ow=ro(ow, np.float32),
+    )
 
 
 def scratch(M, K, extra_rows=0, extra_cols=0):
@@ -108,8 +116,29 @@ def scratch(M, K, extra_rows=0, extra_cols=0):
 
 
 def call_qlinear(x, x_off, qw, qx, sx, b, act, res, res_off, norm, nw, nb, eps, out, out_off):
-    Q.qlinear(x, x_off, qw["mask"], qx, sx, qw["wp"], qw["sw_pad"], qw["corr"], qw["oidx"], qw["ow"],
-              b, act, res, res_off, norm, nw, nb, eps, out, out_off, NEXT_WEIGHT)
+    Q.qlinear(
+        x,
+        x_off,
+        qw["mask"],
+        qx,
+        sx,
+        qw["wp"],
+        qw["sw_pad"],
+        qw["corr"],
+        qw["oidx"],
+        qw["ow"],
+        b,
+        act,
+        res,
+        res_off,
+        norm,
+        nw,
+        nb,
+        eps,
+        out,
+        out_off,
+        NEXT_WEIGHT,
+    )
 
 
 NEXT_WEIGHT = np.arange(300, dtype=np.int32).view(np.uint8)  # bytes to prefetch: a hint, no effect on results
@@ -159,9 +188,14 @@ def exact_case(M, N, K, kinds, extra_cols, seed):
 VALUE_KINDS = st.sampled_from(["uniform", "uniform", "extremes", "max", "min"])
 
 
-@given(M=st.integers(1, 40), N=st.one_of(st.integers(1, 100), st.sampled_from([COLS, 2 * COLS, COLS + 1])),
-       K=st.one_of(st.integers(1, 300), st.sampled_from([1, 3, 4, 5, 128, 299])),
-       kinds=st.tuples(VALUE_KINDS, VALUE_KINDS), extra_cols=st.integers(0, 9), seed=st.integers(0, 2**32 - 1))
+@given(
+    M=st.integers(1, 40),
+    N=st.one_of(st.integers(1, 100), st.sampled_from([COLS, 2 * COLS, COLS + 1])),
+    K=st.one_of(st.integers(1, 300), st.sampled_from([1, 3, 4, 5, 128, 299])),
+    kinds=st.tuples(VALUE_KINDS, VALUE_KINDS),
+    extra_cols=st.integers(0, 9),
+    seed=st.integers(0, 2**32 - 1),
+)
 @settings(max_examples=50, **SETTINGS)
 def test_qmatmul_exact(M, N, K, kinds, extra_cols, seed):
     exact_case(M, N, K, kinds, extra_cols, seed)
@@ -196,16 +230,23 @@ GENERIC_SCRIPT = textwrap.dedent("""
 
 def test_qmatmul_exact_forced_generic(tmp_path):
     env = dict(os.environ, MBENGINE_INT8_KERNEL="generic", NUMBA_CACHE_DIR=str(tmp_path / "nbc"))
-    proc = subprocess.run([sys.executable, "-c", GENERIC_SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=600, cwd=tmp_path)  # (not the source tree: its mbengine/ has no kernels/)
+    proc = subprocess.run(
+        [sys.executable, "-c", GENERIC_SCRIPT], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )  # (not the source tree: its mbengine/ has no kernels/)
     assert proc.returncode == 0, f"generic variant failed:\n{proc.stdout}\n{proc.stderr[-3000:]}"
     assert "generic ok" in proc.stdout
 
 
 def test_bad_forced_variant_is_rejected(tmp_path):
     env = dict(os.environ, MBENGINE_INT8_KERNEL="avx9", NUMBA_CACHE_DIR=str(tmp_path / "nbc"))
-    proc = subprocess.run([sys.executable, "-c", "import mbengine.kernels.qsimd"], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import mbengine.kernels.qsimd"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode != 0 and "MBENGINE_INT8_KERNEL" in proc.stderr
 
 
@@ -233,8 +274,13 @@ def test_pack_unpack_correction(N, K, seed):
     assert (corr[N:] == 0).all()
 
 
-@given(N=st.integers(1, 60), K=st.integers(1, 300), scale=st.sampled_from([1e-3, 1.0, 1e6]),
-       zero_rows=st.lists(st.integers(0, 59), max_size=3), seed=st.integers(0, 2**32 - 1))
+@given(
+    N=st.integers(1, 60),
+    K=st.integers(1, 300),
+    scale=st.sampled_from([1e-3, 1.0, 1e6]),
+    zero_rows=st.lists(st.integers(0, 59), max_size=3),
+    seed=st.integers(0, 2**32 - 1),
+)
 @settings(max_examples=30, **SETTINGS)
 def test_quantize_weight(N, K, scale, zero_rows, seed):
     rng = np.random.default_rng(seed)
@@ -282,8 +328,11 @@ def make_linear_data(rng, M, K, N, outliers, act, x_off, extra, zero_row="none",
     if outliers:
         # MobileBERT's residual stream: a few channels of 1e6..1e7 (only through relu/none: a bounded
         # activation of such values is decided by float32 rounding); else just large enough to set the scale
-        big = 10.0 ** rng.uniform(6, 7, (M, len(outliers))) if huge and act in (0, 1) else \
-            rng.uniform(20.0, 50.0, (M, len(outliers)))
+        big = (
+            10.0 ** rng.uniform(6, 7, (M, len(outliers)))
+            if huge and act in (0, 1)
+            else rng.uniform(20.0, 50.0, (M, len(outliers)))
+        )
         xin[:, outliers] = big * rng.choice([-1.0, 1.0], big.shape)
     if zero_row != "none":
         r = int(rng.integers(M))
@@ -299,7 +348,7 @@ def make_linear_data(rng, M, K, N, outliers, act, x_off, extra, zero_row="none",
 def decoded(qx, M, K, K4):
     """The quantized values in the kernel's scratch rows (the layout of :func:`Q.encode`)."""
     if Q.SIGN_BYTES:
-        return qx[:M, 4 * K4:4 * K4 + K].view(np.int8).astype(np.int64)
+        return qx[:M, 4 * K4 : 4 * K4 + K].view(np.int8).astype(np.int64)
     return qx[:M, :K].astype(np.int64) - Q.OFFSET
 
 
@@ -326,7 +375,7 @@ def run_qlinear_case(M, K, N, outliers, act, use_res, norm, eps, offs, extra, ze
     rng = np.random.default_rng(seed)
     x_off, res_off, out_off = offs
     x, w, inlier = make_linear_data(rng, M, K, N, outliers, act, x_off, extra, zero_row)
-    xin = x[:, x_off:x_off + K].astype(np.float64)
+    xin = x[:, x_off : x_off + K].astype(np.float64)
     qw = int8_weight(w, outliers)
     J = len(outliers)
     b = readonly(rng.standard_normal(N))
@@ -352,12 +401,14 @@ def run_qlinear_case(M, K, N, outliers, act, use_res, norm, eps, offs, extra, ze
     deq = s[:, None] * sw[None, :] * (q @ wq.T)
     pre = deq + xo @ ow + b
     mag = s[:, None] * sw[None, :] * (np.abs(q) @ np.abs(wq).T) + np.abs(xo) @ np.abs(ow) + np.abs(b)
-    ours = bare[:, out_off:out_off + N].astype(np.float64)
+    ours = bare[:, out_off : out_off + N].astype(np.float64)
     assert np.isfinite(ours).all()
     bound = (8 + 2 * J) * U * mag
     bad = np.abs(ours - pre) > bound
-    assert not bad.any(), (f"{bad.sum()} outputs beyond (8 + 2J) u m, e.g. {np.argwhere(bad)[:3].tolist()}: "
-                           f"{ours[bad][:3]} vs {pre[bad][:3]}")
+    assert not bad.any(), (
+        f"{bad.sum()} outputs beyond (8 + 2J) u m, e.g. {np.argwhere(bad)[:3].tolist()}: "
+        f"{ours[bad][:3]} vs {pre[bad][:3]}"
+    )
     assert_frame_untouched(bare, out_off, N)
 
     # 2. the whole epilogue
@@ -366,10 +417,17 @@ def run_qlinear_case(M, K, N, outliers, act, use_res, norm, eps, offs, extra, ze
     call_qlinear(x, x_off, qw, qx2, sx2, b, act, res, res_off, norm, nw, nb, eps, out, out_off)
     np.testing.assert_array_equal(qx2, qx)
     np.testing.assert_array_equal(sx2, sx)
-    expected = epilogue_ref(deq + xo @ ow, b.astype(np.float64), act,
-                            res[:, res_off:res_off + N].astype(np.float64) if use_res else None,
-                            norm, nw.astype(np.float64), nb.astype(np.float64), eps)
-    assert_close32(out[:, out_off:out_off + N], expected)
+    expected = epilogue_ref(
+        deq + xo @ ow,
+        b.astype(np.float64),
+        act,
+        res[:, res_off : res_off + N].astype(np.float64) if use_res else None,
+        norm,
+        nw.astype(np.float64),
+        nb.astype(np.float64),
+        eps,
+    )
+    assert_close32(out[:, out_off : out_off + N], expected)
     assert_frame_untouched(out, out_off, N)
     np.testing.assert_array_equal(x, x_before)
     np.testing.assert_array_equal(res, res_before)
@@ -381,15 +439,22 @@ def test_qlinear_simulated_quantization(case):
     run_qlinear_case(*case)
 
 
-@given(M=st.integers(8, 40), K=st.integers(32, 300), N=st.integers(16, 100), J=st.integers(0, 3),
-       act=st.sampled_from([0, 1]), x_off=st.integers(0, 5), seed=st.integers(0, 2**32 - 1))
+@given(
+    M=st.integers(8, 40),
+    K=st.integers(32, 300),
+    N=st.integers(16, 100),
+    J=st.integers(0, 3),
+    act=st.sampled_from([0, 1]),
+    x_off=st.integers(0, 5),
+    seed=st.integers(0, 2**32 - 1),
+)
 @settings(max_examples=20, **SETTINGS)
 def test_qlinear_close_to_float_linear(M, K, N, J, act, x_off, seed):
     """Quantization error against the unquantized float64 linear (module doc: a loose bound)."""
     rng = np.random.default_rng(seed)
     outliers = sorted(rng.choice(K, J, replace=False).tolist())
     x, w, inlier = make_linear_data(rng, M, K, N, outliers, act, x_off, 2)
-    xin = x[:, x_off:x_off + K].astype(np.float64)
+    xin = x[:, x_off : x_off + K].astype(np.float64)
     w32 = w.astype(np.float32).astype(np.float64)
     qw = int8_weight(w, outliers)
     b = readonly(rng.standard_normal(N))
@@ -400,16 +465,25 @@ def test_qlinear_close_to_float_linear(M, K, N, J, act, x_off, seed):
     inl = xin[:, inlier] @ w32[:, inlier].T
     big = np.abs(xin[:, outliers]) @ np.abs(w32[:, outliers]).T
     err = np.linalg.norm(out - ref)
-    assert err <= 3e-2 * np.linalg.norm(inl) + 8 * U * np.linalg.norm(big), \
-        (err / np.linalg.norm(inl), rel_err(out, ref))
+    assert err <= 3e-2 * np.linalg.norm(inl) + 8 * U * np.linalg.norm(big), (
+        err / np.linalg.norm(inl),
+        rel_err(out, ref),
+    )
     if not outliers:
         assert rel_err(out, ref) < 3e-2
 
 
 # ----------------------------------------------------------------------------- bad input
-@given(M=st.integers(2, 20), K=st.integers(2, 100), N=st.integers(1, 70),
-       bad=st.sampled_from([np.nan, np.inf, -np.inf]), where=st.sampled_from(["inlier", "outlier"]),
-       act=st.sampled_from([c for c in CODES if c != 12]), norm=NORMS, seed=st.integers(0, 2**32 - 1))
+@given(
+    M=st.integers(2, 20),
+    K=st.integers(2, 100),
+    N=st.integers(1, 70),
+    bad=st.sampled_from([np.nan, np.inf, -np.inf]),
+    where=st.sampled_from(["inlier", "outlier"]),
+    act=st.sampled_from([c for c in CODES if c != 12]),
+    norm=NORMS,
+    seed=st.integers(0, 2**32 - 1),
+)
 @settings(max_examples=25, **SETTINGS)
 def test_qlinear_nonfinite_input_shows(M, K, N, bad, where, act, norm, seed):
     """A NaN/Inf in a row makes that row's output non-finite (every output, if it sets the row's scale);
@@ -463,9 +537,15 @@ def test_qlinear_tiny_row(amax):
 
 
 # a variant the compile target cannot run, per architecture: (forced variant, target environment)
-REFUSED = {"x86_64": [("vnni", {"NUMBA_CPU_FEATURES": "-avx512vnni"}), ("vnni", {"NUMBA_CPU_NAME": "haswell"}),
-                      ("vnni", {"NUMBA_CPU_NAME": "skylake-avx512"}), ("maddubs", {"NUMBA_CPU_NAME": "x86-64"})],
-           "aarch64": [("sdot", {"NUMBA_CPU_NAME": "cortex-a72"}), ("vnni", {})]}
+REFUSED = {
+    "x86_64": [
+        ("vnni", {"NUMBA_CPU_FEATURES": "-avx512vnni"}),
+        ("vnni", {"NUMBA_CPU_NAME": "haswell"}),
+        ("vnni", {"NUMBA_CPU_NAME": "skylake-avx512"}),
+        ("maddubs", {"NUMBA_CPU_NAME": "x86-64"}),
+    ],
+    "aarch64": [("sdot", {"NUMBA_CPU_NAME": "cortex-a72"}), ("vnni", {})],
+}
 
 
 @pytest.mark.parametrize("variant, target", REFUSED.get(TARGET.arch, []))
@@ -475,6 +555,12 @@ def test_forced_variant_needs_the_target_feature(tmp_path, variant, target):
     for name in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES"):
         if name not in target:
             env.pop(name, None)
-    proc = subprocess.run([sys.executable, "-c", "import mbengine.kernels.qsimd"], env=env, capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import mbengine.kernels.qsimd"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 1 and "cannot run it" in proc.stderr, proc.stderr[-2000:]

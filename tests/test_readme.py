@@ -26,10 +26,21 @@ SKIP = {  # install steps: .ci/run performs them (and this test runs inside what
     "python3 -m venv ~/mbengine && . ~/mbengine/bin/activate": None,
     "pip install /path/to/mbengine": None,
 }
-CONFIG = dict(hidden_size=64, embedding_size=32, intra_bottleneck_size=32,
-              num_hidden_layers=2, num_attention_heads=2, intermediate_size=48, max_position_embeddings=512)
-HEAD_OF = {"fill-mask": "masked_lm", "token-classification": "token_classification",
-           "feature-extraction": "masked_lm", "question-answering": "question_answering"}
+CONFIG = dict(
+    hidden_size=64,
+    embedding_size=32,
+    intra_bottleneck_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=48,
+    max_position_embeddings=512,
+)
+HEAD_OF = {
+    "fill-mask": "masked_lm",
+    "token-classification": "token_classification",
+    "feature-extraction": "masked_lm",
+    "question-answering": "question_answering",
+}
 
 
 def blocks() -> list[tuple[str, str]]:
@@ -43,11 +54,16 @@ def checkpoint(root, head: str) -> str:
     path = os.path.join(root, head)
     if os.path.isdir(path):
         return path
-    config = MobileBertConfig(**CONFIG, extra={"id2label": {"0": "O", "1": "B-X", "2": "I-X"}}
-                              if head == "token_classification" else {})
-    config.extra["architectures"] = [{"masked_lm": "MobileBertForMaskedLM",
-                                      "token_classification": "MobileBertForTokenClassification",
-                                      "question_answering": "MobileBertForQuestionAnswering"}[head]]
+    config = MobileBertConfig(
+        **CONFIG, extra={"id2label": {"0": "O", "1": "B-X", "2": "I-X"}} if head == "token_classification" else {}
+    )
+    config.extra["architectures"] = [
+        {
+            "masked_lm": "MobileBertForMaskedLM",
+            "token_classification": "MobileBertForTokenClassification",
+            "question_answering": "MobileBertForQuestionAnswering",
+        }[head]
+    ]
     cli.random_checkpoint(path, config, head=head, pooler=True)
     with open(os.path.join(path, "vocab.txt"), "w", encoding="utf-8") as f:
         f.write("\n".join(cli.demo_vocabulary(config.vocab_size)) + "\n")
@@ -89,15 +105,30 @@ def test_shell_snippets(scratch, line):
         command = SKIP[command]
         if command is None:
             return  # an install step (module doc)
-    env = dict(os.environ, HOME=str(scratch), XDG_CACHE_HOME=str(scratch / "cache"), NUMBA_NUM_THREADS="4",
-               PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    env = dict(
+        os.environ,
+        HOME=str(scratch),
+        XDG_CACHE_HOME=str(scratch / "cache"),
+        NUMBA_NUM_THREADS="4",
+        PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+    )
     words = command.split()
     task = words[1] if len(words) > 1 else ""
-    subs = {"CHECKPOINT": checkpoint(scratch, HEAD_OF.get(task, "masked_lm")),
-            "HF_CHECKPOINT": checkpoint(scratch, "masked_lm"), "HF_DIR": checkpoint(scratch, "masked_lm"),
-            "ENGINE_DIR": str(scratch / "engine"), "INT8_DIR": str(scratch / "int8")}
+    subs = {
+        "CHECKPOINT": checkpoint(scratch, HEAD_OF.get(task, "masked_lm")),
+        "HF_CHECKPOINT": checkpoint(scratch, "masked_lm"),
+        "HF_DIR": checkpoint(scratch, "masked_lm"),
+        "ENGINE_DIR": str(scratch / "engine"),
+        "INT8_DIR": str(scratch / "int8"),
+    }
     for name, value in subs.items():
         command = re.sub(rf"\b{name}\b", value, command)
-    proc = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", command], cwd=scratch, env=env,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", command],
+        cwd=scratch,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, f"{line}\n$ {command}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"

@@ -14,11 +14,19 @@ import mbengine
 from .helpers import real_vocab_dir
 
 TEXTS = [
-    "A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby.",
-    "A man is riding a horse.", "A woman is playing violin.", "Two men pushed carts through the woods.",
-    "A man is riding a white horse on an enclosed ground.", "A monkey is playing drums.",
-    "Someone in a gorilla costume is playing a set of drums.", "Ünïcödé, accents and 中文 mixed in.",
-    "?", "short", " ".join(["a very long sentence that keeps going"] * 20),
+    "A man is eating food.",
+    "A man is eating a piece of bread.",
+    "The girl is carrying a baby.",
+    "A man is riding a horse.",
+    "A woman is playing violin.",
+    "Two men pushed carts through the woods.",
+    "A man is riding a white horse on an enclosed ground.",
+    "A monkey is playing drums.",
+    "Someone in a gorilla costume is playing a set of drums.",
+    "Ünïcödé, accents and 中文 mixed in.",
+    "?",
+    "short",
+    " ".join(["a very long sentence that keeps going"] * 20),
 ]
 
 
@@ -37,7 +45,7 @@ def test_hidden_states_match_transformers(path):
     for b in range(len(TEXTS)):  # HF alone on each text: no padding involved in the reference
         n = int(enc["attention_mask"][b].sum())
         with torch.no_grad():
-            ref = hf(torch.tensor(enc["input_ids"][b:b + 1, :n])).last_hidden_state[0].numpy()
+            ref = hf(torch.tensor(enc["input_ids"][b : b + 1, :n])).last_hidden_state[0].numpy()
         err = np.linalg.norm(out.last_hidden_state[b, :n] - ref) / np.linalg.norm(ref)
         worst = max(worst, err)
     assert worst <= 1e-4, worst
@@ -46,6 +54,7 @@ def test_hidden_states_match_transformers(path):
 
 def test_sentence_embeddings_match_sentence_transformers(path):
     import sentence_transformers as st
+
     reference = st.SentenceTransformer(path, device="cpu").encode(TEXTS, normalize_embeddings=True)
     embed = mbengine.pipeline("feature-extraction", model=path, batch_size=4)
     ours = embed(TEXTS, pooling="mean", normalize=True)
@@ -62,5 +71,7 @@ def test_engine_checkpoint_of_real_weights(path, tmp_path):
     dst = engine.write(model.weights, tmp_path / "minilm", tokenizer_from=path)
     again = mbengine.MobileBertModel.from_pretrained(dst)
     ids = mbengine.MobileBertTokenizer.from_pretrained(dst)(TEXTS[:4], padding=True)
-    np.testing.assert_array_equal(again(ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state,
-                                  model(ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state)
+    np.testing.assert_array_equal(
+        again(ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state,
+        model(ids["input_ids"], attention_mask=ids["attention_mask"]).last_hidden_state,
+    )

@@ -40,8 +40,7 @@ def assert_close(ref, hf, tol, keys=("last_hidden_state", "pooler_output", "hidd
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), config=small_configs(), seed=st.integers(0, 2**16),
-       explicit_positions=st.booleans())
+@given(data=st.data(), config=small_configs(), seed=st.integers(0, 2**16), explicit_positions=st.booleans())
 def test_reference_matches_hf_float64(data, config, seed, explicit_positions):
     hf = random_hf_model(config, seed).double()
     ids, mask, types = data.draw(inputs(config))
@@ -71,8 +70,12 @@ def test_reference_matches_hf_tester_config():
     hf = random_hf_model(config, seed=7)
     ids, mask, types = _tester_inputs(config)
     ref = reference_forward(state_dict_numpy(hf), config, ids, mask, types)
-    assert_close(ref, hf_forward(hf, ids, mask, types, output_hidden_states=True), TOL32,
-                 keys=("last_hidden_state", "pooler_output"))
+    assert_close(
+        ref,
+        hf_forward(hf, ids, mask, types, output_hidden_states=True),
+        TOL32,
+        keys=("last_hidden_state", "pooler_output"),
+    )
     hf = hf.double()
     assert_close(ref, hf_forward(hf, ids, mask, types, output_hidden_states=True, output_attentions=True), TOL64)
 
@@ -109,10 +112,11 @@ def test_mask_aware_trigram_makes_padding_invisible(data, config, seed):
     batch = reference_forward(weights, config, ids, mask, types, trigram_mask_aware=True)
     for b in range(ids.shape[0]):
         n = int(mask[b].sum())
-        alone = reference_forward(weights, config, ids[b:b + 1, :n], None, types[b:b + 1, :n],
-                                  trigram_mask_aware=True)
+        alone = reference_forward(
+            weights, config, ids[b : b + 1, :n], None, types[b : b + 1, :n], trigram_mask_aware=True
+        )
         assert rel_err(batch["last_hidden_state"][b, :n], alone["last_hidden_state"][0]) <= 1e-12
         assert rel_err(batch["pooler_output"][b], alone["pooler_output"][0]) <= 1e-12
         # without padding the two trigram modes are the same computation
-        hf_mode = reference_forward(weights, config, ids[b:b + 1, :n], None, types[b:b + 1, :n])
+        hf_mode = reference_forward(weights, config, ids[b : b + 1, :n], None, types[b : b + 1, :n])
         np.testing.assert_array_equal(hf_mode["last_hidden_state"], alone["last_hidden_state"])

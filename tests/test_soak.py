@@ -13,9 +13,16 @@ def rss_mib() -> float:
 
 
 def test_rss_plateau_and_stable_results(tmp_path):
-    config = MobileBertConfig(vocab_size=100, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                              num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
-                              max_position_embeddings=64)
+    config = MobileBertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        embedding_size=16,
+        intra_bottleneck_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=64,
+    )
     model = MobileBertModel.from_pretrained(random_checkpoint(str(tmp_path), config, seed=1, std=0.2))
     rng = np.random.default_rng(0)
     probe = rng.integers(0, 100, (2, 13))
@@ -50,9 +57,17 @@ def test_evicted_arena_is_freed_at_once(tmp_path):
     import gc
     import weakref
 
-    config = MobileBertConfig(vocab_size=100, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                              num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
-                              max_position_embeddings=64, trigram_input=True)
+    config = MobileBertConfig(
+        vocab_size=100,
+        hidden_size=32,
+        embedding_size=16,
+        intra_bottleneck_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=64,
+        trigram_input=True,
+    )
     model = MobileBertModel.from_pretrained(random_checkpoint(str(tmp_path), config, seed=1, std=0.2))
     runner = model.runner()
     model(np.ones((4, 32), np.int64))  # the runner's blocks reach their final size first

@@ -22,18 +22,30 @@ from mbengine.converters import tf_bundle
 from .helpers import rel_err
 
 TF = os.path.join(os.path.dirname(__file__), "fixtures", "tf")
-H5_CASES = [(variant, head) for variant in ("deep", "ffn", "bottleneck_attention")
-            for head in ("pretraining", "masked_lm")] + [("ffn", "masked_lm_safetensors")]
-OUTPUTS = {"pretraining": ("prediction_logits", "seq_relationship_logits"), "masked_lm": ("logits",),
-           "masked_lm_safetensors": ("logits",)}
-CLASSES = {"pretraining": mbengine.MobileBertForPreTraining, "masked_lm": mbengine.MobileBertForMaskedLM,
-           "masked_lm_safetensors": mbengine.MobileBertForMaskedLM}
+H5_CASES = [
+    (variant, head) for variant in ("deep", "ffn", "bottleneck_attention") for head in ("pretraining", "masked_lm")
+] + [("ffn", "masked_lm_safetensors")]
+OUTPUTS = {
+    "pretraining": ("prediction_logits", "seq_relationship_logits"),
+    "masked_lm": ("logits",),
+    "masked_lm_safetensors": ("logits",),
+}
+CLASSES = {
+    "pretraining": mbengine.MobileBertForPreTraining,
+    "masked_lm": mbengine.MobileBertForMaskedLM,
+    "masked_lm_safetensors": mbengine.MobileBertForMaskedLM,
+}
 TOL = 1e-4  # float32 against TF's float32
 
 
 def run(model, expected, **kw):
-    return model(expected["input_ids"].astype(np.int64), attention_mask=expected["attention_mask"],
-                 token_type_ids=expected["token_type_ids"], output_hidden_states=True, **kw)
+    return model(
+        expected["input_ids"].astype(np.int64),
+        attention_mask=expected["attention_mask"],
+        token_type_ids=expected["token_type_ids"],
+        output_hidden_states=True,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("variant, head", H5_CASES, ids=[f"{v}-{h}" for v, h in H5_CASES])
@@ -60,12 +72,13 @@ def test_the_decoder_is_tensorflows_own():
     expected = np.load(os.path.join(path, "expected.npz"))
     model = mbengine.MobileBertForMaskedLM.from_pretrained(path, trigram_padding="hf", padding="compute")
     words = model.weights.tensors["embeddings.word_embeddings.weight"]
-    decoder = model.weights.linears["cls.predictions.decoder"].dense()[:, :words.shape[1]]
+    decoder = model.weights.linears["cls.predictions.decoder"].dense()[:, : words.shape[1]]
     assert rel_err(decoder, words) > 0.5
     from mbengine import modeling
 
-    tied = mbengine.MobileBertForMaskedLM.from_tensors(model.config, modeling.load_weights(path),
-                                                       trigram_padding="hf", padding="compute")
+    tied = mbengine.MobileBertForMaskedLM.from_tensors(
+        model.config, modeling.load_weights(path), trigram_padding="hf", padding="compute"
+    )
     assert rel_err(run(tied, expected).logits, expected["logits"]) > 0.1
 
 

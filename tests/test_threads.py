@@ -10,9 +10,16 @@ from mbengine.config import MobileBertConfig
 
 
 def test_threads_share_a_model_and_get_sequential_results(tmp_path):
-    config = MobileBertConfig(vocab_size=80, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                              num_hidden_layers=2, num_attention_heads=2, intermediate_size=24,
-                              max_position_embeddings=40)
+    config = MobileBertConfig(
+        vocab_size=80,
+        hidden_size=32,
+        embedding_size=16,
+        intra_bottleneck_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=40,
+    )
     model = MobileBertModel.from_pretrained(random_checkpoint(str(tmp_path), config, seed=2, std=0.2))
     rng = np.random.default_rng(0)
     jobs = []

@@ -55,15 +55,69 @@ def ours_from_vocab(tmp_path_factory):
 
 # --------------------------------------------------------------------------- text strategy
 PIECES = [
-    "hello", "world", "MobileBERT", "running", "unaffable", "naïve", "café", "ÅNGSTRÖM", "ñandú", "Crème Brûlée",
-    "e\u0301", "\u0301", "中文字", "日本語のテキスト", "한국어", "😀", "👍🏽", "👨‍👩‍👧", "\x00", "\x07", "\x1b", "\x7f",
-    "\u200b", "\ufeff", "\x85", "\ufffd", "\t", "\n", "\r\n", "\u3000", "\u00a0", "   ", "\t\t\n ", "don't",
-    "e-mail", "3.14", "$100", "a" * 120, "x" * 100, "x" * 101, "é" * 101, "ab" * 60, "Ǆ", "ﬁ", "ß", "İ", "Ω",
-    "...", "?!", "[MASK]", "[SEP]", "[CLS]", "[PAD]", "[UNK]", "[mask]", "[ MASK ]", "##ing", "",
+    "hello",
+    "world",
+    "MobileBERT",
+    "running",
+    "unaffable",
+    "naïve",
+    "café",
+    "ÅNGSTRÖM",
+    "ñandú",
+    "Crème Brûlée",
+    "e\u0301",
+    "\u0301",
+    "中文字",
+    "日本語のテキスト",
+    "한국어",
+    "😀",
+    "👍🏽",
+    "👨‍👩‍👧",
+    "\x00",
+    "\x07",
+    "\x1b",
+    "\x7f",
+    "\u200b",
+    "\ufeff",
+    "\x85",
+    "\ufffd",
+    "\t",
+    "\n",
+    "\r\n",
+    "\u3000",
+    "\u00a0",
+    "   ",
+    "\t\t\n ",
+    "don't",
+    "e-mail",
+    "3.14",
+    "$100",
+    "a" * 120,
+    "x" * 100,
+    "x" * 101,
+    "é" * 101,
+    "ab" * 60,
+    "Ǆ",
+    "ﬁ",
+    "ß",
+    "İ",
+    "Ω",
+    "...",
+    "?!",
+    "[MASK]",
+    "[SEP]",
+    "[CLS]",
+    "[PAD]",
+    "[UNK]",
+    "[mask]",
+    "[ MASK ]",
+    "##ing",
+    "",
 ]
 piece = st.sampled_from(PIECES) | st.text(max_size=12) | st.text(st.characters(codec="utf-8"), max_size=30)
 text_st = st.lists(piece, max_size=12).flatmap(
-    lambda parts: st.sampled_from(["", " ", "\t", "  \n"]).map(lambda sep: sep.join(parts)))
+    lambda parts: st.sampled_from(["", " ", "\t", "  \n"]).map(lambda sep: sep.join(parts))
+)
 batch_st = st.lists(text_st, min_size=1, max_size=4)
 
 PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -108,17 +162,19 @@ def check(ours, hf, text, pair=None, **kw):
     return mine
 
 
-options = st.fixed_dictionaries({
-    "max_length": st.none() | st.integers(8, 40),
-    "truncation": st.sampled_from([None, False, True, "longest_first", "only_first", "only_second"]),
-    "padding": st.sampled_from([False, True, "longest", "max_length"]),
-    "stride": st.sampled_from([0, 0, 1, 2, 5]),
-    "return_overflowing_tokens": st.booleans(),
-    "return_offsets_mapping": st.booleans(),
-    "add_special_tokens": st.booleans(),
-    "return_token_type_ids": st.booleans(),
-    "return_attention_mask": st.booleans(),
-})
+options = st.fixed_dictionaries(
+    {
+        "max_length": st.none() | st.integers(8, 40),
+        "truncation": st.sampled_from([None, False, True, "longest_first", "only_first", "only_second"]),
+        "padding": st.sampled_from([False, True, "longest", "max_length"]),
+        "stride": st.sampled_from([0, 0, 1, 2, 5]),
+        "return_overflowing_tokens": st.booleans(),
+        "return_offsets_mapping": st.booleans(),
+        "add_special_tokens": st.booleans(),
+        "return_token_type_ids": st.booleans(),
+        "return_attention_mask": st.booleans(),
+    }
+)
 
 
 # --------------------------------------------------------------------------- parity properties
@@ -135,13 +191,28 @@ def test_single_texts_and_batches_every_option(ours, hf, text, kw):
 
 
 @PROPERTY
-@given(first=batch_st, data=st.data(), max_length=st.integers(8, 40), stride=st.integers(0, 6),
-       strategy=st.sampled_from([True, "longest_first", "only_first", "only_second"]),
-       padding=st.sampled_from([True, "max_length"]))
+@given(
+    first=batch_st,
+    data=st.data(),
+    max_length=st.integers(8, 40),
+    stride=st.integers(0, 6),
+    strategy=st.sampled_from([True, "longest_first", "only_first", "only_second"]),
+    padding=st.sampled_from([True, "max_length"]),
+)
 def test_pairs_truncation_overflow_windows(ours, hf, first, data, max_length, stride, strategy, padding):
     second = data.draw(st.lists(text_st, min_size=len(first), max_size=len(first)))
-    out = check(ours, hf, first, second, max_length=max_length, truncation=strategy, padding=padding, stride=stride,
-                return_overflowing_tokens=True, return_offsets_mapping=True)
+    out = check(
+        ours,
+        hf,
+        first,
+        second,
+        max_length=max_length,
+        truncation=strategy,
+        padding=padding,
+        stride=stride,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
     if out is not None and padding == "max_length":
         assert out["input_ids"].shape[1] == max_length
 
@@ -185,7 +256,14 @@ def test_vocab_txt_only_matches_tokenizer_json(ours, ours_from_vocab, batch, dat
 
 
 # --------------------------------------------------------------------------- fixed cases
-SAMPLES = ["Héllo, WORLD! 中文 😀", "naïve café\tend", "", "x" * 150, "Crème BRÛLÉE [MASK] [sep]", "ÅNGSTRÖM\u3000ñandú"]
+SAMPLES = [
+    "Héllo, WORLD! 中文 😀",
+    "naïve café\tend",
+    "",
+    "x" * 150,
+    "Crème BRÛLÉE [MASK] [sep]",
+    "ÅNGSTRÖM\u3000ñandú",
+]
 
 
 def test_shapes_of_a_single_text(ours):
@@ -210,8 +288,10 @@ def test_single_text_with_empty_pair_is_not_a_pair(ours, hf):
 def test_list_of_pairs(ours, hf):
     pairs = [("a question", "its context"), ("another", "")]
     check(ours, hf, pairs, padding=True)
-    np.testing.assert_array_equal(ours(pairs, padding=True)["input_ids"],
-                                  ours([a for a, _ in pairs], [b for _, b in pairs], padding=True)["input_ids"])
+    np.testing.assert_array_equal(
+        ours(pairs, padding=True)["input_ids"],
+        ours([a for a, _ in pairs], [b for _, b in pairs], padding=True)["input_ids"],
+    )
 
 
 def test_max_length_alone_truncates_like_transformers(ours, hf):
@@ -234,15 +314,34 @@ def test_max_length_padding_and_model_max_length(ours, hf):
 
 def test_overflow_rows_and_sample_mapping(ours, hf):
     texts = ["one two three four five six seven eight nine ten", "short", "alpha beta gamma delta epsilon zeta"]
-    out = check(ours, hf, texts, max_length=6, truncation=True, stride=1, return_overflowing_tokens=True,
-                padding=True, return_offsets_mapping=True)
+    out = check(
+        ours,
+        hf,
+        texts,
+        max_length=6,
+        truncation=True,
+        stride=1,
+        return_overflowing_tokens=True,
+        padding=True,
+        return_offsets_mapping=True,
+    )
     mapping = out["overflow_to_sample_mapping"].tolist()
     assert mapping == sorted(mapping) and set(mapping) == {0, 1, 2} and mapping.count(1) == 1
     assert out["input_ids"].shape == (len(mapping), 6)
     first = out["input_ids"][[i for i, m in enumerate(mapping) if m == 0]]
     assert all(first[k + 1, 1] == first[k, 4] for k in range(len(first) - 1))  # stride 1: one shared token
-    qa = check(ours, hf, "a question?", "a long context " * 20, max_length=24, truncation="only_second", stride=4,
-               return_overflowing_tokens=True, padding="max_length", return_offsets_mapping=True)
+    qa = check(
+        ours,
+        hf,
+        "a question?",
+        "a long context " * 20,
+        max_length=24,
+        truncation="only_second",
+        stride=4,
+        return_overflowing_tokens=True,
+        padding="max_length",
+        return_offsets_mapping=True,
+    )
     assert qa["input_ids"].shape[0] > 1 and (qa["input_ids"][:, :5] == qa["input_ids"][0, :5]).all()
 
 
@@ -268,8 +367,11 @@ def test_word_ids(ours, hf):
 
 
 def test_special_tokens_and_vocab(ours, hf):
-    assert (ours.pad_token_id, ours.unk_token_id, ours.cls_token_id, ours.sep_token_id, ours.mask_token_id) == (
-        hf.pad_token_id, hf.unk_token_id, hf.cls_token_id, hf.sep_token_id, hf.mask_token_id) == (0, 100, 101, 102, 103)
+    assert (
+        (ours.pad_token_id, ours.unk_token_id, ours.cls_token_id, ours.sep_token_id, ours.mask_token_id)
+        == (hf.pad_token_id, hf.unk_token_id, hf.cls_token_id, hf.sep_token_id, hf.mask_token_id)
+        == (0, 100, 101, 102, 103)
+    )
     assert ours.mask_token == "[MASK]" and ours.vocab_size == len(hf) == 30522
     assert ours.convert_tokens_to_ids("[MASK]") == 103 and ours.convert_tokens_to_ids("no-such-token") == 100
     assert ours.convert_ids_to_tokens(103) == "[MASK]"
@@ -277,8 +379,11 @@ def test_special_tokens_and_vocab(ours, hf):
 
 
 def test_vocab_txt_only_directory_and_file(ours, ours_from_vocab, tmp_path):
-    for tok in (ours_from_vocab, MobileBertTokenizer.from_pretrained(os.path.join(real_vocab_dir(), "vocab.txt")),
-                MobileBertTokenizer.from_pretrained(os.path.join(real_vocab_dir(), "tokenizer.json"))):
+    for tok in (
+        ours_from_vocab,
+        MobileBertTokenizer.from_pretrained(os.path.join(real_vocab_dir(), "vocab.txt")),
+        MobileBertTokenizer.from_pretrained(os.path.join(real_vocab_dir(), "tokenizer.json")),
+    ):
         a = tok(SAMPLES, SAMPLES[::-1], padding=True, return_offsets_mapping=True)
         b = ours(SAMPLES, SAMPLES[::-1], padding=True, return_offsets_mapping=True)
         for key in b:
@@ -289,12 +394,15 @@ def test_vocab_txt_only_directory_and_file(ours, ours_from_vocab, tmp_path):
     np.testing.assert_array_equal(tok(SAMPLES, padding=True)["input_ids"], ours(SAMPLES, padding=True)["input_ids"])
 
 
-@pytest.mark.parametrize("config", [
-    {"do_lower_case": False},
-    {"do_lower_case": True, "strip_accents": False},
-    {"do_lower_case": False, "strip_accents": True, "tokenize_chinese_chars": False},
-    {"tokenize_chinese_chars": False, "model_max_length": 16},
-])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {"do_lower_case": False},
+        {"do_lower_case": True, "strip_accents": False},
+        {"do_lower_case": False, "strip_accents": True, "tokenize_chinese_chars": False},
+        {"tokenize_chinese_chars": False, "model_max_length": 16},
+    ],
+)
 @pytest.mark.parametrize("files", [["vocab.txt"], ["vocab.txt", "tokenizer.json"]])
 def test_tokenizer_config_settings_match_transformers(tmp_path, config, files):
     """do_lower_case / strip_accents / tokenize_chinese_chars from tokenizer_config.json, also over tokenizer.json."""
@@ -303,8 +411,17 @@ def test_tokenizer_config_settings_match_transformers(tmp_path, config, files):
     ours, hf = MobileBertTokenizer.from_pretrained(tmp_path), load_hf(tmp_path)
     assert ours.model_max_length == config.get("model_max_length", 512)
     check(ours, hf, SAMPLES, padding=True, return_offsets_mapping=True)
-    check(ours, hf, SAMPLES, SAMPLES[::-1], truncation=True, padding="max_length", return_overflowing_tokens=True,
-          max_length=14, stride=2)
+    check(
+        ours,
+        hf,
+        SAMPLES,
+        SAMPLES[::-1],
+        truncation=True,
+        padding="max_length",
+        return_overflowing_tokens=True,
+        max_length=14,
+        stride=2,
+    )
 
 
 def test_save_pretrained_round_trip(ours, tmp_path):
@@ -315,12 +432,20 @@ def test_save_pretrained_round_trip(ours, tmp_path):
         assert (tmp_path / "saved" / "vocab.txt").read_text(encoding="utf-8") == f.read()
     config = json.loads((tmp_path / "saved" / "tokenizer_config.json").read_text())
     assert config["do_lower_case"] is True and config["model_max_length"] == 512
-    kw = dict(padding=True, truncation=True, max_length=12, stride=3, return_overflowing_tokens=True,
-              return_offsets_mapping=True)
+    kw = dict(
+        padding=True,
+        truncation=True,
+        max_length=12,
+        stride=3,
+        return_overflowing_tokens=True,
+        return_offsets_mapping=True,
+    )
     expected = ours(SAMPLES, **kw)
     hf_saved = load_hf(tmp_path / "saved")
-    for again in (MobileBertTokenizer.from_pretrained(tmp_path / "saved"),
-                  MobileBertTokenizer.from_pretrained(tmp_path / "saved" / "vocab.txt")):
+    for again in (
+        MobileBertTokenizer.from_pretrained(tmp_path / "saved"),
+        MobileBertTokenizer.from_pretrained(tmp_path / "saved" / "vocab.txt"),
+    ):
         got = again(SAMPLES, **kw)
         for key in expected:
             np.testing.assert_array_equal(got[key], expected[key], err_msg=key)
@@ -329,8 +454,11 @@ def test_save_pretrained_round_trip(ours, tmp_path):
 
 def test_concurrent_calls_keep_their_own_settings(ours):
     texts = ["word " * 40, "another text " * 10]
-    settings_ = [dict(truncation=True, max_length=8, return_overflowing_tokens=True, stride=2, padding=True),
-                 dict(padding=True), dict(truncation="only_second", max_length=60, padding=True)]
+    settings_ = [
+        dict(truncation=True, max_length=8, return_overflowing_tokens=True, stride=2, padding=True),
+        dict(padding=True),
+        dict(truncation="only_second", max_length=60, padding=True),
+    ]
     calls = [((texts,), settings_[0]), ((texts,), settings_[1]), ((texts, texts), settings_[2])]
     expected = [ours(*a, **k) for a, k in calls]
     failures = []
@@ -351,22 +479,25 @@ def test_concurrent_calls_keep_their_own_settings(ours):
 
 
 # --------------------------------------------------------------------------- bad input
-@pytest.mark.parametrize("text, pair, error, words", [
-    (None, None, TypeError, ["text", "NoneType"]),
-    (b"bytes", None, TypeError, ["text", "bytes"]),
-    (3, None, TypeError, ["text", "int"]),
-    (["ok", 3], None, TypeError, ["text[1]", "int"]),
-    (["ok", None], None, TypeError, ["text[1]", "NoneType"]),
-    ([("q", 3)], None, TypeError, ["text[0][1]", "int"]),
-    ("ok", b"x", TypeError, ["text_pair", "bytes"]),
-    ("ok", ["x"], TypeError, ["text_pair", "list"]),
-    (["ok"], "x", TypeError, ["text_pair", "str"]),
-    (["ok"], [5], TypeError, ["text_pair[0]", "int"]),
-    (["a", "b"], ["c"], ValueError, ["text has 2", "text_pair has 1"]),
-    ("bad \ud800 text", None, ValueError, ["text", "surrogate", "'\\ud800'", "position 4"]),
-    (["ok", "\udfff"], None, ValueError, ["text[1]", "surrogate"]),
-    (["ok"], ["x\udc80"], ValueError, ["text_pair[0]", "surrogate"]),
-])
+@pytest.mark.parametrize(
+    "text, pair, error, words",
+    [
+        (None, None, TypeError, ["text", "NoneType"]),
+        (b"bytes", None, TypeError, ["text", "bytes"]),
+        (3, None, TypeError, ["text", "int"]),
+        (["ok", 3], None, TypeError, ["text[1]", "int"]),
+        (["ok", None], None, TypeError, ["text[1]", "NoneType"]),
+        ([("q", 3)], None, TypeError, ["text[0][1]", "int"]),
+        ("ok", b"x", TypeError, ["text_pair", "bytes"]),
+        ("ok", ["x"], TypeError, ["text_pair", "list"]),
+        (["ok"], "x", TypeError, ["text_pair", "str"]),
+        (["ok"], [5], TypeError, ["text_pair[0]", "int"]),
+        (["a", "b"], ["c"], ValueError, ["text has 2", "text_pair has 1"]),
+        ("bad \ud800 text", None, ValueError, ["text", "surrogate", "'\\ud800'", "position 4"]),
+        (["ok", "\udfff"], None, ValueError, ["text[1]", "surrogate"]),
+        (["ok"], ["x\udc80"], ValueError, ["text_pair[0]", "surrogate"]),
+    ],
+)
 def test_bad_text(ours, text, pair, error, words):
     with pytest.raises(error) as info:
         ours(text, pair)
@@ -384,18 +515,21 @@ def test_bad_text_elsewhere(ours):
         ours.word_ids([b"x"])
 
 
-@pytest.mark.parametrize("kw, words", [
-    (dict(padding="sideways"), ["padding", "'sideways'"]),
-    (dict(padding=[True]), ["padding", "[True]"]),
-    (dict(truncation="only_third"), ["truncation", "'only_third'"]),
-    (dict(max_length=0, truncation=True), ["max_length", "0"]),
-    (dict(max_length=8.5, truncation=True), ["max_length", "8.5"]),
-    (dict(max_length=True, truncation=True), ["max_length", "True"]),
-    (dict(stride=-1), ["stride", "-1"]),
-    (dict(stride="2"), ["stride", "'2'"]),
-    (dict(max_length=6, truncation=True, stride=5, return_overflowing_tokens=True), ["stride=5", "stride"]),
-    (dict(max_length=6, truncation="only_second"), ["only_second", "Second sequence not provided"]),
-])
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        (dict(padding="sideways"), ["padding", "'sideways'"]),
+        (dict(padding=[True]), ["padding", "[True]"]),
+        (dict(truncation="only_third"), ["truncation", "'only_third'"]),
+        (dict(max_length=0, truncation=True), ["max_length", "0"]),
+        (dict(max_length=8.5, truncation=True), ["max_length", "8.5"]),
+        (dict(max_length=True, truncation=True), ["max_length", "True"]),
+        (dict(stride=-1), ["stride", "-1"]),
+        (dict(stride="2"), ["stride", "'2'"]),
+        (dict(max_length=6, truncation=True, stride=5, return_overflowing_tokens=True), ["stride=5", "stride"]),
+        (dict(max_length=6, truncation="only_second"), ["only_second", "Second sequence not provided"]),
+    ],
+)
 def test_bad_arguments(ours, kw, words):
     with pytest.raises(ValueError) as info:
         ours("some words " * 10, **kw)
@@ -405,14 +539,28 @@ def test_bad_arguments(ours, kw, words):
 
 
 def test_numpy_integer_arguments(ours, hf):
-    check(ours, hf, "some words " * 10, max_length=np.int64(8), stride=np.int32(2), truncation=True,
-          return_overflowing_tokens=True, padding=True)
+    check(
+        ours,
+        hf,
+        "some words " * 10,
+        max_length=np.int64(8),
+        stride=np.int32(2),
+        truncation=True,
+        return_overflowing_tokens=True,
+        padding=True,
+    )
 
 
 def test_a_stride_too_wide_for_the_room_left_is_an_error_not_a_crash(ours):
     with pytest.raises(InputError, match="stride"):  # a Rust panic inside tokenizers
-        ours("short question", "a long context " * 10, max_length=8, truncation="only_second", stride=3,
-             return_overflowing_tokens=True)
+        ours(
+            "short question",
+            "a long context " * 10,
+            max_length=8,
+            truncation="only_second",
+            stride=3,
+            return_overflowing_tokens=True,
+        )
     assert ours("still works")["input_ids"].shape == (1, 4)
 
 
@@ -425,8 +573,11 @@ def test_missing_or_broken_files(tmp_path):
     with pytest.raises(TokenizerError, match="weights.bin: not a tokenizer.json or vocab.txt"):
         MobileBertTokenizer.from_pretrained(tmp_path / "weights.bin")
     (tmp_path / "vocab.txt").write_text("a\nb\n[PAD]\n[SEP]\n")
-    with pytest.raises(TokenizerError, match=r"vocab.txt: the vocabulary lacks the special tokens "
-                                             r"\['\[UNK\]', '\[CLS\]', '\[MASK\]'\]"):
+    with pytest.raises(
+        TokenizerError,
+        match=r"vocab.txt: the vocabulary lacks the special tokens "
+        r"\['\[UNK\]', '\[CLS\]', '\[MASK\]'\]",
+    ):
         MobileBertTokenizer.from_pretrained(tmp_path)
     (tmp_path / "vocab.txt").write_bytes(b"\xff\xfe\x00")
     with pytest.raises(TokenizerError, match="vocab.txt: cannot be read"):

@@ -17,15 +17,27 @@ from mbengine.weights import PackedLinear, PackedWeights
 
 from .strategies import small_configs
 
-SMALL = MobileBertConfig(vocab_size=40, hidden_size=32, embedding_size=16, intra_bottleneck_size=16,
-                         num_hidden_layers=2, num_attention_heads=2, intermediate_size=24, max_position_embeddings=32)
+SMALL = MobileBertConfig(
+    vocab_size=40,
+    hidden_size=32,
+    embedding_size=16,
+    intra_bottleneck_size=16,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=24,
+    max_position_embeddings=32,
+)
 
 
 def tensors_for(config, head=None, pooler=True, seed=0):
     rng = np.random.default_rng(seed)
     shapes = canonical.model_shapes(config, head, pooler)
-    return canonical.model_tensors({k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()
-                                    if k not in canonical.TIED}, config, head, pooler)
+    return canonical.model_tensors(
+        {k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items() if k not in canonical.TIED},
+        config,
+        head,
+        pooler,
+    )
 
 
 @given(n=st.integers(1, 3 * COLS + 1), k=st.integers(1, 9), seed=st.integers(0, 2**16))
@@ -49,8 +61,7 @@ def test_pack_makes_what_the_graph_reads(config, fuse, head):
     shapes = linear_shapes(config, head, pooler, fused=fuse)
     assert {n: (w.n, w.k) for n, w in weights.linears.items()} == shapes
     assert all(weights.tensors[n] is tensors[n] for n in weights.tensors)
-    assert not any(a.ndim == 2 and n.endswith(".weight") and "embeddings" not in n
-                   for n, a in weights.tensors.items())
+    assert not any(a.ndim == 2 and n.endswith(".weight") and "embeddings" not in n for n, a in weights.tensors.items())
     graph = build_graph(weights)
     assert {op.name for op in linear_ops(graph)} == set(weights.linears)
     if not fuse:  # one linear per Hugging Face linear that the graph runs
@@ -60,8 +71,7 @@ def test_pack_makes_what_the_graph_reads(config, fuse, head):
 def test_fused_linears_hold_the_concatenated_weights():
     tensors = tensors_for(SMALL)
     weights = pack(SMALL, tensors)
-    name = ("encoder.layer.0.bottleneck.input+encoder.layer.0.bottleneck.attention"
-            "+encoder.layer.0.attention.value")
+    name = "encoder.layer.0.bottleneck.input+encoder.layer.0.bottleneck.attention+encoder.layer.0.attention.value"
     parts = ["bottleneck.input.dense", "bottleneck.attention.dense", "attention.self.value"]
     want = np.concatenate([tensors[f"encoder.layer.0.{p}.weight"] for p in parts])
     np.testing.assert_array_equal(weights.linears[name].dense(), want)

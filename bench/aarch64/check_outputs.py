@@ -41,8 +41,16 @@ BOUND = 1e-5
 # int8 outputs: every int8 variant computes the same exact integer sums, but a float32 difference upstream
 # (the float kernels' vector widths differ) can move a quantized activation across a rounding boundary
 INT8_BOUND = 1e-3
-CONFIG = dict(vocab_size=200, hidden_size=64, embedding_size=32, intra_bottleneck_size=32, num_hidden_layers=2,
-              num_attention_heads=2, intermediate_size=48, max_position_embeddings=64)
+CONFIG = dict(
+    vocab_size=200,
+    hidden_size=64,
+    embedding_size=32,
+    intra_bottleneck_size=32,
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=48,
+    max_position_embeddings=64,
+)
 
 
 def make(d):
@@ -85,7 +93,9 @@ def make(d):
     mask = np.ones_like(ids)
     mask[1, 10:] = 0
     np.savez(os.path.join(d, "inputs.npz"), ids=ids, mask=mask)
-    print(f"wrote {base}, {mlm}, {d}/ckpt-std005, inputs ids {ids.dtype}{ids.shape}, mask row sums {mask.sum(1).tolist()}")
+    print(
+        f"wrote {base}, {mlm}, {d}/ckpt-std005, inputs ids {ids.dtype}{ids.shape}, mask row sums {mask.sum(1).tolist()}"
+    )
 
 
 def _versions():
@@ -93,12 +103,19 @@ def _versions():
     import llvmlite.binding as llvm
     import numba
 
-    return {"machine": platform.machine(), "python": platform.python_version(), "numpy": np.__version__,
-            "numba": numba.__version__, "llvmlite": llvmlite.__version__, "llvm": ".".join(map(str, llvm.llvm_version_info)),
-            "llvm_host_cpu": llvm.get_host_cpu_name(),
-            "llvm_host_features": sorted(k for k, v in llvm.get_host_cpu_features().items() if v),
-            "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME"), "numba_threads": numba.config.NUMBA_NUM_THREADS,
-            "threading_layer_requested": numba.config.THREADING_LAYER}
+    return {
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "numba": numba.__version__,
+        "llvmlite": llvmlite.__version__,
+        "llvm": ".".join(map(str, llvm.llvm_version_info)),
+        "llvm_host_cpu": llvm.get_host_cpu_name(),
+        "llvm_host_features": sorted(k for k, v in llvm.get_host_cpu_features().items() if v),
+        "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME"),
+        "numba_threads": numba.config.NUMBA_NUM_THREADS,
+        "threading_layer_requested": numba.config.THREADING_LAYER,
+    }
 
 
 def run(d, tag):
@@ -141,8 +158,13 @@ def run(d, tag):
     from mbengine.kernels.target import TARGET
 
     info.update(int8_variant=qsimd.VARIANT, target=TARGET.describe())
-    info.update(threading_layer=threading_layer(), times=times, t_total=round(time.perf_counter() - t0, 3),
-                shapes={k: list(v.shape) for k, v in out.items()}, dtypes={k: str(v.dtype) for k, v in out.items()})
+    info.update(
+        threading_layer=threading_layer(),
+        times=times,
+        t_total=round(time.perf_counter() - t0, 3),
+        shapes={k: list(v.shape) for k, v in out.items()},
+        dtypes={k: str(v.dtype) for k, v in out.items()},
+    )
     np.savez(os.path.join(d, f"out-{tag}.npz"), **out)
     with open(os.path.join(d, f"info-{tag}.json"), "w") as f:
         json.dump(info, f, indent=1)
@@ -161,8 +183,10 @@ def compare(d, ref, tags):
             err = float(np.linalg.norm(a - b) / np.linalg.norm(b))
             bound = INT8_BOUND if key.startswith("int8_") else BOUND
             worst = max(worst, err / bound)
-            print(f"{tag} vs {ref}  {key:28s} shape {str(a.shape):13s} rel err {err:.3e}  "
-                  f"max abs diff {np.abs(a - b).max():.3e}  {'ok' if err <= bound else 'FAIL'} (bound {bound:g})")
+            print(
+                f"{tag} vs {ref}  {key:28s} shape {str(a.shape):13s} rel err {err:.3e}  "
+                f"max abs diff {np.abs(a - b).max():.3e}  {'ok' if err <= bound else 'FAIL'} (bound {bound:g})"
+            )
         variants = [json.load(open(os.path.join(d, f"info-{t}.json"))).get("int8_variant") for t in (tag, ref)]
         print(f"{tag} vs {ref}: int8 variants {variants[0]} vs {variants[1]}")
     ok = worst <= 1.0
@@ -192,8 +216,10 @@ def asm(d, tag):
     dummy = np.zeros((1, 1), np.float32)
     k.linear(x, 0, k.pack(w), b, 0, dummy, -1, 0, b, b, 1e-5, out, 0, 1, k.pack(w).reshape(-1).view(np.uint8))
     t_compile = time.perf_counter() - t
-    err = float(np.linalg.norm(out - (x.astype(np.float64) @ w.T.astype(np.float64) + b)) /
-                np.linalg.norm(x.astype(np.float64) @ w.T + b))
+    err = float(
+        np.linalg.norm(out - (x.astype(np.float64) @ w.T.astype(np.float64) + b))
+        / np.linalg.norm(x.astype(np.float64) @ w.T + b)
+    )
     code = k.linear.inspect_asm(k.linear.signatures[0])
     with open(os.path.join(d, f"asm-{tag}.s"), "w") as f:
         f.write(code)
@@ -208,9 +234,15 @@ def asm(d, tag):
         return sum(1 for p in ins if len(p) > 1 and re.match(pattern, p[0] + " " + p[1]))
 
     res = {
-        "tag": tag, "machine": platform.machine(), "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME"),
-        "numba_cpu_name": numba.config.CPU_NAME, "LANES": LANES, "COLS": COLS,
-        "t_first_call_s": round(t_compile, 2), "linear_rel_err_vs_float64": err, "asm_lines": len(code.splitlines()),
+        "tag": tag,
+        "machine": platform.machine(),
+        "NUMBA_CPU_NAME": os.environ.get("NUMBA_CPU_NAME"),
+        "numba_cpu_name": numba.config.CPU_NAME,
+        "LANES": LANES,
+        "COLS": COLS,
+        "t_first_call_s": round(t_compile, 2),
+        "linear_rel_err_vs_float64": err,
+        "asm_lines": len(code.splitlines()),
     }
     # the basic block with the most FMAs: the micro-kernel's k loop (ROWS x VECS accumulators)
     blocks, cur = [], []
@@ -223,29 +255,37 @@ def asm(d, tag):
     blocks.append(cur)
     fma = re.compile(r"^(fmla\s+v\d+\.4s|vfmadd\w+)")
     hot = max(blocks, key=lambda b: sum(1 for i in b if fma.match(i)))
-    res["hottest_block"] = {"fma": sum(1 for i in hot if fma.match(i)), "instructions": len(hot),
-                            "accumulators": len({_dest(i) for i in hot if fma.match(i)}),
-                            "text": hot}
+    res["hottest_block"] = {
+        "fma": sum(1 for i in hot if fma.match(i)),
+        "instructions": len(hot),
+        "accumulators": len({_dest(i) for i in hot if fma.match(i)}),
+        "text": hot,
+    }
     if platform.machine() == "aarch64":
-        res.update({
-            "fmla_v4s_vector": count(r"fmla\s+v\d+\.4s,\s*v\d+\.4s,\s*v\d+\.4s\s*$"),
-            "fmla_v4s_by_element": count(r"fmla\s+v\d+\.4s,\s*v\d+\.4s,\s*v\d+\.s\[\d\]"),
-            "fmla_v2s": count(r"fmla\s+v\d+\.2s"),
-            "fmla_total": mnem.count("fmla"),
-            "fmadd_s_scalar": count(r"fmadd\s+s\d+"),
-            "fmadd_d_scalar": count(r"fmadd\s+d\d+"),
-            "fmul_v4s": count(r"fmul\s+v\d+\.4s"),
-            "fadd_v4s": count(r"fadd\s+v\d+\.4s"),
-            "sve_z_regs": count(r"\w+\s+.*\bz\d+\."),
-            "sdot": mnem.count("sdot"),
-            "prfm": mnem.count("prfm"),
-            "example_fmla": sorted(set(o for o in ops.get("fmla", [])))[:3],
-        })
+        res.update(
+            {
+                "fmla_v4s_vector": count(r"fmla\s+v\d+\.4s,\s*v\d+\.4s,\s*v\d+\.4s\s*$"),
+                "fmla_v4s_by_element": count(r"fmla\s+v\d+\.4s,\s*v\d+\.4s,\s*v\d+\.s\[\d\]"),
+                "fmla_v2s": count(r"fmla\s+v\d+\.2s"),
+                "fmla_total": mnem.count("fmla"),
+                "fmadd_s_scalar": count(r"fmadd\s+s\d+"),
+                "fmadd_d_scalar": count(r"fmadd\s+d\d+"),
+                "fmul_v4s": count(r"fmul\s+v\d+\.4s"),
+                "fadd_v4s": count(r"fadd\s+v\d+\.4s"),
+                "sve_z_regs": count(r"\w+\s+.*\bz\d+\."),
+                "sdot": mnem.count("sdot"),
+                "prfm": mnem.count("prfm"),
+                "example_fmla": sorted(set(o for o in ops.get("fmla", [])))[:3],
+            }
+        )
     else:
-        res.update({
-            "vfmadd_zmm": count(r"vfmadd\w+\s+.*%zmm"), "vfmadd_ymm": count(r"vfmadd\w+\s+.*%ymm"),
-            "vfmadd_xmm": count(r"vfmadd\w+\s+.*%xmm"),
-        })
+        res.update(
+            {
+                "vfmadd_zmm": count(r"vfmadd\w+\s+.*%zmm"),
+                "vfmadd_ymm": count(r"vfmadd\w+\s+.*%ymm"),
+                "vfmadd_xmm": count(r"vfmadd\w+\s+.*%xmm"),
+            }
+        )
     with open(os.path.join(d, f"asm-{tag}.json"), "w") as f:
         json.dump(res, f, indent=1)
     print(json.dumps({k: v for k, v in res.items() if k != "hottest_block"}))
