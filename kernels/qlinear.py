@@ -130,10 +130,11 @@ def correction(wp: np.ndarray) -> np.ndarray:
 
 @njit(cache=CACHE, parallel=True, fastmath=FASTMATH)
 def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off, norm, nw, nb, eps, out, out_off, nxt):
-    """The int8 linear (module doc). ``mask``: (K,) int32, INLIER or 0 (an outlier) per input channel; ``qx`` (>= M, >= 4 K4)
-    and ``sx`` (>= M,) are scratch; ``sw`` and ``corr`` are padded to whole panels; ``oidx`` (J,) and
-    ``ow`` (J, N) the outlier channels. ``nxt``: the bytes of the next linear op's weight (1-D uint8), which
-    the tasks share out and prefetch into L2, as the float32 kernel does (a hint: no effect on results)."""
+    """The int8 linear (module doc). ``mask``: (K,) int32, INLIER or 0 (an outlier) per input channel;
+    ``qx`` (>= M, >= 4 K4) and ``sx`` (>= M,) are scratch; ``sw`` and ``corr`` are padded to whole panels;
+    ``oidx`` (J,) and ``ow`` (J, N) the outlier channels. ``nxt``: the bytes of the next linear op's weight
+    (1-D uint8), which the tasks share out and prefetch into L2, as the float32 kernel does (a hint: no
+    effect on results)."""
     M = x.shape[0]
     K = mask.shape[0]
     P, K4, _ = wq.shape

@@ -15,8 +15,8 @@ bottleneck 32, 2 layers, 2 heads, intermediate 48): ``ckpt`` holds the base mode
 (mbengine.cli.random_checkpoint, seed 0, std 0.2), ``ckpt-mlm`` the same tensors
 plus seeded random masked-LM head weights, ``ckpt-std005`` the base model with std 0.05:
 with std 0.2 the hidden state reaches |h| ~ 360 and the pooler's tanh saturates (95 % of
-pooler_output is exactly +-1), so pooler_output is also compared where it is not saturated. Inputs: int64 ids (2, 16) from
-``np.random.default_rng(0)``, the second row padded after 10 tokens.
+pooler_output is exactly +-1), so pooler_output is also compared where it is not saturated.
+Inputs: int64 ids (2, 16) from ``np.random.default_rng(0)``, the second row padded after 10 tokens.
 
 Outputs compared: MobileBertModel's last_hidden_state and pooler_output (default
 fused graph; std 0.2 and std 0.05), last_hidden_state with fuse=False, and
