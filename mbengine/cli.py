@@ -556,7 +556,11 @@ def _task(args) -> int:
     if getattr(args, "max_length", None) is not None and not args.truncation:
         raise UsageError("--max-length applies only with --truncation")
     pipe = pipeline(
-        args.command, model=_checkpoint(args.model, args.revision), threads=args.threads, batch_size=args.batch_size
+        args.command,
+        model=_checkpoint(args.model, args.revision),
+        threads=args.threads,
+        batch_size=args.batch_size,
+        batch_tokens=args.batch_tokens,
     )
     task = args.command
     if task == "question-answering":
@@ -624,7 +628,10 @@ def _add_tasks(sub) -> None:
             p.add_argument("--file", help="read texts from FILE, one per line")
         p.add_argument("--json", action="store_true", help="print JSON, one object per input")
         p.add_argument("--threads", type=int, default=None)
-        p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("--batch-size", type=int, default=8, help="texts per model call, at most")
+        p.add_argument(
+            "--batch-tokens", type=int, default=None, help="real tokens per model call, at most (default: no cap)"
+        )
         p.set_defaults(func=_task)
 
     def truncation(p, max_length=True):

@@ -193,14 +193,16 @@ class MobileBertPreTrainedModel:
     the sequence run alone; ``"hf"`` reproduces Hugging Face exactly, where the
     last real token of a padded row sees the [PAD] embedding.
 
-    ``padding``: ``"skip"`` runs a right-padded batch on its real
+    ``padding``: ``"skip"`` (default) runs a right-padded batch on its real
     tokens only (every op but attention is per token; attention runs each
     sequence over its own length), so padding costs nothing, and returns zeros
     at the padding positions (as PyTorch's nested-tensor fast path does);
-    ``"compute"`` (default, for now) computes every position, padding included, as Hugging Face
-    does (same values there). Real positions are the same either way, to
-    rounding. Calls that ask for ``output_attentions`` always compute the
-    padding (the probabilities have a row for every position). ``fuse_ffn``: run
+    ``"compute"`` computes every position, padding included, and returns
+    Hugging Face's values there too. Real positions are the same either way, to
+    rounding. A batch that is not right-padded (a zero before a one in a row of
+    the mask), and a call that asks for ``output_attentions`` (the
+    probabilities have a row for every position), run padded whatever the
+    option. ``fuse_ffn``: run
     each feed-forward pair as one kernel (:func:`mbengine.graph.fuse_feed_forward`;
     off by default, by measurement).
     """
@@ -213,7 +215,7 @@ class MobileBertPreTrainedModel:
         *,
         threads: int | None = None,
         trigram_padding: str = "mask",
-        padding: str = "compute",
+        padding: str = "skip",
         fuse_ffn: bool = False,
         source: str = "weights",
     ):

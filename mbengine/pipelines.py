@@ -115,10 +115,11 @@ def _rows(enc) -> list[dict]:
 class Pipeline:
     """A model, its tokenizer, and length-sorted padded batches."""
 
-    def __init__(self, model, tokenizer: MobileBertTokenizer, batch_size: int = 8):
+    def __init__(self, model, tokenizer: MobileBertTokenizer, batch_size: int = 8, batch_tokens: int | None = None):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = _int("batch_size", batch_size)
+        self.batch_tokens = _int("batch_tokens", batch_tokens, allow_none=True)
         self.max_length = min(model.config.max_position_embeddings, tokenizer.model_max_length)
 
     def _truncation(self, truncation, max_length):
@@ -158,14 +159,28 @@ class Pipeline:
                     )
         return rows
 
+    def _batches(self, lengths: list[int]) -> list[list[int]]:
+        """Row indices in length order, cut into batches: at most ``batch_size`` rows, and, with
+        ``batch_tokens``, at most that many real tokens (a row longer than the budget runs alone)."""
+        order = sorted(range(len(lengths)), key=lengths.__getitem__)
+        batches, chunk, tokens = [], [], 0
+        for i in order:
+            full = len(chunk) == self.batch_size
+            if chunk and (full or (self.batch_tokens is not None and tokens + lengths[i] > self.batch_tokens)):
+                batches.append(chunk)
+                chunk, tokens = [], 0
+            chunk.append(i)
+            tokens += lengths[i]
+        if chunk:
+            batches.append(chunk)
+        return batches
+
     def _run(self, rows: list[dict], call) -> list:
-        """``call(ids, mask, types)`` over the rows in length-sorted padded batches; each batch's
-        list of per-row results is put back in input order."""
-        order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+        """``call(ids, mask, types)`` over the rows in length-sorted, right-padded batches (the model
+        skips the padding); each batch's list of per-row results is put back in input order."""
         results = [None] * len(rows)
         pad = self.tokenizer.pad_token_id
-        for begin in range(0, len(order), self.batch_size):
-            chunk = order[begin : begin + self.batch_size]
+        for chunk in self._batches([len(row["input_ids"]) for row in rows]):
             width = max(len(rows[i]["input_ids"]) for i in chunk)
             ids = np.full((len(chunk), width), pad, np.int64)
             mask = np.zeros((len(chunk), width), np.int64)
@@ -961,6 +976,7 @@ def pipeline(
     threads: int | None = None,
     batch_size: int = 8,
     revision: str | None = None,
+    batch_tokens: int | None = None,
     **model_kwargs,
 ):
     """A ready pipeline for ``task``.
@@ -970,7 +986,9 @@ def pipeline(
     task's class together with ``tokenizer`` (a MobileBertTokenizer or a path).
     A Hugging Face Hub model id works as a path, at ``revision`` (:mod:`mbengine.hub`).
     ``threads`` and other keywords go to the model's ``from_pretrained``.
-    ``batch_size`` texts (windows, for question-answering) run per model call.
+    ``batch_size`` texts (windows, for question-answering) run per model call, at most;
+    ``batch_tokens`` caps the real tokens of a call too (short texts then run
+    in wide batches, long ones in narrow ones).
     """
     import mbengine
 
@@ -981,6 +999,7 @@ def pipeline(
         raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)} (or {', '.join(ALIASES)})")
     cls, model_class = TASKS[name]
     batch_size = _int("batch_size", batch_size)
+    batch_tokens = _int("batch_tokens", batch_tokens, allow_none=True)
     if model is None:
         raise InputError("model is required: a checkpoint directory (or a loaded model with its tokenizer)")
     if isinstance(model, (str, os.PathLike)):
@@ -1004,4 +1023,4 @@ def pipeline(
         raise InputError("a loaded model needs a tokenizer (a MobileBertTokenizer or a path)")
     elif not isinstance(tokenizer, MobileBertTokenizer):
         raise _bad_type("tokenizer", tokenizer, "a MobileBertTokenizer or a path")
-    return cls(model, tokenizer, batch_size=batch_size)
+    return cls(model, tokenizer, batch_size=batch_size, batch_tokens=batch_tokens)

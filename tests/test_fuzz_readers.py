@@ -80,6 +80,10 @@ def sources(tmp_path_factory):
     int8, _ = q8.quantize(float_model.weights, batches, calibration=description)
     out["engine-int8"] = (engine.write(int8, root / "engine-int8"), "model.safetensors")
     out["config"] = (hf, "config.json")
+    # Compile every kernel a load runs now, outside the HANG alarm: with a cold Numba cache on a busy
+    # machine the int8 kernels' first compile alone can take longer than HANG.
+    for kind in ("safetensors", "engine-int8"):
+        mbengine.MobileBertForPreTraining.from_pretrained(out[kind][0])(np.array([[1, 2, 3, 4]]))
     return out
 
 

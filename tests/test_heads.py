@@ -18,23 +18,38 @@ from .strategies import inputs, small_configs
 TOL = 1e-4
 
 
+def token_level(cls_name, field) -> bool:
+    """Whether an output field has a value per token (then padding="skip" leaves zeros at the padding)."""
+    if field in ("prediction_logits", "start_logits", "end_logits"):
+        return True
+    return field == "logits" and cls_name in ("MobileBertForMaskedLM", "MobileBertForTokenClassification")
+
+
 def compare(cls_name, config, seed, ids, mask, types, tmp_path_factory):
+    """Our head against HF's: padding computed, every position; padding skipped (the default), the real
+    positions, and zeros at the padding."""
     fields, _ = HEADS[cls_name]
     hf = random_head_model(cls_name, config, seed)
     path = tmp_path_factory.mktemp("head")
     save_hf(hf, str(path))
-    ours = getattr(mbengine, cls_name).from_pretrained(path, trigram_padding="hf")
     if cls_name == "MobileBertForMultipleChoice":  # (batch, choices, seq): choices are rolled rows
         ids, mask, types = (np.stack([a, np.roll(a, 1, axis=0)], axis=1) for a in (ids, mask, types))
-    out = ours(ids, attention_mask=mask, token_type_ids=types)
     with torch.no_grad():
         ref = hf(torch.tensor(ids), attention_mask=torch.tensor(mask), token_type_ids=torch.tensor(types))
-    for field in fields:
-        got, want = getattr(out, field), getattr(ref, field).numpy()
-        assert got.shape == want.shape, (field, got.shape, want.shape)
-        for b in range(got.shape[0]):
-            err = rel_err(got[b], want[b])
-            assert err <= TOL, f"{cls_name}.{field}[{b}]: relative error {err:.3g}"
+    real = mask.astype(bool)
+    for padding in ("compute", "skip"):
+        ours = getattr(mbengine, cls_name).from_pretrained(path, trigram_padding="hf", padding=padding)
+        out = ours(ids, attention_mask=mask, token_type_ids=types)
+        for field in fields:
+            got, want = getattr(out, field), getattr(ref, field).numpy()
+            assert got.shape == want.shape, (field, got.shape, want.shape)
+            if padding == "skip" and token_level(cls_name, field):
+                assert not got[~real].any(), f"{cls_name}.{field}: padding positions are not zero"
+                want = want.copy()
+                want[~real] = 0  # (relative errors over the real positions)
+            for b in range(got.shape[0]):
+                err = rel_err(got[b], want[b])
+                assert err <= TOL, f"{cls_name}.{field}[{b}] (padding={padding}): relative error {err:.3g}"
 
 
 @pytest.mark.parametrize("cls_name", list(HEADS))

@@ -93,10 +93,29 @@ def test_padded_rows_equal_rows_alone(tmp_path_factory, data, config, seed):
         )
 
 
+@settings(max_examples=30, **SETTINGS)
+@given(data=st.data(), config=small_configs(), seed=st.integers(0, 2**16))
+def test_skipped_padding_matches_hf_at_real_positions(tmp_path_factory, data, config, seed):
+    """The default padding="skip" (only the real tokens run): Hugging Face's values at every real
+    position of every hidden state, zeros at the padding, HF's pooler output."""
+    hf = random_hf_model(config, seed)
+    model = engine_for(hf, config, tmp_path_factory, trigram_padding="hf")
+    ids, mask, types = data.draw(inputs(config))
+    out = model(ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
+    expected = hf_forward(hf, ids, mask, types, output_hidden_states=True)
+    real = mask.astype(bool)[..., None]
+    for ours, exp in zip(
+        (out.last_hidden_state, *out.hidden_states), (expected["last_hidden_state"], *expected["hidden_states"])
+    ):
+        assert not (ours * ~real).any()
+        check("skip/hidden_states", ours, exp * real)
+    check("skip/pooler_output", out.pooler_output, expected["pooler_output"])
+
+
 def test_hf_tester_config(tmp_path_factory):
     config = HF_TESTER_CONFIG
     hf = random_hf_model(config, seed=7)
-    model = engine_for(hf, config, tmp_path_factory, trigram_padding="hf")
+    model = engine_for(hf, config, tmp_path_factory, trigram_padding="hf", padding="compute")
     rng = np.random.default_rng(0)
     ids = rng.integers(0, config.vocab_size, (3, 7))
     mask = np.ones_like(ids)
@@ -187,7 +206,8 @@ def test_full_size_google_mobilebert_uncased(tmp_path_factory):
     out = model(ids, attention_mask=mask, token_type_ids=types, output_hidden_states=True)
     expected = hf_forward(hf, ids, mask, types, output_hidden_states=True)
     assert np.abs(expected["last_hidden_state"]).max() > 1e6  # the outlier channels are there
-    check("full-size/last_hidden_state", out.last_hidden_state, expected["last_hidden_state"])
+    real = mask.astype(bool)[..., None]  # the padding is skipped: HF's values at the real positions
+    check("full-size/last_hidden_state", out.last_hidden_state, expected["last_hidden_state"] * real)
     check("full-size/pooler_output", out.pooler_output, expected["pooler_output"])
     for ours, exp in zip(out.hidden_states, expected["hidden_states"]):
-        check("full-size/hidden_states", ours, exp)
+        check("full-size/hidden_states", ours, exp * real)

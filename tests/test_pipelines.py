@@ -464,9 +464,45 @@ def test_batches_keep_input_order(mlm, ner, tmp_path_factory):
     one, three = (pipeline("text-classification", path, batch_size=bs) for bs in (1, 3))
     assert one(plain, top_k=None) == three(plain, top_k=None) == [three(t, top_k=None) for t in plain]
     one, three = (pipeline("feature-extraction", mlm[0], batch_size=bs) for bs in (1, 3))
+    budget = pipeline("feature-extraction", mlm[0], batch_size=64, batch_tokens=12)
     np.testing.assert_array_equal(one(plain, pooling="mean"), three(plain, pooling="mean"))
-    for x, y in zip(one(plain), three(plain)):
+    np.testing.assert_array_equal(one(plain, pooling="mean"), budget(plain, pooling="mean"))
+    for x, y, z in zip(one(plain), three(plain), budget(plain)):
         np.testing.assert_array_equal(x, y)
+        np.testing.assert_array_equal(x, z)
+
+
+class Recording:
+    """A model stand-in that records each call's attention mask, then runs the real model."""
+
+    def __init__(self, model):
+        self.model, self.masks = model, []
+        self.config = model.config
+
+    def __call__(self, input_ids, attention_mask=None, **kw):
+        self.masks.append(np.asarray(attention_mask).copy())
+        return self.model(input_ids, attention_mask=attention_mask, **kw)
+
+
+@pytest.mark.parametrize("batch_size, batch_tokens", [(3, None), (64, 20), (2, 20), (64, 1)])
+def test_batches_by_rows_and_token_budget(mlm, batch_size, batch_tokens):
+    """Batches are runs of the length-sorted texts, cut at batch_size rows and at batch_tokens real
+    tokens (a text longer than the budget runs alone); every text runs once."""
+    pipe = pipeline("feature-extraction", mlm[0], batch_size=batch_size, batch_tokens=batch_tokens)
+    texts = ["a", "a b c d e f g h i j k l", "a b", "a b c d e", "a b c", "a b c d e f g", "x y"]
+    want = [len(pipe.tokenizer(t)["input_ids"][0]) for t in texts]
+    pipe.model = Recording(pipe.model)
+    out = pipe(texts, pooling="mean")
+    assert out.shape[0] == len(texts)
+    lengths = [m.sum(axis=1).tolist() for m in pipe.model.masks]
+    flat = [n for batch in lengths for n in batch]
+    assert flat == sorted(want)  # each text once, shortest first
+    for batch in lengths:
+        assert len(batch) <= batch_size
+        if batch_tokens is not None and len(batch) > 1:
+            assert sum(batch) <= batch_tokens
+    for a, b in zip(lengths, lengths[1:]):  # a batch is cut only when the next text would not fit
+        assert len(a) == batch_size or batch_tokens is not None and sum(a) + b[0] > batch_tokens
 
 
 def test_pipeline_arguments(mlm):
@@ -478,6 +514,8 @@ def test_pipeline_arguments(mlm):
         pipeline("fill-mask", "/nonexistent/checkpoint")
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
         pipeline("fill-mask", mlm[0], batch_size=0)
+    with pytest.raises(ValueError, match="batch_tokens must be >= 1"):
+        pipeline("fill-mask", mlm[0], batch_tokens=0)
     with pytest.raises(ValueError, match="task must be a str"):
         mbengine.pipeline(None, model=mlm[0])
     model = mbengine.MobileBertForMaskedLM.from_pretrained(mlm[0], threads=1)
