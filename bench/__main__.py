@@ -25,6 +25,10 @@ BENCHMARKS = {
     "memory": ("bench.bench_memory", "where the resident memory goes, installed size, which Raspberry Pi fits"),
     "contention": ("bench.bench_contention", "1 and 2 threads on an idle and on a busy machine"),
     "soak": ("bench.bench_soak", "RSS over tens of thousands of calls of varying shape"),
+    "corpus": (
+        "bench.bench_corpus",
+        "embedding real text with the real MiniLM against sentence-transformers and ONNX Runtime",
+    ),
     "dask": ("bench.bench_dask", "pipeline throughput on a Dask LocalCluster, 1 worker against 2"),
     "suite": ("bench.suite", "every benchmark as README.md cites it; --list: the results files, nothing run"),
 }

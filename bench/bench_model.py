@@ -1,24 +1,38 @@
-"""The whole MobileBERT encoder: mbengine against PyTorch eager and ONNX Runtime (fp32, int8), same run.
+"""The whole MobileBERT encoder: mbengine against PyTorch eager, ONNX Runtime and OpenVINO (fp32, int8), same run.
 
-    python -m bench model [--seq 128] [--batch 1] [--threads 1 2] [--repeats 30]
-                          [--systems mbengine,mbengine-int8,torch,ort-fp32,ort-int8] [--layers 24] [--name model]
+    python -m bench model [--seq 128] [--batch 1] [--rows {full,half,ragged}] [--threads 1 2] [--repeats 30]
+                          [--systems mbengine,mbengine-int8,torch,ort-fp32,ort-int8,ov-fp32,ov-int8]
+                          [--layers 24] [--ov-calibration 128] [--name model]
 
 A full-size MobileBERT (``transformers.MobileBertConfig()`` defaults, i.e.
 google/mobilebert-uncased, with ``classifier_activation=False``) gets random
 weights (``torch.manual_seed(0)``) and is saved with ``save_pretrained``;
-mbengine loads that directory, the same model is exported to ONNX (opset 17)
-and quantized dynamically to int8 (QInt8 weights) for ONNX Runtime. For
-mbengine-int8 the model is quantized as ``mbengine quantize`` does (random-id
-calibration: the directory has no tokenizer) and written as an int8 engine
-checkpoint, which each thread count loads.
+mbengine loads that directory (``padding="skip"``), the same model is exported
+to ONNX (opset 17) and quantized dynamically to int8 (QInt8 weights) for ONNX
+Runtime. OpenVINO reads the same ONNX file (ov-fp32: compiled for the CPU
+with float32 inference precision, the thread count, the latency hint and one
+stream); ov-int8 is NNCF's post-training static quantization of it
+(``ModelType.TRANSFORMER``, ``--ov-calibration`` random-id sequences), compiled
+the same way. For mbengine-int8 the model is quantized as ``mbengine
+quantize`` does (random-id calibration: the directory has no tokenizer) and
+written as an int8 engine checkpoint, which each thread count loads.
 
-For each thread count every system is warmed up, its ``last_hidden_state`` is
-checked against PyTorch's (relative Frobenius error), and then all systems
-are timed round robin. Systems that are not installed or fail are skipped
-with the reason. Results: bench/results/model.json and model.md (``--name``
-changes the name; with two or more sequence lengths also <name>.png, latency
-against sequence length). The model, inputs and ONNX files come from
-:mod:`bench.builders`.
+``--rows``: ``full`` (every row real tokens), ``half`` (the later half of the
+rows padded to half length) or ``ragged`` (row lengths uniform between seq/8
+and seq, the first row full), right padded
+(:func:`bench.builders.make_inputs`). Every system gets the same padded
+arrays and mask; mbengine skips the padding, the others compute it.
+
+For each thread count the float32 GEMM peak is measured
+(:func:`bench.bench_profile.gemm_peak`), every system is warmed up, its
+``last_hidden_state`` at the real positions (mask 1) is checked against
+PyTorch's (relative Frobenius error), and then all systems are timed round
+robin. "% of fp32 floor": the FLOPs of the real tokens
+(:func:`bench.builders.model_flops`) at the GEMM peak, over the median.
+Systems that are not installed or fail are skipped with the reason. Results:
+bench/results/model.json and model.md (``--name`` changes the name; with two
+or more sequence lengths also <name>.png, latency against sequence length).
+The model, inputs and ONNX files come from :mod:`bench.builders`.
 """
 
 from __future__ import annotations
@@ -30,9 +44,41 @@ import time
 import traceback
 
 from bench import common
-from bench.builders import build_hf_model, export_onnx, make_inputs, plot_latency, quantize_engine, quantize_int8
+from bench.bench_profile import gemm_peak
+from bench.builders import (
+    ROW_MODES,
+    build_hf_model,
+    export_onnx,
+    make_inputs,
+    model_flops,
+    plot_latency,
+    quantize_engine,
+    quantize_int8,
+    quantize_openvino,
+)
 
-ALL_SYSTEMS = ("mbengine", "mbengine-int8", "torch", "ort-fp32", "ort-int8")
+ROWS_NOTE = {
+    "full": "every row real tokens, no padding",
+    "half": "the later half of the rows (batch // 2) padded to half length (seq // 2 real tokens)",
+    "ragged": "row lengths uniform in seq//8..seq (numpy default_rng(0)), the first row full",
+}
+ALL_SYSTEMS = ("mbengine", "mbengine-int8", "torch", "ort-fp32", "ort-int8", "ov-fp32", "ov-int8")
+# what each system imports beyond torch and mbengine: a system whose module is missing is skipped up front
+NEEDS = {
+    "ort-fp32": ("onnxruntime",),
+    "ort-int8": ("onnxruntime",),
+    "ov-fp32": ("openvino",),
+    "ov-int8": ("openvino", "nncf"),
+}
+# the OpenVINO CPU properties set (and read back from the compiled model) or only read back
+OV_READ_BACK = (
+    "INFERENCE_PRECISION_HINT",
+    "INFERENCE_NUM_THREADS",
+    "PERFORMANCE_HINT",
+    "NUM_STREAMS",
+    "EXECUTION_MODE_HINT",
+    "ENABLE_CPU_PINNING",
+)
 
 
 # --------------------------------------------------------------------------- systems
@@ -48,8 +94,45 @@ def ort_session(path: str, threads: int):
     return ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
 
 
-def make_callables(names, threads, hf_model, ckpt_dir, onnx_paths, skipped):
-    """{system: zero-argument callable(inputs) -> last_hidden_state numpy} for one thread count."""
+def ov_compile(path: str, threads: int):
+    """(OpenVINO model ``path`` compiled for the CPU: float32, ``threads`` threads, latency hint, one stream;
+    the properties read back from the compiled model)."""
+    import openvino as ov
+
+    core = ov.Core()
+    config = {"INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY"}
+    if "NUM_STREAMS" in core.get_property("CPU", "SUPPORTED_PROPERTIES"):
+        config["NUM_STREAMS"] = 1
+    compiled = core.compile_model(path, "CPU", config)
+    props = {}
+    for key in OV_READ_BACK:
+        try:
+            value = compiled.get_property(key)
+        except Exception as e:  # noqa: BLE001
+            props[key] = f"unreadable: {common.reason(e)}"
+            continue
+        # an ov.Type (the precision) reads as f32/bf16; enums and numbers as themselves
+        props[key] = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+    return compiled, props
+
+
+def missing_module(name: str) -> str | None:
+    """Why ``name``'s extra modules (NEEDS) cannot be imported, or None when they can."""
+    import importlib
+
+    for module in NEEDS.get(name, ()):
+        try:
+            importlib.import_module(module)
+        except Exception as e:  # noqa: BLE001
+            return f"{module} not installed or broken ({common.reason(e)})"
+    return None
+
+
+def make_callables(names, threads, hf_model, ckpt_dir, onnx_paths, skipped, info):
+    """{system: zero-argument callable(inputs) -> last_hidden_state numpy} for one thread count.
+
+    OpenVINO's compiled properties go to ``info["openvino_compiled"]``.
+    """
     import torch
 
     made = {}
@@ -61,7 +144,7 @@ def make_callables(names, threads, hf_model, ckpt_dir, onnx_paths, skipped):
                 path = ckpt_dir if name == "mbengine" else onnx_paths.get(name)
                 if path is None:
                     raise RuntimeError(onnx_paths.get(name + ":error", "no int8 checkpoint"))
-                m = mbengine.MobileBertModel.from_pretrained(path, threads=threads)
+                m = mbengine.MobileBertModel.from_pretrained(path, threads=threads, padding="skip")
                 made[name] = lambda inp, m=m: (
                     m(
                         inp["input_ids"], attention_mask=inp["attention_mask"], token_type_ids=inp["token_type_ids"]
@@ -87,6 +170,18 @@ def make_callables(names, threads, hf_model, ckpt_dir, onnx_paths, skipped):
                 sess = ort_session(path, threads)
                 feed_names = [i.name for i in sess.get_inputs()]
                 made[name] = lambda inp, s=sess, f=feed_names: s.run(["last_hidden_state"], {k: inp[k] for k in f})[0]
+            elif name in ("ov-fp32", "ov-int8"):
+                path = onnx_paths.get(name)
+                if path is None:
+                    raise RuntimeError(onnx_paths.get(name + ":error", "no OpenVINO model"))
+                compiled, props = ov_compile(path, threads)
+                info.setdefault("openvino_compiled", {})[f"{name}, {threads} thr"] = props
+                request = compiled.create_infer_request()
+                feed_names = [i.get_any_name() for i in compiled.inputs]
+                output = compiled.output("last_hidden_state")
+                made[name] = lambda inp, r=request, f=feed_names, o=output: r.infer(
+                    {k: inp[k] for k in f}, share_inputs=True
+                )[o]
             else:
                 raise ValueError(f"unknown system {name!r} (known: {', '.join(ALL_SYSTEMS)})")
         except Exception as e:  # noqa: BLE001
@@ -137,41 +232,82 @@ def run(args) -> dict:
                 onnx_paths["mbengine-int8:error"] = f"quantization failed: {common.reason(e)}"
                 if args.verbose:
                     traceback.print_exc()
-        if any(s.startswith("ort") for s in systems):
+        for name in systems:
+            why = missing_module(name)
+            if why:
+                onnx_paths[f"{name}:error"] = why
+        onnx_systems = [s for s in systems if s in NEEDS and f"{s}:error" not in onnx_paths]
+        if onnx_systems:
             try:
-                import onnxruntime  # noqa: F401
-
                 fp32 = os.path.join(tmp, "model.onnx")
                 t0 = time.perf_counter()
-                example = make_inputs(2, 16, vocab)
-                example["attention_mask"][1, -4:] = 0  # padding in the example keeps the mask path in the trace
+                example = make_inputs(2, 16, vocab, rows="half")  # padding in the example keeps the mask path
                 info["onnx_exporter"] = export_onnx(hf_model, fp32, example)
                 info["onnx_export_s"] = time.perf_counter() - t0
                 info["onnx_fp32_mb"] = os.path.getsize(fp32) / 2**20
-                onnx_paths["ort-fp32"] = fp32
                 print(f"ONNX export: {info['onnx_exporter']}, {info['onnx_fp32_mb']:.1f} MiB", flush=True)
-                if "ort-int8" in systems:
-                    try:
-                        int8 = os.path.join(tmp, "model.int8.onnx")
-                        quantize_int8(fp32, int8)
-                        onnx_paths["ort-int8"] = int8
-                        info["onnx_int8_mb"] = os.path.getsize(int8) / 2**20
-                        print(f"ONNX int8 (dynamic, QInt8 weights): {info['onnx_int8_mb']:.1f} MiB", flush=True)
-                    except Exception as e:  # noqa: BLE001
-                        onnx_paths["ort-int8:error"] = f"quantization failed: {common.reason(e)}"
             except Exception as e:  # noqa: BLE001
-                for s in ("ort-fp32", "ort-int8"):
+                fp32 = None
+                for s in onnx_systems:
                     onnx_paths[f"{s}:error"] = common.reason(e)
                 if args.verbose:
                     traceback.print_exc()
+            if fp32 is not None:
+                for s in ("ort-fp32", "ov-fp32"):
+                    if s in onnx_systems:
+                        onnx_paths[s] = fp32
+            if fp32 is not None and "ort-int8" in onnx_systems:
+                try:
+                    int8 = os.path.join(tmp, "model.int8.onnx")
+                    quantize_int8(fp32, int8)
+                    onnx_paths["ort-int8"] = int8
+                    info["onnx_int8_mb"] = os.path.getsize(int8) / 2**20
+                    print(f"ONNX int8 (dynamic, QInt8 weights): {info['onnx_int8_mb']:.1f} MiB", flush=True)
+                except Exception as e:  # noqa: BLE001
+                    onnx_paths["ort-int8:error"] = f"quantization failed: {common.reason(e)}"
+            if any(s.startswith("ov-") for s in onnx_systems):
+                import openvino
+
+                info["openvino_version"] = openvino.__version__
+            if fp32 is not None and "ov-int8" in onnx_systems:
+                import nncf
+
+                info["nncf_version"] = nncf.__version__
+                try:
+                    xml = os.path.join(tmp, "ov-int8", "model.xml")
+                    t0 = time.perf_counter()
+                    info["ov_int8_calibration"] = quantize_openvino(fp32, xml, vocab, samples=args.ov_calibration)
+                    info["ov_int8_quantize_s"] = time.perf_counter() - t0
+                    info["ov_int8_mb"] = os.path.getsize(xml[: -len(".xml")] + ".bin") / 2**20
+                    onnx_paths["ov-int8"] = xml
+                    print(
+                        f"OpenVINO int8 (NNCF static, {info['ov_int8_calibration']}): {info['ov_int8_mb']:.1f} MiB, "
+                        f"quantized in {info['ov_int8_quantize_s']:.1f} s",
+                        flush=True,
+                    )
+                except Exception as e:  # noqa: BLE001
+                    onnx_paths["ov-int8:error"] = f"quantization failed: {common.reason(e)}"
+                    if args.verbose:
+                        traceback.print_exc()
 
         for n in args.threads:
             if args.wait_quiet > 0:
                 common.wait_until_quiet(args.wait_quiet)
-            fns_by_input = make_callables(systems, n, hf_model, ckpt, onnx_paths, skipped)
+            try:
+                peak = gemm_peak(n)
+                print(f"threads {n}: float32 GEMM peak {peak:.1f} GFLOP/s (NumPy, 2048^3)", flush=True)
+            except Exception as e:  # noqa: BLE001
+                peak = None
+                print(f"threads {n}: no GEMM peak ({common.reason(e)}): no % of fp32 floor", flush=True)
+            info.setdefault("gemm_peak_gflops", {})[str(n)] = peak
+            fns_by_input = make_callables(systems, n, hf_model, ckpt, onnx_paths, skipped, info)
             for batch in args.batch:
                 for seq in args.seq:
-                    inp = make_inputs(batch, seq, vocab)
+                    inp = make_inputs(batch, seq, vocab, rows=args.rows)
+                    real = inp["attention_mask"] == 1  # only these positions are compared
+                    lengths = real.sum(axis=1)
+                    flops = model_flops(hf_model.config, lengths)
+                    floor_s = flops / (peak * 1e9) if peak else None
                     torch.set_num_threads(n)
                     with torch.inference_mode():
                         ref = hf_model(**{k: torch.from_numpy(v) for k, v in inp.items()}).last_hidden_state.numpy()
@@ -181,7 +317,7 @@ def run(args) -> dict:
                         try:
                             for _ in range(args.warmup):
                                 out = f(inp)
-                            errs[name] = common.rel_err(out, ref)
+                            errs[name] = common.rel_err(out[real], ref[real])
                             ok[name] = lambda f=f, inp=inp: f(inp)
                         except Exception as e:  # noqa: BLE001
                             skipped.setdefault(name, common.reason(e))
@@ -202,6 +338,9 @@ def run(args) -> dict:
                                 "threads": n,
                                 "batch": batch,
                                 "seq": seq,
+                                "rows": args.rows,
+                                "real_tokens": int(lengths.sum()),
+                                "lengths": lengths.tolist(),
                                 "median_ms": st["median"] * 1e3,
                                 "min_ms": st["min"] * 1e3,
                                 "mean_ms": st["mean"] * 1e3,
@@ -209,6 +348,10 @@ def run(args) -> dict:
                                 "n": st["n"],
                                 "ratio_to_mbengine": st["median"] / base if base else None,
                                 "rel_err_vs_torch": errs[name],
+                                "model_gflop": flops / 1e9,
+                                "gemm_peak_gflops": peak,
+                                "fp32_floor_ms": floor_s * 1e3 if floor_s else None,
+                                "fraction_of_fp32_floor": floor_s / st["median"] if floor_s else None,
                                 "other_cpu": load["other_cpu"],
                                 "steal": load.get("steal"),
                                 "attempts": attempts,
@@ -217,9 +360,11 @@ def run(args) -> dict:
                         )
                         r = rows[-1]
                         ratio = "–" if r["ratio_to_mbengine"] is None else f"{r['ratio_to_mbengine']:.2f}"
+                        floor = _percent(r["fraction_of_fp32_floor"])
                         print(
-                            f"threads {n} b{batch} s{seq}  {name:<9} median {r['median_ms']:8.2f} ms  "
-                            f"min {r['min_ms']:8.2f} ms  x mbengine {ratio}  rel err {r['rel_err_vs_torch']:.1e}",
+                            f"threads {n} b{batch} s{seq} {args.rows} ({r['real_tokens']} tokens)  {name:<13} "
+                            f"median {r['median_ms']:8.2f} ms  min {r['min_ms']:8.2f} ms  x mbengine {ratio}  "
+                            f"{floor}% of fp32 floor  rel err {r['rel_err_vs_torch']:.1e}",
                             flush=True,
                         )
                     if load["other_cpu"] is not None:
@@ -235,16 +380,23 @@ def worst_load(rows) -> dict:
     return {"other_cpu": max(fr), "other_cpus_equiv": max(fr) * ncpu} if fr else {}
 
 
+def _percent(fraction) -> str:
+    return "–" if fraction is None else f"{100 * fraction:.1f}"
+
+
 def table(rows) -> str:
     headers = [
         "system",
         "threads",
         "batch",
         "seq",
+        "rows",
+        "real tokens",
         "median ms",
         "min ms",
         "median / mbengine median",
-        "rel err vs torch",
+        "% of fp32 floor",
+        "rel err vs torch (real tokens)",
         "other load %",
     ]
     out = []
@@ -255,9 +407,12 @@ def table(rows) -> str:
                 r["threads"],
                 r["batch"],
                 r["seq"],
+                r.get("rows", "full"),
+                r.get("real_tokens", r["batch"] * r["seq"]),
                 f"{r['median_ms']:.2f}",
                 f"{r['min_ms']:.2f}",
                 "–" if r["ratio_to_mbengine"] is None else f"{r['ratio_to_mbengine']:.2f}",
+                _percent(r.get("fraction_of_fp32_floor")),
                 f"{r['rel_err_vs_torch']:.1e}",
                 "–" if r["other_cpu"] is None else f"{100 * r['other_cpu']:.0f}",
             ]
@@ -269,18 +424,33 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seq", type=int, nargs="+", default=[128])
     ap.add_argument("--batch", type=int, nargs="+", default=[1])
+    ap.add_argument(
+        "--rows",
+        choices=ROW_MODES,
+        default="full",
+        help="full: every row real tokens; half: the later half of the rows padded to half length; ragged: row "
+        "lengths uniform in seq/8..seq (seeded), the first row full (default full)",
+    )
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=30, help="timed rounds (one call of each system per round)")
     ap.add_argument("--warmup", type=int, default=3, help="untimed calls per system before the check")
     ap.add_argument("--systems", default=",".join(ALL_SYSTEMS), help=f"comma-separated subset of {ALL_SYSTEMS}")
     ap.add_argument("--layers", type=int, default=24, help="num_hidden_layers (24 = full size)")
     ap.add_argument(
+        "--ov-calibration",
+        type=int,
+        default=128,
+        metavar="N",
+        help="ov-int8: NNCF calibration sequences (random ids, up to 128 tokens, batch 1; ~100 s for the "
+        "full-size model on 2 cores; default 128)",
+    )
+    ap.add_argument(
         "--gap",
         type=float,
         default=0.05,
         help="seconds of pause (busy-wait on the main thread) after each system's call, so its thread "
         "pool stops spinning before the next system runs (ONNX Runtime's workers spin ~30 ms "
-        "after a run; default 0.05)",
+        "after a run, OpenVINO's may too; default 0.05)",
     )
     ap.add_argument(
         "--wait-quiet",
@@ -319,18 +489,44 @@ def main(argv=None):
         **data,
     }
     md = table(data["rows"])
+    info = data["info"]
     notes = [
         f"model: HF MobileBertModel, MobileBertConfig() defaults (google/mobilebert-uncased), "
         f"classifier_activation=False, {args.layers} layers, random weights (torch.manual_seed(0))",
-        "inputs: random ids, no padding, token types 0|1 halves; output compared: last_hidden_state",
+        f"inputs: random ids, rows {args.rows}: {ROWS_NOTE[args.rows]}; token types 0|1 halves of each row's "
+        "real tokens; padding: id 0, mask 0, right side; every system gets the same padded arrays",
+        "output compared: last_hidden_state at the real positions only (attention_mask == 1; mbengine returns "
+        "zeros at padding); rel err = Frobenius norm of the difference / norm of torch's",
         f"systems timed round robin (order rotating), {args.repeats} rounds, {args.gap * 1e3:g} ms pause "
         "(busy-wait) after each call; ratio = system median / mbengine median (>1: mbengine faster)",
+        "% of fp32 floor = (FLOPs of the real tokens, bench.builders.model_flops: every linear 2*tokens*in*out plus "
+        "attention 4*L^2*all_head_size (128) per row and layer) / (float32 GEMM peak: NumPy 2048^3 matmul with "
+        "n BLAS threads, best of 5, measured once per thread count: "
+        + ", ".join(
+            f"{k} thr {v:.1f} GFLOP/s" if v else f"{k} thr –" for k, v in info.get("gemm_peak_gflops", {}).items()
+        )
+        + ") / median; padding counts as no work, so the systems that compute it are charged for it",
         "torch: eager, torch.set_num_threads(n), inference_mode; ORT: intra_op_num_threads=n, ORT_ENABLE_ALL; "
-        "mbengine: from_pretrained(dir, threads=n)",
+        'mbengine: from_pretrained(dir, threads=n, padding="skip") (computes the real tokens only)',
     ]
-    info = data["info"]
     if info.get("onnx_exporter"):
-        notes.append(f"ONNX: exporter {info['onnx_exporter']}, opset 17; int8: quantize_dynamic QInt8 weights")
+        notes.append(f"ONNX: exporter {info['onnx_exporter']}, opset 17; ORT int8: quantize_dynamic QInt8 weights")
+    if info.get("openvino_version"):
+        compiled = info.get("openvino_compiled", {})
+        read_back = "; ".join(
+            f"{k}: " + ", ".join(f"{p}={v}" for p, v in props.items()) for k, props in compiled.items()
+        )
+        notes.append(
+            f"OpenVINO {info['openvino_version']}: read_model of the same ONNX file, compile_model CPU with "
+            "INFERENCE_PRECISION_HINT=f32, INFERENCE_NUM_THREADS=n, PERFORMANCE_HINT=LATENCY, NUM_STREAMS=1; "
+            f"read back from the compiled models: {read_back or '–'}"
+        )
+    if info.get("ov_int8_calibration"):
+        notes.append(
+            f"ov-int8: NNCF {info.get('nncf_version')} nncf.quantize (static post-training int8, "
+            f"model_type=TRANSFORMER, other settings default), calibration {info['ov_int8_calibration']}; "
+            f"quantized in {info['ov_int8_quantize_s']:.0f} s, IR weights {info['ov_int8_mb']:.1f} MiB"
+        )
     for name, why in data["skipped"].items():
         notes.append(f"skipped {name}: {why}")
     if warning:

@@ -1,11 +1,14 @@
 """What several benchmarks build, and the charts they draw.
 
 Models and inputs: :func:`build_hf_model` (a random-weight Hugging Face
-MobileBertModel, saved), :func:`make_inputs` (random token ids),
-:func:`export_onnx` and :func:`quantize_int8` (the model for ONNX Runtime, fp32
-and dynamic int8), :func:`quantize_engine` (an int8 engine checkpoint, as
-``mbengine quantize`` makes it). torch, transformers and onnxruntime are
-imported by the functions that need them, not here.
+MobileBertModel, saved), :func:`make_inputs` (random token ids, every row full
+or some rows right padded), :func:`model_flops` (the model's FLOPs for given
+sequence lengths, from its config), :func:`export_onnx` and
+:func:`quantize_int8` (the model for ONNX Runtime, fp32 and dynamic int8),
+:func:`quantize_openvino` (NNCF's static int8 model for OpenVINO),
+:func:`quantize_engine` (an int8 engine checkpoint, as ``mbengine quantize``
+makes it). torch, transformers, onnxruntime, openvino and nncf are imported
+by the functions that need them, not here.
 
 Charts (matplotlib, optional): :func:`plot_latency` (whole model: latency
 against sequence length, ``python -m bench model``) and :func:`plot_kernels`
@@ -32,14 +35,90 @@ def build_hf_model(layers: int, path: str):
     return model
 
 
-def make_inputs(batch: int, seq: int, vocab: int, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random token ids, no padding, token types 0 then 1 (two segments)."""
+ROW_MODES = ("full", "half", "ragged")
+
+
+def make_inputs(batch: int, seq: int, vocab: int, seed: int = 0, rows: str = "full") -> dict[str, np.ndarray]:
+    """Random token ids of shape (batch, seq), right padded as ``rows`` says.
+
+    ``rows``: ``"full"``, every row is ``seq`` real tokens; ``"half"``, the
+    later half of the rows (``batch // 2`` of them) holds ``seq // 2`` real
+    tokens, the rest is padding; ``"ragged"``, each row's length is drawn
+    uniformly from ``seq // 8`` to ``seq`` (seeded by ``seed``), except the
+    first row, which is full (so the batch is ``seq`` long). Real tokens have
+    token types 0 then 1 (two segments, split at half the row's length) and
+    mask 1; padding has id 0 (``[PAD]``), type 0 and mask 0. The ids of the
+    real tokens do not depend on ``rows``.
+    """
+    if rows not in ROW_MODES:
+        raise ValueError(f"rows must be one of {ROW_MODES}, got {rows!r}")
     rng = np.random.default_rng(seed)
     ids = rng.integers(1, vocab, size=(batch, seq), dtype=np.int64)
-    mask = np.ones((batch, seq), np.int64)
-    types = np.zeros((batch, seq), np.int64)
-    types[:, seq // 2 :] = 1
+    lengths = np.full(batch, seq, np.int64)
+    if rows == "half":
+        lengths[batch - batch // 2 :] = max(1, seq // 2)
+    elif rows == "ragged":
+        lengths = rng.integers(max(1, seq // 8), seq + 1, size=batch, dtype=np.int64)
+        lengths[0] = seq
+    positions = np.arange(seq)
+    mask = (positions[None, :] < lengths[:, None]).astype(np.int64)
+    types = ((positions[None, :] >= (lengths // 2)[:, None]) & (mask == 1)).astype(np.int64)
+    ids[mask == 0] = 0
     return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+
+
+def layer_linears(config) -> list[tuple[str, int, int]]:
+    """(name, in features, out features) of every linear one encoder layer runs, as Hugging Face's MobileBertLayer.
+
+    With MobileBertConfig() (hidden 512, intra_bottleneck 128 = true hidden, 4 heads of 32, intermediate 512,
+    4 feed-forward networks, key_query_shared_bottleneck, no use_bottleneck_attention) that is:
+    bottleneck.input 512->128 (the attention block's residual) and bottleneck.attention 512->128 (the shared
+    query/key input); query and key 128->128 each, value 512->128 (it reads the layer's 512-wide input unless
+    use_bottleneck_attention); attention.output.dense 128->128; three FFNLayers of 128->512->128; the layer's
+    own intermediate 128->512 and output.dense 512->128; output.bottleneck 128->512 back to the hidden size.
+    """
+    c = config
+    hidden, true_hidden, inter = c.hidden_size, c.true_hidden_size, c.intermediate_size
+    all_heads = c.num_attention_heads * int(true_hidden / c.num_attention_heads)
+    out = []
+    if c.use_bottleneck:
+        out.append(("bottleneck.input", hidden, c.intra_bottleneck_size))
+        if c.key_query_shared_bottleneck and not c.use_bottleneck_attention:
+            out.append(("bottleneck.attention", hidden, c.intra_bottleneck_size))
+    out += [
+        ("attention.self.query", true_hidden, all_heads),
+        ("attention.self.key", true_hidden, all_heads),
+        ("attention.self.value", true_hidden if c.use_bottleneck_attention else hidden, all_heads),
+        ("attention.output.dense", true_hidden, true_hidden),
+    ]
+    for i in range(c.num_feedforward_networks - 1):
+        out += [(f"ffn.{i}.intermediate.dense", true_hidden, inter), (f"ffn.{i}.output.dense", inter, true_hidden)]
+    out += [("intermediate.dense", true_hidden, inter), ("output.dense", inter, true_hidden)]
+    if c.use_bottleneck:
+        out.append(("output.bottleneck.dense", true_hidden, hidden))
+    return out
+
+
+def model_flops(config, lengths) -> float:
+    """FLOPs of MobileBertModel's forward pass over sequences of the given real lengths (padding not counted).
+
+    Every linear counts 2 * tokens * in * out: the embedding transformation (trigram input, 3 * 128 -> 512),
+    :func:`layer_linears` of each layer, and the pooler's dense (only with classifier_activation, one row per
+    sequence). Attention counts 2 * 2 * L**2 * all_head_size per sequence of length L and layer (scores, then
+    probabilities times values). Norms, activations, softmax and embedding lookups are left out.
+    """
+    c = config
+    lengths = np.asarray(lengths, np.float64)
+    tokens = float(lengths.sum())
+    all_heads = c.num_attention_heads * int(c.true_hidden_size / c.num_attention_heads)
+    per_layer = sum(2.0 * tokens * k * n for _, k, n in layer_linears(c))
+    per_layer += 4.0 * float((lengths**2).sum()) * all_heads
+    flops = c.num_hidden_layers * per_layer
+    if c.trigram_input or c.embedding_size != c.hidden_size:
+        flops += 2.0 * tokens * c.embedding_size * (3 if c.trigram_input else 1) * c.hidden_size
+    if getattr(c, "classifier_activation", False):
+        flops += 2.0 * len(lengths) * c.hidden_size * c.hidden_size
+    return flops
 
 
 # --------------------------------------------------------------------------- ONNX
@@ -103,6 +182,28 @@ def quantize_int8(src: str, dst: str) -> None:
         quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
     finally:
         root.setLevel(level)
+
+
+def quantize_openvino(src: str, dst: str, vocab: int, samples: int = 128, seq: int = 128) -> str:
+    """NNCF's post-training (static) int8 quantization of the ONNX model ``src`` for OpenVINO, saved as IR ``dst``.
+
+    ``dst`` is the .xml path (weights go to the .bin beside it, not compressed to fp16). Calibration:
+    ``samples`` sequences of ``make_inputs(samples, seq, vocab, seed=1, rows="ragged")``, one per batch. NNCF
+    runs with ``model_type=nncf.ModelType.TRANSFORMER`` and its defaults otherwise. Returns a description of
+    the calibration set.
+    """
+    import nncf
+    import openvino as ov
+
+    model = ov.Core().read_model(src)
+    calibration = make_inputs(samples, seq, vocab, seed=1, rows="ragged")
+    items = [{k: v[i : i + 1] for k, v in calibration.items()} for i in range(samples)]
+    quantized = nncf.quantize(model, nncf.Dataset(items), model_type=nncf.ModelType.TRANSFORMER, subset_size=samples)
+    ov.save_model(quantized, dst, compress_to_fp16=False)
+    return (
+        f"{samples} random-id sequences of up to {seq} tokens (lengths uniform {max(1, seq // 8)}..{seq}, "
+        "right padded, seed 1), batch 1"
+    )
 
 
 # --------------------------------------------------------------------------- mbengine int8

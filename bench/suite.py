@@ -35,7 +35,28 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("kernels", "--threads", "1", "2"), _files("kernels", "png")),
     (("model", "--threads", "1", "2"), _files("model")),
     (("model", "--seq", "384", "--threads", "2", "--name", "model_s384"), _files("model_s384")),
-    (("model", "--batch", "8", "--threads", "2", "--name", "model_b8"), _files("model_b8")),
+    (("model", "--batch", "8", "--rows", "half", "--threads", "2", "--name", "model_b8"), _files("model_b8")),
+    (
+        (
+            "model",
+            "--batch",
+            "8",
+            "--seq",
+            "128",
+            "--rows",
+            "ragged",
+            "--threads",
+            "1",
+            "2",
+            "--name",
+            "model_ragged_b8",
+        ),
+        _files("model_ragged_b8"),
+    ),
+    (
+        ("model", "--batch", "32", "--seq", "64", "--rows", "ragged", "--threads", "2", "--name", "model_ragged_b32"),
+        _files("model_ragged_b32"),
+    ),
     (("model", "--seq", "32", "128", "384", "--threads", "2", "--name", "model_seq"), _files("model_seq", "png")),
     (("profile",), _files("profile")),
     (("int8",), _files("int8")),  # all four sections, as the README's command runs it (section 4 too)
@@ -61,6 +82,7 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
         _files("soak_long"),
     ),
     (("dask",), _files("dask")),
+    (("corpus",), _files("corpus")),
 )
 
 
