@@ -8,13 +8,65 @@ not supported.
 
 import math
 
+import numpy as np
 from numba import njit
 
 from . import target  # noqa: F401 (first: it settles the compile target before any @njit exists)
+from .flags import FASTMATH
 from .names import ACTIVATIONS, UNSUPPORTED, Act, activation_code  # noqa: F401 (the table, re-exported)
 
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
+
+# erf(x) ~ x * P(x^2) / Q(x^2) for |x| <= ERF_CLAMP, and erf(+-ERF_CLAMP) beyond (1 - erf(3.92) = 3.6e-8,
+# under float32's rounding of 1). Coefficients fitted by bench/fit_erf.py (rational least squares, iteratively
+# reweighted towards the largest errors): within 2.9e-8 of erf in float64 and 3.6e-8 once rounded to float32,
+# as close as erf's own float32 rounding (3.0e-8); branch-free, so a loop over it vectorises.
+ERF_CLAMP = 3.92
+ERF_P = (
+    1.128379177989761,
+    0.19217618662931713,
+    0.05607402655908184,
+    0.004253498158735418,
+    0.00043009652181233166,
+    7.528278760902951e-06,
+)
+ERF_Q = (
+    1.0,
+    0.5036453585970196,
+    0.11757438864685335,
+    0.016409751443064374,
+    0.0014511667252227762,
+    7.794802005092055e-05,
+    3.0012301749371417e-07,
+)
+_P0, _P1, _P2, _P3, _P4, _P5 = ERF_P
+_Q0, _Q1, _Q2, _Q3, _Q4, _Q5, _Q6 = ERF_Q
+
+
+@njit(cache=True, inline="always")
+def erf_rational(x):
+    """erf of a float64, branch-free (module constants ERF_*): what the linear kernel's gelu uses."""
+    c = min(max(x, -ERF_CLAMP), ERF_CLAMP)
+    s = c * c
+    p = ((((_P5 * s + _P4) * s + _P3) * s + _P2) * s + _P1) * s + _P0
+    q = (((((_Q6 * s + _Q5) * s + _Q4) * s + _Q3) * s + _Q2) * s + _Q1) * s + _Q0
+    return c * p / q
+
+
+@njit(cache=True, inline="always")
+def gelu_rational(x):
+    """Hugging Face's exact (erf) gelu of a float64, through :func:`erf_rational`."""
+    return 0.5 * x * (1.0 + erf_rational(x * _INV_SQRT2))
+
+
+# error_model="numpy": no zero-division check on the division (Python's raises), which would keep the loop
+# scalar; the denominator Q(x^2) >= 1 is never zero.
+@njit(cache=True, fastmath=FASTMATH, error_model="numpy")
+def gelu_bias(o, b, c0):
+    """o[n] = gelu(o[n] + b[c0 + n]) over a float32 row slice: the linear kernel's gelu epilogue (float64 inside)."""
+    for n in range(o.shape[0]):
+        o[n] = np.float32(gelu_rational(np.float64(o[n]) + np.float64(b[c0 + n])))
 
 
 @njit(cache=True, inline="always")

@@ -40,7 +40,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .activations import apply_activation
+from .activations import apply_activation, gelu_bias
 from .flags import FASTMATH
 from .names import Act, Norm
 from .simd import COLS, ROWS, prefetch, prefetch_l2, tile_row, tile_row_epilogue, tile_rows, tile_rows_epilogue  # noqa: F401 (ROWS: the runner's)
@@ -151,6 +151,8 @@ def _epilogue_cols(out, i, out_off, c0, width, b, act, res, res_off, norm, nw, n
     elif act == Act.RELU:
         for n in range(width):
             o[n] = max(o[n] + b[c0 + n], np.float32(0.0))
+    elif act == Act.GELU:  # BERT's activation: a vectorised erf, 12x apply_activation's libm call per element
+        gelu_bias(o, b, c0)
     else:
         for n in range(width):
             o[n] = apply_activation(o[n] + b[c0 + n], act)
