@@ -82,7 +82,7 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
         _files("soak_long"),
     ),
     (("dask",), _files("dask")),
-    (("corpus",), _files("corpus")),
+    (("corpus", "--int8"), _files("corpus")),
 )
 
 
