@@ -26,20 +26,22 @@ _MODELS: dict = {}  # per worker process: (task, path, options) -> pipeline
 _LOCK = threading.Lock()
 
 
-def _pipeline(task: str, path: str, threads: int | None, batch_size: int):
+def _pipeline(task: str, path: str, threads: int | None, batch_size: int, batch_tokens: int | None):
     from .pipelines import pipeline
 
-    key = (task, path, threads, batch_size)
+    key = (task, path, threads, batch_size, batch_tokens)
     with _LOCK:
         pipe = _MODELS.get(key)
         if pipe is None:
-            pipe = _MODELS[key] = pipeline(task, model=path, threads=threads, batch_size=batch_size)
+            pipe = _MODELS[key] = pipeline(
+                task, model=path, threads=threads, batch_size=batch_size, batch_tokens=batch_tokens
+            )
     return pipe
 
 
-def _run_chunk(index: int, texts: list, task: str, path: str, threads, batch_size, kwargs: dict):
-    """Runs on a worker: (chunk index, results of the chunk)."""
-    pipe = _pipeline(task, path, threads, batch_size)
+def _run_chunk(index: int, texts: list, task: str, path: str, threads, batch: tuple, kwargs: dict):
+    """Runs on a worker: (chunk index, results of the chunk); ``batch``: (batch_size, batch_tokens)."""
+    pipe = _pipeline(task, path, threads, *batch)
     return index, pipe(list(texts), **kwargs)
 
 
@@ -51,11 +53,14 @@ def map_pipeline(
     *,
     chunk_size: int = 64,
     batch_size: int = 8,
+    batch_tokens: int | None = None,
     threads: int | None = 1,
     retries: int = 3,
     **kwargs,
 ) -> list:
-    """Results of ``pipeline(task, model=model_path)(text, **kwargs)`` for every text, in input order."""
+    """Results of ``pipeline(task, model=model_path)(text, **kwargs)`` for every text, in input order.
+
+    ``batch_size`` and ``batch_tokens`` are the workers' pipeline options (:func:`mbengine.pipeline`)."""
     try:
         from distributed import as_completed
     except ImportError:
@@ -80,7 +85,7 @@ def map_pipeline(
                 task,
                 path,
                 threads,
-                batch_size,
+                (batch_size, batch_tokens),
                 kwargs,
                 key=f"mbengine-{task}-{job}-{index}",
                 retries=retries,

@@ -55,6 +55,10 @@ def test_results_in_input_order(client, checkpoint):
     got = map_pipeline(client, "feature-extraction", checkpoint, TEXTS, chunk_size=16, pooling="mean")
     assert len(got) == len(TEXTS)
     np.testing.assert_allclose(np.stack(got), expected, rtol=1e-5, atol=1e-6)
+    budget = map_pipeline(
+        client, "feature-extraction", checkpoint, TEXTS, chunk_size=16, batch_tokens=40, pooling="mean"
+    )
+    np.testing.assert_allclose(np.stack(budget), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_killed_worker_loses_and_duplicates_nothing(client, checkpoint):
