@@ -17,11 +17,15 @@ Parallel tasks are (chunk of rows, panel, block of 8 rows), in that order:
 within a chunk (whose activations stay in L2) a thread takes a run of panels
 and passes every row block through each, so longer inputs re-read the
 weights (from L3) once per chunk rather than the activations once per panel.
-A chunk is at most 128 rows and at most M / ``threads`` rows: with two
-threads at batch 1 x seq 128, each thread takes 64 rows through every panel
-and reads only rows of x that its own core wrote (the previous op splits the
-same way), which measured faster than splitting the panels and reading every
-row from both cores. Bias, relu, residual and NoNorm are applied in the
+A chunk is at most 128 rows, and there is a whole number of chunks per
+thread, of near-equal row blocks (:func:`chunk_split`): with two threads at
+batch 1 x seq 128, each thread takes 64 rows through every panel and reads
+only rows of x that its own core wrote (the previous op splits the same
+way), which measured faster than splitting the panels and reading every row
+from both cores. Chunks of a fixed 126 rows (21 blocks of 6 rows, on AVX2)
+left a short last chunk, and one thread idle for part of every linear: at 2
+threads the whole model at b2-b6 x s128 ran 12-23% slower than with this
+split (in-process A/B, same plan, kernels swapped). Bias, relu, residual and NoNorm are applied in the
 micro-kernel's registers before the tile is stored; another activation or a
 LayerNorm is a second pass over rows, which are in cache by then.
 ``res_off < 0`` means no residual.
@@ -66,11 +70,11 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off, 
     N = b.shape[0]
     # no activation or relu: the tiles finish their outputs in registers (a LayerNorm still follows)
     fused = act == Act.LINEAR or act == Act.RELU
-    # row blocks per chunk: at least one chunk per thread, so that a thread reads
-    # rows of x its own core wrote rather than every row
-    share = (M + threads - 1) // max(threads, 1)
-    per_chunk = max(1, min(CHUNK_ROWS, share + ROWS - 1) // ROWS)
-    chunks = (M + per_chunk * ROWS - 1) // (per_chunk * ROWS)
+    # Row blocks of ROWS rows, dealt into chunks: a whole number of chunks per thread, of as near equal
+    # blocks as can be (chunk_split), so each thread reads rows of x its own core wrote and every thread
+    # gets the same work, whatever M is (module doc)
+    chunks, per_chunk = chunk_split(M, threads)
+    blocks = (M + ROWS - 1) // ROWS
     tasks = chunks * P * per_chunk
     ahead_part = (nxt.shape[0] + tasks - 1) // tasks
     for t in prange(tasks):
@@ -79,8 +83,9 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off, 
         c = t // (P * per_chunk)
         rest = t - c * P * per_chunk
         p = rest // per_chunk
-        i0 = (c * per_chunk + rest - p * per_chunk) * ROWS
-        if i0 < M:
+        j = rest - p * per_chunk  # the row block within the chunk
+        i0 = (c * blocks // chunks + j) * ROWS
+        if c * blocks // chunks + j < (c + 1) * blocks // chunks:
             i1 = min(i0 + ROWS, M)
             width = min(COLS, N - p * COLS)
             if fused:
@@ -91,8 +96,7 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off, 
                 _panel(x, x_off, wp[p], out, out_off + p * COLS, i0, i1, width, K)
             if p + 1 < P:  # while this panel is hot, start fetching a slice of the next one
                 part = (K * COLS + per_chunk - 1) // per_chunk
-                blk = rest - p * per_chunk
-                start = blk * part
+                start = j * part
                 prefetch(wp[p + 1], start, min(part, K * COLS - start))
     if not fused:
         for i in prange(M):
@@ -100,6 +104,20 @@ def linear(x, x_off, wp, b, act, res, res_off, norm, nw, nb, eps, out, out_off, 
     elif norm == Norm.LAYERNORM:  # needs whole rows
         for i in prange(M):
             _layernorm_row(out, i, out_off, N, nw, nb, eps)
+
+
+@njit(cache=True, inline="always")
+def chunk_split(M, threads):
+    """(chunks, the most row blocks in one): the ceil(M / ROWS) row blocks dealt into a multiple of
+    ``threads`` chunks of at most CHUNK_ROWS rows, chunk c taking blocks [c * blocks // chunks,
+    (c + 1) * blocks // chunks): near equal, so that an even split of the tasks is an even split of
+    the work (a last, short chunk would leave one thread idle for its share)."""
+    threads = max(threads, 1)
+    blocks = (M + ROWS - 1) // ROWS
+    per_thread = (blocks + threads - 1) // threads
+    cap = max(1, CHUNK_ROWS // ROWS)
+    chunks = max(1, min(blocks, threads * ((per_thread + cap - 1) // cap)))
+    return chunks, (blocks + chunks - 1) // chunks
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")

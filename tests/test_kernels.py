@@ -418,6 +418,20 @@ def test_linear_wide_outputs(case):
     run_linear_case(*case)
 
 
+def test_linear_chunks_share_the_rows_evenly():
+    """Every row block in exactly one chunk; chunks of at most CHUNK_ROWS rows differing by at most one
+    block; a whole number of chunks per thread (unless there are fewer blocks than that)."""
+    rows = k_linear.ROWS
+    for threads in (1, 2, 3, 4):
+        for M in range(1, 700):
+            chunks, per_chunk = k_linear.chunk_split(M, threads)
+            blocks = -(-M // rows)
+            sizes = [(c + 1) * blocks // chunks - c * blocks // chunks for c in range(chunks)]
+            assert sum(sizes) == blocks and max(sizes) == per_chunk and max(sizes) - min(sizes) <= 1
+            assert per_chunk * rows <= max(k_linear.CHUNK_ROWS, rows)
+            assert chunks % threads == 0 or chunks == blocks, (M, threads, chunks)
+
+
 def test_linear_tile_edges():
     """Every remainder of rows against the register tile (ROWS x COLS, as compiled for this CPU), outputs
     around one and two panels of COLS, K of 1 and odd."""
