@@ -569,15 +569,4 @@ def main(argv=None):
             f"ort: {o['onnx']} ({o['onnx_mb']:.1f} MiB); tokenizers (tokenizer.json), sorted by token count, "
             f"batches of {o['batch_size']} padded to their longest; session {o['session']}"
         )
-    for name, why in data["skipped"].items():
-        notes.append(f"skipped {name}: {why}")
-    if warning:
-        notes.append(warning)
-    jpath, mpath = common.write_results(args.name, data, table=md, title="Corpus embedding benchmark", notes=notes)
-    print()
-    print(md)
-    for name, why in data["skipped"].items():
-        print(f"skipped {name}: {why}")
-    if warning:
-        print(warning)
-    print(f"wrote {jpath}, {mpath}")
+    common.publish(args.name, data, md, "Corpus embedding benchmark", notes, warning)

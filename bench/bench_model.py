@@ -527,16 +527,5 @@ def main(argv=None):
             f"model_type=TRANSFORMER, other settings default), calibration {info['ov_int8_calibration']}; "
             f"quantized in {info['ov_int8_quantize_s']:.0f} s, IR weights {info['ov_int8_mb']:.1f} MiB"
         )
-    for name, why in data["skipped"].items():
-        notes.append(f"skipped {name}: {why}")
-    if warning:
-        notes.append(warning)
-    jpath, mpath = common.write_results(args.name, data, table=md, title="Whole-model benchmark", notes=notes)
+    jpath = common.publish(args.name, data, md, "Whole-model benchmark", notes, warning)
     plot_latency(data["rows"], os.path.join(os.path.dirname(jpath), f"{args.name}.png"))
-    print()
-    print(md)
-    for name, why in data["skipped"].items():
-        print(f"skipped {name}: {why}")
-    if warning:
-        print(warning)
-    print(f"wrote {jpath}, {mpath}")

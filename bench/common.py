@@ -509,6 +509,21 @@ def write_results(
     return jpath, mpath
 
 
+def publish(name: str, data: dict, table: str, title: str, notes: list[str], warning: str | None = None) -> str:
+    """The end of a side-by-side benchmark: the skipped systems (``data["skipped"]``) and the load
+    ``warning`` join the notes, the results files are written (:func:`write_results`), and the table,
+    the skips and the warning are printed. Returns the json path."""
+    skipped = [f"skipped {system}: {why}" for system, why in data.get("skipped", {}).items()]
+    extra = skipped + ([warning] if warning else [])
+    jpath, mpath = write_results(name, data, table=table, title=title, notes=notes + extra)
+    print()
+    print(table)
+    for line in extra:
+        print(line)
+    print(f"wrote {jpath}, {mpath}")
+    return jpath
+
+
 def _blas_line(env: dict) -> str:
     parts = []
     for lib in env.get("blas", []):
