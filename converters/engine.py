@@ -52,11 +52,10 @@ import shutil
 
 import numpy as np
 
-from mbengine import safetensors_mmap
+from mbengine import backend, safetensors_mmap
 from mbengine.config import MobileBertConfig
 from mbengine.errors import CheckpointError, FormatVersionError
 from mbengine.graph import linear_shapes
-from mbengine.kernels.simd import COLS
 from mbengine.weights import Int8Linear, PackedLinear, PackedWeights
 
 from .canonical import HEADS
@@ -100,7 +99,7 @@ def read(directory: str | os.PathLike, config: MobileBertConfig | None = None) -
     linears = dict(int8)
     for name, panels in packed.items():
         n = shapes.get(name, (panels.shape[0] * panels.shape[2],))[0]
-        if panels.shape[2] != COLS:
+        if panels.shape[2] != backend.layout().cols:
             panels = PackedLinear(panels, n).dense()  # packed for another vector width: once for this CPU
             linears[name] = PackedLinear.from_dense(panels)
         else:
@@ -290,7 +289,7 @@ def write(
     config["mbengine"] = {
         "format_version": FORMAT_VERSION,
         "dtype": weights.dtype,
-        "tile_cols": COLS,
+        "tile_cols": backend.layout().cols,
         "head": weights.head,
         "pooler": bool(weights.pooler),
     }

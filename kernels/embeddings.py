@@ -19,9 +19,11 @@ def embed_words(ids, mask, word, scale, trigram, mask_aware, starts, out):
     Sequence b has the rows [starts[b], starts[b + 1]) of ``out`` (padded:
     ``starts[b] = b * S``; ragged: only its real tokens, back to back).
     ``word`` is float32, or int8 with a float32 ``scale`` per row (dequantized
-    here); a float32 table comes with an empty ``scale``.
+    here); a float32 table comes with an empty ``scale``. ``mask_aware``: a
+    one-element int64 array (the runner sets it per call, the plan is fixed).
     """
     B, S = ids.shape
+    aware = mask_aware[0]
     E = word.shape[1]
     for r in prange(starts[B]):
         b = _sequence_of(starts, r)
@@ -29,12 +31,12 @@ def embed_words(ids, mask, word, scale, trigram, mask_aware, starts, out):
         if trigram == 0:
             _row(word, scale, ids[b, s], out, r, 0)
             continue
-        if s + 1 < S and (mask_aware == 0 or mask[b, s + 1] != 0):
+        if s + 1 < S and (aware == 0 or mask[b, s + 1] != 0):
             _row(word, scale, ids[b, s + 1], out, r, 0)
         else:
             out[r, :E] = 0.0
         _row(word, scale, ids[b, s], out, r, E)
-        if s >= 1 and (mask_aware == 0 or mask[b, s - 1] != 0):
+        if s >= 1 and (aware == 0 or mask[b, s - 1] != 0):
             _row(word, scale, ids[b, s - 1], out, r, 2 * E)
         else:
             out[r, 2 * E : 3 * E] = 0.0

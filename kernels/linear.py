@@ -44,6 +44,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
+from . import layout
 from .activations import apply_activation, gelu_bias
 from .flags import FASTMATH
 from .names import Act, Norm
@@ -53,14 +54,8 @@ CHUNK_ROWS = 128  # rows whose activations stay in L2 while the weight panels st
 
 
 def pack(w: np.ndarray) -> np.ndarray:
-    """(N, K) weight -> (ceil(N / COLS), K, COLS) panels, zero-padded, read-only."""
-    N, K = w.shape
-    P = -(-N // COLS)
-    wp = np.zeros((P * COLS, K), np.float32)
-    wp[:N] = w
-    wp = np.ascontiguousarray(wp.reshape(P, COLS, K).transpose(0, 2, 1))
-    wp.flags.writeable = False
-    return wp
+    """(N, K) weight -> (ceil(N / COLS), K, COLS) panels, zero-padded, read-only (:func:`.layout.pack`)."""
+    return layout.pack(w, COLS)
 
 
 @njit(cache=True, parallel=True, fastmath=FASTMATH)

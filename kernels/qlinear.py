@@ -47,18 +47,18 @@ bits) plus widening and shuffles, 422-508 instructions with spills.
 import numpy as np
 from numba import njit, prange
 
+from . import layout
 from .flags import FASTMATH
+from .layout import INLIER, QMAX, SIGN_PATTERN, channel_mask, quantize_weight  # noqa: F401 (re-exported)
+from .layout import qunpack as unpack  # noqa: F401 (re-exported)
 from .linear import _epilogue_row
 from .qsimd import CACHE, COLS, OFFSET, ROWS, SIGN_BYTES, VARIANT, XMAX, float_from_bits, qtile_row, qtile_rows  # noqa: F401 (VARIANT: re-exported)
 from .simd import prefetch_l2
 
 QX_DTYPE = np.uint8 if OFFSET or SIGN_BYTES else np.int8  # the quantized activations' storage type
-QMAX = 127  # weights: symmetric int8 in [-127, 127] on every CPU (activations: XMAX, 127 but for maddubs7)
 QX_BYTES = 1 + SIGN_BYTES  # scratch bytes per quantized input: the value, and for maddubs its sign
-SIGN_PATTERN = np.uint64(0x1111111111111111)  # a 4-bit sign pattern in every 4 bits of a 64-bit lane mask
 TINY = 0x0D800000  # bits of 2.0**-100: rows with a smaller max take _quantize_row's float64 path
 TASK_ROWS = 4 * ROWS  # rows per parallel task (module doc)
-INLIER = 0x7FFFFFFF  # mask value of an inlier channel (see _quantize_row)
 
 
 def qx_scratch(rows: int, k4: int) -> np.ndarray:
@@ -86,46 +86,14 @@ def encode(q: np.ndarray, k4: int) -> np.ndarray:
     return out
 
 
-def channel_mask(k: int, outliers) -> np.ndarray:
-    """The (k,) int32 mask :func:`qlinear` takes: INLIER everywhere but at ``outliers``."""
-    mask = np.full(k, INLIER, np.int32)
-    mask[np.asarray(outliers, np.int64)] = 0
-    mask.flags.writeable = False
-    return mask
-
-
-def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(N, K) float -> (int8 (N, K), float32 scales (N,)), symmetric per row, |error| <= scale / 2."""
-    w = np.asarray(w, np.float32)
-    amax = np.abs(w).max(axis=1) if w.shape[1] else np.zeros(w.shape[0], np.float32)
-    scale = np.where(amax > 0, amax / np.float32(QMAX), np.float32(1.0)).astype(np.float32)
-    q = np.clip(np.rint(w / scale[:, None]), -QMAX, QMAX).astype(np.int8)
-    return q, scale
-
-
 def pack(wq: np.ndarray) -> np.ndarray:
-    """(N, K) int8 -> (P, ceil(K / 4), 4 * COLS) panels: ``wp[p, g, 4c + j] = wq[p*COLS + c, 4g + j]``."""
-    N, K = wq.shape
-    P, K4 = -(-N // COLS), -(-K // 4)
-    padded = np.zeros((P * COLS, K4 * 4), np.int8)
-    padded[:N, :K] = wq
-    wp = np.ascontiguousarray(padded.reshape(P, COLS, K4, 4).transpose(0, 2, 1, 3).reshape(P, K4, 4 * COLS))
-    wp.flags.writeable = False
-    return wp
-
-
-def unpack(wp: np.ndarray, n: int, k: int) -> np.ndarray:
-    """Panels back to the (n, k) int8 weight (inverse of :func:`pack`)."""
-    P, K4, C4 = wp.shape
-    cols = C4 // 4
-    return np.ascontiguousarray(wp.reshape(P, K4, cols, 4).transpose(0, 2, 1, 3).reshape(P * cols, K4 * 4)[:n, :k])
+    """(N, K) int8 -> (P, ceil(K / 4), 4 * COLS) panels (:func:`.layout.qpack`)."""
+    return layout.qpack(wq, COLS)
 
 
 def correction(wp: np.ndarray) -> np.ndarray:
-    """``OFFSET * sum_k wq[n, k]`` per packed column (int32, P * COLS): removes the activation offset."""
-    P, K4, C4 = wp.shape
-    sums = wp.reshape(P, K4, C4 // 4, 4).astype(np.int32).sum(axis=(1, 3)).reshape(-1)
-    return np.ascontiguousarray(sums * np.int32(OFFSET), dtype=np.int32)
+    """``OFFSET * sum_k wq[n, k]`` per packed column (:func:`.layout.correction`)."""
+    return layout.correction(wp, OFFSET)
 
 
 @njit(cache=CACHE, parallel=True, fastmath=FASTMATH)

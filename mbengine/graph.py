@@ -27,11 +27,12 @@ from typing import Mapping
 
 import numpy as np
 
+from . import backend
 from .config import MobileBertConfig
 from .converters.canonical import model_shapes
 from .errors import CheckpointError
+from .kernels import layout as k_layout
 from .kernels.names import ACTIVATIONS, Norm
-from .kernels.simd import COLS
 from .weights import WORD_EMBEDDINGS, Int8Linear, PackedLinear, PackedWeights
 
 TORCH_LAYERNORM_EPS = 1e-5  # HF builds two of MobileBERT's LayerNorms without eps
@@ -527,15 +528,15 @@ def _weight_problems(op: Linear, weight) -> list[str]:
     if weight is None:
         return [f"missing linear weight {op.name!r} ({K} -> {N})"]
     if isinstance(weight, PackedLinear):
-        expected = (-(-N // COLS), K, COLS)
+        cols = backend.layout().cols
+        expected = (-(-N // cols), K, cols)
         if weight.panels.shape != expected or weight.n != N:
             return [
                 f"packed weight of {op.name!r} has shape {list(weight.panels.shape)} for {weight.n} outputs, "
                 f"expected {list(expected)} for {N}"
             ]
         return []
-    from .kernels.qlinear import COLS as QCOLS
-
+    QCOLS = backend.layout().cols
     P = -(-N // QCOLS)
     problems = []
     if weight.panels.dtype != np.int8 or weight.panels.shape != (P, -(-K // 4), 4 * QCOLS):
@@ -559,9 +560,7 @@ def _weight_problems(op: Linear, weight) -> list[str]:
 def _bound(op: Linear, weight):
     """``weight`` as ``op``'s kernel takes it: an int8 weight's channel mask cut to the op's input width."""
     if isinstance(weight, Int8Linear) and weight.mask.shape != (op.x.width,):
-        from .kernels.qlinear import channel_mask
-
-        weight = dataclasses.replace(weight, mask=channel_mask(op.x.width, weight.outliers))
+        weight = dataclasses.replace(weight, mask=k_layout.channel_mask(op.x.width, weight.outliers))
     return weight
 
 

@@ -602,42 +602,43 @@ def _check_lm_head(config):
 def _check_threads(threads):
     if threads is None:
         return None
-    import numba
+    from . import backend
 
-    limit = numba.config.NUMBA_NUM_THREADS
+    limit = backend.get().max_threads
     if isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= limit:
         raise ValueError(f"threads must be an integer in [1, {limit}] (NUMBA_NUM_THREADS), got {threads!r}")
     return threads
 
 
 class _threads:
-    """Set Numba's thread count for the calling thread, restore it afterwards."""
+    """Set the kernels' thread count for the calling thread (Numba's, or the native library's pool), restore it
+    afterwards."""
 
     def __init__(self, n):
         self.n = n
 
     def __enter__(self):
         if self.n is not None:
-            import numba
+            from . import backend
 
-            self.old = numba.get_num_threads()
-            numba.set_num_threads(self.n)
+            self.kernels = backend.get()
+            self.old = self.kernels.get_num_threads()
+            self.kernels.set_num_threads(self.n)
 
     def __exit__(self, *exc):
         if self.n is not None:
-            import numba
-
-            numba.set_num_threads(self.old)
+            self.kernels.set_num_threads(self.old)
 
 
 def _warn_if_no_int8_dot() -> None:
     """int8 on the portable kernel is slower than float32: say so (once per process)."""
-    from .kernels.qsimd import VARIANT, _detected
-    from .kernels.target import TARGET
+    from . import backend
 
-    if VARIANT == "generic" and _detected() == "generic":  # (not when MBENGINE_INT8_KERNEL forced it)
+    layout = backend.layout()
+    forced = os.environ.get("MBENGINE_INT8_KERNEL", "").strip()
+    if layout.variant == "generic" and not forced:  # (not when MBENGINE_INT8_KERNEL chose it)
         warnings.warn(
-            f"no int8 micro-kernel for this CPU ({TARGET.describe()}; mbengine has them for x86 with "
+            f"no int8 micro-kernel for this CPU ({layout.target}; mbengine has them for x86 with "
             "SSSE3 or later and for aarch64): the int8 model runs on the portable kernel, several times "
             "slower than float32 here; it still uses less memory",
             PerformanceWarning,

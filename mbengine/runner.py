@@ -21,12 +21,9 @@ from collections import OrderedDict
 
 import numpy as np
 
+from . import backend
 from .graph import AddNorm, Attention, EmbedPositions, EmbedWords, FeedForward, FirstToken, Graph, Linear, Ref
-from .kernels import attention as k_attention
-from .kernels import embeddings as k_embeddings
-from .kernels import linear as k_linear
-from .kernels import norms as k_norms
-from .kernels import qlinear as k_qlinear
+from .kernels import layout as k_layout
 from .weights import Int8Linear
 
 MASK_MIN = np.float32(np.finfo(np.float32).min)  # what HF adds for a masked key
@@ -61,7 +58,7 @@ def _int8_width(graph: Graph) -> int:
     """Bytes per row of the quantized-activation scratch (0 without int8 linears)."""
     return max(
         (
-            op.weight.panels.shape[1] * 4 * k_qlinear.QX_BYTES
+            op.weight.panels.shape[1] * 4 * backend.layout().qx_bytes
             for op in graph.ops
             if isinstance(op, Linear) and isinstance(op.weight, Int8Linear)
         ),
@@ -74,11 +71,11 @@ def arena_bytes(graph: Graph, batch: int, seq: int, want_probs: bool, rows: int 
     T = batch * seq if rows is None else rows
     total = sum((T if b.rows == "tokens" else batch) * b.width for b in graph.buffers.values()) * 4
     total += 5 * batch * seq * 8  # inputs and the additive mask
-    total += 4 * _max_threads() * k_linear.ROWS * _ffn_width(graph)
+    layout = backend.layout()
+    total += 4 * _max_threads() * layout.rows * _ffn_width(graph)
     total += T * (_int8_width(graph) + 4)
-    total += 4 * sum(
-        int(np.prod(s)) for s in k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
-    )
+    scratch = k_layout.attention_scratch(layout, batch, seq, graph.heads, graph.head_dim, _max_threads())
+    total += 4 * sum(int(np.prod(s)) for s in scratch)
     if want_probs:
         total += 4 * graph.num_layers * batch * graph.heads * seq * seq
     return total
@@ -109,13 +106,15 @@ class Arena:
         threads: int = 1,
         next_weight: dict | None = None,
         rows: int | None = None,
+        kernels=None,
     ):
         carve = carve or _carve
+        layout = backend.layout()
         self.batch, self.seq = batch, seq
         self.ragged = rows is not None  # token rows: the real tokens only (module doc)
         self.threads = threads  # what the kernels split work for (a plan is bound for one thread count)
         T = batch * seq if rows is None else rows
-        kp, sc = k_attention.scratch_shapes(batch, seq, graph.heads, graph.head_dim, _max_threads())
+        kp, sc = k_layout.attention_scratch(layout, batch, seq, graph.heads, graph.head_dim, _max_threads())
         shapes = {name: (T if b.rows == "tokens" else batch, b.width) for name, b in graph.buffers.items()}
         shapes.update(
             {
@@ -124,7 +123,7 @@ class Arena:
                 "kp": kp,
                 "scores": sc,
                 # fused feed-forward pairs: one block of intermediate rows per thread
-                "ffn_scratch": (_max_threads(), k_linear.ROWS, _ffn_width(graph)),
+                "ffn_scratch": (_max_threads(), layout.rows, _ffn_width(graph)),
                 "qscale": (T,),  # int8 linears: the scale of each quantized row
             }
         )
@@ -140,7 +139,7 @@ class Arena:
         self.probs = views.get("probs")
         self.qscale = views["qscale"]
         # int8 linears: each row of activations, quantized (one byte per input)
-        self.qx = carve(k_qlinear.QX_DTYPE, {"qx": (T, max(_int8_width(graph), 4 * k_qlinear.QX_BYTES))})["qx"]
+        self.qx = carve(layout.qx_dtype, {"qx": (T, max(_int8_width(graph), 4 * layout.qx_bytes))})["qx"]
         ints = carve(
             np.int64, {**{k: (batch, seq) for k in ("ids", "mask", "types", "positions")}, "starts": (batch + 1,)}
         )
@@ -155,7 +154,11 @@ class Arena:
         # (a plan holding its arena would be a reference cycle, freed only by the cyclic collector)
         self.trigram_mask_aware = np.ones(1, np.int64)
         self._next_weight = next_weight if next_weight is not None else next_weights(graph)
-        self.plan = [(op.name, *self._bind(op)) for op in graph.ops]
+        self.calls = [self._bind(op) for op in graph.ops]  # (kernel name, arguments)
+        self.kernels = backend.for_plan(self.calls, kernels)
+        # each op bound to the code that runs it: a Numba dispatcher and the arguments, or a native
+        # function and its C arguments (which point into arrays this arena and the graph hold)
+        self.plan = [(op.name, *self.kernels.resolve(*call)) for op, call in zip(graph.ops, self.calls)]
 
     def view(self, ref: Ref) -> np.ndarray:
         return self.bufs[ref.buf][:, ref.off : ref.off + ref.width]
@@ -168,7 +171,7 @@ class Arena:
             nb = op.nb if op.nb is not None else _NO_VECTOR
             q = op.weight
             if isinstance(q, Int8Linear):
-                return k_qlinear.qlinear, (
+                return "qlinear.qlinear", (
                     B[op.x.buf],
                     op.x.off,
                     q.mask,
@@ -191,7 +194,7 @@ class Arena:
                     op.out.off,
                     self._next_weight.get(id(op), _NO_BYTES),
                 )
-            return k_linear.linear, (
+            return "linear.linear", (
                 B[op.x.buf],
                 op.x.off,
                 q.panels,
@@ -212,7 +215,7 @@ class Arena:
             a, b = op.first, op.second
             nw = b.nw if b.nw is not None else _NO_VECTOR
             nb = b.nb if b.nb is not None else _NO_VECTOR
-            return k_linear.ffn, (
+            return "linear.ffn", (
                 B[a.x.buf],
                 a.x.off,
                 a.weight.panels,
@@ -232,7 +235,7 @@ class Arena:
             want = self.probs is not None
             probs = self.probs[op.layer] if want else _NO_PROBS
             scale = np.float32(op.head_dim**-0.5)
-            return k_attention.attention, (
+            return "attention.attention", (
                 B[op.q.buf],
                 op.q.off,
                 B[op.k.buf],
@@ -259,7 +262,7 @@ class Arena:
                     "its kernel writes whole rows"
                 )
             scale = op.scale if op.scale is not None else _NO_SCALES
-            return _embed_words, (
+            return "embeddings.embed_words", (
                 self.input_ids,
                 self.attention_mask,
                 op.table,
@@ -275,7 +278,7 @@ class Arena:
                     f"graph error: the position embedding writes at column {op.out.off}; its kernel "
                     "writes from column 0"
                 )
-            return k_embeddings.embed_positions, (
+            return "embeddings.embed_positions", (
                 self.position_ids,
                 self.token_type_ids,
                 op.positions,
@@ -285,7 +288,7 @@ class Arena:
             )
         if isinstance(op, AddNorm):
             r, r_off = (B[op.r.buf], op.r.off) if op.r is not None else (_NO_MATRIX, -1)
-            return k_norms.add_norm, (
+            return "norms.add_norm", (
                 B[op.a.buf],
                 op.a.off,
                 r,
@@ -299,7 +302,7 @@ class Arena:
                 op.out.off,
             )
         if isinstance(op, FirstToken):
-            return k_embeddings.gather_rows, (B[op.x.buf], op.x.off, op.x.width, self.starts, B[op.out.buf])
+            return "embeddings.gather_rows", (B[op.x.buf], op.x.off, op.x.width, self.starts, B[op.out.buf])
         raise TypeError(f"no kernel for op {op!r}")  # pragma: no cover
 
     def set_inputs(
@@ -362,13 +365,7 @@ def _ffn_width(graph: Graph) -> int:
 
 
 def _max_threads() -> int:
-    import numba
-
-    return numba.config.NUMBA_NUM_THREADS
-
-
-def _embed_words(ids, mask, table, scale, trigram, mask_aware, starts, out):
-    k_embeddings.embed_words(ids, mask, table, scale, trigram, int(mask_aware[0]), starts, out)
+    return backend.get().max_threads
 
 
 def ragged_lengths(attention_mask) -> np.ndarray | None:
@@ -386,7 +383,7 @@ def ragged_lengths(attention_mask) -> np.ndarray | None:
 _PROCESS_LOCK = threading.RLock()
 
 
-def _launch_lock(own):
+def _launch_lock(own, kernels):
     """The lock a call must hold: the runner's own, or one for the whole process.
 
     Numba's ``workqueue`` threading layer (the fallback when neither OpenMP nor
@@ -394,13 +391,8 @@ def _launch_lock(own):
     every model in the process takes turns. Until the first parallel kernel has
     run the layer is unknown, and the process lock is used.
     """
-    import numba
-
-    try:
-        layer = numba.threading_layer()
-    except ValueError:
-        return _PROCESS_LOCK
-    return _PROCESS_LOCK if layer == "workqueue" else own
+    layer = kernels.threading_layer()
+    return _PROCESS_LOCK if layer in (None, "workqueue") else own
 
 
 class Runner:
@@ -417,6 +409,7 @@ class Runner:
         self._next_weight = next_weights(graph)  # the same for every arena: made once
         self._blocks: dict[str, np.ndarray] = {}
         self._lock = threading.RLock()
+        self.kernels = None  # backend.NUMBA or the native library's: settled by the first arena
 
     @property
     def arenas(self) -> tuple:
@@ -433,9 +426,7 @@ class Runner:
     ) -> Arena:
         """The arena for this shape (``rows``: a ragged batch's real tokens; None: every position)."""
         if threads is None:
-            import numba
-
-            threads = numba.get_num_threads()
+            threads = (self.kernels or backend.get()).get_num_threads()
         key = (batch, seq, want_probs, threads, rows)
         arena = self._arenas.get(key)
         if arena is None:
@@ -448,7 +439,9 @@ class Runner:
                 threads=threads,
                 next_weight=self._next_weight,
                 rows=rows,
+                kernels=self.kernels,
             )
+            self.kernels = arena.kernels  # every arena of a runner runs on the same kernels
             self._arenas[key] = arena
             while len(self._arenas) > self.max_arenas:
                 self._arenas.popitem(last=False)
@@ -497,7 +490,7 @@ class Runner:
         batch, seq = input_ids.shape
         lengths = ragged_lengths(attention_mask) if ragged and not want_probs else None
         rows = None if lengths is None else int(lengths.sum())
-        with _launch_lock(self._lock), self._lock:
+        with _launch_lock(self._lock, self.kernels or backend.get()), self._lock:
             arena = self.arena(batch, seq, want_probs, rows=rows)
             arena.set_inputs(input_ids, attention_mask, token_type_ids, position_ids, trigram_mask_aware, lengths)
             if observe is not None:

@@ -23,9 +23,9 @@ from typing import Mapping
 
 import numpy as np
 
+from . import backend
 from .config import MobileBertConfig
-from .kernels import linear as k_linear
-from .kernels import qlinear as k_qlinear
+from .kernels import layout as k_layout
 
 WORD_EMBEDDINGS = "embeddings.word_embeddings.weight"
 # what task heads name their tensors and linear ops with
@@ -45,7 +45,7 @@ class PackedLinear:
 
     @classmethod
     def from_dense(cls, w: np.ndarray) -> PackedLinear:
-        return cls(_readonly(k_linear.pack(w)), int(w.shape[0]))
+        return cls(_readonly(k_layout.pack(w, backend.layout().cols)), int(w.shape[0]))
 
     @property
     def k(self) -> int:
@@ -82,17 +82,19 @@ class Int8Linear:
 
         Panels packed for another vector width are repacked once for this CPU.
         """
-        if panels.shape[2] != 4 * k_qlinear.COLS:
-            panels = k_qlinear.pack(k_qlinear.unpack(panels, scale.shape[0], panels.shape[1] * 4))
-        if scale.shape[0] > panels.shape[0] * k_qlinear.COLS:
-            raise ValueError(f"{scale.shape[0]} scales for {panels.shape[0] * k_qlinear.COLS} packed columns")
-        padded = np.zeros(panels.shape[0] * k_qlinear.COLS, np.float32)
+        layout = backend.layout()
+        cols = layout.cols
+        if panels.shape[2] != 4 * cols:
+            panels = k_layout.qpack(k_layout.qunpack(panels, scale.shape[0], panels.shape[1] * 4), cols)
+        if scale.shape[0] > panels.shape[0] * cols:
+            raise ValueError(f"{scale.shape[0]} scales for {panels.shape[0] * cols} packed columns")
+        padded = np.zeros(panels.shape[0] * cols, np.float32)
         padded[: scale.shape[0]] = scale
-        mask = k_qlinear.channel_mask(panels.shape[1] * 4, outliers)
+        mask = k_layout.channel_mask(panels.shape[1] * 4, outliers)
         return cls(
             _readonly(panels),
             _readonly(padded),
-            _readonly(k_qlinear.correction(panels)),
+            _readonly(k_layout.correction(panels, layout.offset)),
             _readonly(mask),
             _readonly(outliers),
             _readonly(outlier_w),

@@ -141,7 +141,9 @@ def test_embed_words(batch, use_trigram, mask_aware, int8):
         scale = np.zeros(0, np.float32)
     width = 3 * E if use_trigram else E
     out = np.full((B * S, width), SENTINEL, np.float32)
-    k_embeddings.embed_words(ids, mask, word, scale, use_trigram, mask_aware, np.arange(B + 1) * S, out)
+    k_embeddings.embed_words(
+        ids, mask, word, scale, use_trigram, np.array([mask_aware], np.int64), np.arange(B + 1) * S, out
+    )
     e = table.astype(np.float64)[ids]  # [B, S, E]
     expected = trigram(e, mask, mask_aware) if use_trigram else e  # [B, S, 3E or E]
     np.testing.assert_array_equal(out, expected.reshape(B * S, width))

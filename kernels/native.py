@@ -1,0 +1,297 @@
+"""Run the compiled kernels from a native library, without Numba or llvmlite in the process.
+
+Numba compiles the kernels; a process that only serves a model need not carry
+the compiler. At warmup, :mod:`.export` wraps every kernel specialisation the
+runner calls in a C-callable function (``numba.cfunc``, arrays passed as data
+pointer plus shape), emits the object code Numba optimised for this CPU as
+position-independent code, and links it with the system's C compiler into one
+shared library, next to a JSON manifest. This module loads that pair with
+``ctypes``: importing it imports neither Numba nor llvmlite (``python -m
+bench memory``: ~70 MiB of LLVM code and ~37 MiB of Numba's modules stay out
+of the process, and start-up skips ``import numba``).
+
+What the library needs from Numba's runtime at run time is what Numba's own
+JIT links against: the parallel loops' thread pool (its ``omppool``, ``tbbpool``
+or ``workqueue`` extension, the same shared object Numba would load) and the
+helpers of its exception paths (``_helperlib``, ``_nrt_python``). The object
+code calls them by name; the library routes each such name through a jump
+slot (a two-instruction trampoline, see :func:`.export.trampolines`), and the
+loader fills the slots with the addresses those extension modules publish, the
+same table Numba hands LLVM. Extension modules are loaded from Numba's
+installed package files under their own names, so ``numba/__init__.py`` never
+runs. Everything else (libm, libc, the Python C API) the dynamic linker
+resolves as for any extension.
+
+A library serves only the exact build it came from: the manifest's key covers
+the kernels' sources, the Numba, llvmlite and Python versions, the CPU (from
+``/proc/cpuinfo``) and every environment variable that changes what Numba
+compiles (:func:`fingerprint`). Anything else, and :func:`load` returns None
+with the reason: the caller falls back to the Numba kernels, whose outputs are
+bit-identical (tests/test_native.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import importlib.machinery
+import importlib.util
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .layout import Layout
+
+FORMAT = 1  # of the manifest
+# environment variables that change the compiled code or the runtime it links against
+ENV_KEYS = (
+    "NUMBA_CPU_NAME",
+    "NUMBA_CPU_FEATURES",
+    "NUMBA_OPT",
+    "NUMBA_BOUNDSCHECK",
+    "NUMBA_THREADING_LAYER",
+    "NUMBA_THREADING_LAYER_PRIORITY",
+    "MBENGINE_INT8_KERNEL",
+)
+
+
+def _dist_version(package: str) -> str | None:
+    """An installed distribution's version, read from its ``.dist-info`` folder name (no import of it)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    site = Path(spec.submodule_search_locations[0]).parent
+    for info in site.glob(f"{package}-*.dist-info"):
+        return info.name[len(package) + 1 : -len(".dist-info")]
+    return None
+
+
+def _cpu() -> str:
+    """What identifies this CPU's instruction set: /proc/cpuinfo's model and feature lines (Linux),
+    else what ``platform`` knows."""
+    keys = ("model name", "flags", "features", "cpu implementer", "cpu architecture", "cpu variant", "cpu part")
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return f"{platform.machine()} {platform.processor()}"
+    seen = {}
+    for line in lines:
+        name, _, value = line.partition(":")
+        name = name.strip().lower()
+        if name in keys and name not in seen:
+            seen[name] = value.strip()
+    return f"{platform.machine()} " + json.dumps(seen, sort_keys=True)
+
+
+def sources_digest() -> str:
+    """SHA-256 over the kernels' source files (every module here)."""
+    h = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def fingerprint() -> dict:
+    """Everything a library's code depends on (module doc); two builds with equal fingerprints are equal."""
+    return {
+        "format": FORMAT,
+        "sources": sources_digest(),
+        "numba": _dist_version("numba"),
+        "llvmlite": _dist_version("llvmlite"),
+        "python": sys.implementation.cache_tag,
+        "cpu": _cpu(),
+        "env": {k: os.environ[k] for k in ENV_KEYS if k in os.environ},
+    }
+
+
+def key(fp: dict) -> str:
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def directories() -> list[Path]:
+    """Where libraries are looked for, in order: ``MBENGINE_NATIVE_DIR`` when set, else beside the
+    installed kernels (``__pycache__/native``), then the user's cache (``$XDG_CACHE_HOME`` or
+    ``~/.cache``, ``mbengine/native``): a read-only install builds into the latter."""
+    env = os.environ.get("MBENGINE_NATIVE_DIR")
+    if env:
+        return [Path(env)]
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return [Path(__file__).parent / "__pycache__" / "native", cache / "mbengine" / "native"]
+
+
+def _load_extension(dotted: str):
+    """Load an extension module of an installed package from its file, without importing the package."""
+    top, *inner = dotted.split(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError(f"{top} is not installed")
+    folder = Path(spec.submodule_search_locations[0]).joinpath(*inner[:-1])
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    for suffix in suffixes:
+        path = folder / (inner[-1] + suffix)
+        if path.exists():
+            break
+    else:
+        raise ImportError(f"no extension module {dotted} in {folder}")
+    name = inner[-1]
+    loader = importlib.machinery.ExtensionFileLoader(name, str(path))
+    module = importlib.util.module_from_spec(importlib.util.spec_from_file_location(name, path, loader=loader))
+    loader.exec_module(module)
+    return module
+
+
+def _num_threads() -> int:
+    """Numba's default thread count: NUMBA_NUM_THREADS, else the CPUs this process may use."""
+    env = os.environ.get("NUMBA_NUM_THREADS")
+    if env:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover (not Linux)
+        return max(1, os.cpu_count() or 1)
+
+
+class _Pool:
+    """The thread pool of one Numba threading layer extension (once per process: launched once)."""
+
+    launched: dict = {}
+
+    def __init__(self, module_name: str):
+        self.module_name = module_name
+        pool = _Pool.launched.get(module_name)
+        if pool is None:
+            pool = _load_extension(module_name)
+            self.threads = _num_threads()
+            ctypes.CFUNCTYPE(None, ctypes.c_int)(pool.launch_threads)(self.threads)
+            _Pool.launched[module_name] = (pool, self.threads)
+        else:
+            pool, self.threads = pool
+        self.module = pool
+        self._set = ctypes.CFUNCTYPE(None, ctypes.c_int)(pool.set_num_threads)
+        self._get = ctypes.CFUNCTYPE(ctypes.c_int)(pool.get_num_threads)
+
+    def set_num_threads(self, n: int) -> None:
+        """For the calling thread, as numba.set_num_threads."""
+        if not 1 <= n <= self.threads:
+            raise ValueError(f"threads must be in [1, {self.threads}] (NUMBA_NUM_THREADS), got {n}")
+        self._set(n)
+
+    def get_num_threads(self) -> int:
+        n = self._get()
+        return n if n > 0 else self.threads
+
+
+_C_SCALARS = {"int64": ctypes.c_int64, "float64": ctypes.c_double, "float32": ctypes.c_float}
+
+
+class Library:
+    """A loaded native kernel library (module doc); :meth:`bind` prepares one kernel call."""
+
+    def __init__(self, so: Path, manifest: dict):
+        self.path = so
+        self.manifest = manifest
+        self.layout = Layout.from_json(manifest["layout"])
+        self.layer = manifest["threading_layer"]
+        self._dll = ctypes.CDLL(str(so))
+        modules = {}
+        slots = manifest["slots"]
+        table = (ctypes.c_void_p * max(1, len(slots))).in_dll(self._dll, "mbengine_slots")
+        for i, (symbol, module, where, name) in enumerate(slots):
+            if module not in modules:
+                modules[module] = _load_extension(module)
+            m = modules[module]
+            address = getattr(m, name) if where == "attr" else m.c_helpers[name]
+            if not address:
+                raise ImportError(f"{module} publishes no address for {symbol}")
+            table[i] = address
+        self._modules = modules  # keep them loaded
+        self.pool = _Pool(manifest["threading_module"])
+        self._functions = {}
+        for spec in manifest["kernels"]:
+            fn = self._dll[spec["symbol"]]
+            fn.restype = None
+            self._functions[(spec["name"], _freeze(spec["kinds"]))] = fn
+
+    def has(self, name: str, args) -> bool:
+        return (name, _freeze(kinds(args))) in self._functions
+
+    def bind(self, name: str, args) -> tuple:
+        """(C function, its ctypes arguments) for ``kernel(*args)``; KeyError when the library lacks that
+        specialisation. The arrays must outlive the bound call (the caller holds them)."""
+        fn = self._functions[(name, _freeze(kinds(args)))]
+        cargs = []
+        for a in args:
+            if isinstance(a, np.ndarray):
+                cargs.append(ctypes.c_void_p(a.ctypes.data))
+                cargs.extend(ctypes.c_int64(n) for n in a.shape)
+            else:
+                cargs.append(_C_SCALARS[_scalar_kind(a)](a))
+        return fn, tuple(cargs)
+
+
+def _freeze(k) -> tuple:
+    return tuple(tuple(x) if isinstance(x, list) else x for x in k)
+
+
+def _scalar_kind(a) -> str:
+    if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, float, np.integer, np.floating)):
+        raise TypeError(f"kernel argument {a!r} is not an array, an integer or a float")
+    if isinstance(a, int):
+        return "int64"
+    if isinstance(a, float):
+        return "float64"
+    if str(a.dtype) not in _C_SCALARS:
+        raise TypeError(f"kernel argument {a!r}: no C type for {a.dtype}")
+    return str(a.dtype)  # a NumPy scalar
+
+
+def kinds(args) -> list:
+    """How each argument crosses the C boundary: ["array", dtype, ndim] or ["scalar", type].
+    Arrays must be C-contiguous (the wrapper rebuilds them from pointer and shape)."""
+    out = []
+    for i, a in enumerate(args):
+        if isinstance(a, np.ndarray):
+            if not a.flags.c_contiguous:
+                raise ValueError(f"kernel argument {i} (shape {a.shape}) is not C-contiguous")
+            out.append(["array", str(a.dtype), a.ndim])
+        else:
+            out.append(["scalar", _scalar_kind(a)])
+    return out
+
+
+def find() -> tuple[Path, dict] | tuple[None, str]:
+    """(library path, manifest) for this process's fingerprint, or (None, why not)."""
+    fp = fingerprint()
+    k = key(fp)
+    looked = []
+    for d in directories():
+        manifest_path = d / f"kernels-{k}.json"
+        looked.append(str(d))
+        if not manifest_path.exists():
+            continue
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as e:
+            return None, f"unreadable manifest {manifest_path}: {e}"
+        if manifest.get("fingerprint") != fp:
+            return None, f"{manifest_path} was built for another fingerprint"
+        so = d / manifest["library"]
+        if not so.exists():
+            return None, f"{manifest_path} names a missing library {so}"
+        return so, manifest
+    return None, f"no native kernel library for this build (key {k}) in {', '.join(looked)}"
+
+
+def load() -> tuple[Library | None, str]:
+    """(the library for this process, "") or (None, why not): see the module doc."""
+    so, manifest = find()
+    if so is None:
+        return None, manifest
+    try:
+        return Library(so, manifest), ""
+    except (OSError, ImportError, KeyError, AttributeError, ValueError) as e:
+        return None, f"cannot load {so}: {type(e).__name__}: {e}"
