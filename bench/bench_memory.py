@@ -29,7 +29,10 @@ parent's RSS at fork into it).
    returned outputs, as the model's own memory check counts them), against RAM
    minus an OS headroom (``--headroom``, MiB); one bigger shape per model is
    measured to check the prediction. ONNX Runtime's peak (same child method)
-   for comparison unless ``--no-ort``.
+   for comparison unless ``--no-ort``. The table uses the peaks on the native
+   kernel library (kernels.native: ``mbengine warmup`` builds it for every
+   checkpoint first, then each model runs with ``MBENGINE_KERNELS=native``,
+   Numba never imported; those runs are in the summary too).
 
 TBB is measured only where Numba can load it: ``--tbb-lib DIR`` puts DIR (holding
 libtbb.so.12, e.g. from the ``tbb`` wheel) on LD_LIBRARY_PATH for that variant alone.
@@ -93,6 +96,19 @@ def _range(res: dict | None) -> str | None:
 
 
 # --------------------------------------------------------------------------- checkpoints
+def build_native(paths: dict, env: dict) -> None:
+    """``mbengine warmup`` on every checkpoint, in a child: compiles the kernels and builds the native library."""
+    for path in paths.values():
+        done = subprocess.run(
+            [sys.executable, "-c", "from mbengine.cli import main; raise SystemExit(main())", "warmup", path],
+            env={**os.environ, **env, "MBENGINE_KERNELS": "numba"},
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"mbengine warmup {path} failed:\n{done.stdout}\n{done.stderr}")
+
+
 def make_checkpoints(tmp: str) -> dict:
     """Full-size random engine checkpoints: MobileBertModel and ...ForMaskedLM, float32 and int8."""
     import numpy as np
@@ -289,6 +305,12 @@ def run(args) -> dict:
             return res
 
         base = {"cls": "MobileBertModel"}
+        print("native kernel library (mbengine warmup on each checkpoint)", flush=True)
+        native_env = {"MBENGINE_KERNELS": "native", "MBENGINE_NATIVE_DIR": os.path.join(tmp, "native")}
+        build_native(paths, {**cache, "MBENGINE_NATIVE_DIR": native_env["MBENGINE_NATIVE_DIR"]})
+        natives = {
+            key: measure({"mode": "native", "path": path, "cls": key[0]}, native_env) for key, path in paths.items()
+        }
         print("stages and detail", flush=True)
         stages = {
             dtype: measure({"mode": "stages", "path": paths[("MobileBertModel", dtype)], **base})
@@ -334,14 +356,17 @@ def run(args) -> dict:
             ]
             variants += [{"variant": name, "dtype": dtype, **res} for name, res in todo]
         print("peaks (b1 s128) and checks of the prediction", flush=True)
-        peaks, runs = {}, {}
+        peaks, runs, native_peaks = {}, {}, {}
         for (label, dtype), path in paths.items():
             res = (
                 stages[dtype] if label == "MobileBertModel" else measure({"mode": "stages", "path": path, "cls": label})
             )
             peaks[(label, dtype)] = peak(res)
+            native_peaks[(label, dtype)] = peak(natives[(label, dtype)])
             runs[f"{label} {dtype}"] = {
                 "peak_mib": peak(res),
+                "native_peak_mib": native_peaks[(label, dtype)],
+                "native_numba_loaded": natives[(label, dtype)].get("numba_loaded"),
                 "first_run_peak_mib": res.get("first_run_peak_mib"),
                 "final_split": res["steps"][-1]["split"] if "steps" in res else None,
                 "error": res.get("error"),
@@ -375,19 +400,21 @@ def run(args) -> dict:
             got = {v["variant"].split(" (")[0].split(":")[0]: peak(v) for v in variants if v["dtype"] == dtype}
             row = {
                 "dtype": dtype,
-                "mbengine": got["default"],
+                "mbengine, native library": peak(natives[("MobileBertModel", dtype)]),
+                "mbengine on Numba": got["default"],
                 "mbengine, SciPy hidden": got["SciPy hidden"],
                 "floor without Numba": got["floor without Numba"],
                 "ONNX Runtime (min-max over runs)": _range(ort.get(dtype)),
             }
-            row["Numba + LLVM (+ SciPy) = mbengine - floor"] = (
-                round(row["mbengine"] - row["floor without Numba"], 1)
-                if row["mbengine"] is not None and row["floor without Numba"] is not None
+            row["Numba + LLVM (+ SciPy) = mbengine on Numba - floor"] = (
+                round(row["mbengine on Numba"] - row["floor without Numba"], 1)
+                if row["mbengine on Numba"] is not None and row["floor without Numba"] is not None
                 else None
             )
             summary.append(row)
         data.update(
             summary=summary,
+            native={f"{k[0]} {k[1]}": v for k, v in natives.items()},
             stages=stages,
             detail=detail,
             variants=variants,
@@ -407,7 +434,7 @@ def run(args) -> dict:
                 for k, v in ort.items()
             },
             call_bytes={f"{k[0]} {k[1]}": {f"{b}x{s}": v for (b, s), v in need.items()} for k, need in needs.items()},
-            pi=pi_table(peaks, needs, args.headroom),
+            pi=pi_table({k: native_peaks[k] or peaks[k] for k in peaks}, needs, args.headroom),
             aot=aot_check(),
             environment=common.environment(),
             installed=installed_sizes(
@@ -432,6 +459,10 @@ def _split_row(split: dict) -> list:
     return [split.get(c) for c in CATEGORIES]
 
 
+def _seconds(s: float | None) -> float | None:
+    return None if s is None else round(s, 3)
+
+
 def report(data: dict) -> tuple[str, list[str]]:
     headers = list(data["summary"][0])
     parts = [
@@ -439,6 +470,19 @@ def report(data: dict) -> tuple[str, list[str]]:
         + common.markdown_table(headers, [[r[h] for h in headers] for r in data["summary"]])
         + "\n"
     ]
+    for key, res in data.get("native", {}).items():
+        if not key.startswith("MobileBertModel ") or "steps" not in res:
+            continue
+        rows = [
+            [st["step"], st["VmRSS"], st["VmHWM"], st["RssAnon"], st["RssFile"], _seconds(st["seconds"])]
+            for st in res["steps"]
+        ]
+        parts.append(
+            f"## Stages: {key}, b1 s128, native kernel library (kernels: {res.get('kernels')}; Numba or llvmlite "
+            f"modules loaded: {res.get('numba_loaded') or 'none'})\n\n"
+            + common.markdown_table(["step", "VmRSS MiB", "VmHWM MiB", "anonymous MiB", "file-backed MiB", "s"], rows)
+            + "\n"
+        )
     for dtype, res in data["stages"].items():
         if "error" in res:
             parts.append(f"## Stages, MobileBertModel {dtype}\n\nerror: {res['error']}\n")

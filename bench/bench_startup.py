@@ -1,11 +1,14 @@
-"""Start-up cost and footprint: import time, cold compile, warm first call, peak RSS.
+"""Start-up cost and footprint: import time, cold compile, warm first call, native library, peak RSS.
 
-    python -m bench startup [--repeats 3]
+    python -m bench startup [--repeats 3] [--no-ort]
 
 Every measurement runs in a fresh Python process (the parent only writes a
 full-size random MobileBERT, as a Hugging Face checkpoint and as an engine
 checkpoint). Cold = an empty Numba cache directory (every kernel compiles);
-warm = the same directory again. Peak RSS is the child's own high-water mark
+warm = the same directory again; native = the native kernel library
+``mbengine warmup`` builds (kernels.native: no Numba in the process). ONNX
+Runtime (the same model exported, float32 and its dynamic int8) is measured
+the same way, from process start to first answer. Peak RSS is the child's own high-water mark
 (VmHWM in /proc/self/status), as in bench_int8. The child's ``ru_maxrss`` is
 kept in the JSON only: Linux folds the parent's RSS at fork into it, and this
 parent holds a loaded model, so it overstates the child's peak.
@@ -20,25 +23,50 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 from bench import common
 
 CHILD = r"""
 import json, resource, sys, time
 t0 = time.perf_counter()
-import mbengine
-t_import = time.perf_counter() - t0
-result = {"import_s": t_import}
-if sys.argv[1] != "import":
+result = {}
+if sys.argv[1] == "ort":
     import numpy as np
+    import onnxruntime as ort
+    result["import_s"] = time.perf_counter() - t0
     t1 = time.perf_counter()
-    model = mbengine.MobileBertModel.from_pretrained(sys.argv[1], threads=int(sys.argv[2]))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.intra_op_num_threads = int(sys.argv[3])
+    sess = ort.InferenceSession(sys.argv[2], sess_options=so, providers=["CPUExecutionProvider"])
     t2 = time.perf_counter()
     ids = np.random.default_rng(0).integers(1000, 30000, (1, 128))
-    model(ids)
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    feed = {i.name: feed[i.name] for i in sess.get_inputs()}
+    sess.run(None, feed)
+    result["first_answer_epoch"] = time.time()
     t3 = time.perf_counter()
-    model(ids)
+    sess.run(None, feed)
     t4 = time.perf_counter()
+else:
+    import mbengine
+    result["import_s"] = time.perf_counter() - t0
+    if sys.argv[1] != "import":
+        import numpy as np
+        t1 = time.perf_counter()
+        model = mbengine.MobileBertModel.from_pretrained(sys.argv[1], threads=int(sys.argv[2]))
+        t2 = time.perf_counter()
+        ids = np.random.default_rng(0).integers(1000, 30000, (1, 128))
+        model(ids)
+        result["first_answer_epoch"] = time.time()
+        t3 = time.perf_counter()
+        model(ids)
+        t4 = time.perf_counter()
+        from mbengine import backend
+        result["kernels"] = backend.get().name
+    result["numba_loaded"] = any(m.split(".")[0] in ("numba", "llvmlite") for m in sys.modules)
+if sys.argv[1] != "import":
     result.update(load_s=t2 - t1, first_call_s=t3 - t2, second_call_s=t4 - t3, load_and_first_s=t3 - t1)
 with open("/proc/self/status") as f:
     result["peak_rss_mib"] = next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmHWM:"))
@@ -47,13 +75,35 @@ print(json.dumps(result))
 """
 
 
-def child(args: list[str], cache: str) -> dict:
-    env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-    out = subprocess.run([sys.executable, "-c", CHILD, *args], env=env, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def child(args: list[str], env: dict) -> dict:
+    """One fresh process; ``process_to_answer_s``: from just before it is started to its first answer."""
+    started = time.time()
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD, *args], env={**os.environ, **env}, capture_output=True, text=True, check=True
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    if "first_answer_epoch" in result:
+        result["process_to_answer_s"] = result.pop("first_answer_epoch") - started
+    return result
+
+
+def _row(label: str, r: dict, keys=("load_s", "first_call_s", "second_call_s")) -> dict:
+    row = {
+        "measurement": label,
+        "process start to first answer s": round(r["process_to_answer_s"], 3),
+        "seconds": round(r["load_and_first_s"], 3),
+        "peak RSS MiB": round(r["peak_rss_mib"]),
+        "ru_maxrss MiB (overstated)": round(r["ru_maxrss_mib_overstated"]),
+        "Numba loaded": r["numba_loaded"],
+    }
+    row.update({k.replace("_s", " s").replace("_", " "): round(r[k], 3) for k in keys})
+    print(row, flush=True)
+    return row
 
 
 def run(args) -> dict:
+    from bench.bench_memory import build_native, ort_models
+    from mbengine import quantize as q8
     from mbengine.cli import random_checkpoint
     from mbengine.converters import engine
     from mbengine.modeling import MobileBertModel
@@ -62,53 +112,67 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         hf_dir = random_checkpoint(os.path.join(tmp, "hf"))
         engine.write(MobileBertModel.from_pretrained(hf_dir).weights, os.path.join(tmp, "engine"))
-        imports = [child(["import"], os.path.join(tmp, "cache-import")) for _ in range(args.repeats)]
+        numba_env = {"MBENGINE_KERNELS": "numba"}
+        imports = [child(["import"], {**numba_env, "NUMBA_CACHE_DIR": os.path.join(tmp, "c-import")})]
+        imports += [child(["import"], {**numba_env, "NUMBA_CACHE_DIR": os.path.join(tmp, "c-import")})]
         rows.append(
             {
                 "measurement": "import mbengine",
                 "seconds": round(min(r["import_s"] for r in imports), 3),
                 "peak RSS MiB": round(imports[-1]["peak_rss_mib"]),
+                "Numba loaded": imports[-1]["numba_loaded"],
             }
         )
         for label, path in (("HF checkpoint", hf_dir), ("engine checkpoint", os.path.join(tmp, "engine"))):
             for threads in (1, 2):
-                cache = os.path.join(tmp, f"cache-{label[:2]}-{threads}")
-                cold = child([path, str(threads)], cache)
-                warm = min(
-                    (child([path, str(threads)], cache) for _ in range(args.repeats)),
-                    key=lambda r: r["load_and_first_s"],
-                )
-                rows.append(
-                    {
-                        "measurement": f"{label}, {threads} thread(s): cold cache, load + first call",
-                        "seconds": round(cold["load_and_first_s"], 2),
-                        "peak RSS MiB": round(cold["peak_rss_mib"]),
-                        "ru_maxrss MiB (overstated)": round(cold["ru_maxrss_mib_overstated"]),
-                    }
-                )
-                rows.append(
-                    {
-                        "measurement": f"{label}, {threads} thread(s): warm cache, load + first call",
-                        "seconds": round(warm["load_and_first_s"], 3),
-                        "peak RSS MiB": round(warm["peak_rss_mib"]),
-                        "ru_maxrss MiB (overstated)": round(warm["ru_maxrss_mib_overstated"]),
-                        "load s": round(warm["load_s"], 3),
-                        "first call s": round(warm["first_call_s"], 3),
-                        "second call s": round(warm["second_call_s"], 3),
-                    }
-                )
-                print(rows[-2], rows[-1], sep="\n")
+                env = {**numba_env, "NUMBA_CACHE_DIR": os.path.join(tmp, f"cache-{label[:2]}-{threads}")}
+                cold = child([path, str(threads)], env)
+                warm = _best(args, [path, str(threads)], env)
+                rows.append(_row(f"{label}, {threads} thread(s), Numba: cold cache, load + first call", cold, ()))
+                rows.append(_row(f"{label}, {threads} thread(s), Numba: warm cache, load + first call", warm))
+        # the native kernel library, built by `mbengine warmup` (kernels.native); Numba never imported
+        engines = {"float32": os.path.join(tmp, "engine"), "int8": os.path.join(tmp, "engine-int8")}
+        weights = MobileBertModel.from_pretrained(hf_dir).weights
+        description, batches = q8.calibration_batches(weights.config, None, None)  # as `mbengine quantize`
+        engine.write(q8.quantize(weights, batches, calibration=description)[0], engines["int8"])
+        native_dir = os.path.join(tmp, "native")
+        build_native(engines, {"NUMBA_CACHE_DIR": os.path.join(tmp, "cache-native"), "MBENGINE_NATIVE_DIR": native_dir})
+        native_env = {"MBENGINE_KERNELS": "native", "MBENGINE_NATIVE_DIR": native_dir}
+        for dtype, path in engines.items():
+            for threads in (1, 2):
+                best = _best(args, [path, str(threads)], native_env)
+                rows.append(_row(f"engine checkpoint {dtype}, {threads} thread(s), native library", best))
+        if not args.no_ort:
+            for dtype, path in ort_models(tmp).items():
+                for threads in (1, 2):
+                    best = _best(args, ["ort", path, str(threads)], {})
+                    rows.append(_row(f"ONNX Runtime {dtype}, {threads} thread(s): session + first call", best))
     return {"environment": common.environment(), "command": common.command_line(), "date": common.now(), "rows": rows}
+
+
+def _best(args, argv: list[str], env: dict) -> dict:
+    """The repeat with the earliest first answer."""
+    return min((child(argv, env) for _ in range(args.repeats)), key=lambda r: r["process_to_answer_s"])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime (needs torch to export the model)")
     parser.add_argument("--name", default="startup")
     parser.add_argument(common.KEEP_ENV_FLAG, action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
     args = parser.parse_args(argv)
     data = run(args)
-    headers = ["measurement", "seconds", "peak RSS MiB", "load s", "first call s", "second call s"]
+    headers = [
+        "measurement",
+        "process start to first answer s",
+        "seconds",
+        "peak RSS MiB",
+        "Numba loaded",
+        "load s",
+        "first call s",
+        "second call s",
+    ]
     table = common.markdown_table(headers, [[r.get(h) for h in headers] for r in data["rows"]])
     common.write_results(
         args.name,
@@ -116,7 +180,9 @@ def main(argv=None):
         table=table,
         title="Start-up time and peak RSS (full-size model, b1 s128)",
         notes=[
-            "each number from a fresh process; warm = best of the repeats",
+            "each number from a fresh process; warm and native = the repeat with the earliest first answer",
+            "process start to first answer: from just before the parent starts the child to the child's first "
+            "output (interpreter start, imports, load, first call); seconds: load + first call only",
             "peak RSS = the child's VmHWM (its ru_maxrss, in the JSON, is overstated: "
             "Linux folds the parent's RSS at fork into it)",
         ],

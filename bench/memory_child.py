@@ -13,9 +13,10 @@ SPEC is a JSON object:
 - ``mode``: ``stages`` (load the model, call it twice), ``detail`` (the same
   with the first call taken apart: LLVM, Numba's runtime and lowering
   registries, each cached kernel specialization as it loads), ``floor`` (no
-  Numba: NumPy, the weights read, an arena-sized buffer) or ``ort`` (an ONNX
-  Runtime session, called twice);
-- ``path``: the engine checkpoint (``stages``, ``detail``, ``floor``), ``cls``:
+  Numba: NumPy, the weights read, an arena-sized buffer), ``native`` (as
+  ``stages``, on the native kernel library: run with ``MBENGINE_KERNELS=native``
+  and ``MBENGINE_NATIVE_DIR``) or ``ort`` (an ONNX Runtime session, called twice);
+- ``path``: the engine checkpoint (``stages``, ``detail``, ``floor``, ``native``), ``cls``:
   its mbengine model class, ``onnx``: the ONNX file (``ort``);
 - ``batch``, ``seq`` (default 1 x 128), ``arena_bytes`` (``floor``);
 - ``hide_scipy``: make ``import scipy`` fail, as where SciPy is not installed;
@@ -243,6 +244,31 @@ def engine(spec: dict, step: Steps, ids) -> dict:
     return result
 
 
+def native(spec: dict, step: Steps, ids) -> dict:
+    """mbengine on its native kernel library (``MBENGINE_KERNELS=native`` in the environment): Numba and
+    llvmlite never imported."""
+    import mbengine
+
+    step("import mbengine (lazy)")
+    t0 = time.perf_counter()
+    model = getattr(mbengine, spec["cls"]).from_pretrained(spec["path"])
+    step("model loaded (native library loaded)", time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    model(ids)
+    step("first call", time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    model(ids)
+    step("second call", time.perf_counter() - t0)
+    from mbengine import backend
+
+    return {
+        "kernels": backend.get().name,
+        "numba_loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "llvmlite")),
+        "arena_block_bytes": model.runner().block_bytes,
+        "dtype": model.dtype,
+    }
+
+
 def main(argv: list[str]) -> None:
     spec = json.loads(argv[0])
     if spec.get("hide_scipy"):
@@ -257,6 +283,8 @@ def main(argv: list[str]) -> None:
         result = floor(spec, step)
     elif spec["mode"] == "ort":
         result = onnxruntime_session(spec, step, ids)
+    elif spec["mode"] == "native":
+        result = native(spec, step, ids)
     else:
         result = engine(spec, step, ids)
     result["scipy_loaded"] = any(m == "scipy" or m.startswith("scipy.") for m in sys.modules if sys.modules[m])

@@ -98,6 +98,7 @@ class NativeKernels:
 
 _lock = threading.Lock()
 _chosen = None
+_warned: set = set()  # the kernel sets for_plan has warned about (once each per process)
 NUMBA = NumbaKernels()
 
 
@@ -126,7 +127,7 @@ def _choose():
             f"running the kernels on Numba: {why}. `mbengine warmup CHECKPOINT` builds the native library "
             "(a smaller process that starts faster; same outputs)",
             PerformanceWarning,
-            stacklevel=4,
+            stacklevel=_caller(),
         )
         return NUMBA
     k_layout.use(library.layout)
@@ -136,6 +137,17 @@ def _choose():
 def layout() -> k_layout.Layout:
     """The geometry of the process's kernels (weights are packed and buffers sized by it)."""
     return get().layout()
+
+
+def _caller() -> int:
+    """The stacklevel of the first frame outside mbengine: a warning names the user's line."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    package = __name__.rpartition(".")[0]
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == package:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def reset() -> None:
@@ -152,14 +164,17 @@ def for_plan(entries, preferred=None) -> object:
     kernels = preferred or get()
     if kernels is NUMBA:
         return kernels
-    missing = sorted({name for name, args in entries if not kernels.supports(name, args)})
+    missing = tuple(sorted({name for name, args in entries if not kernels.supports(name, args)}))
     if not missing:
         return kernels
+    if missing in _warned:
+        return NUMBA
+    _warned.add(missing)
     warnings.warn(
         f"the native kernel library has no build of {', '.join(missing)} for this model's calls: running it on "
         "Numba (`mbengine warmup` on this checkpoint adds them)",
         PerformanceWarning,
-        stacklevel=4,
+        stacklevel=_caller(),
     )
     return NUMBA
 

@@ -206,8 +206,7 @@ def _check_demo_args(args) -> None:
 
 
 def _demo(args) -> int:
-    from .kernels.qsimd import VARIANT
-    from .kernels.target import TARGET
+    from . import backend
     from .pipelines import pipeline
 
     _check_demo_args(args)
@@ -260,13 +259,13 @@ def _demo(args) -> int:
         f"model        batch {args.batch} x seq {args.seq}: median {med * 1e3:.1f} ms, min {low * 1e3:.1f} ms "
         f"over {args.repeats} calls (the encoder, as in the README's speed table)"
     )
-    import numba
-
-    threads = args.threads or numba.get_num_threads()
+    kernels = backend.get()
+    threads = args.threads or kernels.get_num_threads()
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    layout = kernels.layout()
     print(
-        f"threads      {threads} (of {usable} usable CPUs); kernels compiled for {TARGET.describe()}; "
-        f"int8 kernel on this CPU: {VARIANT}"
+        f"threads      {threads} (of {usable} usable CPUs); kernels compiled for {layout.target}; "
+        f"int8 kernel on this CPU: {layout.variant}; {_kernels_line(kernels)}"
     )
     if med > BUSY * low or np.median(times) > BUSY * np.min(times):
         print(
@@ -303,7 +302,14 @@ def _warmup(args) -> int:
     ids = np.zeros((1, 1, 2) if cls.HEAD == "multiple_choice" else (1, 2), np.int64)  # (batch, [choices,] seq)
     model(ids)
     model(ids, output_hidden_states=True, output_attentions=True)
+    if ids.shape[0] > 0:  # a ragged batch (padding skipped): the calls a pipeline makes
+        ragged = np.zeros((2,) + ids.shape[1:], np.int64)
+        mask = np.ones_like(ragged)
+        mask[1, ..., 1:] = 0
+        model(ragged, attention_mask=mask)
     print(f"kernels for {args.checkpoint} ({cls.__name__}) ready in {time.perf_counter() - t0:.2f} s")
+    if args.native:
+        _build_native([model], lambda m: print(f"[{time.perf_counter() - t0:6.1f} s] {m}"))
     return 0
 
 
@@ -386,6 +392,16 @@ def _convert(args) -> int:
     )
     size = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
     print(f"wrote {cls.__name__} to {out} ({size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s")
+    if args.native:
+        step("compiling the converted model's kernels into the native library (--no-native skips it)")
+        model = model_class(str(out)).from_pretrained(str(out))
+        ids = np.zeros((2, 1, 2) if model.HEAD == "multiple_choice" else (2, 2), np.int64)
+        mask = np.ones_like(ids)
+        mask[1, ..., 1:] = 0
+        model(ids)
+        model(ids, attention_mask=mask)
+        model(ids, output_hidden_states=True, output_attentions=True)
+        _build_native([model], step)
     return 0
 
 
@@ -462,11 +478,31 @@ def _info(args) -> int:
     print(f"tensors      {len(header)} ({params / 1e6:.1f} M values stored, {os.path.getsize(path) / 2**20:.1f} MiB)")
     files = sorted(os.listdir(args.checkpoint))
     print(f"files        {', '.join(files)}")
-    from .kernels.qsimd import VARIANT
-    from .kernels.target import TARGET
+    from . import backend
 
-    print(f"kernels      compiled for {TARGET.describe()}; int8 micro-kernel {VARIANT}")
+    kernels = backend.get()
+    layout = kernels.layout()
+    print(f"kernels      compiled for {layout.target}; int8 micro-kernel {layout.variant}; {_kernels_line(kernels)}")
     return 0
+
+
+def _kernels_line(kernels) -> str:
+    if kernels.name == "native":
+        return f"run from the native library {kernels.library.path} (Numba not loaded)"
+    return "run on Numba (no native library for this build: `mbengine warmup CHECKPOINT` builds one)"
+
+
+def _build_native(models, step) -> None:
+    """Build (or extend) the native kernel library for the models' calls; a failure is reported, not raised:
+    the models still run on Numba."""
+    from .backend import build_native
+
+    try:
+        path = build_native(models)
+    except (RuntimeError, OSError, ImportError) as e:
+        step(f"native kernel library NOT built ({e}); models run on Numba (more memory, slower start)")
+        return
+    step(f"native kernel library ready: {path.with_suffix('.so')} (processes that load models need not import Numba)")
 
 
 def _lines(data: bytes, name: str) -> list[str]:
@@ -741,6 +777,12 @@ def main(argv=None) -> int:
     cv.add_argument("--force", action="store_true", help="replace DST if it exists")
     _revision_arg(cv)
     _calibration_args(cv)
+    cv.add_argument(
+        "--no-native",
+        dest="native",
+        action="store_false",
+        help="do not build the native kernel library for the converted model",
+    )
     cv.set_defaults(func=_convert)
     qz = sub.add_parser("quantize", help="write an int8 engine checkpoint from a float32 one (or any checkpoint)")
     qz.add_argument("src")
@@ -756,7 +798,10 @@ def main(argv=None) -> int:
     _revision_arg(inf)
     inf.set_defaults(func=_info)
     _add_tasks(sub)
-    w = sub.add_parser("warmup", help="compile every kernel a checkpoint needs (fills the Numba cache)")
+    w = sub.add_parser(
+        "warmup",
+        help="compile every kernel a checkpoint needs: the Numba cache and the native kernel library",
+    )
     w.add_argument("checkpoint")
     w.add_argument("--threads", type=int, default=None)
     _revision_arg(w)
@@ -765,6 +810,12 @@ def main(argv=None) -> int:
         dest="pooler",
         action="store_false",
         help="the checkpoint has no pooler (masked-LM, token-classification, QA models)",
+    )
+    w.add_argument(
+        "--no-native",
+        dest="native",
+        action="store_false",
+        help="only fill the Numba cache; do not build the native kernel library",
     )
     w.set_defaults(func=_warmup)
     args = parser.parse_args(argv)

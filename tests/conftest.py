@@ -1,4 +1,4 @@
-"""Shared test setup: Hypothesis profiles; quiet Hugging Face progress bars and logs.
+"""Shared test setup: Hypothesis profiles; quiet Hugging Face progress bars and logs; the kernels.
 
 Hypothesis runs the derandomised ``ci`` profile unless ``HYPOTHESIS_PROFILE``
 names another: every run, a fresh clone included, draws the same examples.
@@ -7,6 +7,7 @@ failing examples in .hypothesis/ to replay); repeat it for a longer search.
 """
 
 import os
+import tempfile
 
 from hypothesis import settings
 
@@ -18,3 +19,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the Hub (a str
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# Tests run the kernels on Numba (the native library's tests choose per subprocess), and anything that
+# builds a native library (warmup, convert) builds it in a folder of this run, not the user's cache
+os.environ.setdefault("MBENGINE_KERNELS", "numba")
+os.environ.setdefault("MBENGINE_NATIVE_DIR", tempfile.mkdtemp(prefix="mbengine-native-"))

@@ -6,6 +6,10 @@
     python check_outputs.py compare DIR REF TAG...   relative error of each DIR/out-TAG.npz against
                                                 DIR/out-REF.npz; exit status 1 if any exceeds 1e-5
                                                 (the int8 outputs: 1e-3)
+    python check_outputs.py build-native DIR    (with Numba and cc) run the models once, build the native
+                                                kernel library for their calls (MBENGINE_NATIVE_DIR)
+    python check_outputs.py same DIR REF TAG    the outputs of TAG equal REF's bit for bit (the native
+                                                library against Numba on one machine); exit status 1 if not
     python check_outputs.py asm DIR TAG         compile mbengine.kernels.linear.linear once, save its
                                                 assembly as DIR/asm-TAG.s, count the FMA instructions,
                                                 write DIR/asm-TAG.json
@@ -119,12 +123,15 @@ def _versions():
 
 
 def run(d, tag):
+    """(With MBENGINE_KERNELS=native the models run on the native library and Numba is never imported.)"""
     t0 = time.perf_counter()
     import mbengine
-    from mbengine.kernels.simd import COLS, LANES
+    from mbengine import backend
 
+    kernels = backend.get()
+    layout = kernels.layout()
     info = _versions()
-    info.update(LANES=LANES, COLS=COLS, t_import=time.perf_counter() - t0)
+    info.update(LANES=layout.lanes, COLS=layout.cols, kernels=kernels.name, t_import=time.perf_counter() - t0)
     inputs = np.load(os.path.join(d, "inputs.npz"))
     ids, mask = inputs["ids"], inputs["mask"]
     out, times = {}, {}
@@ -152,14 +159,10 @@ def run(d, tag):
     q = mbengine.MobileBertForMaskedLM.from_pretrained(os.path.join(d, "ckpt-mlm-int8"))
     r = timed("int8_mlm_first_call", lambda: q(ids, attention_mask=mask, output_hidden_states=True))
     out["int8_last_hidden_state"], out["int8_mlm_logits"] = r.hidden_states[-1], r.logits
-    from numba import threading_layer
-
-    from mbengine.kernels import qsimd
-    from mbengine.kernels.target import TARGET
-
-    info.update(int8_variant=qsimd.VARIANT, target=TARGET.describe())
+    info.update(int8_variant=layout.variant, target=layout.target)
     info.update(
-        threading_layer=threading_layer(),
+        threading_layer=kernels.threading_layer(),
+        numba_loaded=sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "llvmlite")),
         times=times,
         t_total=round(time.perf_counter() - t0, 3),
         shapes={k: list(v.shape) for k, v in out.items()},
@@ -169,6 +172,35 @@ def run(d, tag):
     with open(os.path.join(d, f"info-{tag}.json"), "w") as f:
         json.dump(info, f, indent=1)
     print(json.dumps(info))
+
+
+def build_native(d):
+    import mbengine
+    from mbengine.backend import build_native as build
+
+    inputs = np.load(os.path.join(d, "inputs.npz"))
+    ids, mask = inputs["ids"], inputs["mask"]
+    models = [
+        mbengine.MobileBertModel.from_pretrained(os.path.join(d, "ckpt")),
+        mbengine.MobileBertModel.from_pretrained(os.path.join(d, "ckpt"), fuse=False),
+        mbengine.MobileBertForMaskedLM.from_pretrained(os.path.join(d, "ckpt-mlm")),
+        mbengine.MobileBertForMaskedLM.from_pretrained(os.path.join(d, "ckpt-mlm-int8")),
+    ]
+    for model in models:
+        model(ids, attention_mask=mask, output_hidden_states=True)
+    t = time.perf_counter()
+    print(f"built {build(models)} in {time.perf_counter() - t:.1f} s")
+
+
+def same(d, ref, tag):
+    want = np.load(os.path.join(d, f"out-{ref}.npz"))
+    got = np.load(os.path.join(d, f"out-{tag}.npz"))
+    info = json.load(open(os.path.join(d, f"info-{tag}.json")))
+    differ = [k for k in want.files if k not in got.files or not np.array_equal(got[k], want[k])]
+    print(f"{tag} vs {ref}: kernels {info.get('kernels')}, Numba modules loaded {info.get('numba_loaded') or 'none'}")
+    verdict = "PASS" if not differ else "FAIL"
+    print(f"{verdict}: {len(want.files) - len(differ)} of {len(want.files)} outputs bit-identical {differ or ''}")
+    sys.exit(0 if not differ else 1)
 
 
 def compare(d, ref, tags):
@@ -307,5 +339,9 @@ if __name__ == "__main__":
         compare(d, sys.argv[3], sys.argv[4:])
     elif cmd == "asm":
         asm(d, sys.argv[3])
+    elif cmd == "build-native":
+        build_native(d)
+    elif cmd == "same":
+        same(d, sys.argv[3], sys.argv[4])
     else:
         sys.exit(__doc__)

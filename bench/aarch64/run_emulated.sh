@@ -30,6 +30,9 @@
 #     NUMBA_THREADING_LAYER=workqueue (what a root without libgomp gets); then compare against
 #     the host: relative error <= 1e-5 for MobileBertModel's last_hidden_state / pooler_output
 #     (fused and unfused graph, both checkpoints) and MobileBertForMaskedLM's logits.
+#  6b. in the root (gcc, libc6-dev and binutils added): the native kernel library built from the warm
+#     Numba cache (check_outputs.py build-native), the same run with MBENGINE_KERNELS=native (Numba never
+#     imported), its outputs bit-identical to the Numba run's (check_outputs.py same).
 #  7. in the root, per CPU (the emulated default, then each of CPUS via NUMBA_CPU_NAME, each with
 #     a fresh cache so the code is really compiled): the kernels' vector width (LANES, COLS) and the
 #     instructions of mbengine.kernels.linear.linear's assembly (fmla v.4s counts ...);
@@ -142,6 +145,20 @@ time EXTRA_ENV=NUMBA_THREADING_LAYER=workqueue in_root python /work/check_output
 stamp "compare aarch64 with x86-64"
 status=0
 "$HOSTPY" "$WORK/check_outputs.py" compare "$WORK" x86_64 aarch64 aarch64-warm aarch64-workqueue || status=1
+
+# ---- 6b. the native kernel library: built in the root (its C compiler links Numba's object code), then the
+# same run without Numba in the process, bit-identical to the Numba run on the same emulated CPU
+if [ ! -x "$ROOT/usr/bin/cc" ]; then
+    chroot "$ROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root DEBIAN_FRONTEND=noninteractive \
+        sh -c "apt-get update -qq && apt-get install -y -qq --no-install-recommends gcc libc6-dev binutils >/dev/null"
+fi
+stamp "aarch64: native kernel library built (warm Numba cache)"
+rm -rf "$WORK/native"
+time EXTRA_ENV=MBENGINE_NATIVE_DIR=/work/native in_root python /work/check_outputs.py build-native /work || status=1
+stamp "aarch64: model run on the native library (no Numba in the process)"
+time EXTRA_ENV="MBENGINE_KERNELS=native MBENGINE_NATIVE_DIR=/work/native" \
+    in_root python /work/check_outputs.py run /work aarch64-native >/dev/null || status=1
+"$HOSTPY" "$WORK/check_outputs.py" same "$WORK" aarch64-warm aarch64-native || status=1
 
 # ---- 7. vector width and instructions, per target CPU
 for cpu in default $CPUS; do

@@ -1,0 +1,294 @@
+"""The native kernel library (mbengine.kernels.native, .export): built by ``mbengine warmup`` and
+``convert`` from the Numba kernels, loaded by a process that never imports Numba or llvmlite, and
+bit-identical to the Numba kernels. A missing, stale, incomplete or unloadable library falls back to
+Numba with one warning and the same outputs.
+
+The library is built once for the module into a temporary folder (``MBENGINE_NATIVE_DIR``); the
+native side runs in fresh subprocesses (a process chooses its kernels once), the Numba side here
+(conftest sets ``MBENGINE_KERNELS=numba`` for the test process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mbengine import cli
+from mbengine.config import MobileBertConfig
+from mbengine.kernels import export, native
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Two small models between them call every kernel: NoNorm + relu + trigram (MobileBERT's own; bottleneck
+# linears with fused epilogues, stacked FFNs), and LayerNorm + gelu without trigram or bottleneck (add_norm,
+# the gelu epilogue); the int8 one is the first, converted.
+CONFIGS = {
+    "nonorm": dict(num_feedforward_networks=2),
+    "layernorm": dict(
+        normalization_type="layer_norm",
+        hidden_act="gelu",
+        trigram_input=False,
+        use_bottleneck=False,
+        embedding_size=32,
+        intra_bottleneck_size=32,
+    ),
+}
+
+
+def _config(**extra) -> MobileBertConfig:
+    base = dict(
+        vocab_size=300,
+        hidden_size=32,
+        embedding_size=16,
+        intra_bottleneck_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=128,
+    )
+    return MobileBertConfig(**{**base, **extra})
+
+
+# What each model is asked, in the native subprocess and here alike: padded (the padding computed), a
+# ragged batch (padding skipped), attention probabilities and hidden states, on 1 and 2 threads.
+CALLS = """
+import numpy as np
+def calls(model):
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 300, (3, 11))
+    mask = np.ones_like(ids)
+    mask[1, 7:] = 0
+    mask[2, 3:] = 0
+    out = {}
+    for threads in (1, 2):
+        model.threads = threads
+        r = model(ids[:1])
+        out[f"t{threads}.single"] = r.logits
+        r = model(ids, attention_mask=mask)
+        out[f"t{threads}.ragged"] = r.logits
+        model.padding = "compute"
+        r = model(ids, attention_mask=mask)
+        out[f"t{threads}.padded"] = r.logits
+        model.padding = "skip"
+        r = model(ids, attention_mask=mask, output_attentions=True, output_hidden_states=True)
+        for i, a in enumerate(r.attentions):
+            out[f"t{threads}.attn{i}"] = a
+        for i, h in enumerate(r.hidden_states):
+            out[f"t{threads}.hidden{i}"] = h
+    return out
+"""
+
+NATIVE_RUN = """
+import json, sys, warnings
+warnings.simplefilter("always")
+with warnings.catch_warnings(record=True) as caught:
+    import numpy as np
+    from mbengine import MobileBertForMaskedLM, backend
+    {calls}
+    results, kernels = {{}}, {{}}
+    for name, path in json.loads(sys.argv[1]).items():
+        model = MobileBertForMaskedLM.from_pretrained(path)
+        for key, value in calls(model).items():
+            results[f"{{name}}.{{key}}"] = value
+        kernels[name] = model._runners[False].kernels.name
+    np.savez(sys.argv[2], **results)
+print(json.dumps({{
+    "process": backend.get().name,
+    "kernels": kernels,
+    "numba_loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "llvmlite", "scipy")),
+    "warnings": [str(w.message) for w in caught],
+}}))
+"""
+
+
+def _env(directory, mode="native", **extra) -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("MBENGINE_KERNELS", "MBENGINE_NATIVE_DIR")}
+    env.update(MBENGINE_KERNELS=mode, MBENGINE_NATIVE_DIR=str(directory), PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def run_native(paths: dict, directory, tmp_path, mode="native", **env) -> tuple[dict, dict]:
+    """Run CALLS on each checkpoint in a fresh process; (its report, its outputs)."""
+    out = tmp_path / "native.npz"
+    script = NATIVE_RUN.format(calls=textwrap.indent(CALLS, "    "))
+    done = subprocess.run(
+        [sys.executable, "-c", script, json.dumps({k: str(v) for k, v in paths.items()}), str(out)],
+        env=_env(directory, mode, **env),
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    with np.load(out) as f:
+        return report, {k: f[k] for k in f.files}
+
+
+def numba_outputs(paths: dict) -> dict:
+    from mbengine import MobileBertForMaskedLM
+
+    scope = {}
+    exec(CALLS, scope)
+    results = {}
+    for name, path in paths.items():
+        model = MobileBertForMaskedLM.from_pretrained(str(path))
+        for key, value in scope["calls"](model).items():
+            results[f"{name}.{key}"] = value
+    return results
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """(library folder, {name: checkpoint}): float models warmed up, the int8 one converted; each step builds
+    (or extends) the native library, as a user's would."""
+    root = tmp_path_factory.mktemp("native")
+    directory = root / "lib"
+    old = os.environ.get("MBENGINE_NATIVE_DIR")
+    os.environ["MBENGINE_NATIVE_DIR"] = str(directory)
+    try:
+        paths = {}
+        for name, extra in CONFIGS.items():
+            paths[name], _ = cli.demo_checkpoint(str(root / name), _config(**extra))
+            assert cli.main(["warmup", paths[name], "--threads", "1"]) == 0
+        paths["int8"] = root / "int8"
+        assert cli.main(["convert", paths["nonorm"], str(paths["int8"]), "--dtype", "int8"]) == 0
+    finally:
+        if old is None:
+            os.environ.pop("MBENGINE_NATIVE_DIR")
+        else:
+            os.environ["MBENGINE_NATIVE_DIR"] = old
+    return directory, paths
+
+
+def _manifest(directory) -> tuple[Path, dict]:
+    (path,) = Path(directory).glob("kernels-*.json")
+    return path, json.loads(path.read_text())
+
+
+def test_library_holds_every_kernel_the_models_call(built):
+    """(No pooler in these masked-LM models: the pooler's gather_rows is built for the models that have one.)"""
+    directory, _ = built
+    _, manifest = _manifest(directory)
+    names = {k["name"] for k in manifest["kernels"]}
+    assert names == {
+        "attention.attention",
+        "embeddings.embed_positions",
+        "embeddings.embed_words",
+        "linear.linear",
+        "norms.add_norm",
+        "qlinear.qlinear",
+    }
+    assert manifest["fingerprint"] == native.fingerprint()
+    # every slot names a symbol of Numba's runtime, filled from one of its extension modules
+    assert {s[1] for s in manifest["slots"]} <= {
+        manifest["threading_module"],
+        "numba._helperlib",
+        "numba._dynfunc",
+        "numba.core.runtime._nrt_python",
+    }
+    assert "numba_parallel_for" in {s[0] for s in manifest["slots"]}
+
+
+def test_native_process_never_imports_numba_and_matches_numba_bit_for_bit(built, tmp_path):
+    directory, paths = built
+    report, got = run_native(paths, directory, tmp_path)
+    assert report["process"] == "native"
+    assert report["kernels"] == {name: "native" for name in paths}
+    assert report["numba_loaded"] == []
+    assert report["warnings"] == []
+    want = numba_outputs(paths)
+    assert sorted(got) == sorted(want)
+    different = [k for k in want if not np.array_equal(got[k], want[k])]
+    assert different == []
+
+
+def test_other_build_settings_fall_back_to_numba_with_one_warning(built, tmp_path):
+    """A library serves only the build it came from: another Numba setting (here NUMBA_BOUNDSCHECK, in the
+    fingerprint) finds none, warns once and runs on Numba, with the same outputs."""
+    directory, paths = built
+    report, got = run_native({"nonorm": paths["nonorm"]}, directory, tmp_path, mode="auto", NUMBA_BOUNDSCHECK="0")
+    assert report["process"] == "numba"
+    assert len(report["warnings"]) == 1 and "no native kernel library for this build" in report["warnings"][0]
+    want = numba_outputs({"nonorm": paths["nonorm"]})
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_unloadable_library_falls_back_or_fails_as_asked(built, tmp_path):
+    directory, paths = built
+    broken = tmp_path / "broken"
+    shutil.copytree(directory, broken)
+    manifest_path, manifest = _manifest(broken)
+    (broken / manifest["library"]).write_bytes(b"not a shared library")
+    report, got = run_native({"nonorm": paths["nonorm"]}, broken, tmp_path, mode="auto")
+    assert report["process"] == "numba"
+    assert len(report["warnings"]) == 1 and "cannot load" in report["warnings"][0]
+    want = numba_outputs({"nonorm": paths["nonorm"]})
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+    with pytest.raises(AssertionError, match="MBENGINE_KERNELS=native: cannot load"):
+        run_native({"nonorm": paths["nonorm"]}, broken, tmp_path, mode="native")
+
+
+def test_a_kernel_the_library_lacks_runs_that_model_on_numba(built, tmp_path):
+    """A library built for float32 models only: the int8 model runs on Numba (one warning), the float32 one
+    in the same process stays native."""
+    directory, paths = built
+    partial = tmp_path / "partial"
+    shutil.copytree(directory, partial)
+    manifest_path, manifest = _manifest(partial)
+    manifest["kernels"] = [k for k in manifest["kernels"] if k["name"] != "qlinear.qlinear"]
+    manifest_path.write_text(json.dumps(manifest))
+    sub = {"nonorm": paths["nonorm"], "int8": paths["int8"]}
+    report, got = run_native(sub, partial, tmp_path)
+    assert report["kernels"] == {"nonorm": "native", "int8": "numba"}
+    assert len(report["warnings"]) == 1 and "qlinear.qlinear" in report["warnings"][0]
+    want = numba_outputs(sub)
+    assert all(np.array_equal(got[k], want[k]) for k in want)
+
+
+def test_a_rebuild_with_nothing_new_keeps_the_library(built):
+    directory, _ = built
+    manifest_path, manifest = _manifest(directory)
+    so = directory / manifest["library"]
+    stamp = so.stat().st_mtime_ns
+    specs = [(k["name"], k["kinds"]) for k in manifest["kernels"][:2]]
+    assert export.build(specs, directory) == manifest_path
+    assert so.stat().st_mtime_ns == stamp
+
+
+def test_build_goes_to_the_first_writable_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file, so no folder can be made under it")
+    assert export._writable([blocker / "native", tmp_path / "cache"]) == tmp_path / "cache"
+    with pytest.raises(RuntimeError, match="no writable folder"):
+        export._writable([blocker / "a", blocker / "b"])
+
+
+def test_kinds_describe_what_crosses_the_c_boundary():
+    a = np.zeros((2, 3), np.float32)
+    assert native.kinds((a, 1, 2.0, np.float32(1))) == [
+        ["array", "float32", 2],
+        ["scalar", "int64"],
+        ["scalar", "float64"],
+        ["scalar", "float32"],
+    ]
+    with pytest.raises(ValueError, match="not C-contiguous"):
+        native.kinds((a.T,))
+    with pytest.raises(TypeError, match="not an array, an integer or a float"):
+        native.kinds((True,))
+
+
+def test_trampolines_jump_through_their_slots():
+    x86 = export.trampolines(["f", "g"], "x86_64")
+    assert "jmp *.Lslots+0(%rip)" in x86 and "jmp *.Lslots+8(%rip)" in x86
+    arm = export.trampolines(["f"], "aarch64")
+    assert "br x16" in arm and ":lo12:.Lslots+0" in arm
+    with pytest.raises(NotImplementedError):
+        export.trampolines(["f"], "riscv64")
