@@ -262,7 +262,7 @@ def native(spec: dict, step: Steps, ids) -> dict:
     from mbengine import backend
 
     return {
-        "kernels": backend.get().name,
+        "kernels": model.runner().kernels.name,  # (a model whose calls the library lacks runs on Numba)
         "numba_loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "llvmlite")),
         "arena_block_bytes": model.runner().block_bytes,
         "dtype": model.dtype,

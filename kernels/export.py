@@ -193,7 +193,21 @@ def build(specs, directory: Path | None = None, cc: str | None = None) -> Path:
         os.replace(so, directory / library)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
         os.replace(tmp / "manifest.json", manifest_path)
+    _prune(directory, fp)
     return manifest_path
+
+
+def _prune(directory: Path, fp: dict) -> None:
+    """Remove the libraries in ``directory`` that only older kernel sources can use (same Numba, Python, CPU
+    and settings, other sources): each upgrade or edit of the kernels would otherwise leave one behind."""
+    for path in directory.glob("kernels-*.json"):
+        try:
+            other = json.loads(path.read_text())["fingerprint"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if other["sources"] != fp["sources"] and {**other, "sources": None} == {**fp, "sources": None}:
+            for stale in (path, path.with_suffix(".so")):
+                stale.unlink(missing_ok=True)
 
 
 def _writable(candidates: list[Path]) -> Path:

@@ -292,3 +292,19 @@ def test_trampolines_jump_through_their_slots():
     assert "br x16" in arm and ":lo12:.Lslots+0" in arm
     with pytest.raises(NotImplementedError):
         export.trampolines(["f"], "riscv64")
+
+
+def test_a_build_removes_libraries_only_older_sources_can_use(tmp_path):
+    fp = native.fingerprint()
+    old = {**fp, "sources": "0" * 64}
+    other_cpu = {**old, "cpu": "another CPU"}
+    for name, print_ in (("old", old), ("othercpu", other_cpu), ("current", fp)):
+        (tmp_path / f"kernels-{name}.json").write_text(json.dumps({"fingerprint": print_}))
+        (tmp_path / f"kernels-{name}.so").write_bytes(b"")
+    export._prune(tmp_path, fp)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "kernels-current.json",
+        "kernels-current.so",
+        "kernels-othercpu.json",
+        "kernels-othercpu.so",
+    ]
