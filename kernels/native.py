@@ -249,6 +249,17 @@ def _scalar_kind(a) -> str:
     return str(a.dtype)  # a NumPy scalar
 
 
+_DTYPE_NAMES: dict = {}
+
+
+def _dtype_name(dtype) -> str:
+    """``str(dtype)``, memoised: a model's plan asks it for ~5000 arrays, at ~6 us each uncached."""
+    name = _DTYPE_NAMES.get(dtype)
+    if name is None:
+        name = _DTYPE_NAMES[dtype] = str(dtype)
+    return name
+
+
 def kinds(args) -> list:
     """How each argument crosses the C boundary: ["array", dtype, ndim] or ["scalar", type].
     Arrays must be C-contiguous (the wrapper rebuilds them from pointer and shape)."""
@@ -257,7 +268,7 @@ def kinds(args) -> list:
         if isinstance(a, np.ndarray):
             if not a.flags.c_contiguous:
                 raise ValueError(f"kernel argument {i} (shape {a.shape}) is not C-contiguous")
-            out.append(["array", str(a.dtype), a.ndim])
+            out.append(["array", _dtype_name(a.dtype), a.ndim])
         else:
             out.append(["scalar", _scalar_kind(a)])
     return out
