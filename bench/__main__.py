@@ -23,6 +23,7 @@ BENCHMARKS = {
     "profile": ("bench.bench_profile", "where the time goes: per-op profile against the GEMM peak"),
     "startup": ("bench.bench_startup", "import time, cold compile, warm first call, peak RSS"),
     "memory": ("bench.bench_memory", "where the resident memory goes, installed size, which Raspberry Pi fits"),
+    "native": ("bench.bench_native", "the native kernel library against the Numba kernels: outputs and speed"),
     "contention": ("bench.bench_contention", "1 and 2 threads on an idle and on a busy machine"),
     "soak": ("bench.bench_soak", "RSS over tens of thousands of calls of varying shape"),
     "corpus": (
