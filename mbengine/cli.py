@@ -206,6 +206,17 @@ def _check_demo_args(args) -> None:
 
 
 def _demo(args) -> int:
+    import warnings
+
+    from .errors import PerformanceWarning
+
+    with warnings.catch_warnings():
+        # the demo's own last lines say which kernels ran and how to build the native library
+        warnings.filterwarnings("ignore", message="running the kernels on Numba", category=PerformanceWarning)
+        return _demo_run(args)
+
+
+def _demo_run(args) -> int:
     from . import backend
     from .pipelines import pipeline
 
