@@ -1,6 +1,6 @@
 """Memory footprint: where a process's resident memory goes, installed size, which Raspberry Pi fits.
 
-    python -m bench memory [--headroom 300] [--no-ort] [--tbb-lib DIR]
+    python -m bench memory [--headroom 300] [--no-ort] [--no-litert] [--tbb-lib DIR]
 
 Every memory figure comes from a fresh child process (:mod:`bench.memory_child`,
 run as a script; warm Numba cache: each configuration runs once to fill a
@@ -29,7 +29,12 @@ parent's RSS at fork into it).
    returned outputs, as the model's own memory check counts them), against RAM
    minus an OS headroom (``--headroom``, MiB); one bigger shape per model is
    measured to check the prediction. ONNX Runtime's peak (same child method)
-   for comparison unless ``--no-ort``. The table uses the peaks on the native
+   for comparison unless ``--no-ort``, and LiteRT's (TFLite, XNNPACK) unless
+   ``--no-litert``: the same torch MobileBertModel ONNX Runtime gets, converted
+   by :mod:`bench.litert` (float32 and dynamic-range int8; once, in a
+   TensorFlow venv of its own, cached by the checkpoint's content; skipped with
+   the reason recorded if ai-edge-litert is missing or the conversion fails).
+   The table uses the peaks on the native
    kernel library (kernels.native: ``mbengine warmup`` builds it for every
    checkpoint first, then each model runs with ``MBENGINE_KERNELS=native``,
    Numba never imported; those runs are in the summary too).
@@ -49,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 
-from bench import common
+from bench import common, litert
 from bench.builders import build_hf_model, export_onnx, make_inputs, quantize_int8
 from bench.memory_child import CATEGORIES
 
@@ -178,6 +183,21 @@ def ort_models(tmp: str) -> dict:
     return {"float32": fp32, "int8": int8}
 
 
+# --------------------------------------------------------------------------- LiteRT
+def litert_models(tmp: str) -> dict:
+    """The MobileBertModel :func:`ort_models` exports (the same seed-0 torch weights) as LiteRT float32 and
+    dynamic-range int8 .tflite files (:func:`bench.litert.litert_models`: converted once, then cached)."""
+    hf = os.path.join(tmp, "hf-torch")
+    if not os.path.isfile(os.path.join(hf, "model.safetensors")):  # --no-ort: ort_models did not write it
+        build_hf_model(24, hf)
+    return litert.litert_models(hf)
+
+
+def litert_threads() -> int:
+    """The interpreter's num_threads: one per usable CPU, as ONNX Runtime's default intra-op pool."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 # --------------------------------------------------------------------------- ahead-of-time
 def aot_check() -> dict:
     """Does numba.pycc exist, and would it compile our parallel kernels in parallel? (Nothing is built.)"""
@@ -297,7 +317,8 @@ def run(args) -> dict:
         def measure(spec, env=None, runs=2):
             res = child(spec, {**cache, **(env or {})}, cwd=tmp, runs=runs)
             print(
-                f"  {spec['mode']} {spec.get('cls', '')} {os.path.basename(spec.get('path') or '')} "
+                f"  {spec['mode']} {spec.get('cls', '')} "
+                f"{os.path.basename(spec.get('path') or spec.get('onnx') or spec.get('tflite') or '')} "
                 f"b{spec.get('batch', 1)} s{spec.get('seq', 128)} {env or ''}: "
                 f"{res.get('error') or f'peak {peak(res)} MiB'}",
                 flush=True,
@@ -395,6 +416,19 @@ def run(args) -> dict:
                 ort = {dtype: measure({"mode": "ort", "onnx": p}, runs=args.ort_runs) for dtype, p in onnx.items()}
             except Exception as e:  # noqa: BLE001
                 ort = {"error": f"{type(e).__name__}: {e}"}
+        if args.no_litert or litert.unavailable():
+            lite = {"skipped": "--no-litert" if args.no_litert else litert.unavailable()}
+        else:
+            print("LiteRT (same child method)", flush=True)
+            try:
+                models = litert_models(tmp)
+                lite = {"threads": litert_threads(), "conversion": litert.conversion_info(models)}
+                for dtype, p in models.items():
+                    lite[dtype] = measure(
+                        {"mode": "litert", "tflite": p, "threads": lite["threads"]}, runs=args.litert_runs
+                    )
+            except Exception as e:  # noqa: BLE001
+                lite = {"skipped": common.reason(e), "detail": str(e)[-2000:]}
         summary = []
         for dtype in ("float32", "int8"):
             got = {v["variant"].split(" (")[0].split(":")[0]: peak(v) for v in variants if v["dtype"] == dtype}
@@ -405,6 +439,7 @@ def run(args) -> dict:
                 "mbengine, SciPy hidden": got["SciPy hidden"],
                 "floor without Numba": got["floor without Numba"],
                 "ONNX Runtime (min-max over runs)": _range(ort.get(dtype)),
+                "LiteRT (min-max over runs)": _range(lite.get(dtype)),
             }
             row["Numba + LLVM (+ SciPy) = mbengine on Numba - floor"] = (
                 round(row["mbengine on Numba"] - row["floor without Numba"], 1)
@@ -433,6 +468,19 @@ def run(args) -> dict:
                 )
                 for k, v in ort.items()
             },
+            litert={
+                k: (
+                    v
+                    if k not in litert.DTYPES
+                    else {
+                        "peak_mib": peak(v),
+                        "peaks_mib": v.get("peaks_mib"),
+                        "steps": v.get("steps"),
+                        "error": v.get("error"),
+                    }
+                )
+                for k, v in lite.items()
+            },
             call_bytes={f"{k[0]} {k[1]}": {f"{b}x{s}": v for (b, s), v in need.items()} for k, need in needs.items()},
             pi=pi_table({k: native_peaks[k] or peaks[k] for k in peaks}, needs, args.headroom),
             aot=aot_check(),
@@ -448,6 +496,7 @@ def run(args) -> dict:
                     "of which the inference path (numpy, numba, llvmlite)": ["numba"],
                     "torch (+ its required dependencies)": ["torch"],
                     "onnxruntime (+ its required dependencies)": ["onnxruntime"],
+                    "ai-edge-litert (+ its required dependencies)": ["ai-edge-litert"],
                 }
             ),
         )
@@ -581,6 +630,17 @@ def report(data: dict) -> tuple[str, list[str]]:
     for dtype, v in data["ort"].items():
         if dtype != "error":
             rows.append([f"ONNX Runtime {dtype} (MobileBertModel; every run: {v['peaks_mib']})", v["peak_mib"], None])
+    lite = data.get("litert", {})
+    for dtype in litert.DTYPES:
+        if dtype in lite:
+            v = lite[dtype]
+            rows.append(
+                [
+                    f"LiteRT {dtype} (MobileBertModel, {lite['threads']} threads; every run: {v['peaks_mib']})",
+                    v["peak_mib"] if not v.get("error") else f"error: {v['error']}",
+                    None,
+                ]
+            )
     parts.append(
         "## Peak RSS at b1 s128 (VmHWM, warm cache)\n\n"
         + common.markdown_table(["process", "peak MiB", "first run (cache being filled) MiB"], rows)
@@ -595,6 +655,7 @@ def report(data: dict) -> tuple[str, list[str]]:
         + common.markdown_table(["model", "dtype", "b x s", "measured MiB", "predicted MiB"], rows)
         + "\n"
     )
+    parts.append(litert_markdown(data.get("litert", {})))
     parts.append(pi_markdown(data))
     rows = []
     for label, st in data["installed"].items():
@@ -622,7 +683,43 @@ def report(data: dict) -> tuple[str, list[str]]:
         "file-backed RSS (the checkpoint, .so code) is clean page cache: shared between processes and "
         "reclaimable under memory pressure; anonymous RSS is not",
     ]
+    if "skipped" in data.get("litert", {}):
+        notes.append(f"LiteRT skipped: {data['litert']['skipped']}")
     return "\n".join(parts), notes
+
+
+def litert_markdown(lite: dict) -> str:
+    """LiteRT's stages (one child per dtype) and how its models were made, or why it was skipped."""
+    if "skipped" in lite:
+        return f"## LiteRT\n\nskipped: {lite['skipped']}\n"
+    conv = lite.get("conversion", {})
+    made, check = conv.get("convert", {}), conv.get("check", {})
+    errs = check.get("rel_err", {})
+    out = [
+        "## LiteRT (TFLite, XNNPACK delegate), MobileBertModel b1 s128\n",
+        f"Converted from the torch checkpoint ONNX Runtime gets (bench.litert; TensorFlow "
+        f"{made.get('versions', {}).get('tensorflow')}, transformers {made.get('versions', {}).get('transformers')}, "
+        f"inputs int32 1x128); last_hidden_state relative error vs torch: "
+        + (", ".join(f"{d} {e['full']:.2g}" for d, e in errs.items()) or check.get("skipped", "not checked"))
+        + f". Interpreter num_threads {lite.get('threads')}.\n",
+    ]
+    for dtype in litert.DTYPES:
+        res = lite.get(dtype)
+        if not res:
+            continue
+        if res.get("error"):
+            out.append(f"{dtype}: error: {res['error']}\n")
+            continue
+        rows = [
+            [st["step"], st["VmRSS"], st["VmHWM"], st["RssAnon"], st["RssFile"], _seconds(st["seconds"])]
+            for st in res["steps"]
+        ]
+        out.append(
+            f"### LiteRT {dtype}\n\n"
+            + common.markdown_table(["step", "VmRSS MiB", "VmHWM MiB", "anonymous MiB", "file-backed MiB", "s"], rows)
+            + "\n"
+        )
+    return "\n".join(out)
 
 
 def pi_markdown(data: dict) -> str:
@@ -652,6 +749,12 @@ def main(argv=None):
     )
     parser.add_argument("--no-ort", action="store_true", help="skip the ONNX Runtime comparison (needs torch)")
     parser.add_argument("--ort-runs", type=int, default=4, help="fresh ONNX Runtime processes per dtype")
+    parser.add_argument(
+        "--no-litert",
+        action="store_true",
+        help="skip the LiteRT comparison (its first run converts the model in a TensorFlow venv: minutes)",
+    )
+    parser.add_argument("--litert-runs", type=int, default=4, help="fresh LiteRT processes per dtype")
     parser.add_argument("--tbb-lib", help="directory holding libtbb.so.12, for the TBB variant only")
     parser.add_argument("--name", default="memory")
     parser.add_argument(common.KEEP_ENV_FLAG, action="store_true", help="keep OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE")

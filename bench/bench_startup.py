@@ -1,6 +1,6 @@
 """Start-up cost and footprint: import time, cold compile, warm first call, native library, peak RSS.
 
-    python -m bench startup [--repeats 3] [--no-ort]
+    python -m bench startup [--repeats 3] [--no-ort] [--no-litert]
 
 Every measurement runs in a fresh Python process (the parent only writes a
 full-size random MobileBERT, as a Hugging Face checkpoint and as an engine
@@ -8,7 +8,11 @@ checkpoint). Cold = an empty Numba cache directory (every kernel compiles);
 warm = the same directory again; native = the native kernel library
 ``mbengine warmup`` builds (kernels.native: no Numba in the process). ONNX
 Runtime (the same model exported, float32 and its dynamic int8) is measured
-the same way, from process start to first answer. Peak RSS is the child's own high-water mark
+the same way, from process start to first answer, and so is LiteRT (TFLite,
+XNNPACK delegate; the same torch model converted by :mod:`bench.litert` to
+float32 and dynamic-range int8 .tflite, once, then cached; ``--no-litert``
+skips it, and it is skipped with the reason recorded if ai-edge-litert is not
+installed or the conversion fails). Peak RSS is the child's own high-water mark
 (VmHWM in /proc/self/status), as in bench_int8. The child's ``ru_maxrss`` is
 kept in the JSON only: Linux folds the parent's RSS at fork into it, and this
 parent holds a loaded model, so it overstates the child's peak.
@@ -49,6 +53,28 @@ if sys.argv[1] == "ort":
     t3 = time.perf_counter()
     sess.run(None, feed)
     t4 = time.perf_counter()
+elif sys.argv[1] == "litert":
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    result["import_s"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    interpreter = Interpreter(model_path=sys.argv[2], num_threads=int(sys.argv[3]))  # XNNPACK by default
+    interpreter.allocate_tensors()
+    t2 = time.perf_counter()
+    ids = np.random.default_rng(0).integers(1000, 30000, (1, 128))
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    out = interpreter.get_output_details()[0]["index"]
+    def call():
+        for d in interpreter.get_input_details():  # names as the converter's signature, prefixed by TFLite
+            (name,) = [n for n in feed if n in d["name"]]
+            interpreter.set_tensor(d["index"], feed[name].astype(d["dtype"]))
+        interpreter.invoke()
+        return interpreter.get_tensor(out)
+    call()
+    result["first_answer_epoch"] = time.time()
+    t3 = time.perf_counter()
+    call()
+    t4 = time.perf_counter()
 else:
     import mbengine
     result["import_s"] = time.perf_counter() - t0
@@ -65,7 +91,7 @@ else:
         t4 = time.perf_counter()
         from mbengine import backend
         result["kernels"] = backend.get().name
-    result["numba_loaded"] = any(m.split(".")[0] in ("numba", "llvmlite") for m in sys.modules)
+result["numba_loaded"] = any(m.split(".")[0] in ("numba", "llvmlite") for m in sys.modules)
 if sys.argv[1] != "import":
     result.update(load_s=t2 - t1, first_call_s=t3 - t2, second_call_s=t4 - t3, load_and_first_s=t3 - t1)
 with open("/proc/self/status") as f:
@@ -105,7 +131,8 @@ def _row(label: str, r: dict, keys=("load_s", "first_call_s", "second_call_s")) 
 
 
 def run(args) -> dict:
-    from bench.bench_memory import build_native, ort_models
+    from bench import litert
+    from bench.bench_memory import build_native, litert_models, ort_models
     from mbengine import quantize as q8
     from mbengine.cli import random_checkpoint
     from mbengine.converters import engine
@@ -150,7 +177,29 @@ def run(args) -> dict:
                 for threads in (1, 2):
                     best = _best(args, ["ort", path, str(threads)], {})
                     rows.append(_row(f"ONNX Runtime {dtype}, {threads} thread(s): session + first call", best))
-    return {"environment": common.environment(), "command": common.command_line(), "date": common.now(), "rows": rows}
+        skipped, conversion = {}, None
+        if args.no_litert or litert.unavailable():
+            skipped["LiteRT"] = "--no-litert" if args.no_litert else litert.unavailable()
+        else:
+            try:
+                models = litert_models(tmp)  # (the torch checkpoint ort_models wrote, or a new one)
+                conversion = litert.conversion_info(models)
+                for dtype, path in models.items():
+                    for threads in (1, 2):
+                        best = _best(args, ["litert", path, str(threads)], {})
+                        rows.append(
+                            _row(f"LiteRT {dtype}, {threads} thread(s): interpreter + tensors + first call", best)
+                        )
+            except Exception as e:  # noqa: BLE001
+                skipped["LiteRT"] = common.reason(e)
+    return {
+        "environment": common.environment(),
+        "command": common.command_line(),
+        "date": common.now(),
+        "rows": rows,
+        "skipped": skipped,
+        "litert_conversion": conversion,
+    }
 
 
 def _best(args, argv: list[str], env: dict) -> dict:
@@ -162,6 +211,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime (needs torch to export the model)")
+    parser.add_argument(
+        "--no-litert",
+        action="store_true",
+        help="skip LiteRT (its first run converts the model in a TensorFlow venv of its own: minutes)",
+    )
     parser.add_argument("--name", default="startup")
     parser.add_argument(common.KEEP_ENV_FLAG, action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
     args = parser.parse_args(argv)
@@ -188,6 +242,9 @@ def main(argv=None):
             "output (interpreter start, imports, load, first call); seconds: load + first call only",
             "peak RSS = the child's VmHWM (its ru_maxrss, in the JSON, is overstated: "
             "Linux folds the parent's RSS at fork into it)",
+            "LiteRT: the torch model ONNX Runtime gets, converted to .tflite (bench.litert), inputs int32 1x128; "
+            "load s = interpreter created + tensors allocated",
+            *(f"skipped {system}: {why}" for system, why in data["skipped"].items()),
         ],
     )
     print(table)

@@ -15,9 +15,13 @@ SPEC is a JSON object:
   registries, each cached kernel specialization as it loads), ``floor`` (no
   Numba: NumPy, the weights read, an arena-sized buffer), ``native`` (as
   ``stages``, on the native kernel library: run with ``MBENGINE_KERNELS=native``
-  and ``MBENGINE_NATIVE_DIR``) or ``ort`` (an ONNX Runtime session, called twice);
+  and ``MBENGINE_NATIVE_DIR``), ``ort`` (an ONNX Runtime session, called twice)
+  or ``litert`` (a LiteRT interpreter, XNNPACK, tensors allocated, called twice);
 - ``path``: the engine checkpoint (``stages``, ``detail``, ``floor``, ``native``), ``cls``:
-  its mbengine model class, ``onnx``: the ONNX file (``ort``);
+  its mbengine model class, ``onnx``: the ONNX file (``ort``), ``tflite``: the
+  .tflite file (``litert``; its directory counts as the weights in the RSS split:
+  LiteRT memory-maps the model), ``threads``: the interpreter's num_threads
+  (``litert``);
 - ``batch``, ``seq`` (default 1 x 128), ``arena_bytes`` (``floor``);
 - ``hide_scipy``: make ``import scipy`` fail, as where SciPy is not installed;
 - ``skip_nrt``: an experiment that patches Numba to register its runtime's C
@@ -136,6 +140,44 @@ def onnxruntime_session(spec: dict, step: Steps, ids) -> dict:
     sess.run(None, feed)
     step("second call")
     return {}
+
+
+def litert_interpreter(spec: dict, step: Steps, ids) -> dict:
+    """LiteRT: the interpreter created (XNNPACK delegate, the default), its tensors allocated, then called twice.
+
+    Inputs are matched by name (the converter's signature names, which TFLite prefixes) and cast to
+    the model's input dtype (int32), as bench.litert.feed_for does (not imported: see the module's docstring).
+    """
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    step("import ai_edge_litert")
+    t0 = time.perf_counter()
+    interpreter = Interpreter(model_path=spec["tflite"], num_threads=spec["threads"])
+    step("interpreter created", time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    interpreter.allocate_tensors()
+    step("tensors allocated", time.perf_counter() - t0)
+    feed = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    inputs = []
+    for d in interpreter.get_input_details():
+        (name,) = [n for n in feed if n in d["name"]]
+        inputs.append((d["index"], feed[name].astype(d["dtype"])))
+    output = interpreter.get_output_details()[0]["index"]
+
+    def call():
+        for index, array in inputs:
+            interpreter.set_tensor(index, array)
+        interpreter.invoke()
+        return interpreter.get_tensor(output)
+
+    t0 = time.perf_counter()
+    call()
+    step("first call", time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    call()
+    step("second call", time.perf_counter() - t0)
+    return {"threads": spec["threads"], "input_dtypes": sorted({str(a.dtype) for _, a in inputs})}
 
 
 def _skip_nrt_compile() -> None:
@@ -259,8 +301,6 @@ def native(spec: dict, step: Steps, ids) -> dict:
     t0 = time.perf_counter()
     model(ids)
     step("second call", time.perf_counter() - t0)
-    from mbengine import backend
-
     return {
         "kernels": model.runner().kernels.name,  # (a model whose calls the library lacks runs on Numba)
         "numba_loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "llvmlite")),
@@ -273,7 +313,8 @@ def main(argv: list[str]) -> None:
     spec = json.loads(argv[0])
     if spec.get("hide_scipy"):
         sys.modules["scipy"] = None  # import scipy fails, as where SciPy is not installed
-    step = Steps(os.path.realpath(spec["path"]) + os.sep if spec.get("path") else None)
+    weights = spec.get("path") or (os.path.dirname(spec["tflite"]) if spec.get("tflite") else None)
+    step = Steps(os.path.realpath(weights) + os.sep if weights else None)
     step("bare interpreter")
     import numpy as np
 
@@ -283,6 +324,8 @@ def main(argv: list[str]) -> None:
         result = floor(spec, step)
     elif spec["mode"] == "ort":
         result = onnxruntime_session(spec, step, ids)
+    elif spec["mode"] == "litert":
+        result = litert_interpreter(spec, step, ids)
     elif spec["mode"] == "native":
         result = native(spec, step, ids)
     else:
