@@ -63,6 +63,7 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("int8", "--sections", "targets", "--name", "int8_targets"), _files("int8_targets")),
     (("startup",), _files("startup")),
     (("memory",), _files("memory")),
+    (("native",), _files("native")),
     (("contention",), _files("contention")),
     (("soak",), _files("soak")),
     (
