@@ -21,10 +21,21 @@ matrix per head is ever materialised.
 Both products run on the register-tiled micro-kernel of :mod:`.simd`, which
 multiplies rows by (K, COLS) panels. So each (batch, head) first packs its
 keys as panels of K^T (``kp``: key j of panel p at column j - p*COLS),
-zero-padded to whole panels. Then per task: scores = Q rows x K^T panels,
-softmax in place (:func:`.simd.softmax_row`), context = score rows x V, where the
-values need no packing: COLS columns of V's token-major rows already are such
-a panel, read in place.
+zero-padded to whole panels, LANES x LANES blocks at a time by vector
+shuffles (:func:`.simd.transpose_block`). Then per task: scores = Q rows x K^T
+panels, with the first softmax pass (scale, mask, row maximum) done on the
+tile's registers (:data:`.simd.score_rows`); exp and normalisation in place
+(:func:`.simd.softmax_exp_row`); context = score rows x V, where the values
+need no packing: COLS columns of V's token-major rows already are such a
+panel, read in place. The last block of a sequence, fewer than ROWS rows, runs
+on the same tiles (``n`` valid rows; :data:`.simd.tile_rows_upto`), not a row
+at a time. Head widths that are not a multiple of COLS finish the context's
+last columns in plain loops.
+
+Where the time goes (batch 1 x seq 384, MobileBERT's 4 heads of 32, one Zen 3
+thread, per block of 6 query rows): scores ~1.9 us, exp and normalisation
+~1.2 us, context ~1.9 us; K = 32 makes the scores' tiles short, so the
+softmax costs nearly as much as either product.
 
 ``mask_add`` is 0 for visible keys and a large negative number (float32 min,
 as Hugging Face uses) for padding. With ``want_probs`` the probabilities are
@@ -40,7 +51,7 @@ import numba
 from numba import njit, prange
 
 from .flags import FASTMATH
-from .simd import COLS, ROWS, softmax_row, tile_row, tile_rows
+from .simd import COLS, LANES, ROWS, score_rows, softmax_exp_row, tile_rows_upto, transpose_block
 
 
 def scratch_shapes(batch: int, seq: int, heads: int, head_dim: int, threads: int):
@@ -59,6 +70,7 @@ def attention(
     PV = (D + COLS - 1) // COLS
     for bh in prange(B * heads):
         _pack_keys(k, k_off, bh, heads, starts[bh // heads], _visible_length(mask_add[bh // heads]), D, PK, kp)
+    kp_rows = kp.reshape((-1, COLS))  # key panel p of (batch, head) bh: rows (bh*PK + p) * D ..
     blocks = (S + ROWS - 1) // ROWS
     for task in prange(B * heads * blocks):
         bh = task // blocks
@@ -74,14 +86,17 @@ def attention(
         # probability is exactly 0, and a padded row computes exactly what it
         # computes alone (same trip counts, same rounding)
         L = _visible_length(mask_add[b])
-        # scores[r, j] = q[base + i0 + r, head h] . k[base + j, head h]
-        for p in range((L + COLS - 1) // COLS):
-            if n == ROWS:
-                tile_rows(q, base + i0, q_off + h * D, kp[bh * PK + p], 0, sc, 0, p * COLS, D)
-            else:
-                for r in range(n):
-                    tile_row(q, base + i0 + r, q_off + h * D, kp[bh * PK + p], 0, sc, r, p * COLS, D)
-        _softmax_rows(sc, n, L, mask_add[b], scale)
+        mrow = mask_add[b]
+        qc = q_off + h * D
+        # sc[r, j] = scale * (q[base + i0 + r, head h] . k[base + j, head h]) + mask_add[b, j]: the
+        # whole panels with their row maxima in one call, the last partial panel after them
+        full = L // COLS
+        maxima = score_rows(q, base + i0, qc, kp_rows, bh * PK * D, sc, 0, 0, D, full, scale, mrow, 0, n)
+        if full * COLS < L:
+            tile_rows_upto(q, base + i0, qc, kp[bh * PK + full], 0, sc, 0, full * COLS, D, n)
+        for r in range(n):
+            m = _scale_mask_tail(sc[r], full * COLS, L, mrow, scale, maxima[r])
+            softmax_exp_row(sc[r], L, m)
         if want_probs:
             for r in range(n):
                 for j in range(L):
@@ -94,11 +109,8 @@ def attention(
             width = min(COLS, D - p * COLS)
             oc = out_off + h * D + p * COLS
             vc = v_off + h * D + p * COLS
-            if width == COLS and n == ROWS:
-                tile_rows(sc, 0, 0, vb, vc, out, base + i0, oc, L)
-            elif width == COLS:
-                for r in range(n):
-                    tile_row(sc, r, 0, vb, vc, out, base + i0 + r, oc, L)
+            if width == COLS:
+                tile_rows_upto(sc, 0, 0, vb, vc, out, base + i0, oc, L, n)
             else:
                 for r in range(n):
                     o = out[base + i0 + r, oc : oc + width]
@@ -123,16 +135,34 @@ def _pack_keys(k, k_off, bh, heads, base, L, D, PK, kp):
     """The first L keys of (batch, head) bh (rows base..base + L) as K^T panels, zero-padded; the
     panels after them are never read."""
     h = bh - (bh // heads) * heads
+    col = k_off + h * D
     for p in range(min(PK, (L + COLS - 1) // COLS)):
         panel = kp[bh * PK + p]
-        panel[:, :] = 0.0
-        for c in range(min(COLS, L - p * COLS)):
-            row = base + p * COLS + c
-            for d in range(D):
-                panel[d, c] = k[row, k_off + h * D + d]
+        row = base + p * COLS
+        n = min(COLS, L - p * COLS)
+        d0 = 0
+        if n == COLS:  # whole LANES x LANES blocks of the panel by vector shuffles
+            while d0 + LANES <= D:
+                for c0 in range(0, COLS, LANES):
+                    transpose_block(k, row + c0, col + d0, panel, d0, c0)
+                d0 += LANES
+        for d in range(d0, D):
+            for c in range(n):
+                panel[d, c] = k[row + c, col + d]
+            for c in range(n, COLS):
+                panel[d, c] = 0.0
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
-def _softmax_rows(sc, n, S, mask_row, scale):
-    for r in range(n):
-        softmax_row(sc[r], S, mask_row, scale)
+def _scale_mask_tail(row, j0, L, mask_row, scale, m):
+    """row[j] = row[j] * scale + mask_row[j] for j0 <= j < L (the scores a score tile left raw); the maximum
+    of m and those.
+
+    Rounded as the score tile rounds (the multiply-add contracts to one FMA where the CPU has one, as
+    its fmuladd does), and like its maxnum a NaN score does not become the maximum."""
+    for j in range(j0, L):
+        y = row[j] * scale + mask_row[j]
+        row[j] = y
+        if y > m:
+            m = y
+    return m
