@@ -159,7 +159,7 @@ def run(d, tag):
     r = timed("int8_mlm_first_call", lambda: q(ids, attention_mask=mask, output_hidden_states=True))
     out["int8_last_hidden_state"], out["int8_mlm_logits"] = r.hidden_states[-1], r.logits
     info.update(int8_variant=layout.variant, target=layout.target)
-    info.update(numba_loaded=sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "llvmlite")))
+    info.update(numba_modules_loaded=sum(m.split(".")[0] in ("numba", "llvmlite") for m in sys.modules))
     info.update(_versions())
     info.update(
         threading_layer=kernels.threading_layer(),
@@ -197,7 +197,7 @@ def same(d, ref, tag):
     got = np.load(os.path.join(d, f"out-{tag}.npz"))
     info = json.load(open(os.path.join(d, f"info-{tag}.json")))
     differ = [k for k in want.files if k not in got.files or not np.array_equal(got[k], want[k])]
-    print(f"{tag} vs {ref}: kernels {info.get('kernels')}, Numba modules loaded {info.get('numba_loaded') or 'none'}")
+    print(f"{tag} vs {ref}: kernels {info.get('kernels')}, Numba modules loaded {info['numba_modules_loaded']}")
     verdict = "PASS" if not differ else "FAIL"
     print(f"{verdict}: {len(want.files) - len(differ)} of {len(want.files)} outputs bit-identical {differ or ''}")
     sys.exit(0 if not differ else 1)
