@@ -59,7 +59,6 @@ from mbengine.graph import linear_shapes
 from mbengine.weights import Int8Linear, PackedLinear, PackedWeights
 
 from .canonical import HEADS
-from .publish import Staging
 
 FORMAT_VERSION = 1
 PACKED = "packed/"
@@ -241,7 +240,7 @@ def _int8_linear(name: str, part: dict, where: str, int8: dict) -> list[str]:
     if not np.isfinite(outlier_w).all():
         return [f"{where}: 'outlier_weight/{name}' holds non-finite values"]
     K = 4 * wq.shape[1]  # the padded input width; the op's own width is checked when the graph binds
-    if J and (outliers.min() < 0 or outliers.max() >= K or np.unique(outliers).size != J):
+    if J and (outliers.min() < 0 or outliers.max() >= K or len(set(outliers.tolist())) != J):
         return [f"{where}: outlier channels must be distinct inputs in [0, {K}), got {outliers.tolist()}"]
     int8[name] = Int8Linear.from_parts(wq, scale, outliers, outlier_w)
     return []
@@ -295,6 +294,8 @@ def write(
     }
     if weights.dtype == "int8":
         config["mbengine"]["quantization"] = weights.quantization
+    from .publish import Staging  # (writing only: a process that just loads need not import it)
+
     stage = Staging(directory)
     with stage as tmp:
         save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "mbengine"})

@@ -552,7 +552,7 @@ def _weight_problems(op: Linear, weight) -> list[str]:
             f"[{weight.outliers.shape[0]}, {N}]"
         )
     o = weight.outliers
-    if o.size and (o.min() < 0 or o.max() >= K or np.unique(o).size != o.size):
+    if o.size and (o.min() < 0 or o.max() >= K or len(set(o.tolist())) != o.size):
         problems.append(f"outlier channels of {op.name!r} must be distinct inputs in [0, {K}), got {o.tolist()}")
     return problems
 
