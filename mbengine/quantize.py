@@ -116,7 +116,10 @@ def calibration_batches(
             chunks.append(([texts[-1]], None))
         batches = []
         for a, b in chunks:
-            enc = tokenizer(a, b, padding=True, truncation=True, max_length=max_length)
+            # (no longer than the model's positions: a small model's calibration must not fail)
+            enc = tokenizer(
+                a, b, padding=True, truncation=True, max_length=min(max_length, config.max_position_embeddings)
+            )
             batches.append(
                 (np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]), np.asarray(enc["token_type_ids"]))
             )

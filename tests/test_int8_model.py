@@ -471,3 +471,25 @@ def test_int8_without_a_micro_kernel_warns(int8_checkpoint, monkeypatch):
     monkeypatch.setattr(qsimd, "_detected", lambda: "generic")
     with pytest.warns(PerformanceWarning, match="no int8 micro-kernel for this CPU"):
         mbengine.MobileBertForMaskedLM.from_pretrained(dst)
+
+
+def test_calibration_text_fits_the_models_positions(tmp_path):
+    """The built-in sentences (up to ~80 tokens as pairs) are cut to a small model's max_position_embeddings."""
+    from mbengine import cli
+    from mbengine.config import MobileBertConfig
+    from mbengine.quantize import calibration_batches
+    from mbengine.tokenizer import MobileBertTokenizer
+
+    config = MobileBertConfig(
+        vocab_size=300,
+        hidden_size=32,
+        embedding_size=16,
+        intra_bottleneck_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=24,
+    )
+    path, _ = cli.demo_checkpoint(str(tmp_path / "small"), config)
+    _, batches = calibration_batches(config, None, MobileBertTokenizer.from_pretrained(path))
+    assert max(ids.shape[1] for ids, _, _ in batches) == 24
