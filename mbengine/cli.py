@@ -803,6 +803,12 @@ def main(argv=None) -> int:
     qz.add_argument("--force", action="store_true", help="replace DST if it exists")
     _revision_arg(qz)
     _calibration_args(qz)
+    qz.add_argument(
+        "--no-native",
+        dest="native",
+        action="store_false",
+        help="do not build the native kernel library for the quantized model",
+    )
     qz.set_defaults(func=_quantize)
     inf = sub.add_parser("info", help="describe a checkpoint")
     inf.add_argument("checkpoint")

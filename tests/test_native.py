@@ -25,8 +25,6 @@ from mbengine import cli
 from mbengine.config import MobileBertConfig
 from mbengine.kernels import export, native
 
-ROOT = Path(__file__).resolve().parents[1]
-
 # Two small models between them call every kernel: NoNorm + relu + trigram (MobileBERT's own; bottleneck
 # linears with fused epilogues, stacked FFNs), and LayerNorm + gelu without trigram or bottleneck (add_norm,
 # the gelu epilogue); the int8 one is the first, converted.
@@ -111,7 +109,9 @@ print(json.dumps({{
 
 def _env(directory, mode="native", **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if k not in ("MBENGINE_KERNELS", "MBENGINE_NATIVE_DIR")}
-    env.update(MBENGINE_KERNELS=mode, MBENGINE_NATIVE_DIR=str(directory), PYTHONPATH=str(ROOT), **extra)
+    # (the same interpreter finds mbengine as this process did: no PYTHONPATH to the checkout, whose top-level
+    # mbengine/ lacks the kernels and converters an installed package has)
+    env.update(MBENGINE_KERNELS=mode, MBENGINE_NATIVE_DIR=str(directory), **extra)
     return env
 
 
