@@ -117,9 +117,7 @@ def calibration_batches(
         batches = []
         for a, b in chunks:
             # (no longer than the model's positions: a small model's calibration must not fail)
-            enc = tokenizer(
-                a, b, padding=True, truncation=True, max_length=min(max_length, config.max_position_embeddings)
-            )
+            enc = tokenizer(a, b, padding=True, truncation=True, max_length=_text_length(config, max_length))
             batches.append(
                 (np.asarray(enc["input_ids"]), np.asarray(enc["attention_mask"]), np.asarray(enc["token_type_ids"]))
             )
@@ -131,6 +129,11 @@ def calibration_batches(
     seq = min(max_length, c.max_position_embeddings)
     ids = rng.integers(1, c.vocab_size, (batch_size, seq))
     return "random token ids", [(ids, np.ones_like(ids), np.zeros_like(ids))]
+
+
+def _text_length(config, max_length: int) -> int:
+    """Calibration text's token cap: ``max_length``, and no more than the model's positions (when known)."""
+    return max_length if config is None else min(max_length, config.max_position_embeddings)
 
 
 # -------------------------------------------------------------- quantization
