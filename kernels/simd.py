@@ -270,41 +270,17 @@ tile_row_epilogue = _make_tile_epilogue(1, VECS, LANES)
 _EXP_COEFFS = [math.log(2.0) ** i / math.factorial(i) for i in range(7)]
 
 
-def _emit_exp_nonpositive(builder, x, lanes):
-    """IR for exp(x), x <= 0, on a float or a <lanes x float> value (see above)."""
-    f32 = ir.FloatType()
-    i32 = ir.IntType(32)
-    ty = f32 if lanes == 1 else ir.VectorType(f32, lanes)
-    ity = i32 if lanes == 1 else ir.VectorType(i32, lanes)
-    suffix = "f32" if lanes == 1 else f"v{lanes}f32"
-
-    def c(v, t=ty):
-        return ir.Constant(t, v) if lanes == 1 else ir.Constant(t, [v] * lanes)
-
-    maxnum = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty, ty]), f"llvm.maxnum.{suffix}")
-    floor = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty]), f"llvm.floor.{suffix}")
-    t = builder.fmul(builder.call(maxnum, [x, c(-87.0)]), c(1.0 / math.log(2.0)))
-    n = builder.call(floor, [builder.fadd(t, c(0.5))])
-    f = builder.fsub(t, n)
-    p = c(_EXP_COEFFS[6])
-    for coeff in reversed(_EXP_COEFFS[:6]):
-        p = builder.fadd(builder.fmul(p, f), c(coeff))
-    bits = builder.shl(builder.add(builder.fptosi(n, ity), c(127, ity)), c(23, ity))
-    return builder.fmul(p, builder.bitcast(bits, ty))
-
-
 def _emit_exp_short_chain(builder, x, lanes):
-    """IR for exp(x), x <= 0, like :func:`_emit_exp_nonpositive` (same reduction, same Taylor polynomial)
-    with a shorter dependency chain: n by one rounding instead of floor(t + 1/2), and the polynomial
-    by Estrin's scheme in fused multiply-adds, (c0 + c1 f) + f^2 ((c2 + c3 f) + f^2 ((c4 + c5 f) + f^2 c6)),
-    instead of Horner's six multiplies and six adds in a row.
+    """IR for exp(x), x <= 0, on a float or a <lanes x float> value (see above), with a short dependency
+    chain: n by one rounding (rint), and the polynomial by Estrin's scheme in fused multiply-adds,
+    (c0 + c1 f) + f^2 ((c2 + c3 f) + f^2 ((c4 + c5 f) + f^2 c6)), instead of Horner's six multiplies and
+    six adds in a row.
 
     Why: a softmax row is one long loop of independent exps, each a chain of some twenty dependent
     operations, and the out-of-order window holds only a few of them at a time; the chain's length,
     more than the operation count, sets the speed. Exp and normalisation of 384-wide score rows on
-    Zen 3: 0.33 ns per score with this one, 0.47 with the other. Results differ from the other's in
-    the last bits only (relative ~1e-7; n differs only at exact ties, where f = +-1/2 give the same
-    value up to rounding).
+    Zen 3: 0.33 ns per score this way, 0.47 with floor(t + 1/2) and Horner (the earlier form, whose
+    results differ from these in the last bits only, relative ~1e-7).
     """
     f32 = ir.FloatType()
     i32 = ir.IntType(32)
@@ -345,7 +321,7 @@ def _vector_passes(builder, n, vector_body, scalar_body):
         scalar_body(i)
 
 
-def _emit_exp_normalize(builder, data, n, m_s, exp=_emit_exp_nonpositive):
+def _emit_exp_normalize(builder, data, n, m_s):
     """IR: data[:n] = exp(data[:n] - m_s) / sum(exp(data[:n] - m_s)), float32, in place (m_s: the maximum).
 
     Two passes of LANES-wide vectors with scalar tails: exp (the polynomial above) and sum, then multiply by
@@ -365,12 +341,12 @@ def _emit_exp_normalize(builder, data, n, m_s, exp=_emit_exp_nonpositive):
     m_v = splat(builder, m_s, vec)
 
     def exp_v(i):
-        e = exp(builder, builder.fsub(builder.load(vptr(i), align=4), m_v), LANES)
+        e = _emit_exp_short_chain(builder, builder.fsub(builder.load(vptr(i), align=4), m_v), LANES)
         builder.store(e, vptr(i), align=4)
         builder.store(builder.fadd(builder.load(acc_v), e), acc_v)
 
     def exp_s(i):
-        e = exp(builder, builder.fsub(builder.load(sptr(i)), m_s), 1)
+        e = _emit_exp_short_chain(builder, builder.fsub(builder.load(sptr(i)), m_s), 1)
         builder.store(e, sptr(i))
         builder.store(builder.fadd(builder.load(acc_s), e), acc_s)
 
@@ -392,75 +368,12 @@ def _emit_exp_normalize(builder, data, n, m_s, exp=_emit_exp_nonpositive):
 
 
 @intrinsic
-def softmax_row(typingctx, row, length, mask_row, scale):
-    """row[:length] = softmax(row[:length] * scale + mask_row[:length]), in place, in float32.
-
-    Three passes of LANES-wide vectors with scalar tails: scale, mask and
-    running max; exp (the polynomial above) and sum; multiply by 1 / sum. The
-    row must hold at least one element.
-    """
-    if not (
-        _is_vector(row)
-        and _is_vector(mask_row)
-        and isinstance(length, types.Integer)
-        and isinstance(scale, types.Float)
-    ):
-        return None
-    sig = types.void(row, types.intp, mask_row, types.float32)
-
-    def codegen(context, builder, signature, args):
-        f32 = ir.FloatType()
-        vec = ir.VectorType(f32, LANES)
-        R = context.make_array(signature.args[0])(context, builder, args[0])
-        Mk = context.make_array(signature.args[2])(context, builder, args[2])
-        n = args[1]
-        scale_s = args[3]
-        scale_v = splat(builder, scale_s, vec)
-
-        def vptr(data, i):
-            return builder.bitcast(builder.gep(data, [i]), vec.as_pointer())
-
-        def fn(name, ty, nargs):
-            return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * nargs), name)
-
-        vmax, smax = fn(f"llvm.maxnum.v{LANES}f32", vec, 2), fn("llvm.maxnum.f32", f32, 2)
-        vfma, sfma = fn(f"llvm.fmuladd.v{LANES}f32", vec, 3), fn("llvm.fmuladd.f32", f32, 3)
-        neg_inf = float("-inf")
-        acc_v = cgutils.alloca_once_value(builder, ir.Constant(vec, [neg_inf] * LANES))
-        acc_s = cgutils.alloca_once_value(builder, ir.Constant(f32, neg_inf))
-
-        def scale_mask_v(i):
-            y = builder.call(
-                vfma, [builder.load(vptr(R.data, i), align=4), scale_v, builder.load(vptr(Mk.data, i), align=4)]
-            )
-            builder.store(y, vptr(R.data, i), align=4)
-            builder.store(builder.call(vmax, [builder.load(acc_v), y]), acc_v)
-
-        def scale_mask_s(i):
-            y = builder.call(
-                sfma, [builder.load(builder.gep(R.data, [i])), scale_s, builder.load(builder.gep(Mk.data, [i]))]
-            )
-            builder.store(y, builder.gep(R.data, [i]))
-            builder.store(builder.call(smax, [builder.load(acc_s), y]), acc_s)
-
-        _vector_passes(builder, n, scale_mask_v, scale_mask_s)
-        reduce_max = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(f32, [vec]), f"llvm.vector.reduce.fmax.v{LANES}f32"
-        )
-        m_s = builder.call(smax, [builder.call(reduce_max, [builder.load(acc_v)]), builder.load(acc_s)])
-        _emit_exp_normalize(builder, R.data, n, m_s)
-        return context.get_dummy_value()
-
-    return sig, codegen
-
-
-@intrinsic
 def softmax_exp_row(typingctx, row, length, m):
     """row[:length] = exp(row[:length] - m) / sum(..), in place, in float32, given the row's maximum ``m``.
 
-    The second and third passes of :func:`softmax_row`, for rows whose scale, mask and maximum a
-    score tile already applied and found (:data:`score_rows`), with the shorter-chain exp
-    (:func:`_emit_exp_short_chain`). The row must hold at least one element.
+    The second and third passes of a softmax, for rows whose scale, mask and maximum a score tile
+    already applied and found (:data:`score_rows`): exp (:func:`_emit_exp_short_chain`) and sum,
+    then multiply by 1 / sum. The row must hold at least one element.
     """
     if not (_is_vector(row) and isinstance(length, types.Integer) and isinstance(m, types.Float)):
         return None
@@ -468,7 +381,7 @@ def softmax_exp_row(typingctx, row, length, m):
 
     def codegen(context, builder, signature, args):
         R = context.make_array(signature.args[0])(context, builder, args[0])
-        _emit_exp_normalize(builder, R.data, args[1], args[2], _emit_exp_short_chain)
+        _emit_exp_normalize(builder, R.data, args[1], args[2])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -486,7 +399,7 @@ def _make_score_tiles(rows: int, vecs: int, lanes: int):
 
     and it returns the tuple of each row's maximum of y (-inf when panels is 0). Only the first ``n``
     rows of x are read (1 <= n <= rows): the rows after them repeat row xr + n - 1. The scores and
-    maxima are bit for bit those of :func:`softmax_row`'s first pass (the same fmuladd, and a
+    maxima are bit for bit those of a separate pass over the stored scores (the same fmuladd, and a
     maximum does not depend on order). With K as short as a head width (32) a score tile is quick,
     and that first pass, a load, fmuladd, store and one long chain of maxima per vector, cost
     nearly as much as the exps; here it is a few register operations per tile.
