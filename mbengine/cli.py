@@ -310,14 +310,7 @@ def _warmup(args) -> int:
     path = _checkpoint(args.checkpoint, args.revision)  # (a Hub model id: its cached snapshot)
     cls = model_class(path)  # the checkpoint's own class: its head's kernels too
     model = cls.from_pretrained(path, threads=args.threads, add_pooling_layer=None if args.pooler else False)
-    ids = np.zeros((1, 1, 2) if cls.HEAD == "multiple_choice" else (1, 2), np.int64)  # (batch, [choices,] seq)
-    model(ids)
-    model(ids, output_hidden_states=True, output_attentions=True)
-    if ids.shape[0] > 0:  # a ragged batch (padding skipped): the calls a pipeline makes
-        ragged = np.zeros((2,) + ids.shape[1:], np.int64)
-        mask = np.ones_like(ragged)
-        mask[1, ..., 1:] = 0
-        model(ragged, attention_mask=mask)
+    _exercise(model)
     print(f"kernels for {args.checkpoint} ({cls.__name__}) ready in {time.perf_counter() - t0:.2f} s")
     if args.native:
         _build_native([model], lambda m: print(f"[{time.perf_counter() - t0:6.1f} s] {m}"))
@@ -406,12 +399,7 @@ def _convert(args) -> int:
     if args.native:
         step("compiling the converted model's kernels into the native library (--no-native skips it)")
         model = model_class(str(out)).from_pretrained(str(out))
-        ids = np.zeros((2, 1, 2) if model.HEAD == "multiple_choice" else (2, 2), np.int64)
-        mask = np.ones_like(ids)
-        mask[1, ..., 1:] = 0
-        model(ids)
-        model(ids, attention_mask=mask)
-        model(ids, output_hidden_states=True, output_attentions=True)
+        _exercise(model)
         _build_native([model], step)
     return 0
 
@@ -501,6 +489,21 @@ def _kernels_line(kernels) -> str:
     if kernels.name == "native":
         return f"run from the native library {kernels.library.path} (Numba not loaded)"
     return "run on Numba (no native library for this build: `mbengine warmup CHECKPOINT` builds one)"
+
+
+def _exercise(model) -> None:
+    """Call ``model`` every way that needs its own kernel build: padded, with hidden states and attention
+    probabilities, and a right-padded batch run on its real tokens (what pipelines send)."""
+    ids = np.zeros((2, 1, 2) if model.HEAD == "multiple_choice" else (2, 2), np.int64)  # (batch, [choices,] seq)
+    mask = np.ones_like(ids)
+    mask[1, ..., 1:] = 0
+    model(ids)
+    model(ids, output_hidden_states=True, output_attentions=True)
+    model(ids, attention_mask=mask)
+
+
+def _native_arg(parser, what: str) -> None:
+    parser.add_argument("--no-native", dest="native", action="store_false", help=what)
 
 
 def _build_native(models, step) -> None:
@@ -788,12 +791,7 @@ def main(argv=None) -> int:
     cv.add_argument("--force", action="store_true", help="replace DST if it exists")
     _revision_arg(cv)
     _calibration_args(cv)
-    cv.add_argument(
-        "--no-native",
-        dest="native",
-        action="store_false",
-        help="do not build the native kernel library for the converted model",
-    )
+    _native_arg(cv, "do not build the native kernel library for the converted model")
     cv.set_defaults(func=_convert)
     qz = sub.add_parser("quantize", help="write an int8 engine checkpoint from a float32 one (or any checkpoint)")
     qz.add_argument("src")
@@ -803,12 +801,7 @@ def main(argv=None) -> int:
     qz.add_argument("--force", action="store_true", help="replace DST if it exists")
     _revision_arg(qz)
     _calibration_args(qz)
-    qz.add_argument(
-        "--no-native",
-        dest="native",
-        action="store_false",
-        help="do not build the native kernel library for the quantized model",
-    )
+    _native_arg(qz, "do not build the native kernel library for the quantized model")
     qz.set_defaults(func=_quantize)
     inf = sub.add_parser("info", help="describe a checkpoint")
     inf.add_argument("checkpoint")
@@ -828,12 +821,7 @@ def main(argv=None) -> int:
         action="store_false",
         help="the checkpoint has no pooler (masked-LM, token-classification, QA models)",
     )
-    w.add_argument(
-        "--no-native",
-        dest="native",
-        action="store_false",
-        help="only fill the Numba cache; do not build the native kernel library",
-    )
+    _native_arg(w, "only fill the Numba cache; do not build the native kernel library")
     w.set_defaults(func=_warmup)
     args = parser.parse_args(argv)
     try:
