@@ -88,6 +88,11 @@ def child(spec: dict, env: dict | None = None, cwd: str | None = None, runs: int
     return res
 
 
+def _peer_run(res: dict) -> dict:
+    """What the JSON keeps of a peer runtime's measurement (ONNX Runtime, LiteRT)."""
+    return {"peak_mib": peak(res), **{k: res.get(k) for k in ("peaks_mib", "steps", "error")}}
+
+
 def peak(res: dict) -> float | None:
     return None if "error" in res else res["steps"][-1]["VmHWM"]
 
@@ -455,32 +460,8 @@ def run(args) -> dict:
             variants=variants,
             peaks_b1_s128=runs,
             prediction_checks=checks,
-            ort={
-                k: (
-                    v
-                    if k == "error"
-                    else {
-                        "peak_mib": peak(v),
-                        "peaks_mib": v.get("peaks_mib"),
-                        "steps": v.get("steps"),
-                        "error": v.get("error"),
-                    }
-                )
-                for k, v in ort.items()
-            },
-            litert={
-                k: (
-                    v
-                    if k not in litert.DTYPES
-                    else {
-                        "peak_mib": peak(v),
-                        "peaks_mib": v.get("peaks_mib"),
-                        "steps": v.get("steps"),
-                        "error": v.get("error"),
-                    }
-                )
-                for k, v in lite.items()
-            },
+            ort={k: v if k == "error" else _peer_run(v) for k, v in ort.items()},
+            litert={k: _peer_run(v) if k in litert.DTYPES else v for k, v in lite.items()},
             call_bytes={f"{k[0]} {k[1]}": {f"{b}x{s}": v for (b, s), v in need.items()} for k, need in needs.items()},
             pi=pi_table({k: native_peaks[k] or peaks[k] for k in peaks}, needs, args.headroom),
             aot=aot_check(),
