@@ -35,7 +35,8 @@ class NumbaKernels:
     def layout(self) -> k_layout.Layout:
         return k_layout.compiled()
 
-    def resolve(self, name: str, args: tuple) -> tuple:
+    def bind(self, name: str, args: tuple) -> tuple:
+        """(the Numba dispatcher, ``args``): what the runner calls as ``kernel(*args)``."""
         module, _, fn = name.partition(".")
         return getattr(importlib.import_module(f"mbengine.kernels.{module}"), fn), args
 
@@ -76,10 +77,8 @@ class NativeKernels:
     def layout(self) -> k_layout.Layout:
         return self.library.layout
 
-    def supports(self, name: str, args: tuple) -> bool:
-        return self.library.has(name, args)
-
-    def resolve(self, name: str, args: tuple) -> tuple:
+    def bind(self, name: str, args: tuple) -> tuple | None:
+        """(C function, C arguments), or None when the library has no build of this call."""
         return self.library.bind(name, args)
 
     @property
@@ -98,7 +97,7 @@ class NativeKernels:
 
 _lock = threading.Lock()
 _chosen = None
-_warned: set = set()  # the kernel sets for_plan has warned about (once each per process)
+_warned: set = set()  # the kernel sets bind_plan has warned about (once each per process)
 NUMBA = NumbaKernels()
 
 
@@ -158,25 +157,25 @@ def reset() -> None:
         k_layout.use(None)
 
 
-def for_plan(entries, preferred=None) -> object:
-    """The kernels that can run every (name, args) of a plan: ``preferred`` (default: the process's), or
-    Numba (with a warning) when that is a native library lacking one of them."""
+def bind_plan(calls, preferred=None) -> tuple:
+    """``(kernels, bound)`` for a plan's ``(name, args)`` calls: ``bound[i]`` is ``(function, arguments)``
+    to call as ``function(*arguments)``. The kernels are ``preferred`` (default: the process's), or Numba
+    (with a warning, once per set of missing kernels) when that is a native library lacking a call."""
     kernels = preferred or get()
-    if kernels is NUMBA:
-        return kernels
-    missing = tuple(sorted({name for name, args in entries if not kernels.supports(name, args)}))
-    if not missing:
-        return kernels
-    if missing in _warned:
-        return NUMBA
-    _warned.add(missing)
-    warnings.warn(
-        f"the native kernel library has no build of {', '.join(missing)} for this model's calls: running it on "
-        "Numba (`mbengine warmup` on this checkpoint adds them)",
-        PerformanceWarning,
-        stacklevel=_caller(),
-    )
-    return NUMBA
+    if kernels is not NUMBA:
+        bound = [kernels.bind(name, args) for name, args in calls]
+        missing = tuple(sorted({name for (name, _), b in zip(calls, bound) if b is None}))
+        if not missing:
+            return kernels, bound
+        if missing not in _warned:
+            _warned.add(missing)
+            warnings.warn(
+                f"the native kernel library has no build of {', '.join(missing)} for this model's calls: running "
+                "it on Numba (`mbengine warmup` on this checkpoint adds them)",
+                PerformanceWarning,
+                stacklevel=_caller(),
+            )
+    return NUMBA, [NUMBA.bind(name, args) for name, args in calls]
 
 
 def build_native(models, directory=None):

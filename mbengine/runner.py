@@ -155,10 +155,10 @@ class Arena:
         self.trigram_mask_aware = np.ones(1, np.int64)
         self._next_weight = next_weight if next_weight is not None else next_weights(graph)
         self.calls = [self._bind(op) for op in graph.ops]  # (kernel name, arguments)
-        self.kernels = backend.for_plan(self.calls, kernels)
         # each op bound to the code that runs it: a Numba dispatcher and the arguments, or a native
         # function and its C arguments (which point into arrays this arena and the graph hold)
-        self.plan = [(op.name, *self.kernels.resolve(*call)) for op, call in zip(graph.ops, self.calls)]
+        self.kernels, bound = backend.bind_plan(self.calls, kernels)
+        self.plan = [(op.name, *b) for op, b in zip(graph.ops, bound)]
 
     def view(self, ref: Ref) -> np.ndarray:
         return self.bufs[ref.buf][:, ref.off : ref.off + ref.width]

@@ -283,6 +283,10 @@ def test_kinds_describe_what_crosses_the_c_boundary():
         native.kinds((a.T,))
     with pytest.raises(TypeError, match="not an array, an integer or a float"):
         native.kinds((True,))
+    # dtype names are memoised by character code, which byte order does not change: a big-endian array
+    # must not pass for a native one (no kernel takes it; the model would fall back to Numba)
+    assert native.kinds((np.zeros(2, ">f4"), np.zeros(2, "<f4")))[0][1] != "float32"
+    assert native.kinds((np.zeros(2, ">f4"), np.zeros(2, "<f4")))[1][1] == "float32"
 
 
 def test_trampolines_jump_through_their_slots():
