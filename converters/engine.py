@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 import numpy as np
 
@@ -261,7 +260,11 @@ def write(
     next write does not remove. An existing ``directory`` is replaced only with
     ``force``. The same weights give byte-identical files.
     """
+    import shutil  # (writing only: a process that just loads need not import these)
+
     from safetensors.numpy import save_file
+
+    from .publish import Staging
 
     directory = os.path.abspath(os.fspath(directory))
     if os.path.exists(directory) and not force:
@@ -294,8 +297,6 @@ def write(
     }
     if weights.dtype == "int8":
         config["mbengine"]["quantization"] = weights.quantization
-    from .publish import Staging  # (writing only: a process that just loads need not import it)
-
     stage = Staging(directory)
     with stage as tmp:
         save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "mbengine"})

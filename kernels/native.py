@@ -216,27 +216,38 @@ class Library:
             fn.restype = None
             self._functions[(spec["name"], _freeze(spec["kinds"]))] = fn
 
-    def bind(self, name: str, args) -> tuple | None:
+    def bind(self, name: str, args, seen: dict | None = None) -> tuple | None:
         """(C function, its ctypes arguments) for ``kernel(*args)``, or None when the library lacks that
         specialisation. The arrays must outlive the bound call (the caller holds them).
 
         One pass over the arguments gives both the specialisation's key (:func:`kinds`, as tuples) and
-        the C arguments: a model's plan binds ~300 calls of ~20 arguments at its first call of each
-        shape, so what each argument costs here is start-up time."""
+        the C arguments. ``seen`` ({id(array): (kind, C arguments)}, see :meth:`bind_all`) reuses what an
+        array already seen by the caller crossed as."""
+        seen = {} if seen is None else seen
         key, cargs = [], []
         for i, a in enumerate(args):
             if isinstance(a, np.ndarray):
-                if not a.flags.c_contiguous:
-                    raise ValueError(f"kernel argument {i} of {name} (shape {a.shape}) is not C-contiguous")
-                key.append(("array", _dtype_name(a.dtype), a.ndim))
-                cargs.append(ctypes.c_void_p(a.ctypes.data))
-                cargs.extend(map(_c_int64, a.shape))
+                known = seen.get(id(a))
+                if known is None:
+                    if not a.flags.c_contiguous:
+                        raise ValueError(f"kernel argument {i} of {name} (shape {a.shape}) is not C-contiguous")
+                    kind = ("array", _dtype_name(a.dtype), a.ndim)
+                    known = seen[id(a)] = (kind, (ctypes.c_void_p(a.ctypes.data), *map(_c_int64, a.shape)))
+                key.append(known[0])
+                cargs.extend(known[1])
             else:
                 kind = _scalar_kind(a)
                 key.append(("scalar", kind))
                 cargs.append(_c_int64(a) if kind == "int64" else _C_SCALARS[kind](a))
         fn = self._functions.get((name, tuple(key)))
         return None if fn is None else (fn, tuple(cargs))
+
+    def bind_all(self, calls) -> list:
+        """:meth:`bind` of each ``(name, args)`` of a plan. A model's plan binds ~300 calls of ~20
+        arguments at its first call of each shape (start-up time); its activation buffers recur in most
+        calls, so each distinct array is looked at once (the ids stay valid: ``calls`` holds the arrays)."""
+        seen: dict = {}
+        return [self.bind(name, args, seen) for name, args in calls]
 
 
 _INT64: dict = {}

@@ -77,9 +77,9 @@ class NativeKernels:
     def layout(self) -> k_layout.Layout:
         return self.library.layout
 
-    def bind(self, name: str, args: tuple) -> tuple | None:
-        """(C function, C arguments), or None when the library has no build of this call."""
-        return self.library.bind(name, args)
+    def bind_all(self, calls) -> list:
+        """(C function, C arguments) of each ``(name, args)``, or None where the library has no build."""
+        return self.library.bind_all(calls)
 
     @property
     def max_threads(self) -> int:
@@ -163,7 +163,7 @@ def bind_plan(calls, preferred=None) -> tuple:
     (with a warning, once per set of missing kernels) when that is a native library lacking a call."""
     kernels = preferred or get()
     if kernels is not NUMBA:
-        bound = [kernels.bind(name, args) for name, args in calls]
+        bound = kernels.bind_all(calls)
         missing = tuple(sorted({name for (name, _), b in zip(calls, bound) if b is None}))
         if not missing:
             return kernels, bound

@@ -102,6 +102,10 @@ print(json.dumps({{
     "process": backend.get().name,
     "kernels": kernels,
     "numba_loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("numba", "llvmlite", "scipy")),
+    "other_formats_loaded": sorted(
+        m for m in sys.modules
+        if m.rpartition(".")[2] in ("torch_bin", "tf_h5", "tf_bundle", "publish") and m.startswith("mbengine.")
+    ),
     "warnings": [str(w.message) for w in caught],
 }}))
 """
@@ -203,6 +207,8 @@ def test_native_process_never_imports_numba_and_matches_numba_bit_for_bit(built,
     assert report["process"] == "native"
     assert report["kernels"] == {name: "native" for name in paths}
     assert report["numba_loaded"] == []
+    # serving safetensors and engine checkpoints reads no other format and writes nothing: those modules stay out
+    assert report["other_formats_loaded"] == []
     assert report["warnings"] == []
     want = numba_outputs(paths)
     assert sorted(got) == sorted(want)
