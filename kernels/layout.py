@@ -16,6 +16,7 @@ compile target).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -120,17 +121,28 @@ def correction(wp: np.ndarray, offset: int) -> np.ndarray:
     """``offset * sum_k wq[n, k]`` per packed column (int32, P * cols): removes the activation offset."""
     P, K4, C4 = wp.shape
     if offset == 0:  # (every variant but vnni and maddubs7: summing 25 MiB of weights took ~0.1 s of a load)
-        return np.zeros(P * (C4 // 4), np.int32)
+        return _filled(P * (C4 // 4), 0)
     sums = wp.reshape(P, K4, C4 // 4, 4).sum(axis=(1, 3), dtype=np.int32).reshape(-1)
     return np.ascontiguousarray(sums * np.int32(offset), dtype=np.int32)
 
 
 def channel_mask(k: int, outliers) -> np.ndarray:
     """The (k,) int32 mask kernels.qlinear takes: INLIER everywhere but at ``outliers``."""
+    if len(outliers) == 0:
+        return _filled(k, INLIER)
     mask = np.full(k, INLIER, np.int32)
     mask[np.asarray(outliers, np.int64)] = 0
     mask.flags.writeable = False
     return mask
+
+
+@functools.lru_cache(maxsize=64)
+def _filled(n: int, value: int) -> np.ndarray:
+    """A read-only (n,) int32 array of ``value``, one per (n, value): the zero corrections and the masks
+    without outliers recur in every layer of a model (fewer arrays to make at load and to bind)."""
+    a = np.full(n, value, np.int32)
+    a.flags.writeable = False
+    return a
 
 
 def quantize_weight(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

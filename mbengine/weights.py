@@ -88,8 +88,10 @@ class Int8Linear:
             panels = k_layout.qpack(k_layout.qunpack(panels, scale.shape[0], panels.shape[1] * 4), cols)
         if scale.shape[0] > panels.shape[0] * cols:
             raise ValueError(f"{scale.shape[0]} scales for {panels.shape[0] * cols} packed columns")
-        padded = np.zeros(panels.shape[0] * cols, np.float32)
-        padded[: scale.shape[0]] = scale
+        padded = scale
+        if scale.shape[0] < panels.shape[0] * cols or not scale.flags.c_contiguous:
+            padded = np.zeros(panels.shape[0] * cols, np.float32)
+            padded[: scale.shape[0]] = scale
         mask = k_layout.channel_mask(panels.shape[1] * 4, outliers)
         return cls(
             _readonly(panels),
