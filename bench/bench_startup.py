@@ -1,6 +1,6 @@
 """Start-up cost and footprint: import time, cold compile, warm first call, native library, peak RSS.
 
-    python -m bench startup [--repeats 3] [--no-ort] [--no-litert]
+    python -m bench startup [--repeats 3] [--edge-repeats 9] [--no-ort] [--no-litert]
 
 Every measurement runs in a fresh Python process (the parent only writes a
 full-size random MobileBERT, as a Hugging Face checkpoint and as an engine
@@ -12,7 +12,11 @@ the same way, from process start to first answer, and so is LiteRT (TFLite,
 XNNPACK delegate; the same torch model converted by :mod:`bench.litert` to
 float32 and dynamic-range int8 .tflite, once, then cached; ``--no-litert``
 skips it, and it is skipped with the reason recorded if ai-edge-litert is not
-installed or the conversion fails). Peak RSS is the child's own high-water mark
+installed or the conversion fails). The native, ONNX Runtime and LiteRT rows
+run round-robin (one process of each in turn, ``--edge-repeats`` times), and
+the comparison table gives, per precision and thread count, each system's
+median first answer and the native library's against the faster peer's (a
+ratio of medians from the same interleaved runs). Peak RSS is the child's own high-water mark
 (VmHWM in /proc/self/status), as in bench_int8. The child's ``ru_maxrss`` is
 kept in the JSON only: Linux folds the parent's RSS at fork into it, and this
 parent holds a loaded model, so it overstates the child's peak.
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -116,7 +121,8 @@ def child(args: list[str], env: dict) -> dict:
     return result
 
 
-def _row(label: str, r: dict, keys=("load_s", "first_call_s", "second_call_s")) -> dict:
+def _row(label: str, r: dict, keys=("load_s", "first_call_s", "second_call_s"), runs=None) -> dict:
+    """One table row from the run ``r``; with ``runs`` (all repeats), also their median first answer."""
     row = {
         "measurement": label,
         "process start to first answer s": round(r["process_to_answer_s"], 3),
@@ -126,6 +132,9 @@ def _row(label: str, r: dict, keys=("load_s", "first_call_s", "second_call_s")) 
         "Numba loaded": r["numba_loaded"],
     }
     row.update({k.replace("_s", " s").replace("_", " "): round(r[k], 3) for k in keys})
+    if runs is not None:
+        row["median first answer s"] = round(statistics.median(x["process_to_answer_s"] for x in runs), 3)
+        row["runs"] = len(runs)
     print(row, flush=True)
     return row
 
@@ -168,15 +177,20 @@ def run(args) -> dict:
         native_dir = os.path.join(tmp, "native")
         build_native(engines, {"NUMBA_CACHE_DIR": os.path.join(tmp, "cache-native"), "MBENGINE_NATIVE_DIR": native_dir})
         native_env = {"MBENGINE_KERNELS": "native", "MBENGINE_NATIVE_DIR": native_dir}
-        for dtype, path in engines.items():
-            for threads in (1, 2):
-                best = _best(args, [path, str(threads)], native_env)
-                rows.append(_row(f"engine checkpoint {dtype}, {threads} thread(s), native library", best))
+        # the edge comparison: each (system, precision, threads) is a contender, and the contenders run
+        # round-robin, one fresh process each in turn, --edge-repeats times: drift hits every system alike
+        # (row label, child argv, child env, system, precision, threads)
+        contenders = [
+            (f"engine checkpoint {d}, {t} thread(s), native library", [p, str(t)], native_env, "mbengine native", d, t)
+            for d, p in engines.items()
+            for t in (1, 2)
+        ]
         if not args.no_ort:
-            for dtype, path in ort_models(tmp).items():
-                for threads in (1, 2):
-                    best = _best(args, ["ort", path, str(threads)], {})
-                    rows.append(_row(f"ONNX Runtime {dtype}, {threads} thread(s): session + first call", best))
+            contenders += [
+                (f"ONNX Runtime {d}, {t} thread(s): session + first call", ["ort", p, str(t)], {}, "ONNX Runtime", d, t)
+                for d, p in ort_models(tmp).items()
+                for t in (1, 2)
+            ]
         skipped, conversion = {}, None
         if args.no_litert or litert.unavailable():
             skipped["LiteRT"] = "--no-litert" if args.no_litert else litert.unavailable()
@@ -184,32 +198,69 @@ def run(args) -> dict:
             try:
                 models = litert_models(tmp)  # (the torch checkpoint ort_models wrote, or a new one)
                 conversion = litert.conversion_info(models)
-                for dtype, path in models.items():
-                    for threads in (1, 2):
-                        best = _best(args, ["litert", path, str(threads)], {})
-                        rows.append(
-                            _row(f"LiteRT {dtype}, {threads} thread(s): interpreter + tensors + first call", best)
-                        )
+                label = "LiteRT {}, {} thread(s): interpreter + tensors + first call"
+                contenders += [
+                    (label.format(d, t), ["litert", p, str(t)], {}, "LiteRT", d, t)
+                    for d, p in models.items()
+                    for t in (1, 2)
+                ]
             except Exception as e:  # noqa: BLE001
                 skipped["LiteRT"] = common.reason(e)
+        runs = {label: [] for label, *_ in contenders}
+        for _ in range(args.edge_repeats):
+            for label, argv, env, *_ in contenders:
+                runs[label].append(child(argv, env))
+        for label, *_ in contenders:
+            rows.append(_row(label, _earliest(runs[label]), runs=runs[label]))
+        edge = _edge_table(contenders, runs)
     return {
         "environment": common.environment(),
         "command": common.command_line(),
         "date": common.now(),
         "rows": rows,
+        "edge": edge,
         "skipped": skipped,
         "litert_conversion": conversion,
     }
 
 
+def _edge_table(contenders: list, runs: dict) -> list[dict]:
+    """Per (precision, threads): each system's median first answer, and mbengine's over the faster peer's."""
+    medians = {}
+    for label, _, _, system, dtype, threads in contenders:
+        medians.setdefault((dtype, threads), {})[system] = statistics.median(
+            r["process_to_answer_s"] for r in runs[label]
+        )
+    table = []
+    for (dtype, threads), m in medians.items():
+        peers = {k: v for k, v in m.items() if k != "mbengine native"}
+        row = {"precision": dtype, "threads": threads, **{f"{k} s": round(v, 3) for k, v in m.items()}}
+        if peers and "mbengine native" in m:
+            best = min(peers, key=peers.get)
+            row["faster peer"] = best
+            row["native / faster peer"] = round(m["mbengine native"] / peers[best], 2)
+        table.append(row)
+    return table
+
+
 def _best(args, argv: list[str], env: dict) -> dict:
     """The repeat with the earliest first answer."""
-    return min((child(argv, env) for _ in range(args.repeats)), key=lambda r: r["process_to_answer_s"])
+    return _earliest([child(argv, env) for _ in range(args.repeats)])
+
+
+def _earliest(runs: list[dict]) -> dict:
+    return min(runs, key=lambda r: r["process_to_answer_s"])
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per Numba warm-cache row")
+    parser.add_argument(
+        "--edge-repeats",
+        type=int,
+        default=9,
+        help="fresh processes per native / ONNX Runtime / LiteRT row (run round-robin across them)",
+    )
     parser.add_argument("--no-ort", action="store_true", help="skip ONNX Runtime (needs torch to export the model)")
     parser.add_argument(
         "--no-litert",
@@ -223,6 +274,7 @@ def main(argv=None):
     headers = [
         "measurement",
         "process start to first answer s",
+        "median first answer s",
         "seconds",
         "peak RSS MiB",
         "Numba loaded",
@@ -231,13 +283,20 @@ def main(argv=None):
         "second call s",
     ]
     table = common.markdown_table(headers, [[r.get(h) for h in headers] for r in data["rows"]])
+    if data["edge"]:
+        edge_headers = list(dict.fromkeys(k for r in data["edge"] for k in r))
+        table += "\n\nMedian process start to first answer, same interleaved runs:\n\n" + common.markdown_table(
+            edge_headers, [[r.get(h, "–") for h in edge_headers] for r in data["edge"]]
+        )
     common.write_results(
         args.name,
         data,
         table=table,
         title="Start-up time and peak RSS (full-size model, b1 s128)",
         notes=[
-            "each number from a fresh process; warm and native = the repeat with the earliest first answer",
+            "each number from a fresh process; warm cache: the earliest first answer of --repeats runs; native, "
+            "ONNX Runtime and LiteRT: --edge-repeats runs of each, taken round-robin (one process of each row in "
+            "turn), the row's figures from its earliest first answer, with the median first answer of all its runs",
             "process start to first answer: from just before the parent starts the child to the child's first "
             "output (interpreter start, imports, load, first call); seconds: load + first call only",
             "peak RSS = the child's VmHWM (its ru_maxrss, in the JSON, is overstated: "
