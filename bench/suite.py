@@ -61,6 +61,10 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("profile",), _files("profile")),
     (("int8",), _files("int8")),  # all four sections, as the README's command runs it (section 4 too)
     (("int8", "--sections", "targets", "--name", "int8_targets"), _files("int8_targets")),
+    (
+        ("int8", "--sections", "targets", "--targets", "host:maddubs", "host:maddubs7", "--name", "int8_maddubs"),
+        _files("int8_maddubs"),
+    ),
     (("startup",), _files("startup")),
     (("memory",), _files("memory")),
     (("native",), _files("native")),

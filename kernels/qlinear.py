@@ -52,7 +52,20 @@ from .flags import FASTMATH
 from .layout import INLIER, QMAX, SIGN_PATTERN, channel_mask, quantize_weight  # noqa: F401 (re-exported)
 from .layout import qunpack as unpack  # noqa: F401 (re-exported)
 from .linear import _epilogue_row
-from .qsimd import CACHE, COLS, OFFSET, ROWS, SIGN_BYTES, VARIANT, XMAX, float_from_bits, qtile_row, qtile_rows  # noqa: F401 (VARIANT: re-exported)
+from .qsimd import (  # noqa: F401 (VARIANT: re-exported)
+    CACHE,
+    COLS,
+    OFFSET,
+    ROWS,
+    SIGN_BYTES,
+    VARIANT,
+    XMAX,
+    float_from_bits,
+    qtile_row,
+    qtile_row_nonneg,
+    qtile_rows,
+    qtile_rows_nonneg,
+)
 from .simd import prefetch_l2
 
 QX_DTYPE = np.uint8 if OFFSET or SIGN_BYTES else np.int8  # the quantized activations' storage type
@@ -115,8 +128,9 @@ def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off
             prefetch_l2(nxt, c * ahead_part, min(ahead_part, nxt.shape[0] - c * ahead_part))
         r0 = c * TASK_ROWS
         r1 = min(r0 + TASK_ROWS, M)
+        signed = False  # whether any row of the task has a negative input (maddubs' sign step, .qsimd)
         for i in range(r0, r1):
-            _quantize_row(x, xbits, i, x_off, K, K4 * 4, mask, qx, sx)
+            signed |= _quantize_row(x, xbits, i, x_off, K, K4 * 4, mask, qx, sx)
         for p in range(P):
             for i0 in range(r0, r1, ROWS):
                 _qpanel(
@@ -132,6 +146,7 @@ def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off
                     sw,
                     corr,
                     p * COLS,
+                    signed,
                 )
         for i in range(r0, r1):
             if oidx.shape[0] > 0:
@@ -145,8 +160,9 @@ def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off
 
 
 @njit(cache=CACHE, parallel=True)
-def qmatmul_exact(qx, wq, corr, out):
-    """out[i, n] = sum_k qx[i, k] * wq[n, k] - corr[n] in int32 through the same tiles (for tests)."""
+def qmatmul_exact(qx, wq, corr, out, signed=True):
+    """out[i, n] = sum_k qx[i, k] * wq[n, k] - corr[n] in int32 through the same tiles (for tests);
+    ``signed`` False: the tiles for rows with no negative input (the caller guarantees there is none)."""
     M = qx.shape[0]
     P, K4, _ = wq.shape
     N = out.shape[1]
@@ -154,9 +170,8 @@ def qmatmul_exact(qx, wq, corr, out):
     for t in prange(P * ((M + ROWS - 1) // ROWS)):
         p = t % P
         i0 = (t // P) * ROWS
-        _qpanel(
-            qx, wq[p], out, p * COLS, i0, min(i0 + ROWS, M), min(COLS, N - p * COLS), K4, none, none, corr, p * COLS
-        )
+        width = min(COLS, N - p * COLS)
+        _qpanel(qx, wq[p], out, p * COLS, i0, min(i0 + ROWS, M), width, K4, none, none, corr, p * COLS, signed)
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
@@ -172,12 +187,18 @@ def _quantize_row(x, xbits, i, x_off, K, Kp, mask, qx, sx):
     non-negative floats integer order is float order, and unlike a float max
     it vectorises. A NaN or infinity wins that maximum, and the row's scale
     becomes NaN, so bad input shows in the output instead of vanishing.
+
+    Returns whether the row has an input with its sign bit set (-0.0 and the
+    outlier channels included): rows without one skip maddubs' sign step
+    (:mod:`.qsimd`).
     """
     row = x[i, x_off : x_off + K]  # 1-D contiguous slices: both loops vectorise (indexing x[i, x_off + k]
     bits = xbits[i, x_off : x_off + K]  # directly left the second one scalar, 4.7x slower)
     top = np.int32(0)  # int32 throughout (numba widens int32 & int32 to int64: an int64 max runs at
-    for k in range(K):  # a quarter of the vector width; this whole function took 3x longer)
+    sign = np.int32(0)  # a quarter of the vector width; this whole function took 3x longer)
+    for k in range(K):
         top = max(top, np.int32(bits[k] & mask[k]))
+        sign |= bits[k]
     amax = float_from_bits(top)
     if top >= 0x7F800000:
         scale = np.float32(np.nan)
@@ -211,6 +232,7 @@ def _quantize_row(x, xbits, i, x_off, K, Kp, mask, qx, sx):
             bits = ((w >> 7) & 1) | ((w >> 14) & 2) | ((w >> 21) & 4) | ((w >> 28) & 8)
             masks[g] = np.uint64(bits) * SIGN_PATTERN
     sx[i] = scale
+    return sign < 0
 
 
 @njit(cache=CACHE, inline="always")
@@ -222,14 +244,21 @@ def _q_at(qx, i, k, Kp):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
-def _qpanel(qx, w, out, oc, i0, i1, width, K4, sx, sw, corr, n0):
-    """Rows i0:i1 of one panel (``w``: (K4, 4 * COLS)) into out[:, oc:oc + width]."""
+def _qpanel(qx, w, out, oc, i0, i1, width, K4, sx, sw, corr, n0, signed):
+    """Rows i0:i1 of one panel (``w``: (K4, 4 * COLS)) into out[:, oc:oc + width]; ``signed`` False when
+    none of these rows has a negative input (the tiles without a sign step, :mod:`.qsimd`)."""
     if width == COLS:
         if i1 - i0 == ROWS:
-            qtile_rows(qx, i0, w, out, i0, oc, K4, sx, sw, corr, n0)
+            if signed:
+                qtile_rows(qx, i0, w, out, i0, oc, K4, sx, sw, corr, n0)
+            else:
+                qtile_rows_nonneg(qx, i0, w, out, i0, oc, K4, sx, sw, corr, n0)
         else:
             for i in range(i0, i1):
-                qtile_row(qx, i, w, out, i, oc, K4, sx, sw, corr, n0)
+                if signed:
+                    qtile_row(qx, i, w, out, i, oc, K4, sx, sw, corr, n0)
+                else:
+                    qtile_row_nonneg(qx, i, w, out, i, oc, K4, sx, sw, corr, n0)
         return
     for i in range(i0, i1):  # a partial panel (the last one of an odd width): plain loops
         for c in range(width):

@@ -164,7 +164,8 @@ def epilogue_ref(v, b, act, res, norm, nw, nb, eps):
 
 
 # ----------------------------------------------------------------------------- integers
-def exact_case(M, N, K, kinds, extra_cols, seed):
+def exact_case(M, N, K, kinds, extra_cols, seed, signed=True):
+    """``signed`` False: non-negative activations through the tiles without maddubs' sign step."""
     rng = np.random.default_rng(seed)
 
     def values(shape, kind, top):
@@ -175,13 +176,15 @@ def exact_case(M, N, K, kinds, extra_cols, seed):
         return np.full(shape, top if kind == "max" else -top)
 
     xq = values((M, K), kinds[0], Q.XMAX)
+    if not signed:
+        xq = np.abs(xq)
     wq = values((N, K), kinds[1], 127).astype(np.int8)
     wp = Q.pack(wq)
     K4 = wp.shape[1]
     beyond = rng.integers(0, 100, (M, extra_cols)).astype(Q.QX_DTYPE)  # beyond the row: never read
     qx = np.ascontiguousarray(np.concatenate([Q.encode(xq, K4), beyond], axis=1))
     out = np.full((M, N), -7, np.int32)
-    Q.qmatmul_exact(qx, wp, Q.correction(wp), out)
+    Q.qmatmul_exact(qx, wp, Q.correction(wp), out, signed)
     np.testing.assert_array_equal(out, xq.astype(np.int64) @ wq.T.astype(np.int64))
 
 
@@ -199,6 +202,19 @@ VALUE_KINDS = st.sampled_from(["uniform", "uniform", "extremes", "max", "min"])
 @settings(max_examples=50, **SETTINGS)
 def test_qmatmul_exact(M, N, K, kinds, extra_cols, seed):
     exact_case(M, N, K, kinds, extra_cols, seed)
+
+
+@given(
+    M=st.integers(1, 40),
+    N=st.one_of(st.integers(1, 100), st.sampled_from([COLS, 2 * COLS, COLS + 1])),
+    K=st.one_of(st.integers(1, 300), st.sampled_from([1, 3, 4, 5, 128, 299])),
+    kinds=st.tuples(VALUE_KINDS, VALUE_KINDS),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=30, **SETTINGS)
+def test_qmatmul_exact_without_sign_step(M, N, K, kinds, seed):
+    """The tiles for rows with no negative input (maddubs: no sign step) give the same exact integers."""
+    exact_case(M, N, K, kinds, 3, seed, signed=False)
 
 
 GENERIC_SCRIPT = textwrap.dedent("""
@@ -437,6 +453,42 @@ def run_qlinear_case(M, K, N, outliers, act, use_res, norm, eps, offs, extra, ze
 @settings(max_examples=40, **SETTINGS)
 def test_qlinear_simulated_quantization(case):
     run_qlinear_case(*case)
+
+
+@given(
+    M=st.integers(2, 3 * Q.TASK_ROWS),
+    K=st.integers(1, 300),
+    N=st.integers(1, 100),
+    J=st.integers(0, 3),
+    zeros=st.floats(0.0, 0.9),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=25, **SETTINGS)
+def test_rows_without_negative_inputs_give_the_same_outputs(M, K, N, J, zeros, seed):
+    """qlinear runs a task whose rows have no negative input (a ReLU's output) on the tiles without
+    maddubs' sign step (.qsimd): its outputs equal the signed tiles'. In ``x2`` the first row of every
+    task holds a negative input, which sends that task's other rows, the same as in ``x``, through the
+    signed tiles."""
+    rng = np.random.default_rng(seed)
+    J = min(J, K)
+    outliers = sorted(rng.choice(K, J, replace=False).tolist())
+    x = np.abs(rng.standard_normal((M, K))) * rng.uniform(0.1, 10.0, (M, 1))
+    x[rng.random((M, K)) < zeros] = 0.0  # ReLU outputs: many exact zeros
+    x = readonly(x)
+    x2 = x.copy()
+    x2[:: Q.TASK_ROWS, 0] = -1.0
+    w = rng.standard_normal((N, K)) / math.sqrt(K)
+    qw = int8_weight(w, outliers)
+    b = readonly(rng.standard_normal(N))
+    outs = []
+    for xs in (x, readonly(x2)):
+        qx, sx = scratch(M, K)
+        out = np.zeros((M, N), np.float32)
+        call_qlinear(xs, 0, qw, qx, sx, b, 1, np.zeros((1, 1), np.float32), -1, 0, b, b, 1e-5, out, 0)
+        outs.append(out)
+    kept = np.arange(M) % Q.TASK_ROWS != 0
+    np.testing.assert_array_equal(outs[0][kept], outs[1][kept])
+    assert np.isfinite(outs[0]).all()
 
 
 @given(
