@@ -216,29 +216,26 @@ class Library:
             fn.restype = None
             self._functions[(spec["name"], _freeze(spec["kinds"]))] = fn
 
-    def bind(self, name: str, args, seen: dict | None = None) -> tuple | None:
+    def bind(self, name: str, args, seen: dict) -> tuple | None:
         """(C function, its ctypes arguments) for ``kernel(*args)``, or None when the library lacks that
         specialisation. The arrays must outlive the bound call (the caller holds them).
 
         One pass over the arguments gives both the specialisation's key (:func:`kinds`, as tuples) and
         the C arguments. ``seen`` ({id(array): (kind, C arguments)}, see :meth:`bind_all`) reuses what an
         array already seen by the caller crossed as."""
-        seen = {} if seen is None else seen
         key, cargs = [], []
         for i, a in enumerate(args):
             if isinstance(a, np.ndarray):
                 known = seen.get(id(a))
                 if known is None:
-                    if not a.flags.c_contiguous:
-                        raise ValueError(f"kernel argument {i} of {name} (shape {a.shape}) is not C-contiguous")
-                    kind = ("array", _dtype_name(a.dtype), a.ndim)
-                    known = seen[id(a)] = (kind, (ctypes.c_void_p(a.ctypes.data), *map(_c_int64, a.shape)))
+                    c_array = (ctypes.c_void_p(a.ctypes.data), *map(_c_int64, a.shape))
+                    known = seen[id(a)] = (_kind(i, a), c_array)
                 key.append(known[0])
                 cargs.extend(known[1])
             else:
-                kind = _scalar_kind(a)
-                key.append(("scalar", kind))
-                cargs.append(_c_int64(a) if kind == "int64" else _C_SCALARS[kind](a))
+                kind = _kind(i, a)
+                key.append(kind)
+                cargs.append(_c_int64(a) if kind[1] == "int64" else _C_SCALARS[kind[1]](a))
         fn = self._functions.get((name, tuple(key)))
         return None if fn is None else (fn, tuple(cargs))
 
@@ -294,15 +291,16 @@ def _dtype_name(dtype) -> str:
 def kinds(args) -> list:
     """How each argument crosses the C boundary: ["array", dtype, ndim] or ["scalar", type].
     Arrays must be C-contiguous (the wrapper rebuilds them from pointer and shape)."""
-    out = []
-    for i, a in enumerate(args):
-        if isinstance(a, np.ndarray):
-            if not a.flags.c_contiguous:
-                raise ValueError(f"kernel argument {i} (shape {a.shape}) is not C-contiguous")
-            out.append(["array", _dtype_name(a.dtype), a.ndim])
-        else:
-            out.append(["scalar", _scalar_kind(a)])
-    return out
+    return [list(_kind(i, a)) for i, a in enumerate(args)]
+
+
+def _kind(i: int, a) -> tuple:
+    """:func:`kinds` of argument ``i``, as a tuple."""
+    if isinstance(a, np.ndarray):
+        if not a.flags.c_contiguous:
+            raise ValueError(f"kernel argument {i} (shape {a.shape}) is not C-contiguous")
+        return ("array", _dtype_name(a.dtype), a.ndim)
+    return ("scalar", _scalar_kind(a))
 
 
 def find() -> tuple[Path, dict] | tuple[None, str]:

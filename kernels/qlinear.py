@@ -190,7 +190,7 @@ def _quantize_row(x, xbits, i, x_off, K, Kp, mask, qx, sx):
 
     Returns whether the row has an input with its sign bit set (-0.0 and the
     outlier channels included): rows without one skip maddubs' sign step
-    (:mod:`.qsimd`).
+    (:mod:`.qsimd`). Other variants have no sign step and always return False.
     """
     row = x[i, x_off : x_off + K]  # 1-D contiguous slices: both loops vectorise (indexing x[i, x_off + k]
     bits = xbits[i, x_off : x_off + K]  # directly left the second one scalar, 4.7x slower)
@@ -198,7 +198,8 @@ def _quantize_row(x, xbits, i, x_off, K, Kp, mask, qx, sx):
     sign = np.int32(0)  # a quarter of the vector width; this whole function took 3x longer)
     for k in range(K):
         top = max(top, np.int32(bits[k] & mask[k]))
-        sign |= bits[k]
+        if SIGN_BYTES:  # (a constant: compiled only for maddubs, the one variant with a sign step)
+            sign |= bits[k]
     amax = float_from_bits(top)
     if top >= 0x7F800000:
         scale = np.float32(np.nan)

@@ -161,31 +161,24 @@ def load_weights(path: str | os.PathLike) -> dict[str, np.ndarray]:
     no code) and its sharded form; HF's TensorFlow ``tf_model.h5`` (h5py); a TF1
     checkpoint such as Google's original release (``*.ckpt.index`` + data).
     """
-    # (each reader is imported when its format is met: a process serving safetensors or an engine
-    # checkpoint, the common case on a small device, does not load zipfile, bz2, lzma or h5py's wrappers)
     file = checkpoint_file(path)
     if file.endswith(".safetensors"):
         tensors, metadata = safetensors_mmap.load(file)
-        if metadata.get("format") == "tf":  # saved by HF's TF classes (safe_serialization): TF names
-            from .converters import tf_h5
+        if metadata.get("format") != "tf":
+            return tensors
+    # (the other formats' readers are imported only here: a process serving safetensors or an engine
+    # checkpoint, the common case on a small device, does not load zipfile, bz2, lzma or h5py's wrappers)
+    from .converters import tf_bundle, tf_h5, torch_bin
 
-            return tf_h5.from_tf_names(tensors)
-        return tensors
+    if file.endswith(".safetensors"):  # saved by HF's TF classes (safe_serialization): TF names
+        return tf_h5.from_tf_names(tensors)
     if file.endswith(".index.json"):
-        from .converters import torch_bin
-
         tensors = torch_bin.read_sharded(file)
     elif file.endswith(".h5"):
-        from .converters import tf_h5
-
         tensors = tf_h5.read_tf_h5(file)
     elif file.endswith(".index") or os.path.isfile(file + ".index"):
-        from .converters import tf_bundle
-
         tensors = tf_bundle.read_tf_checkpoint(file)
     else:
-        from .converters import torch_bin
-
         tensors = torch_bin.read_torch_bin(file)
     return {
         k: (v.astype(np.float32) if v.dtype.kind == "f" and v.dtype != np.float32 else v) for k, v in tensors.items()
