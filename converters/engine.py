@@ -62,6 +62,10 @@ from .canonical import HEADS
 FORMAT_VERSION = 1
 PACKED = "packed/"
 INT8_PARTS = ("int8/", "scale/", "outliers/", "outlier_weight/")
+_INT8_KINDS = frozenset(p[:-1] for p in INT8_PARTS)
+_PACKED_KIND = PACKED[:-1]
+_NO_OUTLIERS = np.zeros(0, np.int64)
+_NO_OUTLIERS.flags.writeable = False
 DTYPES = ("float32", "int8")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -93,7 +97,7 @@ def read(directory: str | os.PathLike, config: MobileBertConfig | None = None) -
     problems = _meta_problems(meta, packed, tensors, int8, scales)
     if problems:
         raise CheckpointError(f"{source}: the tensors do not agree with config.json's mbengine block", problems)
-    shapes = linear_shapes(config, head, pooler)
+    shapes = linear_shapes(config, head, pooler) if packed else {}  # (an int8 file stores its N)
     linears = dict(int8)
     for name, panels in packed.items():
         n = shapes.get(name, (panels.shape[0] * panels.shape[2],))[0]
@@ -171,15 +175,16 @@ def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> 
     when the graph is built.
     """
     plain, packed, parts = {}, {}, {}
-    for name, arr in tensors.items():
-        if name.startswith(PACKED):
-            packed[name[len(PACKED) :]] = arr
-            continue
-        prefix = next((p for p in INT8_PARTS if name.startswith(p)), None)
-        if prefix is None:
+    for name, arr in tensors.items():  # (~1000 names in a model: part of its start-up)
+        kind, slash, rest = name.partition("/")
+        if not slash:
             plain[name] = arr
+        elif kind == _PACKED_KIND:
+            packed[rest] = arr
+        elif kind in _INT8_KINDS:
+            parts.setdefault(rest, {})[kind] = arr
         else:
-            parts.setdefault(name[len(prefix) :], {})[prefix[:-1]] = arr
+            plain[name] = arr
     int8, scales, problems = {}, {}, []
     for name, part in sorted(parts.items()):
         where = f"{source}: {name!r}"
@@ -190,7 +195,7 @@ def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> 
         if scale.dtype != np.float32 or scale.ndim != 1:
             problems.append(f"{where}: 'scale/{name}' is {scale.dtype} {list(scale.shape)}, expected float32 (N,)")
             continue
-        if not (np.isfinite(scale).all() and (scale > 0).all()):
+        if scale.size and not (scale.min() > 0 and scale.max() < np.inf):  # (NaN fails both)
             bad = int(np.count_nonzero(~(np.isfinite(scale) & (scale > 0))))
             problems.append(f"{where}: 'scale/{name}' holds {bad} zero, negative or non-finite scales")
             continue
@@ -207,7 +212,7 @@ def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> 
         problems += _int8_linear(name, part, where, int8)
     for name, arr in plain.items():
         if (
-            arr.dtype == np.int8
+            arr.dtype.char == "b"  # int8
             and name not in scales
             and not any(p.startswith(f"{source}: {name!r}") for p in problems)
         ):
@@ -219,7 +224,7 @@ def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> 
 
 def _int8_linear(name: str, part: dict, where: str, int8: dict) -> list[str]:
     wq, scale = part.get("int8"), part["scale"]
-    outliers = part.get("outliers", np.zeros(0, np.int64))
+    outliers = part.get("outliers", _NO_OUTLIERS)
     outlier_w = part.get("outlier_weight")
     if wq is None:
         return [f"{where}: 'scale/{name}' without 'int8/{name}'"]
@@ -236,7 +241,7 @@ def _int8_linear(name: str, part: dict, where: str, int8: dict) -> list[str]:
         return [
             f"{where}: 'outlier_weight/{name}' is {outlier_w.dtype} {list(outlier_w.shape)}, expected float32 {[J, N]}"
         ]
-    if not np.isfinite(outlier_w).all():
+    if J and not np.isfinite(outlier_w).all():
         return [f"{where}: 'outlier_weight/{name}' holds non-finite values"]
     K = 4 * wq.shape[1]  # the padded input width; the op's own width is checked when the graph binds
     if J and (outliers.min() < 0 or outliers.max() >= K or len(set(outliers.tolist())) != J):

@@ -221,21 +221,16 @@ class Library:
         specialisation. The arrays must outlive the bound call (the caller holds them).
 
         One pass over the arguments gives both the specialisation's key (:func:`kinds`, as tuples) and
-        the C arguments. ``seen`` ({id(array): (kind, C arguments)}, see :meth:`bind_all`) reuses what an
-        array already seen by the caller crossed as."""
+        the C arguments. ``seen`` ({id(array) or (int, value): (kind, C arguments)}, see :meth:`bind_all`)
+        reuses what an array or an integer already seen by the caller crossed as."""
         key, cargs = [], []
         for i, a in enumerate(args):
-            if isinstance(a, np.ndarray):
-                known = seen.get(id(a))
-                if known is None:
-                    c_array = (ctypes.c_void_p(a.ctypes.data), *map(_c_int64, a.shape))
-                    known = seen[id(a)] = (_kind(i, a), c_array)
-                key.append(known[0])
-                cargs.extend(known[1])
-            else:
-                kind = _kind(i, a)
-                key.append(kind)
-                cargs.append(_c_int64(a) if kind[1] == "int64" else _C_SCALARS[kind[1]](a))
+            t = type(a)  # arrays by identity, ints by value (shapes and offsets recur across calls)
+            known = seen.get(id(a) if t is np.ndarray else (int, a) if t is int else None)
+            if known is None:
+                known = _bound_arg(i, a, seen)
+            key.append(known[0])
+            cargs.extend(known[1])
         fn = self._functions.get((name, tuple(key)))
         return None if fn is None else (fn, tuple(cargs))
 
@@ -245,6 +240,19 @@ class Library:
         calls, so each distinct array is looked at once (the ids stay valid: ``calls`` holds the arrays)."""
         seen: dict = {}
         return [self.bind(name, args, seen) for name, args in calls]
+
+
+def _bound_arg(i: int, a, seen: dict) -> tuple:
+    """(kind, C arguments) of argument ``i`` of a call, remembered in ``seen`` (see :meth:`Library.bind`)."""
+    kind = _kind(i, a)
+    if kind[0] == "array":
+        known = kind, (ctypes.c_void_p(a.ctypes.data), *map(_c_int64, a.shape))
+    else:
+        known = kind, (_c_int64(a) if kind[1] == "int64" else _C_SCALARS[kind[1]](a),)
+    t = type(a)
+    if t is np.ndarray or t is int:  # (others, e.g. floats, whose -0.0 equals 0.0, are bound each time)
+        seen[id(a) if t is np.ndarray else (int, a)] = known
+    return known
 
 
 _INT64: dict = {}

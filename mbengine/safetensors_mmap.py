@@ -70,23 +70,23 @@ def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str,
         raise CheckpointError(f"{path}: safetensors __metadata__ must map names to strings, got {metadata!r:.200}")
     with open(path, "rb") as f:
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
+    data = np.frombuffer(mapped, np.uint8)  # read-only, as every view of it (the map is read-only)
     tensors: dict[str, np.ndarray] = {}
     problems = []
     ranges = []
-    for name, info in header.items():
+    for name, info in header.items():  # (a model has ~1000 entries: this loop is part of its start-up)
         if not _entry_ok(info):
             problems.append(
                 f"{name}: malformed header entry {info!r:.200} (expected dtype, shape and "
                 "data_offsets: a string, a list of sizes, two offsets)"
             )
             continue
-        dtype_name, shape, (begin, end) = info["dtype"], tuple(info["shape"]), info["data_offsets"]
-        if dtype_name not in _DTYPES:
+        dtype_name, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+        dtype = _DTYPES.get(dtype_name)
+        if dtype is None:
             problems.append(f"{name}: unsupported dtype {dtype_name!r:.40}")
             continue
-        dtype = _DTYPES[dtype_name]
-        count = math.prod(shape)  # (exact: a product of huge sizes must not wrap around)
-        if end - begin != count * dtype.itemsize:
+        if end - begin != math.prod(shape) * dtype.itemsize:  # (exact: a product of huge sizes cannot wrap)
             problems.append(
                 f"{name}: byte range [{begin}, {end}) does not hold a {dtype_name} tensor of shape {list(shape)}"
             )
@@ -95,14 +95,20 @@ def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str,
             problems.append(f"{name}: byte range [{begin}, {end}) runs past the end of the file")
             continue
         ranges.append((begin, end, name))
-        arr = np.frombuffer(mapped, dtype=dtype, count=count, offset=data_start + begin).reshape(shape)
+        if problems:
+            continue  # (the file is refused: make no more views)
+        start = data_start + begin
+        if start % dtype.itemsize:  # numba needs aligned data: copy the rare unaligned tensor (the map is
+            arr = data[start : data_start + end].copy().view(dtype).reshape(shape)  # page-aligned)
+            arr.flags.writeable = False
+        else:
+            arr = data[start : data_start + end].view(dtype).reshape(shape)
         if dtype_name == "BF16":
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
-        elif to_float32 and dtype.kind == "f" and dtype != np.float32:
+            arr.flags.writeable = False
+        elif to_float32 and dtype in _WIDEN:
             arr = arr.astype(np.float32)
-        if not arr.flags.aligned:  # numba needs aligned data: copy the rare unaligned tensor
-            arr = arr.copy()
-        arr.flags.writeable = False
+            arr.flags.writeable = False
         tensors[name] = arr
     if not problems:
         problems = _layout_problems(ranges, size - data_start)
@@ -111,18 +117,24 @@ def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str,
     return tensors, metadata
 
 
-def _entry_ok(info) -> bool:
-    def count(v):
-        return isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 2**62
+_WIDEN = (_DTYPES["F64"], _DTYPES["F16"])  # float types made float32 (BF16 has its own route)
 
+
+def _is_count(v) -> bool:
+    return type(v) is int and 0 <= v < 2**62  # (bool is a subclass of int, not int itself)
+
+
+def _entry_ok(info) -> bool:
+    if type(info) is not dict:
+        return False
+    shape, offsets = info.get("shape"), info.get("data_offsets")
     return (
-        isinstance(info, dict)
-        and isinstance(info.get("dtype"), str)
-        and isinstance(info.get("shape"), list)
-        and all(count(d) for d in info["shape"])
-        and isinstance(info.get("data_offsets"), list)
-        and len(info["data_offsets"]) == 2
-        and all(count(o) for o in info["data_offsets"])
+        type(info.get("dtype")) is str
+        and type(shape) is list
+        and all(map(_is_count, shape))
+        and type(offsets) is list
+        and len(offsets) == 2
+        and all(map(_is_count, offsets))
     )
 
 

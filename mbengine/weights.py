@@ -17,6 +17,7 @@ afterwards. Models hold one and build their graphs from it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Mapping
@@ -93,6 +94,8 @@ class Int8Linear:
             padded = np.zeros(panels.shape[0] * cols, np.float32)
             padded[: scale.shape[0]] = scale
         mask = k_layout.channel_mask(panels.shape[1] * 4, outliers)
+        if not len(outliers):
+            outliers, outlier_w = _no_outliers(int(scale.shape[0]))
         return cls(
             _readonly(panels),
             _readonly(padded),
@@ -170,6 +173,14 @@ class PackedWeights:
         )
 
 
+@functools.lru_cache(maxsize=64)
+def _no_outliers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Read-only empty (outliers, outlier_w) for ``n`` outputs, one pair per width: most linears have no
+    outliers (fewer distinct arrays to make at load and to bind at the first call)."""
+    return _readonly(np.zeros(0, np.int64)), _readonly(np.zeros((0, n), np.float32))
+
+
 def _readonly(a: np.ndarray) -> np.ndarray:
-    a.flags.writeable = False
+    if a.flags.writeable:  # (most arrays are views of a read-only map already; setting the flag costs ~1 us)
+        a.flags.writeable = False
     return a

@@ -80,6 +80,62 @@ def test_safetensors_written_by_the_library_pass(small_file):
     np.testing.assert_array_equal(tensors["a"], np.arange(4))
 
 
+@pytest.mark.parametrize(
+    "entry, words",
+    [
+        ({"shape": [True, 2]}, "malformed header entry"),  # a bool is not a size
+        ({"shape": [-2, -2]}, "malformed header entry"),
+        ({"shape": "2x2"}, "malformed header entry"),
+        ({"shape": [2.0, 2]}, "malformed header entry"),
+        ({"data_offsets": [16]}, "malformed header entry"),
+        ({"data_offsets": [16, 32.0]}, "malformed header entry"),
+        ({"data_offsets": [16, 2**70]}, "malformed header entry"),
+        ({"dtype": 4}, "malformed header entry"),
+        ({"dtype": "Q4_K"}, "unsupported dtype 'Q4_K'"),
+        ({"shape": [2, 3]}, "byte range [16, 32) does not hold a F32 tensor of shape [2, 3]"),
+        ({"shape": [3, 2], "data_offsets": [16, 40]}, "byte range [16, 40) runs past the end of the file"),
+    ],
+)
+def test_safetensors_header_entries_are_checked(small_file, entry, words):
+    """Each entry of the header is checked before any view is made; the error names the tensor."""
+    header, data = header_of(small_file)
+    write_raw(small_file, header | {"b": header["b"] | entry}, data)
+    with pytest.raises(CheckpointError) as info:
+        safetensors_mmap.load(small_file)
+    assert f"b: {words}" in str(info.value)
+
+
+def test_safetensors_dtypes_alignment_and_read_only(tmp_path):
+    """Float16, bfloat16 and float64 come back as float32, integers as stored; a tensor at an offset
+    its dtype does not divide is copied to aligned memory; every array is read-only."""
+    path = tmp_path / "model.safetensors"
+    values = np.array([1.5, -2.25, 3e-3], np.float64)
+    bf16 = (values.astype(np.float32).view(np.uint32) >> 16).astype("<u2")  # (exact for these values)
+    parts = [
+        ("odd", "I8", [1], np.array([7], np.int8).tobytes()),  # everything after it starts at an odd byte
+        ("f32", "F32", [3], values.astype("<f4").tobytes()),
+        ("f16", "F16", [3], values.astype("<f2").tobytes()),
+        ("bf16", "BF16", [3], bf16.tobytes()),
+        ("f64", "F64", [3], values.astype("<f8").tobytes()),
+        ("i64", "I64", [3], np.array([1, -2, 2**40], "<i8").tobytes()),
+    ]
+    header, data = {}, b""
+    for name, dtype, shape, raw in parts:
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [len(data), len(data) + len(raw)]}
+        data += raw
+    write_raw(path, header, data)
+    tensors, _ = safetensors_mmap.load(path)
+    for name in ("f32", "f16", "bf16", "f64"):
+        assert tensors[name].dtype == np.float32, name
+        np.testing.assert_allclose(tensors[name], values, rtol=4e-3, err_msg=name)
+    np.testing.assert_array_equal(tensors["i64"], [1, -2, 2**40])
+    assert tensors["i64"].dtype == np.int64
+    for name, arr in tensors.items():
+        assert arr.flags.aligned and not arr.flags.writeable, name
+        with pytest.raises(ValueError):
+            arr[...] = 0
+
+
 @pytest.fixture
 def engine_dir(tmp_path):
     src = random_checkpoint(str(tmp_path / "hf"), CONFIG, head="pretraining")
