@@ -58,7 +58,9 @@ class Buffer:
 
 
 # ------------------------------------------------------------------------ ops
-@dataclass
+# (ops, graphs and outputs that hold arrays compare by identity, eq=False: == of their arrays has no
+# truth value, and each generated method costs a serving process ~0.1 ms to create at import)
+@dataclass(eq=False)
 class EmbedWords:
     """Word embeddings of the input ids, trigram window optional."""
 
@@ -69,7 +71,7 @@ class EmbedWords:
     scale: np.ndarray | None = None  # (vocab,) float32 row scales of an int8 table
 
 
-@dataclass
+@dataclass(eq=False)
 class EmbedPositions:
     """Position plus token-type embeddings."""
 
@@ -79,7 +81,7 @@ class EmbedPositions:
     out: Ref
 
 
-@dataclass
+@dataclass(eq=False)
 class Linear:
     """out = norm(act(x @ W.T + b) + res); ``weight`` is W as the kernel reads it."""
 
@@ -97,7 +99,7 @@ class Linear:
     dense: np.ndarray | None = None  # (N, K) float W, only in the graph that mbengine.pack packs from
 
 
-@dataclass
+@dataclass(eq=False)
 class FeedForward:
     """A feed-forward pair run as one kernel: ``second(act(first(x)))`` with ``x`` as the residual."""
 
@@ -106,7 +108,7 @@ class FeedForward:
     second: Linear  # intermediate -> out, + residual x, norm
 
 
-@dataclass
+@dataclass(eq=False)
 class AddNorm:
     """out = norm(a + r)."""
 
@@ -143,7 +145,7 @@ class FirstToken:
     out: Ref
 
 
-@dataclass
+@dataclass(eq=False)
 class Graph:
     ops: list
     buffers: dict[str, Buffer]
@@ -221,7 +223,7 @@ class _Builder:
         return out
 
 
-@dataclass
+@dataclass(eq=False)
 class Wiring:
     """What :func:`wire` made: the graph (linears without weights) and the plain tensors it reads."""
 

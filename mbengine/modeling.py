@@ -19,7 +19,7 @@ from .runner import Runner, arena_bytes, available_memory
 from .weights import PackedWeights
 
 
-@dataclass
+@dataclass(eq=False)
 class ModelOutput:
     """Base of the output dataclasses: HF field names, numpy float32 arrays."""
 
@@ -30,7 +30,7 @@ class ModelOutput:
         return [f.name for f in fields(self) if getattr(self, f.name) is not None]
 
 
-@dataclass
+@dataclass(eq=False)
 class BaseModelOutputWithPooling(ModelOutput):
     last_hidden_state: np.ndarray  # (batch, seq, hidden)
     pooler_output: np.ndarray | None = None  # (batch, hidden); None without a pooler
@@ -38,7 +38,7 @@ class BaseModelOutputWithPooling(ModelOutput):
     attentions: tuple | None = None  # num_layers arrays (batch, heads, seq, seq)
 
 
-@dataclass
+@dataclass(eq=False)
 class MobileBertForPreTrainingOutput(ModelOutput):
     prediction_logits: np.ndarray  # (batch, seq, vocab)
     seq_relationship_logits: np.ndarray  # (batch, 2)
@@ -46,42 +46,42 @@ class MobileBertForPreTrainingOutput(ModelOutput):
     attentions: tuple | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class MaskedLMOutput(ModelOutput):
     logits: np.ndarray  # (batch, seq, vocab)
     hidden_states: tuple | None = None
     attentions: tuple | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class NextSentencePredictorOutput(ModelOutput):
     logits: np.ndarray  # (batch, 2): index 0 "B follows A", 1 "B is random"
     hidden_states: tuple | None = None
     attentions: tuple | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class SequenceClassifierOutput(ModelOutput):
     logits: np.ndarray  # (batch, num_labels)
     hidden_states: tuple | None = None
     attentions: tuple | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class MultipleChoiceModelOutput(ModelOutput):
     logits: np.ndarray  # (batch, num_choices)
     hidden_states: tuple | None = None
     attentions: tuple | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class TokenClassifierOutput(ModelOutput):
     logits: np.ndarray  # (batch, seq, num_labels)
     hidden_states: tuple | None = None
     attentions: tuple | None = None
 
 
-@dataclass
+@dataclass(eq=False)
 class QuestionAnsweringModelOutput(ModelOutput):
     start_logits: np.ndarray  # (batch, seq)
     end_logits: np.ndarray  # (batch, seq)
