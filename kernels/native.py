@@ -225,10 +225,12 @@ class Library:
         reuses what an array or an integer already seen by the caller crossed as."""
         key, cargs = [], []
         for i, a in enumerate(args):
-            t = type(a)  # arrays by identity, ints by value (shapes and offsets recur across calls)
-            known = seen.get(id(a) if t is np.ndarray else (int, a) if t is int else None)
+            memo = _memo_key(a)
+            known = seen.get(memo)
             if known is None:
-                known = _bound_arg(i, a, seen)
+                known = _bound_arg(i, a)
+                if memo is not None:
+                    seen[memo] = known
             key.append(known[0])
             cargs.extend(known[1])
         fn = self._functions.get((name, tuple(key)))
@@ -242,17 +244,19 @@ class Library:
         return [self.bind(name, args, seen) for name, args in calls]
 
 
-def _bound_arg(i: int, a, seen: dict) -> tuple:
-    """(kind, C arguments) of argument ``i`` of a call, remembered in ``seen`` (see :meth:`Library.bind`)."""
+def _memo_key(a):
+    """Where :meth:`Library.bind` remembers an argument: arrays by identity, ints by value (shapes and
+    offsets recur across calls); None for the rest (floats, whose -0.0 equals 0.0, are bound each time)."""
+    t = type(a)
+    return id(a) if t is np.ndarray else (int, a) if t is int else None
+
+
+def _bound_arg(i: int, a) -> tuple:
+    """(kind, C arguments) of argument ``i`` of a call."""
     kind = _kind(i, a)
     if kind[0] == "array":
-        known = kind, (ctypes.c_void_p(a.ctypes.data), *map(_c_int64, a.shape))
-    else:
-        known = kind, (_c_int64(a) if kind[1] == "int64" else _C_SCALARS[kind[1]](a),)
-    t = type(a)
-    if t is np.ndarray or t is int:  # (others, e.g. floats, whose -0.0 equals 0.0, are bound each time)
-        seen[id(a) if t is np.ndarray else (int, a)] = known
-    return known
+        return kind, (ctypes.c_void_p(a.ctypes.data), *map(_c_int64, a.shape))
+    return kind, (_c_int64(a) if kind[1] == "int64" else _C_SCALARS[kind[1]](a),)
 
 
 _INT64: dict = {}

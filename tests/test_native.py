@@ -11,6 +11,7 @@ native side runs in fresh subprocesses (a process chooses its kernels once), the
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -293,6 +294,21 @@ def test_kinds_describe_what_crosses_the_c_boundary():
     # must not pass for a native one (no kernel takes it; the model would fall back to Numba)
     assert native.kinds((np.zeros(2, ">f4"), np.zeros(2, "<f4")))[0][1] != "float32"
     assert native.kinds((np.zeros(2, ">f4"), np.zeros(2, "<f4")))[1][1] == "float32"
+
+
+def test_binding_remembers_arrays_by_identity_and_ints_by_value_only():
+    """A plan binds each distinct array and int once; what an equal value could misstate is not shared:
+    -0.0 equals 0.0 (floats are bound each time), True equals 1 (bools are refused), and an ndarray
+    subclass, a NumPy scalar are bound each time."""
+    a, b = np.zeros(3, np.float32), np.zeros(3, np.float32)
+    assert native._memo_key(a) == id(a) != native._memo_key(b)
+    assert native._memo_key(7) == native._memo_key(7) == (int, 7)
+    for value in (0.0, -0.0, True, np.int64(7), np.float32(1), a.view(np.matrix)):
+        assert native._memo_key(value) is None, value
+    kind, (c,) = native._bound_arg(0, -0.0)
+    assert kind == ("scalar", "float64") and math.copysign(1.0, c.value) == -1.0
+    kind, (pointer, *shape) = native._bound_arg(0, a)
+    assert kind == ("array", "float32", 1) and pointer.value == a.ctypes.data and [n.value for n in shape] == [3]
 
 
 def test_trampolines_jump_through_their_slots():
