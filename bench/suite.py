@@ -66,6 +66,8 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
         _files("int8_maddubs"),
     ),
     (("startup",), _files("startup")),
+    # a second, separate run: start-up medians move with the machine (the README quotes both)
+    (("startup", "--name", "startup_repeat"), _files("startup_repeat")),
     (("memory",), _files("memory")),
     (("native",), _files("native")),
     (("contention",), _files("contention")),
