@@ -225,7 +225,8 @@ class Library:
         reuses what an array or an integer already seen by the caller crossed as."""
         key, cargs = [], []
         for i, a in enumerate(args):
-            memo = _memo_key(a)
+            t = type(a)
+            memo = id(a) if t is np.ndarray else (int, a) if t is int else None  # _memo_key, inlined (hot)
             known = seen.get(memo)
             if known is None:
                 known = _bound_arg(i, a)
@@ -236,12 +237,20 @@ class Library:
         fn = self._functions.get((name, tuple(key)))
         return None if fn is None else (fn, tuple(cargs))
 
-    def bind_all(self, calls) -> list:
+    def bind_all(self, calls, lasting: dict | None = None, lasting_ids: frozenset = frozenset()) -> list:
         """:meth:`bind` of each ``(name, args)`` of a plan. A model's plan binds ~300 calls of ~20
-        arguments at its first call of each shape (start-up time); its activation buffers recur in most
-        calls, so each distinct array is looked at once (the ids stay valid: ``calls`` holds the arrays)."""
-        seen: dict = {}
-        return [self.bind(name, args, seen) for name, args in calls]
+        arguments at its first call of each shape; its activation buffers recur in most calls, so each
+        distinct array is looked at once (the ids stay valid: ``calls`` holds the arrays).
+
+        ``lasting`` ({memo key: (kind, C arguments)}, kept by the caller across plans) starts the memo
+        and gets what this plan bound for ints and for the arrays whose ids are in ``lasting_ids``: ones
+        the caller keeps alive as long as ``lasting`` (the weights of a runner's graph; the id of a
+        freed array could be another array's later). A runner's next shape then binds its buffers only."""
+        seen = dict(lasting) if lasting else {}
+        bound = [self.bind(name, args, seen) for name, args in calls]
+        if lasting is not None:
+            lasting.update((k, v) for k, v in seen.items() if type(k) is tuple or k in lasting_ids)
+        return bound
 
 
 def _memo_key(a):

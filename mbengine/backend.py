@@ -77,9 +77,10 @@ class NativeKernels:
     def layout(self) -> k_layout.Layout:
         return self.library.layout
 
-    def bind_all(self, calls) -> list:
-        """(C function, C arguments) of each ``(name, args)``, or None where the library has no build."""
-        return self.library.bind_all(calls)
+    def bind_all(self, calls, lasting: dict | None = None, lasting_ids: frozenset = frozenset()) -> list:
+        """(C function, C arguments) of each ``(name, args)``, or None where the library has no build
+        (``lasting``, ``lasting_ids``: what the caller's plans share, see ``Library.bind_all``)."""
+        return self.library.bind_all(calls, lasting, lasting_ids)
 
     @property
     def max_threads(self) -> int:
@@ -157,13 +158,15 @@ def reset() -> None:
         k_layout.use(None)
 
 
-def bind_plan(calls, preferred=None) -> tuple:
+def bind_plan(calls, preferred=None, lasting: dict | None = None, lasting_ids: frozenset = frozenset()) -> tuple:
     """``(kernels, bound)`` for a plan's ``(name, args)`` calls: ``bound[i]`` is ``(function, arguments)``
     to call as ``function(*arguments)``. The kernels are ``preferred`` (default: the process's), or Numba
-    (with a warning, once per set of missing kernels) when that is a native library lacking a call."""
+    (with a warning, once per set of missing kernels) when that is a native library lacking a call.
+    ``lasting``, ``lasting_ids``: what the caller's plans share when bound to a native library (the C
+    form of the arrays the caller keeps alive, see ``kernels.native.Library.bind_all``)."""
     kernels = preferred or get()
     if kernels is not NUMBA:
-        bound = kernels.bind_all(calls)
+        bound = kernels.bind_all(calls, lasting, lasting_ids)
         missing = tuple(sorted({name for (name, _), b in zip(calls, bound) if b is None}))
         if not missing:
             return kernels, bound

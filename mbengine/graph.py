@@ -566,6 +566,22 @@ def _bound(op: Linear, weight):
     return weight
 
 
+def graph_arrays(graph: Graph) -> list[np.ndarray]:
+    """Every array the graph's ops hold (tables, biases, norm vectors, the weights' arrays), each once."""
+    found: dict[int, np.ndarray] = {}
+
+    def visit(obj) -> None:
+        for value in vars(obj).values():  # (the ops and weights are dataclasses without slots)
+            if isinstance(value, np.ndarray):
+                found.setdefault(id(value), value)
+            elif isinstance(value, (Linear, PackedLinear, Int8Linear)):
+                visit(value)  # a FeedForward's linears, a linear's weight
+
+    for op in graph.ops:
+        visit(op)
+    return list(found.values())
+
+
 def linear_ops(graph: Graph):
     """Every Linear of the graph, including the two inside each FeedForward."""
     for op in graph.ops:

@@ -22,7 +22,18 @@ from collections import OrderedDict
 import numpy as np
 
 from . import backend
-from .graph import AddNorm, Attention, EmbedPositions, EmbedWords, FeedForward, FirstToken, Graph, Linear, Ref
+from .graph import (
+    AddNorm,
+    Attention,
+    EmbedPositions,
+    EmbedWords,
+    FeedForward,
+    FirstToken,
+    Graph,
+    Linear,
+    Ref,
+    graph_arrays,
+)
 from .kernels import layout as k_layout
 from .weights import Int8Linear
 
@@ -107,7 +118,10 @@ class Arena:
         next_weight: dict | None = None,
         rows: int | None = None,
         kernels=None,
+        lasting: tuple[dict, frozenset] | None = None,
     ):
+        """``lasting``: (memo, ids) that the runner's arenas share when bound to a native library (see
+        :meth:`Runner.__init__`)."""
         carve = carve or _carve
         layout = backend.layout()
         self.batch, self.seq = batch, seq
@@ -157,7 +171,7 @@ class Arena:
         self.calls = [self._bind(op) for op in graph.ops]  # (kernel name, arguments)
         # each op bound to the code that runs it: a Numba dispatcher and the arguments, or a native
         # function and its C arguments (which point into arrays this arena and the graph hold)
-        self.kernels, bound = backend.bind_plan(self.calls, kernels)
+        self.kernels, bound = backend.bind_plan(self.calls, kernels, *(lasting or ()))
         self.plan = [(op.name, *b) for op, b in zip(graph.ops, bound)]
 
     def view(self, ref: Ref) -> np.ndarray:
@@ -407,6 +421,13 @@ class Runner:
         self.max_arenas = max_arenas
         self._arenas: OrderedDict = OrderedDict()
         self._next_weight = next_weights(graph)  # the same for every arena: made once
+        # How the arrays every plan passes besides its arena's (the graph's, the prefetch views, the
+        # placeholders) cross to C, kept from one arena to the next: a new shape (each new length of a
+        # single text, each ragged batch's token count) binds its buffers only. They live as long as
+        # this runner, so their ids stay theirs.
+        constants = (_NO_VECTOR, _NO_MATRIX, _NO_PROBS, _NO_BYTES, _NO_SCALES)
+        kept = [*graph_arrays(graph), *self._next_weight.values(), *constants]
+        self._lasting = ({}, frozenset(map(id, kept)))
         self._blocks: dict[str, np.ndarray] = {}
         self._lock = threading.RLock()
         self.kernels = None  # backend.NUMBA or the native library's: settled by the first arena
@@ -440,6 +461,7 @@ class Runner:
                 next_weight=self._next_weight,
                 rows=rows,
                 kernels=self.kernels,
+                lasting=self._lasting,
             )
             self.kernels = arena.kernels  # every arena of a runner runs on the same kernels
             self._arenas[key] = arena

@@ -6,7 +6,17 @@ import pytest
 from mbengine import MobileBertModel
 from mbengine.cli import random_checkpoint
 from mbengine.config import MobileBertConfig
-from mbengine.graph import Attention, FeedForward, Linear, build_graph, linear_ops
+from mbengine.graph import (
+    AddNorm,
+    Attention,
+    EmbedPositions,
+    EmbedWords,
+    FeedForward,
+    Linear,
+    build_graph,
+    graph_arrays,
+    linear_ops,
+)
 from mbengine.kernels.names import Norm
 from mbengine.pack import pack
 
@@ -86,6 +96,31 @@ def test_ffn_count(nffn):
     graph = graph_of(config, fuse=False)
     inter = [op for op in linears(graph) if op.name.endswith("intermediate")]
     assert len(inter) == nffn * config.num_hidden_layers
+
+
+def test_graph_arrays_lists_every_array_the_ops_hold_once():
+    """What a runner keeps bound to C across arenas: every array of every op, by op type."""
+    graph = graph_of(MobileBertConfig(**SMALL), fuse_ffn=True)
+    assert any(isinstance(op, FeedForward) for op in graph.ops)
+
+    def of_linear(op):
+        return [op.b, op.nw, op.nb, op.weight.panels]
+
+    expected = []
+    for op in graph.ops:
+        if isinstance(op, Linear):
+            expected += of_linear(op)
+        elif isinstance(op, FeedForward):
+            expected += of_linear(op.first) + of_linear(op.second)
+        elif isinstance(op, EmbedWords):
+            expected += [op.table, op.scale]
+        elif isinstance(op, EmbedPositions):
+            expected += [op.positions, op.token_types]
+        elif isinstance(op, AddNorm):
+            expected += [op.nw, op.nb]
+    expected = {id(a) for a in expected if a is not None}
+    found = graph_arrays(graph)
+    assert len({id(a) for a in found}) == len(found) and {id(a) for a in found} == expected
 
 
 def test_unfused_graph_has_one_linear_per_hf_linear():

@@ -311,6 +311,21 @@ def test_binding_remembers_arrays_by_identity_and_ints_by_value_only():
     assert kind == ("array", "float32", 1) and pointer.value == a.ctypes.data and [n.value for n in shape] == [3]
 
 
+def test_plans_keep_only_what_their_caller_keeps_alive():
+    """A runner's arenas share how its graph's arrays and ints cross to C; an arena's own buffers are
+    not kept (once the arena is gone, their ids may belong to other arrays)."""
+    library = object.__new__(native.Library)  # (binding needs no loaded code: no call is found)
+    library._functions = {}
+    weight, buffer = np.ones(4, np.float32), np.zeros(4, np.float32)
+    lasting = {}
+    assert library.bind_all([("k.f", (weight, buffer, 3, 0.5))], lasting, frozenset({id(weight)})) == [None]
+    assert set(lasting) == {id(weight), (int, 3)}
+    kept = lasting[id(weight)]
+    other = np.zeros(4, np.float32)
+    library.bind_all([("k.f", (weight, other, 3, 0.5))], lasting, frozenset({id(weight)}))
+    assert lasting[id(weight)] is kept and id(other) not in lasting and id(buffer) not in lasting
+
+
 def test_trampolines_jump_through_their_slots():
     x86 = export.trampolines(["f", "g"], "x86_64")
     assert "jmp *.Lslots+0(%rip)" in x86 and "jmp *.Lslots+8(%rip)" in x86
