@@ -11,7 +11,10 @@ shape and thread count: every output compared bit for bit, then the two
 models called in alternation (``--repeats`` pairs; the order flips every
 pair), medians and their ratio native / Numba. b1 s8 is the shape where a
 call is mostly dispatch (~300 ops, each a ctypes call on one side and a
-Numba dispatcher call on the other).
+Numba dispatcher call on the other). "b1 s16-128 lengths" is a server's
+single texts of 24 different lengths in turn (one timed round = one call of
+each): every call is a new shape, whose arena (buffers and the plan bound to
+the kernels) is made then, as a runner keeps only its last 4.
 Results: bench/results/native.json and native.md.
 """
 
@@ -25,7 +28,8 @@ import time
 
 from bench import common
 
-SHAPES = ((1, 8, "full"), (1, 128, "full"), (8, 128, "ragged"))
+SHAPES = ((1, 8, "full"), (1, 128, "full"), (8, 128, "ragged"), (1, 128, "lengths"))
+LENGTHS = 24  # distinct lengths of the "lengths" round, drawn from 16..seq (numpy default_rng(0))
 
 
 def run(args) -> dict:
@@ -63,11 +67,18 @@ def run(args) -> dict:
                     model = models[name] = MobileBertModel.from_pretrained(path, threads=threads)
                     model.runner().kernels = k  # before its first arena: every arena binds to these
                 for batch, seq, kind in SHAPES:
-                    feed = make_inputs(batch, seq, weights.config.vocab_size, rows=kind)
-                    call = {name: (lambda m=m: m(**feed)) for name, m in models.items()}
+                    if kind == "lengths":
+                        lengths = np.random.default_rng(0).choice(np.arange(16, seq + 1), LENGTHS, replace=False)
+                        feeds = [make_inputs(1, int(n), weights.config.vocab_size) for n in lengths]
+                        label = f"b1 s16-{seq} lengths"
+                    else:
+                        feeds = [make_inputs(batch, seq, weights.config.vocab_size, rows=kind)]
+                        label = f"b{batch} s{seq} {kind}"
+                    call = {name: (lambda m=m: [m(**feed) for feed in feeds]) for name, m in models.items()}
                     outs = {name: c() for name, c in call.items()}
                     same = all(
-                        np.array_equal(getattr(outs["native"], f), getattr(outs["numba"], f))
+                        np.array_equal(getattr(a, f), getattr(b, f))
+                        for a, b in zip(outs["native"], outs["numba"])
                         for f in ("last_hidden_state", "pooler_output")
                     )
                     used = {name: m.runner().kernels.name for name, m in models.items()}
@@ -81,7 +92,7 @@ def run(args) -> dict:
                     row = {
                         "dtype": dtype,
                         "threads": threads,
-                        "shape": f"b{batch} s{seq} {kind}",
+                        "shape": label,
                         "numba ms": round(med["numba"] * 1e3, 3),
                         "native ms": round(med["native"] * 1e3, 3),
                         "native / numba": round(med["native"] / med["numba"], 3),

@@ -35,10 +35,16 @@ class NumbaKernels:
     def layout(self) -> k_layout.Layout:
         return k_layout.compiled()
 
+    def __init__(self):
+        self._dispatchers: dict = {}
+
     def bind(self, name: str, args: tuple) -> tuple:
         """(the Numba dispatcher, ``args``): what the runner calls as ``kernel(*args)``."""
-        module, _, fn = name.partition(".")
-        return getattr(importlib.import_module(f"mbengine.kernels.{module}"), fn), args
+        kernel = self._dispatchers.get(name)
+        if kernel is None:
+            module, _, fn = name.partition(".")
+            kernel = self._dispatchers[name] = getattr(importlib.import_module(f"mbengine.kernels.{module}"), fn)
+        return kernel, args
 
     @property
     def max_threads(self) -> int:

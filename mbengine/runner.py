@@ -67,9 +67,10 @@ def next_weights(graph: Graph) -> dict:
 
 def _int8_width(graph: Graph) -> int:
     """Bytes per row of the quantized-activation scratch (0 without int8 linears)."""
+    qx_bytes = backend.layout().qx_bytes
     return max(
         (
-            op.weight.panels.shape[1] * 4 * backend.layout().qx_bytes
+            op.weight.panels.shape[1] * 4 * qx_bytes
             for op in graph.ops
             if isinstance(op, Linear) and isinstance(op.weight, Int8Linear)
         ),
