@@ -32,11 +32,11 @@ class NumbaKernels:
 
     name = "numba"
 
+    def __init__(self):
+        self._dispatchers: dict = {}  # kernel name -> its dispatcher (the runner binds ~300 calls per shape)
+
     def layout(self) -> k_layout.Layout:
         return k_layout.compiled()
-
-    def __init__(self):
-        self._dispatchers: dict = {}
 
     def bind(self, name: str, args: tuple) -> tuple:
         """(the Numba dispatcher, ``args``): what the runner calls as ``kernel(*args)``."""
