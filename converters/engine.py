@@ -64,8 +64,6 @@ PACKED = "packed/"
 INT8_PARTS = ("int8/", "scale/", "outliers/", "outlier_weight/")
 _INT8_KINDS = frozenset(p[:-1] for p in INT8_PARTS)
 _PACKED_KIND = PACKED[:-1]
-_NO_OUTLIERS = np.zeros(0, np.int64)
-_NO_OUTLIERS.flags.writeable = False
 DTYPES = ("float32", "int8")
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
 
@@ -224,7 +222,7 @@ def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> 
 
 def _int8_linear(name: str, part: dict, where: str, int8: dict) -> list[str]:
     wq, scale = part.get("int8"), part["scale"]
-    outliers = part.get("outliers", _NO_OUTLIERS)
+    outliers = part.get("outliers", np.zeros(0, np.int64))  # (Int8Linear.from_parts shares the empty ones)
     outlier_w = part.get("outlier_weight")
     if wq is None:
         return [f"{where}: 'scale/{name}' without 'int8/{name}'"]

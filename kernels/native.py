@@ -225,8 +225,10 @@ class Library:
         reuses what an array or an integer already seen by the caller crossed as."""
         key, cargs = [], []
         for i, a in enumerate(args):
+            # arrays by identity, ints by value (shapes and offsets recur across calls); the rest, e.g.
+            # floats (-0.0 equals 0.0), NumPy scalars and array subclasses, are bound each time
             t = type(a)
-            memo = id(a) if t is np.ndarray else (int, a) if t is int else None  # _memo_key, inlined (hot)
+            memo = id(a) if t is np.ndarray else (int, a) if t is int else None
             known = seen.get(memo)
             if known is None:
                 known = _bound_arg(i, a)
@@ -249,15 +251,8 @@ class Library:
         seen = dict(lasting) if lasting else {}
         bound = [self.bind(name, args, seen) for name, args in calls]
         if lasting is not None:
-            lasting.update((k, v) for k, v in seen.items() if type(k) is tuple or k in lasting_ids)
+            lasting.update((k, v) for k, v in seen.items() if type(k) is tuple or k in lasting_ids)  # ints, kept
         return bound
-
-
-def _memo_key(a):
-    """Where :meth:`Library.bind` remembers an argument: arrays by identity, ints by value (shapes and
-    offsets recur across calls); None for the rest (floats, whose -0.0 equals 0.0, are bound each time)."""
-    t = type(a)
-    return id(a) if t is np.ndarray else (int, a) if t is int else None
 
 
 def _bound_arg(i: int, a) -> tuple:

@@ -97,17 +97,15 @@ def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str,
         ranges.append((begin, end, name))
         if problems:
             continue  # (the file is refused: make no more views)
-        start = data_start + begin
-        if start % dtype.itemsize:  # numba needs aligned data: copy the rare unaligned tensor (the map is
-            arr = data[start : data_start + end].copy().view(dtype).reshape(shape)  # page-aligned)
-            arr.flags.writeable = False
-        else:
-            arr = data[start : data_start + end].view(dtype).reshape(shape)
+        arr = data[data_start + begin : data_start + end]
+        if (data_start + begin) % dtype.itemsize:  # numba needs aligned data: copy the rare unaligned
+            arr = arr.copy()  # tensor (the map itself is page-aligned)
+        arr = arr.view(dtype).reshape(shape)
         if dtype_name == "BF16":
             arr = (arr.astype(np.uint32) << 16).view(np.float32)
-            arr.flags.writeable = False
         elif to_float32 and dtype in _WIDEN:
             arr = arr.astype(np.float32)
+        if arr.flags.writeable:  # (a copy: views of the map are read-only already)
             arr.flags.writeable = False
         tensors[name] = arr
     if not problems:

@@ -298,13 +298,17 @@ def test_kinds_describe_what_crosses_the_c_boundary():
 
 def test_binding_remembers_arrays_by_identity_and_ints_by_value_only():
     """A plan binds each distinct array and int once; what an equal value could misstate is not shared:
-    -0.0 equals 0.0 (floats are bound each time), True equals 1 (bools are refused), and an ndarray
-    subclass, a NumPy scalar are bound each time."""
+    -0.0 equals 0.0 (floats are bound each time), and an ndarray subclass, a NumPy scalar are bound
+    each time (bools are refused)."""
+    library = object.__new__(native.Library)  # (binding needs no loaded code: no call is found)
+    library._functions = {}
     a, b = np.zeros(3, np.float32), np.zeros(3, np.float32)
-    assert native._memo_key(a) == id(a) != native._memo_key(b)
-    assert native._memo_key(7) == native._memo_key(7) == (int, 7)
-    for value in (0.0, -0.0, True, np.int64(7), np.float32(1), a.view(np.matrix)):
-        assert native._memo_key(value) is None, value
+    seen = {}
+    args = (a, b, 7, 7, 0.0, -0.0, np.int64(7), np.float32(1), a.view(np.matrix))
+    assert library.bind("k.f", args, seen) is None
+    assert set(seen) == {id(a), id(b), (int, 7)}
+    with pytest.raises(TypeError, match="not an array, an integer or a float"):
+        library.bind("k.f", (True,), seen)
     kind, (c,) = native._bound_arg(0, -0.0)
     assert kind == ("scalar", "float64") and math.copysign(1.0, c.value) == -1.0
     kind, (pointer, *shape) = native._bound_arg(0, a)
