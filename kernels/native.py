@@ -239,7 +239,9 @@ class Library:
         fn = self._functions.get((name, tuple(key)))
         return None if fn is None else (fn, tuple(cargs))
 
-    def bind_all(self, calls, lasting: dict | None = None, lasting_ids: frozenset = frozenset()) -> list:
+    def bind_all(
+        self, calls, lasting: dict | None = None, lasting_ids: frozenset = frozenset(), preset: dict | None = None
+    ) -> list:
         """:meth:`bind` of each ``(name, args)`` of a plan. A model's plan binds ~300 calls of ~20
         arguments at its first call of each shape; its activation buffers recur in most calls, so each
         distinct array is looked at once (the ids stay valid: ``calls`` holds the arrays).
@@ -247,12 +249,28 @@ class Library:
         ``lasting`` ({memo key: (kind, C arguments)}, kept by the caller across plans) starts the memo
         and gets what this plan bound for ints and for the arrays whose ids are in ``lasting_ids``: ones
         the caller keeps alive as long as ``lasting`` (the weights of a runner's graph; the id of a
-        freed array could be another array's later). A runner's next shape then binds its buffers only."""
+        freed array could be another array's later). A runner's next shape then binds its buffers only.
+        ``preset`` ({id(array): (kind, C arguments)}, e.g. :func:`resizable`'s) says how some arrays cross,
+        for this plan only."""
         seen = dict(lasting) if lasting else {}
+        if preset:
+            seen.update(preset)
         bound = [self.bind(name, args, seen) for name, args in calls]
         if lasting is not None:
             lasting.update((k, v) for k, v in seen.items() if type(k) is tuple or k in lasting_ids)  # ints, kept
         return bound
+
+
+def resizable(arrays) -> tuple[dict, list]:
+    """(preset, dims) binding each of ``arrays`` with dimensions of its own: ``dims[i]`` is a list of fresh
+    ``c_int64``s (the shared ones of :func:`_c_int64` never change). A caller that sets them runs the
+    bound calls on the leading part of the array, which must hold that many elements: the pointer stays."""
+    preset, dims = {}, []
+    for i, a in enumerate(arrays):
+        own = [ctypes.c_int64(n) for n in a.shape]
+        preset[id(a)] = (_kind(i, a), (ctypes.c_void_p(a.ctypes.data), *own))
+        dims.append(own)
+    return preset, dims
 
 
 def _bound_arg(i: int, a) -> tuple:

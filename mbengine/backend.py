@@ -83,10 +83,14 @@ class NativeKernels:
     def layout(self) -> k_layout.Layout:
         return self.library.layout
 
-    def bind_all(self, calls, lasting: dict | None = None, lasting_ids: frozenset = frozenset()) -> list:
-        """(C function, C arguments) of each ``(name, args)``, or None where the library has no build
-        (``lasting``, ``lasting_ids``: what the caller's plans share, see ``Library.bind_all``)."""
-        return self.library.bind_all(calls, lasting, lasting_ids)
+    def bind_all(self, calls, lasting: dict | None = None, lasting_ids: frozenset = frozenset(), resizable=()):
+        """(bound, dims): (C function, C arguments) of each ``(name, args)``, or None where the library has
+        no build, and the ``c_int64`` dimensions of each ``resizable`` array (see :func:`bind_plan`;
+        ``lasting``, ``lasting_ids``: what the caller's plans share, see ``Library.bind_all``)."""
+        from .kernels import native
+
+        preset, dims = native.resizable(resizable)
+        return self.library.bind_all(calls, lasting, lasting_ids, preset), dims
 
     @property
     def max_threads(self) -> int:
@@ -164,18 +168,23 @@ def reset() -> None:
         k_layout.use(None)
 
 
-def bind_plan(calls, preferred=None, lasting: dict | None = None, lasting_ids: frozenset = frozenset()) -> tuple:
-    """``(kernels, bound)`` for a plan's ``(name, args)`` calls: ``bound[i]`` is ``(function, arguments)``
-    to call as ``function(*arguments)``. The kernels are ``preferred`` (default: the process's), or Numba
-    (with a warning, once per set of missing kernels) when that is a native library lacking a call.
-    ``lasting``, ``lasting_ids``: what the caller's plans share when bound to a native library (the C
-    form of the arrays the caller keeps alive, see ``kernels.native.Library.bind_all``)."""
+def bind_plan(
+    calls, preferred=None, lasting: dict | None = None, lasting_ids: frozenset = frozenset(), resizable=()
+) -> tuple:
+    """``(kernels, bound, dims)`` for a plan's ``(name, args)`` calls: ``bound[i]`` is ``(function,
+    arguments)`` to call as ``function(*arguments)``. The kernels are ``preferred`` (default: the
+    process's), or Numba (with a warning, once per set of missing kernels) when that is a native library
+    lacking a call. ``lasting``, ``lasting_ids``: what the caller's plans share when bound to a native
+    library (the C form of the arrays the caller keeps alive, see ``kernels.native.Library.bind_all``).
+    ``resizable``: arrays whose dimensions a native plan takes as ``c_int64``s of their own, which
+    ``dims`` lists per array (None on Numba): setting them runs the same plan on leading parts of
+    these arrays (see ``runner.Frame``)."""
     kernels = preferred or get()
     if kernels is not NUMBA:
-        bound = kernels.bind_all(calls, lasting, lasting_ids)
+        bound, dims = kernels.bind_all(calls, lasting, lasting_ids, resizable)
         missing = tuple(sorted({name for (name, _), b in zip(calls, bound) if b is None}))
         if not missing:
-            return kernels, bound
+            return kernels, bound, dims
         if missing not in _warned:
             _warned.add(missing)
             warnings.warn(
@@ -184,7 +193,7 @@ def bind_plan(calls, preferred=None, lasting: dict | None = None, lasting_ids: f
                 PerformanceWarning,
                 stacklevel=_caller(),
             )
-    return NUMBA, [NUMBA.bind(name, args) for name, args in calls]
+    return NUMBA, [NUMBA.bind(name, args) for name, args in calls], None
 
 
 def build_native(models, directory=None):

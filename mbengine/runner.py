@@ -105,6 +105,78 @@ def available_memory() -> int | None:
     return None
 
 
+def _shapes(graph: Graph, batch: int, seq: int, rows: int | None, want_probs: bool) -> dict:
+    """{dtype: {name: shape}}: every array an arena of this shape holds, by the dtype of its block."""
+    layout = backend.layout()
+    T = batch * seq if rows is None else rows
+    kp, sc = k_layout.attention_scratch(layout, batch, seq, graph.heads, graph.head_dim, _max_threads())
+    floats = {name: (T if b.rows == "tokens" else batch, b.width) for name, b in graph.buffers.items()}
+    floats.update(
+        {
+            "mask_add": (batch, seq),
+            # attention scratch: packed keys per (batch, head), one score block per thread
+            "kp": kp,
+            "scores": sc,
+            # fused feed-forward pairs: one block of intermediate rows per thread
+            "ffn_scratch": (_max_threads(), layout.rows, _ffn_width(graph)),
+            "qscale": (T,),  # int8 linears: the scale of each quantized row
+        }
+    )
+    if want_probs:  # one array per layer, so each layer's starts where it starts at every shape
+        floats.update({f"probs{i}": (batch, graph.heads, seq, seq) for i in range(graph.num_layers)})
+    ints = {k: (batch, seq) for k in ("ids", "mask", "types", "positions")}
+    ints["starts"] = (batch + 1,)
+    return {
+        np.dtype(np.float32): floats,
+        # int8 linears: each row of activations, quantized (one byte per input)
+        np.dtype(layout.qx_dtype): {"qx": (T, max(_int8_width(graph), 4 * layout.qx_bytes))},
+        np.dtype(np.int64): ints,
+    }
+
+
+ROOM_POSITIONS, ROOM_ROWS = 32, 64  # a frame's capacity is rounded up to these
+
+
+def _round_up(n: int, step: int) -> int:
+    return -(-n // step) * step
+
+
+class Frame:
+    """What the arenas of one (batch, want_probs, threads, ragged) family share.
+
+    Room for up to ``seq`` positions and ``rows`` token rows (None: ``batch * seq``):
+    each of an arena's arrays is the leading part of the frame's array of that name,
+    so it starts at the same address at every shape, and only its dimensions change.
+    On a native library the family then shares one bound plan: its dimensions cross
+    to C as ``c_int64``s of their own (``cdims``), which :meth:`Arena.activate` sets
+    to the calling arena's shape. A new length of a single text, or a ragged batch's
+    new token count, costs a few views and no binding.
+    """
+
+    def __init__(self, graph: Graph, batch: int, seq: int, rows: int | None, want_probs: bool, carve):
+        self.seq, self.rows = seq, rows
+        self.flat = {}  # name -> the capacity array, flat
+        for dtype, shapes in _shapes(graph, batch, seq, rows, want_probs).items():
+            self.flat.update((name, v.reshape(-1)) for name, v in carve(dtype, shapes).items())
+        # read by the embedding op at call time; an array, so the plan need not refer to the arena
+        # (a plan holding its arena would be a reference cycle, freed only by the cyclic collector)
+        self.trigram_mask_aware = np.ones(1, np.int64)
+        self.kernels = self.plan = self.cdims = None  # the shared native plan, once bound
+        self.current = None  # the dims the shared plan is set to (the last arena's, see Arena.activate)
+
+    def fits(self, seq: int, rows: int | None) -> bool:
+        return seq <= self.seq and (rows is None or rows <= self.rows)
+
+    def views(self, shapes: dict) -> dict:
+        """{name: array of its shape} for an arena: the leading part of each capacity array."""
+        flat = self.flat
+        return {
+            name: flat[name][: int(np.prod(shape))].reshape(shape)
+            for by_dtype in shapes.values()
+            for name, shape in by_dtype.items()
+        }
+
+
 class Arena:
     """Buffers and the bound plan for one (batch, seq, want_probs) shape."""
 
@@ -114,66 +186,55 @@ class Arena:
         batch: int,
         seq: int,
         want_probs: bool,
-        carve=None,
+        frame: Frame | None = None,
         threads: int = 1,
         next_weight: dict | None = None,
         rows: int | None = None,
         kernels=None,
         lasting: tuple[dict, frozenset] | None = None,
     ):
-        """``lasting``: (memo, ids) that the runner's arenas share when bound to a native library (see
-        :meth:`Runner.__init__`)."""
-        carve = carve or _carve
-        layout = backend.layout()
+        """``frame``: the family's (default: one of this arena's own, in fresh memory). ``lasting``: (memo,
+        ids) that the runner's arenas share when bound to a native library (see :meth:`Runner.__init__`)."""
         self.batch, self.seq = batch, seq
         self.ragged = rows is not None  # token rows: the real tokens only (module doc)
         self.threads = threads  # what the kernels split work for (a plan is bound for one thread count)
-        T = batch * seq if rows is None else rows
-        kp, sc = k_layout.attention_scratch(layout, batch, seq, graph.heads, graph.head_dim, _max_threads())
-        shapes = {name: (T if b.rows == "tokens" else batch, b.width) for name, b in graph.buffers.items()}
-        shapes.update(
-            {
-                "mask_add": (batch, seq),
-                # attention scratch: packed keys per (batch, head), one score block per thread
-                "kp": kp,
-                "scores": sc,
-                # fused feed-forward pairs: one block of intermediate rows per thread
-                "ffn_scratch": (_max_threads(), layout.rows, _ffn_width(graph)),
-                "qscale": (T,),  # int8 linears: the scale of each quantized row
-            }
-        )
-        if want_probs:
-            shapes["probs"] = (graph.num_layers, batch, graph.heads, seq, seq)
-        # Every buffer is a view of one float block and one integer block, which the
+        self.frame = frame = frame or Frame(graph, batch, seq, rows, want_probs, _carve)
+        # Every array is a view of the frame's, which are views of one block per dtype that the
         # runner shares between its arenas (see Runner.carve): no allocation per shape.
-        views = carve(np.float32, shapes)
-        self.bufs = {name: views.pop(name) for name in graph.buffers}
-        self.mask_add, self.kp, self.scores, self.ffn_scratch = (
-            views[k] for k in ("mask_add", "kp", "scores", "ffn_scratch")
+        own = frame.views(_shapes(graph, batch, seq, rows, want_probs))
+        self.bufs = {name: own[name] for name in graph.buffers}
+        self.mask_add, self.kp, self.scores, self.ffn_scratch, self.qscale, self.qx = (
+            own[k] for k in ("mask_add", "kp", "scores", "ffn_scratch", "qscale", "qx")
         )
-        self.probs = views.get("probs")
-        self.qscale = views["qscale"]
-        # int8 linears: each row of activations, quantized (one byte per input)
-        self.qx = carve(layout.qx_dtype, {"qx": (T, max(_int8_width(graph), 4 * layout.qx_bytes))})["qx"]
-        ints = carve(
-            np.int64, {**{k: (batch, seq) for k in ("ids", "mask", "types", "positions")}, "starts": (batch + 1,)}
-        )
+        self.probs = [own[f"probs{i}"] for i in range(graph.num_layers)] if want_probs else None
         self.input_ids, self.attention_mask, self.token_type_ids, self.position_ids = (
-            ints["ids"],
-            ints["mask"],
-            ints["types"],
-            ints["positions"],
+            own[k] for k in ("ids", "mask", "types", "positions")
         )
-        self.starts = ints["starts"]  # sequence b's token rows: [starts[b], starts[b + 1]) (set per call)
-        # read by the embedding op at call time; an array, so the plan need not refer to the arena
-        # (a plan holding its arena would be a reference cycle, freed only by the cyclic collector)
-        self.trigram_mask_aware = np.ones(1, np.int64)
+        self.starts = own["starts"]  # sequence b's token rows: [starts[b], starts[b + 1]) (set per call)
+        self.trigram_mask_aware = frame.trigram_mask_aware
         self._next_weight = next_weight if next_weight is not None else next_weights(graph)
         self.calls = [self._bind(op) for op in graph.ops]  # (kernel name, arguments)
+        self._dims = tuple(n for a in own.values() for n in a.shape)  # this shape, as Frame.cdims lists it
+        if frame.plan is not None:  # the family's native plan: this arena sets its dims (activate)
+            self.kernels, self.plan = frame.kernels, frame.plan
+            return
         # each op bound to the code that runs it: a Numba dispatcher and the arguments, or a native
-        # function and its C arguments (which point into arrays this arena and the graph hold)
-        self.kernels, bound = backend.bind_plan(self.calls, kernels, *(lasting or ()))
+        # function and its C arguments (which point into arrays the frame and the graph hold)
+        self.kernels, bound, cdims = backend.bind_plan(
+            self.calls, kernels, *(lasting or (None, frozenset())), resizable=list(own.values())
+        )
         self.plan = [(op.name, *b) for op, b in zip(graph.ops, bound)]
+        if cdims is not None:
+            frame.kernels, frame.plan, frame.current = self.kernels, self.plan, self._dims
+            frame.cdims = [c for dims in cdims for c in dims]
+
+    def activate(self) -> None:
+        """Point the family's shared native plan at this arena's shape (before running it)."""
+        frame = self.frame
+        if frame.current is not self._dims and frame.cdims is not None:
+            for c, n in zip(frame.cdims, self._dims):
+                c.value = n
+            frame.current = self._dims
 
     def view(self, ref: Ref) -> np.ndarray:
         return self.bufs[ref.buf][:, ref.off : ref.off + ref.width]
@@ -421,6 +482,7 @@ class Runner:
         self.graph = graph
         self.max_arenas = max_arenas
         self._arenas: OrderedDict = OrderedDict()
+        self._frames: OrderedDict = OrderedDict()  # (batch, want_probs, threads, ragged) -> Frame
         self._next_weight = next_weights(graph)  # the same for every arena: made once
         # How the arrays every plan passes besides its arena's (the graph's, the prefetch views, the
         # placeholders) cross to C, kept from one arena to the next: a new shape (each new length of a
@@ -457,7 +519,7 @@ class Runner:
                 batch,
                 seq,
                 want_probs,
-                carve=self.carve,
+                frame=self._frame(batch, seq, want_probs, threads, rows),
                 threads=threads,
                 next_weight=self._next_weight,
                 rows=rows,
@@ -470,6 +532,28 @@ class Runner:
                 self._arenas.popitem(last=False)
         self._arenas.move_to_end(key)
         return arena
+
+    def _frame(self, batch: int, seq: int, want_probs: bool, threads: int, rows: int | None) -> Frame:
+        """The frame of this shape's family, made (or replaced by a larger one: its arenas keep the old
+        one) when the shape does not fit. Capacity is rounded up, and a frame that grows grows by a
+        quarter at least, so a stream of ever-new lengths makes few frames."""
+        key = (batch, want_probs, threads, rows is not None)
+        frame = self._frames.get(key)
+        if frame is None or not frame.fits(seq, rows):
+            old_seq, old_rows = (0, 0) if frame is None else (frame.seq * 5 // 4, (frame.rows or 0) * 5 // 4)
+            frame = Frame(
+                self.graph,
+                batch,
+                _round_up(max(seq, old_seq), ROOM_POSITIONS),
+                None if rows is None else _round_up(max(rows, old_rows), ROOM_ROWS),
+                want_probs,
+                self.carve,
+            )
+            self._frames[key] = frame  # (after the carve, which may have dropped every frame)
+            while len(self._frames) > self.max_arenas:
+                self._frames.popitem(last=False)
+        self._frames.move_to_end(key)
+        return frame
 
     def carve(self, dtype, shapes: dict) -> dict:
         """Views for an arena, in this runner's shared block of ``dtype`` (grown when too small).
@@ -484,8 +568,9 @@ class Runner:
         key = np.dtype(dtype).str
         block = self._blocks.get(key)
         if block is None or block.size < total:
-            if block is not None:
+            if block is not None:  # the old block stays alive while its arenas and frames are
                 self._arenas.clear()
+                self._frames.clear()
             block = self._blocks[key] = np.zeros(max(total, 0 if block is None else block.size * 3 // 2), dtype)
         return _views(block, shapes, offsets)
 
@@ -515,6 +600,7 @@ class Runner:
         rows = None if lengths is None else int(lengths.sum())
         with _launch_lock(self._lock, self.kernels or backend.get()), self._lock:
             arena = self.arena(batch, seq, want_probs, rows=rows)
+            arena.activate()
             arena.set_inputs(input_ids, attention_mask, token_type_ids, position_ids, trigram_mask_aware, lengths)
             if observe is not None:
                 for (_, kernel, args), op in zip(arena.plan, self.graph.ops):

@@ -152,6 +152,34 @@ def test_profile_names_every_op_and_arenas_are_reused(tmp_path):
     assert len(runner.arenas) <= runner.max_arenas
 
 
+def test_arenas_of_one_family_share_a_frame_and_stay_correct_as_it_grows(tmp_path):
+    """Arenas of one (batch, want_probs, threads, ragged) family are the leading parts of one frame's
+    arrays (the same addresses at every shape, what lets a native plan be shared); a shape that does not
+    fit makes a larger frame, and the arenas of the old one keep giving the same outputs."""
+    from mbengine.runner import ROOM_POSITIONS
+
+    config = MobileBertConfig(**{**SMALL, "max_position_embeddings": 2 * ROOM_POSITIONS})
+    path = random_checkpoint(str(tmp_path), config, std=0.2)
+    model = MobileBertModel.from_pretrained(path)
+    runner = model.runner()
+    ids = np.random.default_rng(1).integers(0, 40, (1, 2 * ROOM_POSITIONS))
+    fresh = {n: MobileBertModel.from_pretrained(path)(ids[:, :n]).last_hidden_state for n in (3, 9, 40)}
+    model(ids[:, :3])
+    model(ids[:, :9])
+    small, other = runner.arena(1, 3, False), runner.arena(1, 9, False)
+    assert small.frame is other.frame and small.frame.seq == ROOM_POSITIONS
+    for name, buf in small.bufs.items():
+        rows = 3 if runner.graph.buffers[name].rows == "tokens" else 1
+        assert buf.ctypes.data == other.bufs[name].ctypes.data and buf.shape[0] == rows
+    for name in ("qx", "kp", "mask_add", "input_ids", "starts"):
+        assert getattr(small, name).ctypes.data == getattr(other, name).ctypes.data
+    assert runner.arena(2, 5, False).frame is not small.frame  # another batch: another family
+    model(ids[:, :40])  # 40 positions: a larger frame for the family
+    assert runner.arena(1, 40, False).frame is not small.frame and runner.arena(1, 40, False).frame.seq >= 40
+    for n in (9, 40, 3, 40, 9):  # each shape again, in turn: the arenas of both frames
+        np.testing.assert_array_equal(model(ids[:, :n]).last_hidden_state, fresh[n])
+
+
 @pytest.mark.parametrize("nffn, use_bottleneck", [(1, True), (4, True), (2, False)])
 def test_feed_forward_fusion(tmp_path, nffn, use_bottleneck):
     """Every FFN pair becomes one FeedForward op; outputs equal the unfused graph's."""

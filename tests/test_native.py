@@ -73,6 +73,14 @@ def calls(model):
         out[f"t{threads}.single"] = r.logits
         r = model(ids, attention_mask=mask)
         out[f"t{threads}.ragged"] = r.logits
+        # arenas of one family (they share a frame and, on the native library, one plan) in turn: new
+        # lengths and new token counts, then an earlier shape again
+        for i, length in enumerate((4, 11, 7, 4)):
+            out[f"t{threads}.length{i}"] = model(ids[:1, :length]).logits
+        for i, cut in enumerate((5, 9, 5)):
+            short = mask.copy()
+            short[0, cut:] = 0
+            out[f"t{threads}.rows{i}"] = model(ids, attention_mask=short).logits
         model.padding = "compute"
         r = model(ids, attention_mask=mask)
         out[f"t{threads}.padded"] = r.logits
@@ -328,6 +336,21 @@ def test_plans_keep_only_what_their_caller_keeps_alive():
     other = np.zeros(4, np.float32)
     library.bind_all([("k.f", (weight, other, 3, 0.5))], lasting, frozenset({id(weight)}))
     assert lasting[id(weight)] is kept and id(other) not in lasting and id(buffer) not in lasting
+
+
+def test_resizable_arrays_cross_with_dimensions_of_their_own():
+    """A frame's arrays are bound with fresh c_int64 dimensions (a caller sets them per shape), for this
+    plan only; the shared, never-mutated ones of other arguments are not touched."""
+    library = object.__new__(native.Library)
+    library._functions = {}
+    weight, buffer = np.ones(4, np.float32), np.zeros((3, 4), np.float32)
+    preset, (dims,) = native.resizable([buffer])
+    kind, (pointer, *own) = preset[id(buffer)]
+    assert kind == ("array", "float32", 2) and pointer.value == buffer.ctypes.data and own == dims
+    assert [d.value for d in dims] == [3, 4] and all(d is not native._c_int64(n) for d, n in zip(dims, (3, 4)))
+    lasting = {}
+    library.bind_all([("k.f", (weight, buffer, 3))], lasting, frozenset({id(weight)}), preset)
+    assert id(buffer) not in lasting and native._c_int64(3).value == 3
 
 
 def test_trampolines_jump_through_their_slots():
