@@ -290,6 +290,21 @@ def test_pack_unpack_correction(N, K, seed):
     assert (corr[N:] == 0).all()
 
 
+@pytest.mark.parametrize("groups", [1, 255, 256, 300])
+@pytest.mark.parametrize("value", [-128, 127])
+def test_correction_sums_are_exact_at_the_extremes(groups, value):
+    """Column sums of the largest weights, on both sides of the int16 partial sums' limit (255 groups)."""
+    from mbengine.kernels import layout
+
+    w = np.full((3, 4 * groups), value, np.int8)
+    w[1, ::3] = -value - 1  # another column, other values
+    wp = layout.qpack(w, 8)
+    expected = np.zeros(8, np.int64)
+    expected[:3] = w.astype(np.int64).sum(axis=1)
+    np.testing.assert_array_equal(layout.correction(wp, 1), expected)
+    np.testing.assert_array_equal(layout.correction(wp, 3), 3 * expected)
+
+
 @given(
     N=st.integers(1, 60),
     K=st.integers(1, 300),
