@@ -2,9 +2,10 @@
 
 For each kernel specialisation (a kernel and the kinds of its arguments,
 :func:`.native.kinds`), a C-callable wrapper is compiled with ``numba.cfunc``:
-it takes each array as a data pointer and its shape, rebuilds it with
-``numba.carray`` and calls the kernel, which Numba compiles and links into the
-wrapper's code library as it would for a Python call. The wrapper's final,
+it takes one int64 argument block (each array as a data pointer and its shape,
+each scalar as one word), rebuilds the arrays with ``numba.carray`` and calls
+the kernel, which Numba compiles and links into the wrapper's code library as
+it would for a Python call. The wrapper's final,
 optimised LLVM module is then emitted as position-independent object code for
 the CPU Numba targets (same CPU name and features as its JIT, so the same
 instructions: outputs are bit-identical to the Numba path), and all objects are
@@ -58,26 +59,55 @@ def kernel(name: str):
     return getattr(importlib.import_module(f"{__package__}.{module}"), fn)
 
 
+def _block_readers():
+    """Numba intrinsics the wrappers read their argument block with: an int64 word as a data pointer,
+    and as the float64 of the same bits."""
+    from llvmlite import ir
+    from numba.core import cgutils, types
+    from numba.extending import intrinsic
+
+    @intrinsic
+    def address(typingctx, word):
+        def codegen(context, builder, signature, args):
+            return builder.inttoptr(args[0], cgutils.voidptr_t)
+
+        return types.voidptr(types.int64), codegen
+
+    @intrinsic
+    def double(typingctx, word):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], ir.DoubleType())
+
+        return types.float64(types.int64), codegen
+
+    return address, double
+
+
 def wrapper(name: str, kinds: list):
-    """The ``numba.cfunc`` calling kernel ``name`` with arguments of ``kinds`` (module doc)."""
-    import numba
+    """The ``numba.cfunc`` calling kernel ``name`` with arguments of ``kinds``, read from one int64
+    argument block (:meth:`.native.Library.bind_all` lays it out): an array is its data pointer then its
+    dimensions, an integer itself, a float its float64's bits (a float32 converted back)."""
     from numba import carray, cfunc, types
 
-    params, call = [], []
-    for i, k in enumerate(kinds):
+    call, w = [], 0
+    for k in kinds:
         if k[0] == "array":
-            dims = [f"a{i}_{d}" for d in range(k[2])]
-            params.append((f"a{i}", types.CPointer(numba.from_dtype(np.dtype(k[1])))))
-            params += [(d, types.int64) for d in dims]
-            call.append(f"carray(a{i}, ({', '.join(dims)},))")
+            dims = ", ".join(f"block[{w + 1 + d}]" for d in range(k[2]))
+            call.append(f"carray(address(block[{w}]), ({dims},), np.{k[1]})")
+            w += 1 + k[2]
         else:
-            params.append((f"a{i}", numba.from_dtype(np.dtype(k[1]))))
-            call.append(f"a{i}")
+            call.append(
+                {"int64": "block[{w}]", "float64": "double(block[{w}])"}.get(k[1], "np.{t}(double(block[{w}]))").format(
+                    w=w, t=k[1]
+                )
+            )
+            w += 1
     fn = "mbengine_" + name.replace(".", "_")
-    source = f"def {fn}({', '.join(p for p, _ in params)}):\n    kernel({', '.join(call)})\n"
-    scope = {"kernel": kernel(name), "carray": carray}
+    source = f"def {fn}(block):\n    kernel({', '.join(call)})\n"
+    address, double = _block_readers()
+    scope = {"kernel": kernel(name), "carray": carray, "np": np, "address": address, "double": double}
     exec(compile(source, f"<mbengine native wrapper {name}>", "exec"), scope)  # noqa: S102 (generated above)
-    return cfunc(types.void(*[t for _, t in params]))(scope[fn])
+    return cfunc(types.void(types.CPointer(types.int64)))(scope[fn])
 
 
 def object_code(cf) -> bytes:

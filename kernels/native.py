@@ -2,13 +2,15 @@
 
 Numba compiles the kernels; a process that only serves a model need not carry
 the compiler. At warmup, :mod:`.export` wraps every kernel specialisation the
-runner calls in a C-callable function (``numba.cfunc``, arrays passed as data
-pointer plus shape), emits the object code Numba optimised for this CPU as
-position-independent code, and links it with the system's C compiler into one
-shared library, next to a JSON manifest. This module loads that pair with
-``ctypes``: importing it imports neither Numba nor llvmlite (``python -m
-bench memory``: ~70 MiB of LLVM code and ~37 MiB of Numba's modules stay out
-of the process, and start-up skips ``import numba``).
+runner calls in a C-callable function (``numba.cfunc``) taking one pointer, to
+an int64 block of the call's arguments (each array as its data pointer and
+shape): a call crosses ``ctypes`` with one argument, ~0.5 us, instead of ~40,
+~3 us (~300 calls per inference). It emits the object code Numba optimised for
+this CPU as position-independent code and links it with the system's C
+compiler into one shared library, next to a JSON manifest. This module loads
+that pair with ``ctypes``: importing it imports neither Numba nor llvmlite
+(``python -m bench memory``: ~70 MiB of LLVM code and ~37 MiB of Numba's
+modules stay out of the process, and start-up skips ``import numba``).
 
 What the library needs from Numba's runtime at run time is what Numba's own
 JIT links against: the parallel loops' thread pool (its ``omppool``, ``tbbpool``
@@ -39,6 +41,7 @@ import importlib.util
 import json
 import os
 import platform
+import struct
 import sys
 from pathlib import Path
 
@@ -46,7 +49,7 @@ import numpy as np
 
 from .layout import Layout
 
-FORMAT = 1  # of the manifest
+FORMAT = 2  # of the manifest and of the wrappers (2: one argument block per call)
 # environment variables that change the compiled code or the runtime it links against
 ENV_KEYS = (
     "NUMBA_CPU_NAME",
@@ -185,7 +188,7 @@ class _Pool:
         return n if n > 0 else self.threads
 
 
-_C_SCALARS = {"int64": ctypes.c_int64, "float64": ctypes.c_double, "float32": ctypes.c_float}
+_SCALARS = ("int64", "float64", "float32")  # what a kernel's scalar arguments may be
 
 
 class Library:
@@ -216,80 +219,90 @@ class Library:
             fn.restype = None
             self._functions[(spec["name"], _freeze(spec["kinds"]))] = fn
 
-    def bind(self, name: str, args, seen: dict) -> tuple | None:
-        """(C function, its ctypes arguments) for ``kernel(*args)``, or None when the library lacks that
-        specialisation. The arrays must outlive the bound call (the caller holds them).
+    def bind_all(self, calls, lasting: dict | None = None, lasting_ids: frozenset = frozenset(), resizable=()):
+        """(bound, dims) for a plan's ``(name, args)`` calls: ``bound[i]`` is (C function, (pointer to its
+        argument block,)), or None where the library lacks that specialisation; ``dims`` (:class:`Dims`)
+        sets the dimensions the plan passes for the ``resizable`` arrays.
 
-        One pass over the arguments gives both the specialisation's key (:func:`kinds`, as tuples) and
-        the C arguments. ``seen`` ({id(array) or (int, value): (kind, C arguments)}, see :meth:`bind_all`)
-        reuses what an array or an integer already seen by the caller crossed as."""
-        key, cargs = [], []
-        for i, a in enumerate(args):
-            # arrays by identity, ints by value (shapes and offsets recur across calls); the rest, e.g.
-            # floats (-0.0 equals 0.0), NumPy scalars and array subclasses, are bound each time
-            t = type(a)
-            memo = id(a) if t is np.ndarray else (int, a) if t is int else None
-            known = seen.get(memo)
-            if known is None:
-                known = _bound_arg(i, a)
-                if memo is not None:
-                    seen[memo] = known
-            key.append(known[0])
-            cargs.extend(known[1])
-        fn = self._functions.get((name, tuple(key)))
-        return None if fn is None else (fn, tuple(cargs))
+        Every call's arguments are laid out in one int64 array (module doc: a call then crosses ctypes
+        with one argument instead of ~40). The arrays must outlive the plan (the caller holds them);
+        the block lives as long as the pointers. One pass over each call's arguments gives both the
+        specialisation's key (:func:`kinds`, as tuples) and its words. A model's plan binds ~300 calls
+        of ~20 arguments; its activation buffers recur in most calls, so each distinct array is looked
+        at once (arrays by identity: the ids stay valid, ``calls`` holds the arrays; ints by value).
 
-    def bind_all(
-        self, calls, lasting: dict | None = None, lasting_ids: frozenset = frozenset(), preset: dict | None = None
-    ) -> list:
-        """:meth:`bind` of each ``(name, args)`` of a plan. A model's plan binds ~300 calls of ~20
-        arguments at its first call of each shape; its activation buffers recur in most calls, so each
-        distinct array is looked at once (the ids stay valid: ``calls`` holds the arrays).
+        ``lasting`` ({memo key: (kind, words)}, kept by the caller across plans) starts the memo and gets
+        what this plan bound for ints and for the arrays whose ids are in ``lasting_ids``: ones the
+        caller keeps alive as long as ``lasting`` (the weights of a runner's graph; the id of a freed
+        array could be another array's later). A runner's next plan then binds its buffers only.
 
-        ``lasting`` ({memo key: (kind, C arguments)}, kept by the caller across plans) starts the memo
-        and gets what this plan bound for ints and for the arrays whose ids are in ``lasting_ids``: ones
-        the caller keeps alive as long as ``lasting`` (the weights of a runner's graph; the id of a
-        freed array could be another array's later). A runner's next shape then binds its buffers only.
-        ``preset`` ({id(array): (kind, C arguments)}, e.g. :func:`resizable`'s) says how some arrays cross,
-        for this plan only."""
+        ``resizable`` arrays (an arena's, see mbengine.runner.Frame) are passed with dimensions that
+        :meth:`Dims.set` changes: the plan then runs on the leading part of each, which must hold that
+        many elements (the pointer stays)."""
         seen = dict(lasting) if lasting else {}
-        if preset:
-            seen.update(preset)
-        bound = [self.bind(name, args, seen) for name, args in calls]
+        first = 0
+        for r, a in enumerate(resizable):
+            seen[id(a)] = (_kind(r, a), (a.ctypes.data, *a.shape), first)  # (its dims: from ``first`` on)
+            first += a.ndim
+        words, at, of, starts, functions = [], [], [], [], []
+        for name, args in calls:
+            starts.append(len(words))
+            key = []
+            for i, a in enumerate(args):
+                # arrays by identity, ints by value (shapes and offsets recur across calls); the rest, e.g.
+                # floats (-0.0 equals 0.0), NumPy scalars and array subclasses, are bound each time
+                t = type(a)
+                memo = id(a) if t is np.ndarray else (int, a) if t is int else None
+                known = seen.get(memo)
+                if known is None:
+                    known = _bound_arg(i, a)
+                    if memo is not None:
+                        seen[memo] = known
+                key.append(known[0])
+                if len(known) == 3:  # a resizable array: where its dimensions are in the block
+                    n = len(known[1]) - 1
+                    at.extend(range(len(words) + 1, len(words) + 1 + n))
+                    of.extend(range(known[2], known[2] + n))
+                words.extend(known[1])
+            functions.append(self._functions.get((name, tuple(key))))
         if lasting is not None:
             lasting.update((k, v) for k, v in seen.items() if type(k) is tuple or k in lasting_ids)  # ints, kept
-        return bound
+        block = np.array(words, np.int64)
+        base = block.ctypes.data
+        bound = []
+        for fn, start in zip(functions, starts):
+            if fn is None:
+                bound.append(None)
+                continue
+            pointer = ctypes.c_void_p(base + 8 * start)
+            pointer._block = block  # (kept alive by every call's pointer)
+            bound.append((fn, (pointer,)))
+        return bound, Dims(block, np.array(at, np.intp), np.array(of, np.intp))
 
 
-def resizable(arrays) -> tuple[dict, list]:
-    """(preset, dims) binding each of ``arrays`` with dimensions of its own: ``dims[i]`` is a list of fresh
-    ``c_int64``s (the shared ones of :func:`_c_int64` never change). A caller that sets them runs the
-    bound calls on the leading part of the array, which must hold that many elements: the pointer stays."""
-    preset, dims = {}, []
-    for i, a in enumerate(arrays):
-        own = [ctypes.c_int64(n) for n in a.shape]
-        preset[id(a)] = (_kind(i, a), (ctypes.c_void_p(a.ctypes.data), *own))
-        dims.append(own)
-    return preset, dims
+class Dims:
+    """Where a plan's argument block holds the dimensions of its resizable arrays (:meth:`Library.bind_all`)."""
+
+    def __init__(self, block: np.ndarray, at: np.ndarray, of: np.ndarray):
+        self._block, self._at, self._of = block, at, of
+
+    def set(self, dims: np.ndarray) -> None:
+        """Pass ``dims`` (every resizable array's shape, in order, concatenated) from the next call on."""
+        self._block[self._at] = dims[self._of]
 
 
 def _bound_arg(i: int, a) -> tuple:
-    """(kind, C arguments) of argument ``i`` of a call."""
+    """(kind, words in the argument block) of argument ``i`` of a call: an array's data pointer and its
+    dimensions, an integer, or a float's float64 bits (a float32 is passed as its exact float64)."""
     kind = _kind(i, a)
     if kind[0] == "array":
-        return kind, (ctypes.c_void_p(a.ctypes.data), *map(_c_int64, a.shape))
-    return kind, (_c_int64(a) if kind[1] == "int64" else _C_SCALARS[kind[1]](a),)
+        return kind, (a.ctypes.data, *a.shape)
+    if kind[1] == "int64":
+        return kind, (int(a),)
+    return kind, (_I64.unpack(_F64.pack(float(a)))[0],)
 
 
-_INT64: dict = {}
-
-
-def _c_int64(n: int) -> ctypes.c_int64:
-    """A shared, never-mutated ``c_int64`` per value (shapes and offsets repeat across a plan's calls)."""
-    c = _INT64.get(n)
-    if c is None:
-        c = _INT64[n] = ctypes.c_int64(n)
-    return c
+_F64, _I64 = struct.Struct("=d"), struct.Struct("=q")
 
 
 def _freeze(k) -> tuple:
@@ -303,7 +316,7 @@ def _scalar_kind(a) -> str:
         return "int64"
     if isinstance(a, float):
         return "float64"
-    if str(a.dtype) not in _C_SCALARS:
+    if str(a.dtype) not in _SCALARS:
         raise TypeError(f"kernel argument {a!r}: no C type for {a.dtype}")
     return str(a.dtype)  # a NumPy scalar
 

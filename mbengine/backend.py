@@ -84,13 +84,8 @@ class NativeKernels:
         return self.library.layout
 
     def bind_all(self, calls, lasting: dict | None = None, lasting_ids: frozenset = frozenset(), resizable=()):
-        """(bound, dims): (C function, C arguments) of each ``(name, args)``, or None where the library has
-        no build, and the ``c_int64`` dimensions of each ``resizable`` array (see :func:`bind_plan`;
-        ``lasting``, ``lasting_ids``: what the caller's plans share, see ``Library.bind_all``)."""
-        from .kernels import native
-
-        preset, dims = native.resizable(resizable)
-        return self.library.bind_all(calls, lasting, lasting_ids, preset), dims
+        """(bound, dims) of a plan: see ``kernels.native.Library.bind_all``."""
+        return self.library.bind_all(calls, lasting, lasting_ids, resizable)
 
     @property
     def max_threads(self) -> int:
@@ -176,9 +171,8 @@ def bind_plan(
     process's), or Numba (with a warning, once per set of missing kernels) when that is a native library
     lacking a call. ``lasting``, ``lasting_ids``: what the caller's plans share when bound to a native
     library (the C form of the arrays the caller keeps alive, see ``kernels.native.Library.bind_all``).
-    ``resizable``: arrays whose dimensions a native plan takes as ``c_int64``s of their own, which
-    ``dims`` lists per array (None on Numba): setting them runs the same plan on leading parts of
-    these arrays (see ``runner.Frame``)."""
+    ``resizable``: arrays whose dimensions a native plan lets ``dims`` change (``kernels.native.Dims``;
+    None on Numba): the same plan then runs on leading parts of these arrays (see ``runner.Frame``)."""
     kernels = preferred or get()
     if kernels is not NUMBA:
         bound, dims = kernels.bind_all(calls, lasting, lasting_ids, resizable)

@@ -147,10 +147,10 @@ class Frame:
     Room for up to ``seq`` positions and ``rows`` token rows (None: ``batch * seq``):
     each of an arena's arrays is the leading part of the frame's array of that name,
     so it starts at the same address at every shape, and only its dimensions change.
-    On a native library the family then shares one bound plan: its dimensions cross
-    to C as ``c_int64``s of their own (``cdims``), which :meth:`Arena.activate` sets
-    to the calling arena's shape. A new length of a single text, or a ragged batch's
-    new token count, costs a few views and no binding.
+    On a native library the family then shares one bound plan, whose argument block
+    :meth:`Arena.activate` gives the calling arena's dimensions (``dims``). A new
+    length of a single text, or a ragged batch's new token count, costs a few views
+    and no binding.
     """
 
     def __init__(self, graph: Graph, batch: int, seq: int, rows: int | None, want_probs: bool, carve):
@@ -161,7 +161,7 @@ class Frame:
         # read by the embedding op at call time; an array, so the plan need not refer to the arena
         # (a plan holding its arena would be a reference cycle, freed only by the cyclic collector)
         self.trigram_mask_aware = np.ones(1, np.int64)
-        self.kernels = self.plan = self.cdims = None  # the shared native plan, once bound
+        self.kernels = self.plan = self.dims = None  # the shared native plan, once bound
         self.current = None  # the dims the shared plan is set to (the last arena's, see Arena.activate)
 
     def fits(self, seq: int, rows: int | None) -> bool:
@@ -214,26 +214,24 @@ class Arena:
         self.trigram_mask_aware = frame.trigram_mask_aware
         self._next_weight = next_weight if next_weight is not None else next_weights(graph)
         self.calls = [self._bind(op) for op in graph.ops]  # (kernel name, arguments)
-        self._dims = tuple(n for a in own.values() for n in a.shape)  # this shape, as Frame.cdims lists it
+        self._dims = np.array([n for a in own.values() for n in a.shape], np.int64)  # as Frame.dims takes it
         if frame.plan is not None:  # the family's native plan: this arena sets its dims (activate)
             self.kernels, self.plan = frame.kernels, frame.plan
             return
         # each op bound to the code that runs it: a Numba dispatcher and the arguments, or a native
         # function and its C arguments (which point into arrays the frame and the graph hold)
-        self.kernels, bound, cdims = backend.bind_plan(
+        self.kernels, bound, dims = backend.bind_plan(
             self.calls, kernels, *(lasting or (None, frozenset())), resizable=list(own.values())
         )
         self.plan = [(op.name, *b) for op, b in zip(graph.ops, bound)]
-        if cdims is not None:
-            frame.kernels, frame.plan, frame.current = self.kernels, self.plan, self._dims
-            frame.cdims = [c for dims in cdims for c in dims]
+        if dims is not None:
+            frame.kernels, frame.plan, frame.dims, frame.current = self.kernels, self.plan, dims, self._dims
 
     def activate(self) -> None:
         """Point the family's shared native plan at this arena's shape (before running it)."""
         frame = self.frame
-        if frame.current is not self._dims and frame.cdims is not None:
-            for c, n in zip(frame.cdims, self._dims):
-                c.value = n
+        if frame.current is not self._dims and frame.dims is not None:
+            frame.dims.set(self._dims)
             frame.current = self._dims
 
     def view(self, ref: Ref) -> np.ndarray:

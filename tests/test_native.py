@@ -11,7 +11,6 @@ native side runs in fresh subprocesses (a process chooses its kernels once), the
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import subprocess
@@ -304,33 +303,55 @@ def test_kinds_describe_what_crosses_the_c_boundary():
     assert native.kinds((np.zeros(2, ">f4"), np.zeros(2, "<f4")))[1][1] == "float32"
 
 
-def test_binding_remembers_arrays_by_identity_and_ints_by_value_only():
-    """A plan binds each distinct array and int once; what an equal value could misstate is not shared:
-    -0.0 equals 0.0 (floats are bound each time), and an ndarray subclass, a NumPy scalar are bound
-    each time (bools are refused)."""
-    library = object.__new__(native.Library)  # (binding needs no loaded code: no call is found)
-    library._functions = {}
-    a, b = np.zeros(3, np.float32), np.zeros(3, np.float32)
-    seen = {}
-    args = (a, b, 7, 7, 0.0, -0.0, np.int64(7), np.float32(1), a.view(np.matrix))
-    assert library.bind("k.f", args, seen) is None
-    assert set(seen) == {id(a), id(b), (int, 7)}
+def _words(bound) -> list:
+    """The argument block of a bound call, as Python ints."""
+    _, (pointer,) = bound
+    start = (pointer.value - pointer._block.ctypes.data) // 8
+    return pointer._block[start:].tolist()
+
+
+def _library(*specialisations) -> native.Library:
+    """A library whose functions are stand-ins (binding needs no loaded code)."""
+    library = object.__new__(native.Library)
+    library._functions = {
+        (name, tuple(native._kind(i, a) for i, a in enumerate(args))): name for name, args in specialisations
+    }
+    return library
+
+
+def _bits(x: float) -> int:
+    return int(np.array(x, np.float64).view(np.int64))
+
+
+def test_binding_lays_out_each_call_and_remembers_arrays_by_identity_and_ints_by_value_only():
+    """A call's argument block holds each array's pointer and shape, each int, each float's float64 bits
+    (a float32 converted exactly). A plan binds each distinct array and int once; what an equal value
+    could misstate is not shared: -0.0 equals 0.0 (floats are bound each time), and an ndarray
+    subclass, a NumPy scalar are bound each time (bools are refused)."""
+    a, b = np.zeros(3, np.float32), np.zeros((2, 5), np.int8)
+    m = a.view(np.matrix)
+    args = (a, b, 7, 7, 0.0, -0.0, np.int64(-7), np.float32(0.1), m)
+    library = _library(("k.f", args))
+    lasting = {}
+    (bound,), _ = library.bind_all([("k.f", args)], lasting, frozenset({id(a), id(b), id(m)}))
+    assert bound[0] == "k.f"
+    assert _words(bound) == [
+        a.ctypes.data, 3, b.ctypes.data, 2, 5, 7, 7, _bits(0.0), _bits(-0.0), -7, _bits(float(np.float32(0.1))),
+        m.ctypes.data, 1, 3,
+    ]  # fmt: skip
+    assert set(lasting) == {id(a), id(b), (int, 7)}
+    assert library.bind_all([("k.g", args)])[0] == [None]  # a specialisation the library lacks
     with pytest.raises(TypeError, match="not an array, an integer or a float"):
-        library.bind("k.f", (True,), seen)
-    kind, (c,) = native._bound_arg(0, -0.0)
-    assert kind == ("scalar", "float64") and math.copysign(1.0, c.value) == -1.0
-    kind, (pointer, *shape) = native._bound_arg(0, a)
-    assert kind == ("array", "float32", 1) and pointer.value == a.ctypes.data and [n.value for n in shape] == [3]
+        library.bind_all([("k.f", (True,))])
 
 
 def test_plans_keep_only_what_their_caller_keeps_alive():
     """A runner's arenas share how its graph's arrays and ints cross to C; an arena's own buffers are
     not kept (once the arena is gone, their ids may belong to other arrays)."""
-    library = object.__new__(native.Library)  # (binding needs no loaded code: no call is found)
-    library._functions = {}
+    library = _library()
     weight, buffer = np.ones(4, np.float32), np.zeros(4, np.float32)
     lasting = {}
-    assert library.bind_all([("k.f", (weight, buffer, 3, 0.5))], lasting, frozenset({id(weight)})) == [None]
+    assert library.bind_all([("k.f", (weight, buffer, 3, 0.5))], lasting, frozenset({id(weight)}))[0] == [None]
     assert set(lasting) == {id(weight), (int, 3)}
     kept = lasting[id(weight)]
     other = np.zeros(4, np.float32)
@@ -338,19 +359,23 @@ def test_plans_keep_only_what_their_caller_keeps_alive():
     assert lasting[id(weight)] is kept and id(other) not in lasting and id(buffer) not in lasting
 
 
-def test_resizable_arrays_cross_with_dimensions_of_their_own():
-    """A frame's arrays are bound with fresh c_int64 dimensions (a caller sets them per shape), for this
-    plan only; the shared, never-mutated ones of other arguments are not touched."""
-    library = object.__new__(native.Library)
-    library._functions = {}
-    weight, buffer = np.ones(4, np.float32), np.zeros((3, 4), np.float32)
-    preset, (dims,) = native.resizable([buffer])
-    kind, (pointer, *own) = preset[id(buffer)]
-    assert kind == ("array", "float32", 2) and pointer.value == buffer.ctypes.data and own == dims
-    assert [d.value for d in dims] == [3, 4] and all(d is not native._c_int64(n) for d, n in zip(dims, (3, 4)))
+def test_resizable_arrays_take_the_dimensions_they_are_given():
+    """A frame's arrays are bound with dimensions that Dims.set changes in every call passing them (a
+    shared plan then runs on a shorter leading part); nothing else in the blocks changes, and they are
+    not kept for other plans."""
+    weight, buffer, scratch = np.ones(4, np.float32), np.zeros((6, 4), np.float32), np.zeros(8, np.float32)
+    calls = [("k.f", (weight, buffer, 3)), ("k.g", (buffer, scratch, weight)), ("k.f", (weight, buffer, 2))]
+    library = _library(calls[0], calls[1])
     lasting = {}
-    library.bind_all([("k.f", (weight, buffer, 3))], lasting, frozenset({id(weight)}), preset)
-    assert id(buffer) not in lasting and native._c_int64(3).value == 3
+    bound, dims = library.bind_all(calls, lasting, frozenset({id(weight)}), resizable=[buffer, scratch])
+    before = [_words(b) for b in bound]
+    assert before[1][:5] == [buffer.ctypes.data, 6, 4, scratch.ctypes.data, 8]
+    dims.set(np.array([2, 4, 5]))  # buffer (2, 4), scratch (5,)
+    after = [_words(b) for b in bound]
+    assert after[0][:6] == [weight.ctypes.data, 4, buffer.ctypes.data, 2, 4, 3]
+    assert after[1][:6] == [buffer.ctypes.data, 2, 4, scratch.ctypes.data, 5, weight.ctypes.data]
+    assert after[2][3:6] == [2, 4, 2]
+    assert id(buffer) not in lasting and id(scratch) not in lasting and id(weight) in lasting
 
 
 def test_trampolines_jump_through_their_slots():
