@@ -229,15 +229,21 @@ def build(specs, directory: Path | None = None, cc: str | None = None) -> Path:
 
 def _prune(directory: Path, fp: dict) -> None:
     """Remove the libraries in ``directory`` that only older kernel sources can use (same Numba, Python, CPU
-    and settings, other sources): each upgrade or edit of the kernels would otherwise leave one behind."""
+    and settings, other sources or library format): each upgrade or edit of the kernels would otherwise
+    leave one behind."""
     for path in directory.glob("kernels-*.json"):
         try:
             other = json.loads(path.read_text())["fingerprint"]
         except (OSError, ValueError, KeyError):
             continue
-        if other["sources"] != fp["sources"] and {**other, "sources": None} == {**fp, "sources": None}:
+        if _outside_code(other) == _outside_code(fp) and other != fp:
             for stale in (path, path.with_suffix(".so")):
                 stale.unlink(missing_ok=True)
+
+
+def _outside_code(fp: dict) -> dict:
+    """A fingerprint without what this package's code decides (its kernel sources, the library format)."""
+    return {k: v for k, v in fp.items() if k not in ("sources", "format")}
 
 
 def _writable(candidates: list[Path]) -> Path:

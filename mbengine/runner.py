@@ -4,7 +4,10 @@ An :class:`Arena` holds every activation buffer for one (batch, seq, rows) shape
 the input arrays the kernels read, and the *plan*: each op bound to its kernel
 and its argument tuple, built once. A call then copies the inputs into the
 arena and runs ``for kernel, args in plan: kernel(*args)``; nothing is
-allocated and nothing model-specific is decided in that loop.
+allocated and nothing model-specific is decided in that loop. The arenas of
+one batch size (and thread count, padding choice) are views of one
+:class:`Frame`, so a new length reuses its memory and, on the native library,
+its bound plan.
 
 Token-major buffers have one row per token: ``batch * seq`` rows when the
 padding is computed (its outputs then equal Hugging Face's at every position),

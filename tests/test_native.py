@@ -391,7 +391,8 @@ def test_a_build_removes_libraries_only_older_sources_can_use(tmp_path):
     fp = native.fingerprint()
     old = {**fp, "sources": "0" * 64}
     other_cpu = {**old, "cpu": "another CPU"}
-    for name, print_ in (("old", old), ("othercpu", other_cpu), ("current", fp)):
+    old_format = {**fp, "format": fp["format"] - 1}  # (the sources changed with it, or not)
+    for name, print_ in (("old", old), ("othercpu", other_cpu), ("oldformat", old_format), ("current", fp)):
         (tmp_path / f"kernels-{name}.json").write_text(json.dumps({"fingerprint": print_}))
         (tmp_path / f"kernels-{name}.so").write_bytes(b"")
     export._prune(tmp_path, fp)
