@@ -81,8 +81,18 @@ def _int8_width(graph: Graph) -> int:
     )
 
 
+ROOM_POSITIONS, ROOM_ROWS = 32, 64  # a frame's capacity is rounded up to these
+
+
+def _room(seq: int, rows: int | None) -> tuple[int, int | None]:
+    """The capacity of a frame holding ``seq`` positions and ``rows`` token rows."""
+    return -(-seq // ROOM_POSITIONS) * ROOM_POSITIONS, None if rows is None else -(-rows // ROOM_ROWS) * ROOM_ROWS
+
+
 def arena_bytes(graph: Graph, batch: int, seq: int, want_probs: bool, rows: int | None = None) -> int:
-    """Bytes an :class:`Arena` for this shape allocates (activations, inputs, scratch)."""
+    """Bytes an :class:`Arena` for this shape allocates (activations, inputs, scratch), in the frame a
+    runner makes for it (its capacity rounded up, see :func:`_room`)."""
+    seq, rows = _room(seq, rows)
     T = batch * seq if rows is None else rows
     total = sum((T if b.rows == "tokens" else batch) * b.width for b in graph.buffers.values()) * 4
     total += 5 * batch * seq * 8  # inputs and the additive mask
@@ -135,13 +145,6 @@ def _shapes(graph: Graph, batch: int, seq: int, rows: int | None, want_probs: bo
         np.dtype(layout.qx_dtype): {"qx": (T, max(_int8_width(graph), 4 * layout.qx_bytes))},
         np.dtype(np.int64): ints,
     }
-
-
-ROOM_POSITIONS, ROOM_ROWS = 32, 64  # a frame's capacity is rounded up to these
-
-
-def _round_up(n: int, step: int) -> int:
-    return -(-n // step) * step
 
 
 class Frame:
@@ -536,20 +539,14 @@ class Runner:
 
     def _frame(self, batch: int, seq: int, want_probs: bool, threads: int, rows: int | None) -> Frame:
         """The frame of this shape's family, made (or replaced by a larger one: its arenas keep the old
-        one) when the shape does not fit. Capacity is rounded up, and a frame that grows grows by a
-        quarter at least, so a stream of ever-new lengths makes few frames."""
+        one) when the shape does not fit. Capacity is rounded up (:func:`_room`), so a stream of
+        ever-new lengths makes few frames: at most 16 up to 512 positions."""
         key = (batch, want_probs, threads, rows is not None)
         frame = self._frames.get(key)
         if frame is None or not frame.fits(seq, rows):
-            old_seq, old_rows = (0, 0) if frame is None else (frame.seq * 5 // 4, (frame.rows or 0) * 5 // 4)
-            frame = Frame(
-                self.graph,
-                batch,
-                _round_up(max(seq, old_seq), ROOM_POSITIONS),
-                None if rows is None else _round_up(max(rows, old_rows), ROOM_ROWS),
-                want_probs,
-                self.carve,
-            )
+            old_seq, old_rows = (0, 0) if frame is None else (frame.seq, frame.rows or 0)
+            cap_seq, cap_rows = _room(max(seq, old_seq), None if rows is None else max(rows, old_rows))
+            frame = Frame(self.graph, batch, cap_seq, cap_rows, want_probs, self.carve)
             self._frames[key] = frame  # (after the carve, which may have dropped every frame)
             while len(self._frames) > self.max_arenas:
                 self._frames.popitem(last=False)
