@@ -184,6 +184,8 @@ def environment() -> dict:
                 "NUMBA_NUM_THREADS",
                 "NUMBA_THREADING_LAYER",
                 "NUMBA_CACHE_DIR",
+                "MBENGINE_KERNELS",
+                "MBENGINE_NATIVE_DIR",
                 "OPENBLAS_NUM_THREADS",
                 "MKL_NUM_THREADS",
             )
@@ -213,7 +215,16 @@ def kernel_target() -> dict:
         from mbengine.kernels.target import TARGET
     except ImportError as e:
         return {"compile_target": f"unavailable ({e})"}
-    return {"compile_target": TARGET.describe(), "int8_kernel": qsimd.VARIANT}
+    return {"compile_target": TARGET.describe(), "int8_kernel": qsimd.VARIANT, "native_library": native_library()}
+
+
+def native_library() -> str:
+    """Which native kernel library ``MBENGINE_KERNELS=auto`` (the default) would run, or why none: a
+    benchmark that does not choose its kernels runs the library when ``mbengine warmup`` built one."""
+    from mbengine.kernels import native
+
+    path, manifest_or_why = native.find()
+    return str(path) if path is not None else f"none: {manifest_or_why}"
 
 
 def print_environment(env: dict) -> None:
@@ -236,6 +247,11 @@ def print_environment(env: dict) -> None:
         print(f"numba threading layer: {env['numba_threading_layer']}")
     if env.get("compile_target"):
         print(f"kernels compiled for: {env['compile_target']}; int8 kernel: {env.get('int8_kernel')}")
+    if env.get("native_library"):
+        print(
+            f"native kernel library (MBENGINE_KERNELS={env['env'].get('MBENGINE_KERNELS') or 'auto'}): "
+            f"{env['native_library']}"
+        )
 
 
 # --------------------------------------------------------------------------- machine load
