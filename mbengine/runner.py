@@ -18,6 +18,7 @@ attention runs each sequence over its own length (``Arena.starts``).
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -219,7 +220,7 @@ class Arena:
         self.starts = own["starts"]  # sequence b's token rows: [starts[b], starts[b + 1]) (set per call)
         self.trigram_mask_aware = frame.trigram_mask_aware
         self._next_weight = next_weight if next_weight is not None else next_weights(graph)
-        self.calls = [self._bind(op) for op in graph.ops]  # (kernel name, arguments)
+        self._graph = graph
         self._dims = np.array([n for a in own.values() for n in a.shape], np.int64)  # as Frame.dims takes it
         if frame.plan is not None:  # the family's native plan: this arena sets its dims (activate)
             self.kernels, self.plan = frame.kernels, frame.plan
@@ -232,6 +233,12 @@ class Arena:
         self.plan = [(op.name, *b) for op, b in zip(graph.ops, bound)]
         if dims is not None:
             frame.kernels, frame.plan, frame.dims, frame.current = self.kernels, self.plan, dims, self._dims
+
+    @functools.cached_property
+    def calls(self) -> list:
+        """(kernel name, arguments) of each op: what the plan is bound from (made when first asked: an
+        arena that shares its frame's native plan needs them only if ``mbengine warmup`` asks)."""
+        return [self._bind(op) for op in self._graph.ops]
 
     def activate(self) -> None:
         """Point the family's shared native plan at this arena's shape (before running it)."""
