@@ -5,12 +5,12 @@ For each kernel specialisation (a kernel and the kinds of its arguments,
 it takes one int64 argument block (each array as a data pointer and its shape,
 each scalar as one word), rebuilds the arrays with ``numba.carray`` and calls
 the kernel, which Numba compiles and links into the wrapper's code library as
-it would for a Python call. The wrapper's final,
-optimised LLVM module is then emitted as position-independent object code for
-the CPU Numba targets (same CPU name and features as its JIT, so the same
-instructions: outputs are bit-identical to the Numba path), and all objects are
-linked by the system's C compiler (``cc``) into one shared library with
-:func:`trampolines` for the symbols Numba's runtime provides.
+it would for a Python call. The wrapper's final, optimised LLVM module is then
+emitted as position-independent object code for the CPU Numba targets (same CPU
+name and features as its JIT, so the same instructions: outputs are
+bit-identical to the Numba path), and all objects are linked by the system's C
+compiler (``cc``) into one shared library with :func:`trampolines` for the
+symbols Numba's runtime provides.
 
 Numba internals used here, all checked at build time (a failure is an error
 here, never a wrong library): a cfunc's ``_library`` with ``_final_module``
@@ -95,12 +95,11 @@ def wrapper(name: str, kinds: list):
             dims = ", ".join(f"block[{w + 1 + d}]" for d in range(k[2]))
             call.append(f"carray(address(block[{w}]), ({dims},), np.{k[1]})")
             w += 1 + k[2]
-        else:
-            call.append(
-                {"int64": "block[{w}]", "float64": "double(block[{w}])"}.get(k[1], "np.{t}(double(block[{w}]))").format(
-                    w=w, t=k[1]
-                )
-            )
+        elif k[1] == "int64":
+            call.append(f"block[{w}]")
+            w += 1
+        else:  # a float: its float64 bits, converted back to float32 when that is its type (exactly)
+            call.append(f"double(block[{w}])" if k[1] == "float64" else f"np.{k[1]}(double(block[{w}]))")
             w += 1
     fn = "mbengine_" + name.replace(".", "_")
     source = f"def {fn}(block):\n    kernel({', '.join(call)})\n"
