@@ -12,4 +12,5 @@ import os as _os
 import sys as _sys
 
 _ROOT = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-_sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _ROOT]
+if _os.path.isdir(_os.path.join(_ROOT, "kernels")):  # (the repository's layout, not an installed one)
+    _sys.path[:] = [p for p in _sys.path if _os.path.abspath(p or _os.curdir) != _ROOT]
