@@ -2,7 +2,7 @@
 
     python -m bench model [--seq 128] [--batch 1] [--rows {full,half,ragged}] [--threads 1 2] [--repeats 30]
                           [--systems mbengine,mbengine-int8,torch,ort-fp32,ort-int8,ov-fp32,ov-int8]
-                          [--layers 24] [--ov-calibration 128] [--name model]
+                          [--layers 24] [--ov-calibration 128] [--kernels native] [--name model]
 
 A full-size MobileBERT (``transformers.MobileBertConfig()`` defaults, i.e.
 google/mobilebert-uncased, with ``classifier_activation=False``) gets random
@@ -15,7 +15,10 @@ stream); ov-int8 is NNCF's post-training static quantization of it
 (``ModelType.TRANSFORMER``, ``--ov-calibration`` random-id sequences), compiled
 the same way. For mbengine-int8 the model is quantized as ``mbengine
 quantize`` does (random-id calibration: the directory has no tokenizer) and
-written as an int8 engine checkpoint, which each thread count loads.
+written as an int8 engine checkpoint, which each thread count loads. With
+``--kernels native`` (the default) ``mbengine warmup`` first builds the native
+kernel library for both checkpoints, and mbengine runs on it, as a deployment
+does; the notes say which kernels ran.
 
 ``--rows``: ``full`` (every row real tokens), ``half`` (the later half of the
 rows padded to half length) or ``ragged`` (row lengths uniform between seq/8
@@ -117,6 +120,28 @@ def ov_compile(path: str, threads: int):
     return compiled, props
 
 
+def use_native(checkpoints: dict, directory: str) -> str:
+    """Build the native kernel library for ``checkpoints`` (``mbengine warmup``, each in a child) in
+    ``directory`` and make this process's mbengine models run on it, as a deployment does; returns what
+    happened. The kernels chosen so far (Numba, for the int8 calibration) are forgotten: the models
+    made next choose again. A failed build leaves them on Numba, and the results say so."""
+    from bench.bench_memory import build_native
+    from mbengine import backend
+
+    env = {"MBENGINE_NATIVE_DIR": directory}
+    t0 = time.perf_counter()
+    try:
+        build_native({k: v for k, v in checkpoints.items() if v}, env)
+    except RuntimeError as e:
+        print(f"native kernel library not built: {common.reason(e)}; mbengine runs on Numba", flush=True)
+        return f"failed: {common.reason(e)}"
+    os.environ.update(env, MBENGINE_KERNELS="native")
+    backend.reset()
+    took = time.perf_counter() - t0
+    print(f"native kernel library built in {took:.1f} s ({directory})", flush=True)
+    return f"built in {took:.1f} s"
+
+
 def missing_module(name: str) -> str | None:
     """Why ``name``'s extra modules (NEEDS) cannot be imported, or None when they can."""
     import importlib
@@ -151,6 +176,7 @@ def make_callables(names, threads, hf_model, ckpt_dir, onnx_paths, skipped, info
                         inp["input_ids"], attention_mask=inp["attention_mask"], token_type_ids=inp["token_type_ids"]
                     ).last_hidden_state
                 )
+                made[name].model = m  # (which kernels ran: read after the warm-up calls)
             elif name == "torch":
 
                 def run_torch(inp, model=hf_model, n=threads):
@@ -233,6 +259,10 @@ def run(args) -> dict:
                 onnx_paths["mbengine-int8:error"] = f"quantization failed: {common.reason(e)}"
                 if args.verbose:
                     traceback.print_exc()
+        if args.kernels == "native" and any(s.startswith("mbengine") for s in systems):
+            info["native_build"] = use_native(
+                {"float32": ckpt, "int8": onnx_paths.get("mbengine-int8")}, os.path.join(tmp, "native")
+            )
         for name in systems:
             why = missing_module(name)
             if why:
@@ -319,6 +349,9 @@ def run(args) -> dict:
                             for _ in range(args.warmup):
                                 out = f(inp)
                             errs[name] = common.rel_err(out[real], ref[real])
+                            if hasattr(f, "model"):
+                                kernels = f.model.runner().kernels.name
+                                info.setdefault("mbengine_kernels", {})[f"{name}, {n} thr"] = kernels
                             ok[name] = lambda f=f, inp=inp: f(inp)
                         except Exception as e:  # noqa: BLE001
                             skipped.setdefault(name, common.reason(e))
@@ -491,6 +524,13 @@ def main(argv=None):
         default=2,
         help="time again (up to this many times) if other processes were busy meanwhile",
     )
+    ap.add_argument(
+        "--kernels",
+        choices=("native", "numba"),
+        default="native",
+        help="native (default): build the native kernel library for the two checkpoints first (mbengine "
+        "warmup), as a deployment runs; numba: run the kernels on Numba",
+    )
     ap.add_argument("--name", default="model", help="results file name: bench/results/<name>.{json,md}")
     ap.add_argument("--verbose", action="store_true", help="print tracebacks of skipped systems")
     ap.add_argument(common.KEEP_ENV_FLAG, action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
@@ -535,6 +575,10 @@ def main(argv=None):
         "torch: eager, torch.set_num_threads(n), inference_mode; ORT: intra_op_num_threads=n, ORT_ENABLE_ALL; "
         'mbengine: from_pretrained(dir, threads=n, padding="skip") (computes the real tokens only)',
     ]
+    if info.get("mbengine_kernels"):
+        ran = ", ".join(f"{k}: {v}" for k, v in info["mbengine_kernels"].items())
+        built = f" (native library {info['native_build']}, mbengine warmup)" if info.get("native_build") else ""
+        notes.append(f"mbengine kernels (--kernels {args.kernels}){built}: {ran}")
     if info.get("onnx_exporter"):
         notes.append(f"ONNX: exporter {info['onnx_exporter']}, opset 17; ORT int8: quantize_dynamic QInt8 weights")
     if info.get("openvino_version"):
