@@ -22,8 +22,8 @@ sys.path.insert(0, ROOT)
 try:
     suite = importlib.import_module("bench.suite")  # light: the steps are data, nothing runs on import
     BENCHMARKS = importlib.import_module("bench.__main__").BENCHMARKS
-finally:
-    sys.path.remove(ROOT)
+finally:  # (importing bench takes the root off the path already: bench/__init__.py)
+    sys.path[:] = [p for p in sys.path if p != ROOT]
 CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
 
 
