@@ -263,6 +263,11 @@ def run(args) -> dict:
             info["native_build"] = use_native(
                 {"float32": ckpt, "int8": onnx_paths.get("mbengine-int8")}, os.path.join(tmp, "native")
             )
+        elif args.kernels == "numba":  # (else a native library that `mbengine warmup` built earlier would run)
+            from mbengine import backend
+
+            os.environ["MBENGINE_KERNELS"] = "numba"
+            backend.reset()
         for name in systems:
             why = missing_module(name)
             if why:
