@@ -77,7 +77,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .simd import COLS, LANES, VECS, splat  # noqa: F401 (COLS re-exported: the int8 tile has the float32 tile's columns)
+from .simd import COLS, LANES, VECS, emit_epilogue, splat  # noqa: F401 (COLS re-exported: the int8 tile has the float32 tile's columns)
 from .target import TARGET
 
 VARIANTS = ("vnni", "sdot", "maddubs", "maddubs7", "smull", "generic")
@@ -253,12 +253,18 @@ def _finish(builder, acc, lanes):
     return builder.add(even, odd)  # addp
 
 
-def _make_qtile(rows: int, vecs: int, lanes: int, signed: bool = True):
+def _make_qtile(rows: int, vecs: int, lanes: int, signed: bool = True, epilogue: bool = False):
     """An intrinsic ``qtile(qx, xr, wq, out, orow, oc, K4, sx, sw, corr, n0)`` (see the module doc); with
-    ``signed`` False, for rows with no negative input (maddubs skips the sign step)."""
+    ``signed`` False, for rows with no negative input (maddubs skips the sign step).
 
-    @intrinsic
-    def qtile(typingctx, qx, xr, wq, out, orow, oc, K4, sx, sw, corr, n0):
+    With ``epilogue``, the float tile is finished in registers before it is stored, and the intrinsic takes
+    ``(..., n0, x, xc, oidx, ow, fuse, b, relu, res, rc, nonorm, nw, nb)``: first the outlier channels,
+    ``y += x[xr + r, xc + oidx[j]] * ow[j, n0 + c]`` for each j in order, then, if ``fuse`` != 0, the
+    float32 kernel's epilogue (:func:`.simd.emit_epilogue`: bias, relu, residual ``res[orow + r, rc +
+    c]``, NoNorm; columns ``n0 + c`` of b, nw, nb)."""
+
+    def typed(qx, xr, wq, out, orow, oc, K4, sx, sw, corr, n0, finish):
+        """(signature, codegen) for these argument types, or None (finish: the epilogue's argument types)."""
         if not (
             isinstance(qx, types.Array)
             and qx.ndim == 2
@@ -282,10 +288,28 @@ def _make_qtile(rows: int, vecs: int, lanes: int, signed: bool = True):
             if not isinstance(i, types.Integer):
                 return None
         exact = out.dtype == types.int32
-        sig = types.void(qx, types.intp, wq, out, types.intp, types.intp, types.intp, sx, sw, corr, types.intp)
+        ip = types.intp
+        sig = types.void(qx, ip, wq, out, ip, ip, ip, sx, sw, corr, ip)
+        if epilogue:
+            if exact or len(finish) != 12:
+                return None
+            x, _, oidx, ow, _, b, _, res, _, _, nw, nb = finish
+            f32_2d = (x, ow, res)
+            if not all(isinstance(a, types.Array) and a.layout == "C" and a.dtype == types.float32 for a in f32_2d):
+                return None
+            if not all(a.ndim == 2 for a in f32_2d) or not all(
+                isinstance(a, types.Array) and a.ndim == 1 and a.layout == "C" and a.dtype == types.float32
+                for a in (b, nw, nb)
+            ):
+                return None
+            if not (isinstance(oidx, types.Array) and oidx.ndim == 1 and oidx.dtype == types.int64):
+                return None
+            if not all(isinstance(finish[i], types.Integer) for i in (1, 4, 6, 8, 9)):
+                return None
+            sig = types.void(*sig.args, x, ip, oidx, ow, ip, b, ip, res, ip, ip, nw, nb)
 
         def codegen(context, builder, signature, args):
-            qx_v, xr_v, wq_v, out_v, orow_v, oc_v, k4_v, sx_v, sw_v, corr_v, n0_v = args
+            qx_v, xr_v, wq_v, out_v, orow_v, oc_v, k4_v, sx_v, sw_v, corr_v, n0_v = args[:11]
             i8, i32, i64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
             f32 = ir.FloatType()
             i32v = ir.VectorType(i32, lanes)
@@ -349,6 +373,7 @@ def _make_qtile(rows: int, vecs: int, lanes: int, signed: bool = True):
                 [_finish(builder, [builder.load(a) for a in acc[r][v]], lanes) for v in range(vecs)]
                 for r in range(rows)
             ]
+            values = [[None] * vecs for _ in range(rows)]
             for v in range(vecs):
                 col = builder.add(n0_v, const(v * lanes))
                 corr = builder.load(builder.bitcast(builder.gep(C.data, [col]), i32v.as_pointer()), align=4)
@@ -359,6 +384,12 @@ def _make_qtile(rows: int, vecs: int, lanes: int, signed: bool = True):
                     if not exact:
                         sx = splat(builder, builder.load(builder.gep(SX.data, [builder.add(xr_v, const(r))])), f32v)
                         value = builder.fmul(builder.fmul(builder.sitofp(value, f32v), sw), sx)
+                    values[r][v] = value
+            if epilogue:
+                values = _finish_tile(context, builder, signature, args, values, lanes)
+            for r in range(rows):
+                for v in range(vecs):
+                    value = values[r][v]
                     o_at = builder.add(
                         builder.mul(builder.add(orow_v, const(r)), o_cols), builder.add(oc_v, const(v * lanes))
                     )
@@ -367,7 +398,89 @@ def _make_qtile(rows: int, vecs: int, lanes: int, signed: bool = True):
 
         return sig, codegen
 
-    return qtile
+    if not epilogue:
+
+        @intrinsic
+        def qtile(typingctx, qx, xr, wq, out, orow, oc, K4, sx, sw, corr, n0):
+            return typed(qx, xr, wq, out, orow, oc, K4, sx, sw, corr, n0, ())
+
+        return qtile
+
+    @intrinsic
+    def qtile_finished(
+        typingctx,
+        qx,
+        xr,
+        wq,
+        out,
+        orow,
+        oc,
+        K4,
+        sx,
+        sw,
+        corr,
+        n0,
+        x,
+        xc,
+        oidx,
+        ow,
+        fuse,
+        b,
+        relu,
+        res,
+        rc,
+        nonorm,
+        nw,
+        nb,
+    ):
+        finish = (x, xc, oidx, ow, fuse, b, relu, res, rc, nonorm, nw, nb)
+        return typed(qx, xr, wq, out, orow, oc, K4, sx, sw, corr, n0, finish)
+
+    return qtile_finished
+
+
+def _finish_tile(context, builder, signature, args, values, lanes):
+    """IR: the epilogue of an ``epilogue`` qtile (:func:`_make_qtile`) on its dequantized float tile
+    ``values`` ([row][vec] <lanes x float>); returns the finished values."""
+    i64 = ir.IntType(64)
+    f32v = ir.VectorType(ir.FloatType(), lanes)
+    xr_v, orow_v, n0_v = args[1], args[4], args[10]
+    x_v, xc_v, oidx_v, ow_v, fuse_v, b_v, relu_v, res_v, rc_v, nonorm_v, nw_v, nb_v = args[11:]
+    arg_types = signature.args[11:]
+    X, OIDX, OW, B, R, NW, NB = (
+        context.make_array(arg_types[i])(context, builder, a)
+        for i, a in ((0, x_v), (2, oidx_v), (3, ow_v), (5, b_v), (7, res_v), (10, nw_v), (11, nb_v))
+    )
+    x_cols = builder.extract_value(X.shape, 1)
+    ow_cols = builder.extract_value(OW.shape, 1)
+    outliers = builder.extract_value(OIDX.shape, 0)
+    acc = [[cgutils.alloca_once_value(builder, value) for value in row] for row in values]
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(f32v, [f32v, f32v, f32v]), f"llvm.fmuladd.v{lanes}f32"
+    )
+    with cgutils.for_range(builder, outliers) as loop:  # J is a few channels, or none
+        j = loop.index
+        channel = builder.add(xc_v, builder.load(builder.gep(OIDX.data, [j])))
+        w = [
+            builder.load(
+                builder.bitcast(
+                    builder.gep(
+                        OW.data, [builder.add(builder.mul(j, ow_cols), builder.add(n0_v, ir.Constant(i64, v * lanes)))]
+                    ),
+                    f32v.as_pointer(),
+                ),
+                align=4,
+            )
+            for v in range(len(acc[0]))
+        ]
+        for r, row in enumerate(acc):
+            at = builder.add(builder.mul(builder.add(xr_v, ir.Constant(i64, r)), x_cols), channel)
+            xo = splat(builder, builder.load(builder.gep(X.data, [at])), f32v)
+            for v, a in enumerate(row):
+                builder.store(builder.call(fma, [xo, w[v], builder.load(a)]), a)
+    with builder.if_then(builder.icmp_signed("!=", fuse_v, ir.Constant(i64, 0))):
+        emit_epilogue(builder, acc, lanes, orow_v, n0_v, (B, R, NW, NB), relu_v, rc_v, nonorm_v)
+    return [[builder.load(a) for a in row] for row in acc]
 
 
 qtile_rows = _make_qtile(ROWS, VECS, LANES)  # the main tile: ROWS x COLS
@@ -377,6 +490,17 @@ qtile_rows_nonneg, qtile_row_nonneg = (
     (_make_qtile(ROWS, VECS, LANES, signed=False), _make_qtile(1, VECS, LANES, signed=False))
     if VARIANT == "maddubs"
     else (qtile_rows, qtile_row)
+)
+# the same tiles finishing their outputs (outlier channels, bias, relu, residual, NoNorm) before the store
+qtile_rows_fin = _make_qtile(ROWS, VECS, LANES, epilogue=True)
+qtile_row_fin = _make_qtile(1, VECS, LANES, epilogue=True)
+qtile_rows_nonneg_fin, qtile_row_nonneg_fin = (
+    (
+        _make_qtile(ROWS, VECS, LANES, signed=False, epilogue=True),
+        _make_qtile(1, VECS, LANES, signed=False, epilogue=True),
+    )
+    if VARIANT == "maddubs"
+    else (qtile_rows_fin, qtile_row_fin)
 )
 
 

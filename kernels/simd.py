@@ -176,17 +176,65 @@ def _make_tile_upto(rows: int, vecs: int, lanes: int):
     return tile
 
 
+def emit_epilogue(builder, acc, lanes, orow, bc, arrays, relu, rc, nonorm):
+    """IR: finish the float tile ``acc`` ([row][vec] allocas of <lanes x float>) in registers,
+
+        y = y + b[bc + c]
+        y = max(y, 0)                      if relu != 0 (NaN stays NaN)
+        y = y + res[orow + r, rc + c]      if rc >= 0
+        y = y * nw[bc + c] + nb[bc + c]    if nonorm != 0
+
+    in that order, the order of the linear kernels' separate epilogue (``_epilogue_cols``).
+    ``arrays``: the made arrays (b, res, nw, nb); the other arguments are IR integers."""
+    i64 = ir.IntType(64)
+    vec = ir.VectorType(ir.FloatType(), lanes)
+    B, R, NW, NB = arrays
+    r_cols = builder.extract_value(R.shape, 1)
+    vecs = len(acc[0])
+
+    def vload(data, at):
+        return builder.load(builder.bitcast(builder.gep(data, [at]), vec.as_pointer()), align=4)
+
+    def column(v):
+        return builder.add(bc, ir.Constant(i64, v * lanes))
+
+    def update(fn):
+        for r in range(len(acc)):
+            for v in range(vecs):
+                builder.store(fn(r, v, builder.load(acc[r][v])), acc[r][v])
+
+    zero = ir.Constant(vec, [0.0] * lanes)
+    fma = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.v{lanes}f32"
+    )
+    bias = [vload(B.data, column(v)) for v in range(vecs)]
+    update(lambda r, v, y: builder.fadd(y, bias[v]))
+    with builder.if_then(builder.icmp_signed("!=", relu, ir.Constant(i64, 0))):
+        # y < 0 ? 0 : y, so that a NaN stays NaN (llvm.maxnum would return the 0: bad input must show)
+        update(lambda r, v, y: builder.select(builder.fcmp_ordered("<", y, zero), zero, y))
+    with builder.if_then(builder.icmp_signed(">=", rc, ir.Constant(i64, 0))):
+
+        def add_res(r, v, y):
+            at = builder.add(
+                builder.mul(builder.add(orow, ir.Constant(i64, r)), r_cols),
+                builder.add(rc, ir.Constant(i64, v * lanes)),
+            )
+            return builder.fadd(y, vload(R.data, at))
+
+        update(add_res)
+    with builder.if_then(builder.icmp_signed("!=", nonorm, ir.Constant(i64, 0))):
+        scale = [vload(NW.data, column(v)) for v in range(vecs)]
+        shift = [vload(NB.data, column(v)) for v in range(vecs)]
+        update(lambda r, v, y: builder.call(fma, [y, scale[v], shift[v]]))
+
+
 def _make_tile_epilogue(rows: int, vecs: int, lanes: int):
     """A tile that finishes its outputs in registers before storing them:
     ``tile(x, xr, xc, wt, n0, out, orow, oc, K, b, bc, relu, res, rc, nonorm, nw, nb)``
 
-        y = sum_k x[xr + r, xc + k] * wt[k, n0 + c] + b[bc + c]
-        y = max(y, 0)                      if relu
-        y = y + res[orow + r, rc + c]      if rc >= 0
-        y = y * nw[bc + c] + nb[bc + c]    if nonorm
-        out[orow + r, oc + c] = y
+        out[orow + r, oc + c] = epilogue(sum_k x[xr + r, xc + k] * wt[k, n0 + c])
 
-    in that order, the order of the linear kernel's separate epilogue.
+    with :func:`emit_epilogue`'s steps.
     """
 
     @intrinsic
@@ -200,53 +248,12 @@ def _make_tile_epilogue(rows: int, vecs: int, lanes: int):
 
         def codegen(context, builder, signature, args):
             acc, store = _tile_products(context, builder, signature, args, rows, vecs, lanes)
-            i64 = ir.IntType(64)
-            vec = ir.VectorType(ir.FloatType(), lanes)
-            orow_v = args[6]
             b_v, bc_v, relu_v, res_v, rc_v, nonorm_v, nw_v, nb_v = args[9:]
-            B, NW, NB = (
+            arrays = [
                 context.make_array(signature.args[i])(context, builder, a)
-                for i, a in ((9, b_v), (15, nw_v), (16, nb_v))
-            )
-            R = context.make_array(signature.args[12])(context, builder, res_v)
-            r_cols = builder.extract_value(R.shape, 1)
-
-            def vload(data, at):
-                return builder.load(builder.bitcast(builder.gep(data, [at]), vec.as_pointer()), align=4)
-
-            def column(v):
-                return builder.add(bc_v, ir.Constant(i64, v * lanes))
-
-            def update(fn):
-                for r in range(rows):
-                    for v in range(vecs):
-                        builder.store(fn(r, v, builder.load(acc[r][v])), acc[r][v])
-
-            zero = ir.Constant(vec, [0.0] * lanes)
-            vmax = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vec, vec]), f"llvm.maxnum.v{lanes}f32"
-            )
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vec, [vec, vec, vec]), f"llvm.fmuladd.v{lanes}f32"
-            )
-            bias = [vload(B.data, column(v)) for v in range(vecs)]
-            update(lambda r, v, y: builder.fadd(y, bias[v]))
-            with builder.if_then(builder.icmp_signed("!=", relu_v, ir.Constant(i64, 0))):
-                update(lambda r, v, y: builder.call(vmax, [y, zero]))
-            with builder.if_then(builder.icmp_signed(">=", rc_v, ir.Constant(i64, 0))):
-
-                def add_res(r, v, y):
-                    at = builder.add(
-                        builder.mul(builder.add(orow_v, ir.Constant(i64, r)), r_cols),
-                        builder.add(rc_v, ir.Constant(i64, v * lanes)),
-                    )
-                    return builder.fadd(y, vload(R.data, at))
-
-                update(add_res)
-            with builder.if_then(builder.icmp_signed("!=", nonorm_v, ir.Constant(i64, 0))):
-                scale = [vload(NW.data, column(v)) for v in range(vecs)]
-                shift = [vload(NB.data, column(v)) for v in range(vecs)]
-                update(lambda r, v, y: builder.call(fma, [y, scale[v], shift[v]]))
+                for i, a in ((9, b_v), (12, res_v), (15, nw_v), (16, nb_v))
+            ]
+            emit_epilogue(builder, acc, lanes, args[6], bc_v, arrays, relu_v, rc_v, nonorm_v)
             store()
             return context.get_dummy_value()
 

@@ -15,6 +15,7 @@ import math
 
 import numba
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from numba import njit
@@ -24,7 +25,7 @@ from mbengine.kernels import attention as k_attention
 from mbengine.kernels import embeddings as k_embeddings
 from mbengine.kernels import linear as k_linear
 from mbengine.kernels import norms as k_norms
-from mbengine.kernels.names import Norm
+from mbengine.kernels.names import Act, Norm
 
 from .helpers import (
     CODES,
@@ -418,6 +419,27 @@ def test_linear(case):
 def test_linear_wide_outputs(case):
     """Over a thousand outputs (a vocabulary projection's shape): many panels per row block."""
     run_linear_case(*case)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("norm", [0, 1])
+def test_linear_bad_input_shows_through_relu(bad, norm):
+    """A NaN in a row stays NaN through the relu the tiles apply in registers (max(NaN, 0) would be 0); an
+    infinity gives NaN or infinite outputs, never finite ones that hide it."""
+    rng = np.random.default_rng(3)
+    M, K, N = 11, 24, 3 * k_linear.COLS + 5  # full tiles, a leftover row and a partial panel
+    x = rng.standard_normal((M, K)).astype(np.float32)
+    x[4, 7] = bad
+    w = readonly(rng.standard_normal((N, K)))
+    b, nw, nb = readonly(rng.standard_normal(N)), readonly(rng.uniform(0.5, 1.5, N)), readonly(rng.normal(0, 0.1, N))
+    out = np.zeros((M, N), np.float32)
+    none = np.zeros((1, 1), np.float32)
+    k_linear.linear(x, 0, pack_weight(w), b, int(Act.RELU), none, -1, norm, nw, nb, 1e-5, out, 0, 1, np.zeros(1, np.uint8))
+    assert np.isfinite(np.delete(out, 4, axis=0)).all()
+    if np.isnan(bad):
+        assert np.isnan(out[4]).all()
+    else:  # +inf * w: +inf where w > 0 (relu keeps it), -inf where w < 0 (relu: 0)
+        assert (~np.isfinite(out[4]) == (w[:, 7] > 0)).all()
 
 
 def test_linear_chunks_share_the_rows_evenly():
