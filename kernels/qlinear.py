@@ -22,9 +22,7 @@ relu, finish the epilogue (bias, relu, residual, NoNorm: the float32 tile's
 own steps, :func:`.simd.emit_epilogue`) in registers before the one store.
 Another activation, or a LayerNorm, is a second pass over the task's rows
 while they are in cache. A task needs no other task's results, so there is
-no barrier. Finishing in the tiles instead of a pass over the rows took the
-int8 model at batch 1 x seq 128 on 1 thread from 21.2 to 20.7 ms (Zen 4,
-native kernels, alternating processes). Three parallel passes instead (quantize all rows, all tiles, all
+no barrier. Three parallel passes instead (quantize all rows, all tiles, all
 epilogues) took the full int8 model at batch 1 x seq 128 from 14.7 to 17.1 ms
 on 2 threads (the fork/join of 3 x 289 parallel regions), 23.3 vs 23.6 ms on 1.
 
