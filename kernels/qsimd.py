@@ -15,7 +15,10 @@ and the tile is then dequantized on its way out::
     out[orow + r, oc + c] = (acc[r][c] - corr[n0 + c]) * sx[xr + r] * sw[n0 + c]
 
 (an int32 ``out`` receives ``acc - corr`` unscaled: the exact integer result,
-which the tests compare with NumPy bit for bit).
+which the tests compare with NumPy bit for bit). The ``_fin`` tiles that
+:func:`.qlinear.qlinear` runs go on in registers before that store: the
+outlier channels' float32 products, then the float32 tile's epilogue (bias,
+relu, residual, NoNorm; :func:`.simd.emit_epilogue`).
 
 ``dot4`` is what the CPU Numba compiles for has (:data:`VARIANT`, chosen from
 :data:`.target.TARGET`):
