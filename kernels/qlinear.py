@@ -121,8 +121,10 @@ def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off
     """The int8 linear (module doc). ``mask``: (K,) int32, INLIER or 0 (an outlier) per input channel;
     ``qx`` (>= M, >= 4 K4) and ``sx`` (>= M,) are scratch; ``sw`` and ``corr`` are padded to whole panels;
     ``oidx`` (J,) and ``ow`` (J, N) the outlier channels. ``nxt``: the bytes of the next linear op's weight
-    (1-D uint8), which the tasks share out and prefetch into L2, as the float32 kernel does (a hint: no
-    effect on results)."""
+    (1-D uint8), which the tasks share out and prefetch into L2 (a hint: no effect on results), each
+    task its share a panel's part at a time: asked for in one burst at the start of the task, the
+    prefetches stalled on full miss queues, and the int8 model at batch 1 x seq 128 took 21.8 ms
+    against 20.2 on 1 thread, 12.1 against 11.5 on 2 (Zen 4, native kernels, alternating processes)."""
     M = x.shape[0]
     K = mask.shape[0]
     P, K4, _ = wq.shape
@@ -136,14 +138,17 @@ def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off
     tasks = (M + TASK_ROWS - 1) // TASK_ROWS
     ahead_part = (nxt.shape[0] + tasks - 1) // tasks
     for c in prange(tasks):
-        if c * ahead_part < nxt.shape[0]:
-            prefetch_l2(nxt, c * ahead_part, min(ahead_part, nxt.shape[0] - c * ahead_part))
+        ahead0 = min(c * ahead_part, nxt.shape[0])
+        ahead = min(ahead_part, nxt.shape[0] - ahead0)  # this task's share, asked for a panel's part at a time
         r0 = c * TASK_ROWS
         r1 = min(r0 + TASK_ROWS, M)
         signed = False  # whether any row of the task has a negative input (maddubs' sign step, .qsimd)
         for i in range(r0, r1):
             signed |= _quantize_row(x, xbits, i, x_off, K, K4 * 4, mask, qx, sx, inliers_only)
         for p in range(P):
+            if ahead > 0:
+                part0 = ahead * p // P
+                prefetch_l2(nxt, ahead0 + part0, ahead * (p + 1) // P - part0)
             n0 = p * COLS
             rc = res_off + n0 if res_off >= 0 else -1
             for i0 in range(r0, r1, ROWS):
