@@ -434,7 +434,8 @@ def test_linear_bad_input_shows_through_relu(bad, norm):
     b, nw, nb = readonly(rng.standard_normal(N)), readonly(rng.uniform(0.5, 1.5, N)), readonly(rng.normal(0, 0.1, N))
     out = np.zeros((M, N), np.float32)
     none = np.zeros((1, 1), np.float32)
-    k_linear.linear(x, 0, pack_weight(w), b, int(Act.RELU), none, -1, norm, nw, nb, 1e-5, out, 0, 1, np.zeros(1, np.uint8))
+    relu, nothing_next = int(Act.RELU), np.zeros(1, np.uint8)
+    k_linear.linear(x, 0, pack_weight(w), b, relu, none, -1, norm, nw, nb, 1e-5, out, 0, 1, nothing_next)
     assert np.isfinite(np.delete(out, 4, axis=0)).all()
     if np.isnan(bad):
         assert np.isnan(out[4]).all()
