@@ -10,11 +10,15 @@ emitted as position-independent object code for the CPU Numba targets (same CPU
 name and features as its JIT, so the same instructions: outputs are
 bit-identical to the Numba path), and all objects are linked by the system's C
 compiler (``cc``) into one shared library with :func:`trampolines` for the
-symbols Numba's runtime provides.
+symbols Numba's runtime provides. A wrapper whose code holds an address of
+this process (Numba's "dynamic globals", which also keep a function out of its
+cache: ``numba.get_num_threads()`` called inside a kernel is one, which is why
+the float32 linear takes ``threads`` as an argument) is left out with a warning and listed
+as ``unportable`` in the manifest: loaded elsewhere it would jump anywhere.
 
 Numba internals used here, all checked at build time (a failure is an error
 here, never a wrong library): a cfunc's ``_library`` with ``_final_module``
-and its codegen's host CPU name and features; the symbol tables Numba hands
+and ``has_dynamic_globals``, and its codegen's host CPU name and features; the symbol tables Numba hands
 LLVM (``_helperlib.c_helpers``, ``_dynfunc.c_helpers``,
 ``_nrt_python.c_helpers``, the threading layer's published functions).
 """
@@ -27,6 +31,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -180,9 +185,10 @@ def build(specs, directory: Path | None = None, cc: str | None = None) -> Path:
     if manifest_path.exists():
         try:
             old = json.loads(manifest_path.read_text())
+            known = {(s["name"], native._freeze(s["kinds"])) for s in old["kernels"] + old.get("unportable", [])}
             for spec in old["kernels"]:
                 wanted.setdefault((spec["name"], native._freeze(spec["kinds"])), (spec["name"], spec["kinds"]))
-            if len(wanted) == len(old["kernels"]):
+            if set(wanted) <= known:
                 return manifest_path  # nothing new
         except (OSError, ValueError, KeyError):
             pass
@@ -192,9 +198,21 @@ def build(specs, directory: Path | None = None, cc: str | None = None) -> Path:
     layer, table = runtime_symbols()
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         tmp = Path(tmp)
-        objects, kernels, undefined = [], [], set()
+        objects, kernels, undefined, unportable = [], [], set(), []
         for i, (name, kinds) in enumerate(sorted(wanted.values(), key=lambda s: (s[0], str(s[1])))):
             cf = wrapper(name, kinds)
+            if cf._library.has_dynamic_globals:
+                # an address of this process is baked into the code (what also keeps Numba from caching
+                # it, e.g. numba.get_num_threads() called in a kernel): in another process it would
+                # jump anywhere. Left out, that kernel runs on Numba there (.native warns which).
+                warnings.warn(
+                    f"kernel {name} holds an address of the compiling process (Numba: 'dynamic globals'); "
+                    "left out of the native library, it runs on Numba",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                unportable.append({"name": name, "kinds": kinds})
+                continue
             obj = tmp / f"k{i}.o"
             obj.write_bytes(object_code(cf))
             objects.append(obj)
@@ -216,6 +234,7 @@ def build(specs, directory: Path | None = None, cc: str | None = None) -> Path:
             "threading_module": layer,
             "slots": [[s, *table[s]] for s in routed],
             "kernels": kernels,
+            "unportable": unportable,
         }
         # the library first, under its final name, then the manifest that names it: a reader never
         # sees a manifest without its library (a library being replaced stays mapped where loaded)

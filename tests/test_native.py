@@ -277,6 +277,39 @@ def test_a_rebuild_with_nothing_new_keeps_the_library(built):
     assert so.stat().st_mtime_ns == stamp
 
 
+def test_a_kernel_holding_a_process_address_is_left_out(tmp_path, monkeypatch):
+    """A kernel whose code holds an address of the compiling process (numba.get_num_threads() inside
+    one: Numba's "dynamic globals", which also keep it out of Numba's cache) would crash another process
+    that loads it: the build leaves it out with a warning, the manifest says so (a model calling it runs
+    that plan on Numba), and a rebuild for it finds nothing new to do."""
+    import numba
+
+    @numba.njit(parallel=True)
+    def counts_threads(a):
+        t = numba.get_num_threads()
+        for i in numba.prange(a.shape[0]):
+            a[i] = t
+
+    @numba.njit(parallel=True)
+    def portable(a):
+        for i in numba.prange(a.shape[0]):
+            a[i] = 1.0
+
+    kernels = {"test.counts_threads": counts_threads, "test.portable": portable}
+    monkeypatch.setattr(export, "kernel", kernels.__getitem__)
+    kinds = [["array", "float64", 1]]
+    specs = [("test.counts_threads", kinds), ("test.portable", kinds)]
+    with pytest.warns(RuntimeWarning, match="test.counts_threads holds an address of the compiling process"):
+        manifest_path = export.build(specs, tmp_path)
+    manifest = json.loads(manifest_path.read_text())
+    assert [k["name"] for k in manifest["kernels"]] == ["test.portable"]
+    assert manifest["unportable"] == [{"name": "test.counts_threads", "kinds": kinds}]
+    so = tmp_path / manifest["library"]
+    stamp = so.stat().st_mtime_ns
+    assert export.build(specs[:1], tmp_path) == manifest_path
+    assert so.stat().st_mtime_ns == stamp
+
+
 def test_build_goes_to_the_first_writable_folder(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("a file, so no folder can be made under it")
