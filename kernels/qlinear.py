@@ -136,8 +136,6 @@ def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off
     xbits = x.view(np.int32)  # once per call: a view() per row cost more than the row's quantization
     # no activation or relu: the tiles finish their outputs in registers (a LayerNorm still follows)
     fuse = 1 if act == Act.LINEAR or act == Act.RELU else 0
-    relu = 1 if act == Act.RELU else 0
-    nonorm = 1 if norm == Norm.NONORM else 0
     inliers_only = oidx.shape[0] == 0  # every mask entry INLIER
     tasks = (M + TASK_ROWS - 1) // TASK_ROWS
     ahead_part = (nxt.shape[0] + tasks - 1) // tasks
@@ -157,7 +155,6 @@ def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off
                     part0 = ahead * step // (blocks * P)
                     prefetch_l2(nxt, ahead0 + part0, ahead * (step + 1) // (blocks * P) - part0)
                 n0 = p * COLS
-                rc = res_off + n0 if res_off >= 0 else -1
                 _qpanel_finished(
                     qx,
                     wq[p],
@@ -181,12 +178,9 @@ def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off
                     act,
                     res,
                     res_off,
-                    rc,
                     norm,
                     nw,
                     nb,
-                    relu,
-                    nonorm,
                 )
         if not fuse:
             for i in range(r0, r1):
@@ -337,17 +331,17 @@ def _qpanel_finished(
     act,
     res,
     res_off,
-    rc,
     norm,
     nw,
     nb,
-    relu,
-    nonorm,
 ):
     """Rows i0:i1 of one panel (columns n0:n0 + width) of :func:`qlinear`, finished: the outlier channels,
     then with ``fuse`` the epilogue (bias, relu, residual, NoNorm) before the store (:mod:`.qsimd`)."""
     oc = out_off + n0
     if width == COLS:
+        relu = 1 if act == Act.RELU else 0
+        nonorm = 1 if norm == Norm.NONORM else 0
+        rc = res_off + n0 if res_off >= 0 else -1
         fin = (x, x_off, oidx, ow, fuse, b, relu, res, rc, nonorm, nw, nb)
         if i1 - i0 == ROWS:
             if signed:
