@@ -33,6 +33,10 @@ int8`` or ``mbengine quantize``; see mbengine/quantize.py) differs in:
                           scale/<op name>          (N,) float32, W[n] ~ scale[n] * Wq[n]
                           outliers/<op name>       (J,) int64 input channels applied in float32
                           outlier_weight/<op name> (J, N) float32, their rows of W.T
+                          column_sums/<op name>    (P * tile_cols,) int32, sum over k of each
+                                                   packed column (kernels.layout.column_sums:
+                                                   read instead of summed at load; optional,
+                                                   files written before it are summed)
                           packed/<op name>         float32 panels of the linears kept float32
                           embeddings.word_embeddings.weight          int8 (vocab, E)
                           scale/embeddings.word_embeddings.weight    (vocab,) float32 row scales
@@ -61,7 +65,7 @@ from .canonical import HEADS
 
 FORMAT_VERSION = 1
 PACKED = "packed/"
-INT8_PARTS = ("int8/", "scale/", "outliers/", "outlier_weight/")
+INT8_PARTS = ("int8/", "scale/", "outliers/", "outlier_weight/", "column_sums/")
 _INT8_KINDS = frozenset(p[:-1] for p in INT8_PARTS)
 _PACKED_KIND = PACKED[:-1]
 DTYPES = ("float32", "int8")
@@ -244,7 +248,13 @@ def _int8_linear(name: str, part: dict, where: str, int8: dict) -> list[str]:
     K = 4 * wq.shape[1]  # the padded input width; the op's own width is checked when the graph binds
     if J and (outliers.min() < 0 or outliers.max() >= K or len(set(outliers.tolist())) != J):
         return [f"{where}: outlier channels must be distinct inputs in [0, {K}), got {outliers.tolist()}"]
-    int8[name] = Int8Linear.from_parts(wq, scale, outliers, outlier_w)
+    sums = part.get("column_sums")
+    if sums is not None and (sums.dtype != np.int32 or sums.shape != (wq.shape[0] * wq.shape[2] // 4,)):
+        return [
+            f"{where}: 'column_sums/{name}' is {sums.dtype} {list(sums.shape)}, expected int32 "
+            f"[{wq.shape[0] * wq.shape[2] // 4}] (one per packed column)"
+        ]
+    int8[name] = Int8Linear.from_parts(wq, scale, outliers, outlier_w, sums)
     return []
 
 
@@ -281,13 +291,14 @@ def write(
         else:
             tensors["int8/" + name] = w.panels
             tensors["scale/" + name] = w.stored_scale
+            tensors["column_sums/" + name] = w.column_sums()
             if w.outliers.size:
                 tensors["outliers/" + name] = w.outliers
                 tensors["outlier_weight/" + name] = w.outlier_w
     for name, scale in weights.row_scales.items():
         tensors["scale/" + name] = scale
     tensors = {
-        k: np.ascontiguousarray(v, dtype=v.dtype if v.dtype in (np.int8, np.int64) else np.float32)
+        k: np.ascontiguousarray(v, dtype=v.dtype if v.dtype in (np.int8, np.int32, np.int64) else np.float32)
         for k, v in tensors.items()
     }
     config = weights.config.to_dict()

@@ -117,16 +117,27 @@ def qunpack(wp: np.ndarray, n: int, k: int) -> np.ndarray:
     return np.ascontiguousarray(wp.reshape(P, K4, cols, 4).transpose(0, 2, 1, 3).reshape(P * cols, K4 * 4)[:n, :k])
 
 
-def correction(wp: np.ndarray, offset: int) -> np.ndarray:
-    """``offset * sum_k wq[n, k]`` per packed column (int32, P * cols): removes the activation offset."""
+def column_sums(wp: np.ndarray) -> np.ndarray:
+    """``sum_k wq[n, k]`` per packed column of int8 panels (int32, P * cols; what :func:`correction` scales)."""
     P, K4, C4 = wp.shape
-    if offset == 0:  # (every variant but vnni and maddubs7: summing 25 MiB of weights took ~0.1 s of a load)
-        return _filled(P * (C4 // 4), 0)
     # over the groups first, then the 4 bytes of each column: NumPy adds whole contiguous rows (~10x faster
-    # than one reduction over both axes: 20 MiB of weights in ~10 ms, part of an int8 model's load);
-    # the partial sums fit int16 up to 255 groups (|w| <= 128)
+    # than one reduction over both axes: 20 MiB of weights in ~10 ms); the partial sums fit int16 up to
+    # 255 groups (|w| <= 128)
     groups = wp.sum(axis=1, dtype=np.int16 if K4 <= 255 else np.int32)
-    sums = groups.reshape(P, C4 // 4, 4).sum(axis=2, dtype=np.int32).reshape(-1)
+    return groups.reshape(P, C4 // 4, 4).sum(axis=2, dtype=np.int32).reshape(-1)
+
+
+def correction(wp: np.ndarray, offset: int, sums: np.ndarray | None = None) -> np.ndarray:
+    """``offset * sum_k wq[n, k]`` per packed column (int32, P * cols): removes the activation offset.
+
+    ``sums``: the panels' :func:`column_sums` when known (an engine checkpoint stores them: summing
+    an int8 model's ~25 MiB of weights was ~8 ms of its load), else computed here.
+    """
+    P, K4, C4 = wp.shape
+    if offset == 0:  # (every variant but vnni and maddubs7)
+        return _filled(P * (C4 // 4), 0)
+    if sums is None:
+        sums = column_sums(wp)
     return np.ascontiguousarray(sums * np.int32(offset), dtype=np.int32)
 
 

@@ -77,9 +77,15 @@ class Int8Linear:
 
     @classmethod
     def from_parts(
-        cls, panels: np.ndarray, scale: np.ndarray, outliers: np.ndarray, outlier_w: np.ndarray
+        cls,
+        panels: np.ndarray,
+        scale: np.ndarray,
+        outliers: np.ndarray,
+        outlier_w: np.ndarray,
+        column_sums: np.ndarray | None = None,
     ) -> Int8Linear:
-        """Assemble the kernel's arguments from the stored parts (panels, (N,) scales, outliers).
+        """Assemble the kernel's arguments from the stored parts (panels, (N,) scales, outliers, and
+        the panels' :func:`~kernels.layout.column_sums` if stored: else they are summed now).
 
         Panels packed for another vector width are repacked once for this CPU.
         """
@@ -87,6 +93,7 @@ class Int8Linear:
         cols = layout.cols
         if panels.shape[2] != 4 * cols:
             panels = k_layout.qpack(k_layout.qunpack(panels, scale.shape[0], panels.shape[1] * 4), cols)
+            column_sums = None  # (of the stored panels' columns)
         if scale.shape[0] > panels.shape[0] * cols:
             raise ValueError(f"{scale.shape[0]} scales for {panels.shape[0] * cols} packed columns")
         padded = scale
@@ -99,7 +106,7 @@ class Int8Linear:
         return cls(
             _readonly(panels),
             _readonly(padded),
-            _readonly(k_layout.correction(panels, layout.offset)),
+            _readonly(k_layout.correction(panels, layout.offset, column_sums)),
             _readonly(mask),
             _readonly(outliers),
             _readonly(outlier_w),
@@ -110,6 +117,10 @@ class Int8Linear:
     def stored_scale(self) -> np.ndarray:
         """The (N,) scales, without the padding."""
         return self.scale[: self.n]
+
+    def column_sums(self) -> np.ndarray:
+        """The panels' :func:`~kernels.layout.column_sums` (what an engine checkpoint stores)."""
+        return k_layout.column_sums(self.panels)
 
 
 Linear = PackedLinear | Int8Linear

@@ -12,11 +12,13 @@ from hypothesis import strategies as st
 from safetensors.numpy import load_file, save_file
 
 import mbengine
+from mbengine import backend
 from mbengine import quantize as q8
 from mbengine.cli import main as cli_main
 from mbengine.config import MobileBertConfig
 from mbengine.converters import engine
 from mbengine.errors import CheckpointError
+from mbengine.kernels.layout import qunpack
 from mbengine.weights import Int8Linear, PackedLinear
 
 from .helpers import rel_err
@@ -336,6 +338,44 @@ def test_int8_round_trip_is_exact_and_small(int8_checkpoint):
     assert q_bytes < 0.3 * f_bytes, (q_bytes, f_bytes)
     # the whole file: these tiny models carry 512 float32 positions and many norm vectors
     assert os.path.getsize(dst / "model.safetensors") < 0.6 * os.path.getsize(fp32 / "model.safetensors")
+    # the stored column sums: each output channel's int8 weights summed (in int64, from the unpacked
+    # (N, K) weight), the padding columns 0; the loaded correction is the layout's offset times them
+    names = [k[len("int8/") :] for k in tensors if k.startswith("int8/")]
+    assert names and all(tensors["column_sums/" + k].dtype == np.int32 for k in names)
+    for name in names:
+        panels, n = tensors["int8/" + name], tensors["scale/" + name].shape[0]
+        wq = qunpack(panels, n, 4 * panels.shape[1]).astype(np.int64)
+        expected = np.zeros(tensors["column_sums/" + name].shape, np.int64)
+        expected[:n] = wq.sum(axis=1)
+        np.testing.assert_array_equal(tensors["column_sums/" + name], expected, err_msg=name)
+        w = loaded.weights.linears[name]
+        np.testing.assert_array_equal(w.corr, backend.layout().offset * expected, err_msg=name)
+
+
+def test_int8_checkpoint_without_column_sums_loads_the_same(int8_checkpoint, tmp_path):
+    """Files written before the column sums were stored: summed at load, same outputs."""
+    _, _, dst, outputs = int8_checkpoint
+
+    def drop(t):
+        for k in [k for k in t if k.startswith("column_sums/")]:
+            del t[k]
+
+    older = corrupt(dst, tmp_path / "older", drop)
+    for key, value in run(mbengine.MobileBertForMaskedLM.from_pretrained(older)).items():
+        np.testing.assert_array_equal(value, outputs[key], err_msg=key)
+
+
+@pytest.mark.skipif(backend.layout().offset == 0, reason="this CPU's int8 kernel has no activation offset")
+def test_int8_load_uses_the_stored_column_sums(int8_checkpoint, tmp_path):
+    _, _, dst, _ = int8_checkpoint
+    name = first(load_file(str(dst / "model.safetensors")), "column_sums/encoder")[len("column_sums/") :]
+
+    def bump(t):
+        t["column_sums/" + name] = t["column_sums/" + name] + np.int32(1)
+
+    edited = mbengine.MobileBertForMaskedLM.from_pretrained(corrupt(dst, tmp_path / "edited", bump))
+    stored = load_file(str(dst / "model.safetensors"))["column_sums/" + name].astype(np.int64)
+    np.testing.assert_array_equal(edited.weights.linears[name].corr, backend.layout().offset * (stored + 1))
 
 
 def corrupt(src, dst, edit):
@@ -387,6 +427,16 @@ def bad_panel_shape(t):
     t[k] = np.ascontiguousarray(t[k][:, :-1])
 
 
+def float_column_sums(t):
+    k = first(t, "column_sums/encoder")
+    t[k] = t[k].astype(np.float32)
+
+
+def short_column_sums(t):
+    k = first(t, "column_sums/encoder")
+    t[k] = t[k][:-1].copy()
+
+
 def outlier_out_of_range(t):
     k = first(t, "scale/encoder")[len("scale/") :]
     n = t["scale/" + k].shape[0]
@@ -405,6 +455,8 @@ def outlier_out_of_range(t):
         (scale_2d, "expected float32 (N,)"),
         (bad_panel_shape, "int8 weight of 'encoder.layer.0.attention.output' is int8"),
         (outlier_out_of_range, "outlier channels must be distinct inputs"),
+        (float_column_sums, "is float32 ["),
+        (short_column_sums, "is int32 ["),
     ],
 )
 def test_bad_int8_checkpoint_is_refused_clearly(int8_checkpoint, tmp_path, edit, message):
