@@ -125,8 +125,9 @@ def build_corpus(n: int, seed: int) -> tuple[list[str], dict]:
     return texts, info
 
 
-def token_stats(texts: list[str], path: str, max_length: int) -> dict:
-    """Token counts ([CLS] and [SEP] included) of the texts cut at ``max_length``, with the ``tokenizers`` library."""
+def token_stats(texts: list[str], path: str, max_length: int) -> tuple[dict, list[int]]:
+    """Token counts ([CLS] and [SEP] included) of the texts cut at ``max_length``, with the ``tokenizers``
+    library: (statistics, each text's count)."""
     import numpy as np
     from tokenizers import Tokenizer
 
@@ -144,7 +145,25 @@ def token_stats(texts: list[str], path: str, max_length: int) -> dict:
         "p90_tokens": float(np.percentile(cut, 90)),
         "truncated_texts": int((full > max_length).sum()),
         "characters": sum(map(len, texts)),
-    }
+    }, cut.tolist()
+
+
+def fp32_floor(path: str, lengths: list[int], threads: int) -> dict:
+    """The corpus's float32 floor: the model's FLOPs over the real tokens (:func:`bench.builders.model_flops`:
+    every linear, and attention over each text's own length) at NumPy's float32 GEMM peak on ``threads``
+    threads (:func:`bench.bench_profile.gemm_peak`). Padding a peer computes is not counted: the floor is
+    the work the corpus needs, whoever avoids the rest."""
+    import json
+
+    from bench.bench_profile import gemm_peak
+    from bench.builders import model_flops
+    from mbengine.converters.bert import config_from_bert
+
+    with open(os.path.join(path, "config.json")) as f:
+        config = config_from_bert(json.load(f))
+    flops = model_flops(config, lengths)
+    peak = gemm_peak(threads)
+    return {"model_gflop": flops / 1e9, "gemm_peak_gflops": peak, "floor_s": flops / (peak * 1e9)}
 
 
 # --------------------------------------------------------------------------- systems
@@ -338,7 +357,8 @@ def run(args) -> dict:
         pass  # the systems that need it are skipped with the reason
     path = minilm_dir()
     texts, corpus = build_corpus(args.texts, args.seed)
-    corpus.update(token_stats(texts, path, args.max_length))
+    stats, lengths = token_stats(texts, path, args.max_length)
+    corpus.update(stats)
     print(
         f"corpus: {corpus['texts']} texts of {corpus['paragraphs']} paragraphs ({corpus['source']}); tokens "
         f"median {corpus['median_tokens']:.0f}, mean {corpus['mean_tokens']:.1f}, max {corpus['max_tokens']}, "
@@ -384,6 +404,12 @@ def run(args) -> dict:
         times, load, attempts = common.time_when_quiet(
             fns, args.repeats, retries=args.retries, wait=args.wait_quiet, warmup=0, gap=args.gap
         )
+    floor = fp32_floor(path, lengths, n)  # (after the timing: the peak measurement heats no system's turn)
+    print(
+        f"fp32 floor: {floor['model_gflop']:.1f} GFLOP at {floor['gemm_peak_gflops']:.1f} GFLOP/s = "
+        f"{floor['floor_s']:.2f} s",
+        flush=True,
+    )
 
     ref = outputs.get(REFERENCE)
     rate = {name: len(texts) / common.median(t) for name, t in times.items()}
@@ -403,6 +429,7 @@ def run(args) -> dict:
                 "texts_per_s": rate[name],
                 "tokens_per_s": corpus["tokens"] / st["median"],
                 "ratio_to_faster_peer": rate[name] / best_peer if best_peer else None,
+                "fraction_of_fp32_floor": floor["floor_s"] / st["median"],
                 "cosine_min": agree["min"] if agree else None,
                 "cosine_mean": agree["mean"] if agree else None,
                 "cosine_worst_text": texts[agree["argmin"]] if agree else None,
@@ -416,7 +443,8 @@ def run(args) -> dict:
         cos = "reference" if agree is None else f"min {agree['min']:.6f} mean {agree['mean']:.6f}"
         print(
             f"threads {n}  {name:<21} median {st['median']:7.2f} s  {r['texts_per_s']:7.1f} texts/s  "
-            f"{r['tokens_per_s']:8.0f} tokens/s  x faster peer {ratio}  cosine {cos}",
+            f"{r['tokens_per_s']:8.0f} tokens/s  x faster peer {ratio}  "
+            f"{100 * r['fraction_of_fp32_floor']:.0f}% of fp32 floor  cosine {cos}",
             flush=True,
         )
     if load.get("other_cpu") is not None:
@@ -425,6 +453,7 @@ def run(args) -> dict:
         "rows": rows,
         "skipped": skipped,
         "corpus": corpus,
+        "fp32_floor": floor,
         "info": info,
         "timing_load": load,
         "attempts": attempts,
@@ -438,6 +467,25 @@ def _cosine(c) -> str:
     return f"1 − {1 - c:.1e}" if 0.9999 <= c <= 1 else f"{c:.6f}"
 
 
+def _floor_note(data: dict) -> str:
+    f, n = data["fp32_floor"], data["settings"]["threads"]
+    text = (
+        f"% of fp32 floor: the model's {f['model_gflop']:.1f} GFLOP over the corpus's real tokens "
+        "(bench.builders.model_flops: every linear 2 * tokens * in * out, attention 4 * L^2 * hidden per text "
+        f"and layer; padding not counted) at NumPy's float32 GEMM peak on {n} thread(s), "
+        f"{f['gemm_peak_gflops']:.1f} GFLOP/s (2048^3 matmul, measured after the timing): {f['floor_s']:.2f} s "
+        "per pass; above 100% is possible only with less than float32 work (int8)"
+    )
+    peers = [r for r in data["rows"] if r["system"] in PEERS]
+    if peers:
+        best = max(peers, key=lambda r: r["texts_per_s"])
+        text += (
+            f". 1.6x the faster peer's texts/s ({best['system']}) would need "
+            f"{160 * best['fraction_of_fp32_floor']:.0f}% of the fp32 floor"
+        )
+    return text
+
+
 def table(rows) -> str:
     headers = [
         "system",
@@ -446,6 +494,7 @@ def table(rows) -> str:
         "tokens/s",
         "median s / pass",
         "texts/s ÷ faster peer's",
+        "% of fp32 floor",
         "cosine vs sentence-transformers, min",
         "mean",
     ]
@@ -460,6 +509,7 @@ def table(rows) -> str:
                 f"{r['tokens_per_s']:.0f}",
                 f"{r['median_s']:.2f}",
                 "–" if r["ratio_to_faster_peer"] is None else f"{r['ratio_to_faster_peer']:.2f}",
+                f"{100 * r['fraction_of_fp32_floor']:.0f}",
                 "reference" if ref else _cosine(r["cosine_min"]),
                 "" if ref else _cosine(r["cosine_mean"]),
             ]
@@ -547,6 +597,7 @@ def main(argv=None):
         f"{'es' if args.repeats > 1 else ''} each, round robin "
         f"(order rotating), {args.gap * 1e3:g} ms busy-wait after each; texts/s and tokens/s from the median pass; "
         "ratio = texts/s ÷ the faster of sentence-transformers and ort (>1: faster than both)",
+        _floor_note(data),
     ]
     for key in ("mbengine", "mbengine-int8"):
         if key in info:
