@@ -669,6 +669,16 @@ def _task(args) -> int:
     return 0
 
 
+def _batch_tokens(text: str):
+    """--batch-tokens: "auto", "none" (None) or a number."""
+    if text.lower() in ("auto", "none"):
+        return None if text.lower() == "none" else "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, 'none' or 'auto', got {text!r}") from None
+
+
 def _add_tasks(sub) -> None:
     def common(p, texts=True):
         p.add_argument("model", help="checkpoint directory (model + tokenizer files) or Hugging Face Hub model id")
@@ -678,9 +688,13 @@ def _add_tasks(sub) -> None:
             p.add_argument("--file", help="read texts from FILE, one per line")
         p.add_argument("--json", action="store_true", help="print JSON, one object per input")
         p.add_argument("--threads", type=int, default=None)
-        p.add_argument("--batch-size", type=int, default=8, help="texts per model call, at most")
+        p.add_argument("--batch-size", type=int, default=64, help="texts per model call, at most (default 64)")
         p.add_argument(
-            "--batch-tokens", type=int, default=None, help="real tokens per model call, at most (default: no cap)"
+            "--batch-tokens",
+            type=_batch_tokens,
+            default="auto",
+            help="real tokens per model call, at most: a number, 'none' (no cap) or 'auto' "
+            "(the default: 2048, 256 for fill-mask)",
         )
         p.set_defaults(func=_task)
 

@@ -22,11 +22,13 @@ import os
 import threading
 import uuid
 
+from .pipelines import BATCH_SIZE
+
 _MODELS: dict = {}  # per worker process: (task, path, options) -> pipeline
 _LOCK = threading.Lock()
 
 
-def _pipeline(task: str, path: str, threads: int | None, batch_size: int, batch_tokens: int | None):
+def _pipeline(task: str, path: str, threads: int | None, batch_size: int, batch_tokens: int | str | None):
     from .pipelines import pipeline
 
     key = (task, path, threads, batch_size, batch_tokens)
@@ -52,8 +54,8 @@ def map_pipeline(
     texts,
     *,
     chunk_size: int = 64,
-    batch_size: int = 8,
-    batch_tokens: int | None = None,
+    batch_size: int = BATCH_SIZE,
+    batch_tokens: int | str | None = "auto",
     threads: int | None = 1,
     retries: int = 3,
     **kwargs,

@@ -505,6 +505,21 @@ def test_batches_by_rows_and_token_budget(mlm, batch_size, batch_tokens):
         assert len(a) == batch_size or batch_tokens is not None and sum(a) + b[0] > batch_tokens
 
 
+def test_default_batches(mlm):
+    """64 rows and 2048 real tokens a call; fill-mask, whose logits take a vocabulary per token, 256."""
+    extract, fill = pipeline("feature-extraction", mlm[0]), pipeline("fill-mask", mlm[0])
+    assert (extract.batch_size, extract.batch_tokens) == (64, 2048)
+    assert (fill.batch_size, fill.batch_tokens) == (64, 256)
+    assert pipeline("fill-mask", mlm[0], batch_tokens=None).batch_tokens is None  # None: no cap
+    assert pipeline("fill-mask", mlm[0], batch_tokens="auto").batch_tokens == 256
+    # what the cut means: 300 texts of 7 tokens, 64 a call by rows; 36 a call under a 256-token budget
+    texts = ["a b c d e"] * 300
+    lengths = [len(r["input_ids"]) for r in extract._encode(texts)]
+    assert set(lengths) == {7}
+    assert [len(b) for b in extract._batches(lengths)] == [64] * 4 + [44]
+    assert [len(b) for b in fill._batches(lengths)] == [36] * 8 + [12]
+
+
 def test_pipeline_arguments(mlm):
     with pytest.raises(ValueError, match="unknown task 'summarization'"):
         pipeline("summarization", "nowhere")
@@ -516,6 +531,8 @@ def test_pipeline_arguments(mlm):
         pipeline("fill-mask", mlm[0], batch_size=0)
     with pytest.raises(ValueError, match="batch_tokens must be >= 1"):
         pipeline("fill-mask", mlm[0], batch_tokens=0)
+    with pytest.raises(TypeError, match='batch_tokens must be "auto", an integer >= 1 or None, got str'):
+        pipeline("feature-extraction", mlm[0], batch_tokens="many")
     with pytest.raises(ValueError, match="task must be a str"):
         mbengine.pipeline(None, model=mlm[0])
     model = mbengine.MobileBertForMaskedLM.from_pretrained(mlm[0], threads=1)
@@ -568,6 +585,26 @@ def test_cli_tasks(mlm, ner, tmp_path, capsys, monkeypatch):
     assert json.loads(capsys.readouterr().out.strip())["text"] == "Angela Merkel"
     assert main(["info", path]) == 0
     assert "tensors" in capsys.readouterr().out
+
+
+def test_cli_batch_options(mlm, capsys, monkeypatch):
+    """--batch-size and --batch-tokens reach the pipeline: 'auto' (the default), 'none' or a number."""
+    from mbengine import cli, pipelines
+
+    made = []
+    real = pipelines.pipeline
+    monkeypatch.setattr(pipelines, "pipeline", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    for extra, expected in (
+        ([], (64, 2048)),
+        (["--batch-tokens", "none"], (64, None)),
+        (["--batch-size", "3", "--batch-tokens", "40"], (3, 40)),
+    ):
+        assert cli.main(["feature-extraction", mlm[0], "a b", "--json", "--threads", "1", *extra]) == 0
+        assert (made[-1].batch_size, made[-1].batch_tokens) == expected, extra
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main(["feature-extraction", mlm[0], "a b", "--batch-tokens", "lots"])
+    assert "expected a number, 'none' or 'auto', got 'lots'" in capsys.readouterr().err
 
 
 def test_cli_truncation(mlm, capsys):
