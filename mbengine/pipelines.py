@@ -895,9 +895,9 @@ class MultipleChoicePipeline(Pipeline):
             groups.setdefault(len(rows), []).append(i)
         pad = self.tokenizer.pad_token_id
         for count, members in groups.items():
-            members.sort(key=lambda i: max(len(r["input_ids"]) for r in items[i]))
-            for begin in range(0, len(members), self.batch_size):
-                chunk = members[begin : begin + self.batch_size]
+            # batch_size prompts a call, and batch_tokens real tokens over all their choices
+            for batch in self._batches([sum(len(r["input_ids"]) for r in items[i]) for i in members]):
+                chunk = [members[k] for k in batch]
                 width = max(len(r["input_ids"]) for i in chunk for r in items[i])
                 ids = np.full((len(chunk), count, width), pad, np.int64)
                 mask = np.zeros_like(ids)

@@ -399,7 +399,7 @@ def test_max_answer_len_and_null_answer():
 
 
 # ----------------------------------------------------------------------------- multiple choice, next sentence
-def test_multiple_choice_and_next_sentence(tmp_path_factory):
+def test_multiple_choice_and_next_sentence(tmp_path_factory, monkeypatch):
     path, hf = checkpoint(tmp_path_factory, "MobileBertForMultipleChoice", seed=9)
     tok = transformers.BertTokenizerFast.from_pretrained(path)
     prompts = ["The pet was", "She opened the door and", "Numbers:"]
@@ -410,6 +410,16 @@ def test_multiple_choice_and_next_sentence(tmp_path_factory):
     ]
     results = {bs: pipeline("multiple-choice", path, batch_size=bs)(prompts, choices) for bs in (1, 3)}
     assert results[1] == results[3]
+    # a token budget cuts the calls too (over all of a prompt's choices), and changes no result
+    budget = pipeline("multiple-choice", path, batch_size=3, batch_tokens=30)
+    calls, run = [], type(budget.model).__call__
+    monkeypatch.setattr(
+        type(budget.model),
+        "__call__",
+        lambda m, ids, **kw: calls.append(int(kw["attention_mask"].sum())) or run(m, ids, **kw),
+    )
+    assert budget(prompts, choices) == results[3]
+    assert len(calls) >= 2 and all(n <= 30 for n in calls), calls
     for prompt, cs, got in zip(prompts, choices, results[3]):
         logits = []
         for choice in cs:  # each choice alone: padding must not change a choice's score
