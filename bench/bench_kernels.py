@@ -575,6 +575,7 @@ def attention_systems(B: int, S: int, rng: np.random.Generator):
         scale=scale,
         out=out,
         out_off=0,
+        threads=numba.get_num_threads(),
         probs=probs,
         want_probs=0,
     )

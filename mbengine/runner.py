@@ -356,6 +356,7 @@ class Arena:
                 scale,
                 B[op.out.buf],
                 op.out.off,
+                self.threads,
                 probs,
                 int(want),
                 self.kp,

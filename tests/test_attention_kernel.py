@@ -35,7 +35,7 @@ def context_ref(q, k, v, scale):
     return (p @ split(v)).transpose(1, 0, 2).reshape(L, A), p
 
 
-def run(lengths, ragged, want_probs, seed=0):
+def run(lengths, ragged, want_probs, seed=0, threads=2):
     """The kernel on a fused QKV buffer (as the graph packs it) -> (qkv, out, probs, starts, S)."""
     rng = np.random.default_rng(seed)
     B, S = len(lengths), max(lengths)
@@ -54,7 +54,7 @@ def run(lengths, ragged, want_probs, seed=0):
     scale = np.float32(D**-0.5)
     k_attention.attention(
         qkv, 1, qkv, 1 + A, qkv, 1 + 2 * A, mask_add, starts.astype(np.int64), HEADS, D, scale,
-        out, 2, probs, int(want_probs), kp, scores,
+        out, 2, threads, probs, int(want_probs), kp, scores,
     )  # fmt: skip
     return qkv, out, probs, starts, S
 
@@ -75,6 +75,15 @@ def test_attention_matches_float64_at_mobilebert_shapes(ragged):
         assert_close32(out[rows, 2 : 2 + A], ctx)
     if not ragged:  # the padding rows of a padded batch are computed as well: finite, not left alone
         assert np.isfinite(out[:, 2 : 2 + A]).all()
+
+
+@pytest.mark.parametrize("ragged", [False, True])
+def test_attention_split_by_cost_changes_no_bit(ragged):
+    """The tasks dealt to 1, 2, 3 or 7 runs of near-equal cost (more runs than threads too): same bits."""
+    _, one, _, _, _ = run(LENGTHS, ragged, want_probs=True, threads=1)
+    for threads in (2, 3, 7):
+        _, out, _, _, _ = run(LENGTHS, ragged, want_probs=True, threads=threads)
+        np.testing.assert_array_equal(out, one)
 
 
 def test_attention_probabilities_at_mobilebert_shapes():

@@ -258,11 +258,12 @@ def attention_ref(q, k, v, mask_add, heads, D):
     offs=st.lists(st.integers(0, 6), min_size=4, max_size=4),
     want_probs=st.sampled_from([0, 1]),
     qk_scale=st.sampled_from([0.1, 1.0, 2.0]),
+    threads=st.integers(1, 4),
     data=st.data(),
     seed=st.integers(0, 2**32 - 1),
 )
 @settings(max_examples=40, **SETTINGS)
-def test_attention(B, S, heads, D, fused, offs, want_probs, qk_scale, data, seed):
+def test_attention(B, S, heads, D, fused, offs, want_probs, qk_scale, threads, data, seed):
     rng = np.random.default_rng(seed)
     A = heads * D
     lengths = data.draw(st.lists(st.integers(1, S), min_size=B, max_size=B))
@@ -303,11 +304,20 @@ def test_attention(B, S, heads, D, fused, offs, want_probs, qk_scale, data, seed
         scale,
         out,
         out_off,
+        threads,
         probs,
         want_probs,
         kp,
         scores,
     )
+
+    if threads != 1:  # the split changes which thread computes a task, never how: same bits
+        alone, alone_probs = out.copy(), np.full_like(probs, np.nan) if want_probs else probs.copy()
+        alone[:, out_off : out_off + A] = np.nan
+        k_attention.attention(q, q_off, k, k_off, v, v_off, mask_add, np.arange(B + 1) * S, heads, D, scale,
+                              alone, out_off, 1, alone_probs, want_probs, kp, scores)  # fmt: skip
+        np.testing.assert_array_equal(out, alone)
+        np.testing.assert_array_equal(probs, alone_probs)
 
     ctx, p = attention_ref(
         *(x[:, o : o + A].astype(np.float64) for x, o in ((q, q_off), (k, k_off), (v, v_off))),
