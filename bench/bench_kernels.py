@@ -570,6 +570,7 @@ def attention_systems(B: int, S: int, rng: np.random.Generator):
         v=qkv,
         v_off=2 * A,
         mask_add=mask_add,
+        starts=np.arange(B + 1, dtype=np.int64) * S,  # a padded batch: sequence b at rows b * S ..
         heads=H,
         head_dim=D,
         scale=scale,
