@@ -68,6 +68,8 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("startup",), _files("startup")),
     # a second, separate run: start-up medians move with the machine (the README quotes both)
     (("startup", "--name", "startup_repeat"), _files("startup_repeat")),
+    # the README quotes this run from a CPU with AVX2 only (Zen 3; int8 on maddubs): its file names the CPU
+    (("startup", "--name", "startup_avx2"), _files("startup_avx2")),
     (("memory",), _files("memory")),
     (("native",), _files("native")),
     (("contention",), _files("contention")),
