@@ -60,6 +60,23 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     (("model", "--seq", "32", "128", "384", "--threads", "2", "--name", "model_seq"), _files("model_seq", "png")),
     # the README quotes this run from a CPU with AVX2 only (Zen 3; int8 on maddubs): its file names the CPU
     (("model", "--threads", "1", "2", "--name", "model_avx2"), _files("model_avx2")),
+    # and this ragged batch from the same Zen 3
+    (
+        (
+            "model",
+            "--batch",
+            "8",
+            "--seq",
+            "128",
+            "--rows",
+            "ragged",
+            "--threads",
+            "2",
+            "--name",
+            "model_ragged_b8_avx2",
+        ),
+        _files("model_ragged_b8_avx2"),
+    ),
     (("profile",), _files("profile")),
     (("int8",), _files("int8")),  # all four sections, as the README's command runs it (section 4 too)
     (("int8", "--sections", "targets", "--name", "int8_targets"), _files("int8_targets")),
