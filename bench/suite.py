@@ -58,9 +58,26 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
         _files("model_ragged_b32"),
     ),
     (("model", "--seq", "32", "128", "384", "--threads", "2", "--name", "model_seq"), _files("model_seq", "png")),
-    # the README quotes this run from a CPU with AVX2 only (Zen 3; int8 on maddubs): its file names the CPU
+    # the README's second table: runs on a CPU with AVX2 only (Zen 3; int8 on maddubs): their files name the CPU
     (("model", "--threads", "1", "2", "--name", "model_avx2"), _files("model_avx2")),
-    # and this ragged batch from the same Zen 3
+    (("model", "--seq", "384", "--threads", "2", "--name", "model_s384_avx2"), _files("model_s384_avx2")),
+    (("model", "--batch", "8", "--rows", "half", "--threads", "2", "--name", "model_b8_avx2"), _files("model_b8_avx2")),
+    (
+        (
+            "model",
+            "--batch",
+            "8",
+            "--seq",
+            "128",
+            "--rows",
+            "ragged",
+            "--threads",
+            "1",
+            "--name",
+            "model_ragged_b8_1t_avx2",
+        ),
+        _files("model_ragged_b8_1t_avx2"),
+    ),
     (
         (
             "model",
@@ -76,6 +93,22 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
             "model_ragged_b8_avx2",
         ),
         _files("model_ragged_b8_avx2"),
+    ),
+    (
+        (
+            "model",
+            "--batch",
+            "32",
+            "--seq",
+            "64",
+            "--rows",
+            "ragged",
+            "--threads",
+            "2",
+            "--name",
+            "model_ragged_b32_avx2",
+        ),
+        _files("model_ragged_b32_avx2"),
     ),
     (("profile",), _files("profile")),
     (("int8",), _files("int8")),  # all four sections, as the README's command runs it (section 4 too)
