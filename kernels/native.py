@@ -238,10 +238,10 @@ class Library:
         the block lives as long as the pointers. One pass over each call's arguments gives both the
         specialisation's key (:func:`kinds`, as tuples) and its words. A model's plan binds ~300 calls
         of ~20 arguments; its activation buffers recur in most calls, so each distinct array is looked
-        at once (arrays by identity: the ids stay valid, ``calls`` holds the arrays; ints by value).
+        at once (by identity: the ids stay valid, ``calls`` holds the arrays). An int is its own word.
 
-        ``lasting`` ({memo key: (kind, words)}, kept by the caller across plans) starts the memo and gets
-        what this plan bound for ints and for the arrays whose ids are in ``lasting_ids``: ones the
+        ``lasting`` ({array id: (kind, words)}, kept by the caller across plans) starts the memo and gets
+        what this plan bound for the arrays whose ids are in ``lasting_ids``: ones the
         caller keeps alive as long as ``lasting`` (the weights of a runner's graph; the id of a freed
         array could be another array's later). A runner's next plan then binds its buffers only.
 
@@ -258,15 +258,18 @@ class Library:
             starts.append(len(words))
             key = []
             for i, a in enumerate(args):
-                # arrays by identity, ints by value (shapes and offsets recur across calls); the rest, e.g.
-                # floats (-0.0 equals 0.0), NumPy scalars and array subclasses, are bound each time
                 t = type(a)
-                memo = id(a) if t is np.ndarray else (int, a) if t is int else None
-                known = seen.get(memo)
+                if t is int:  # (a third of the arguments: one word, nothing to look up)
+                    key.append(_INT64)
+                    words.append(a)
+                    continue
+                # arrays by identity; the rest, e.g. floats (-0.0 equals 0.0), NumPy scalars and array
+                # subclasses, are bound each time
+                known = seen.get(id(a)) if t is np.ndarray else None
                 if known is None:
                     known = _bound_arg(i, a)
-                    if memo is not None:
-                        seen[memo] = known
+                    if t is np.ndarray:
+                        seen[id(a)] = known
                 key.append(known[0])
                 if len(known) == 3:  # a resizable array: where its dimensions are in the block
                     n = len(known[1]) - 1
@@ -275,7 +278,7 @@ class Library:
                 words.extend(known[1])
             functions.append(self._functions.get((name, tuple(key))))
         if lasting is not None:
-            lasting.update((k, v) for k, v in seen.items() if type(k) is tuple or k in lasting_ids)  # ints, kept
+            lasting.update((k, v) for k, v in seen.items() if k in lasting_ids)
         block = np.array(words, np.int64)
         base = block.ctypes.data
         bound = []
@@ -312,6 +315,7 @@ def _bound_arg(i: int, a) -> tuple:
 
 
 _F64, _I64 = struct.Struct("=d"), struct.Struct("=q")
+_INT64 = ("scalar", "int64")  # the kind of a Python int
 
 
 def _freeze(k) -> tuple:
