@@ -29,121 +29,46 @@ def _files(name: str, *extra: str) -> tuple[str, ...]:
     return tuple(f"{name}.{ext}" for ext in ("json", "md", *extra))
 
 
-# (arguments of `python -m bench`, results files written under bench/results/); the name is the benchmark's
-# unless --name gives one. The png files are drawn with matplotlib (installed by the bench extra).
+def _step(command: str, *extra: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A step from its ``python -m bench`` arguments as the README writes them, with the files it writes:
+    under its --name, else the benchmark's name (:func:`_files`; ``extra``: more kinds, e.g. png)."""
+    args = tuple(command.split())
+    return args, _files(args[args.index("--name") + 1] if "--name" in args else args[0], *extra)
+
+
+# (arguments of `python -m bench`, results files written under bench/results/). The png files are drawn
+# with matplotlib (installed by the bench extra).
 SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
-    (("kernels", "--threads", "1", "2"), _files("kernels", "png")),
-    (("model", "--threads", "1", "2"), _files("model")),
-    (("model", "--seq", "384", "--threads", "2", "--name", "model_s384"), _files("model_s384")),
-    (("model", "--batch", "8", "--rows", "half", "--threads", "2", "--name", "model_b8"), _files("model_b8")),
-    (
-        (
-            "model",
-            "--batch",
-            "8",
-            "--seq",
-            "128",
-            "--rows",
-            "ragged",
-            "--threads",
-            "1",
-            "2",
-            "--name",
-            "model_ragged_b8",
-        ),
-        _files("model_ragged_b8"),
-    ),
-    (
-        ("model", "--batch", "32", "--seq", "64", "--rows", "ragged", "--threads", "2", "--name", "model_ragged_b32"),
-        _files("model_ragged_b32"),
-    ),
-    (("model", "--seq", "32", "128", "384", "--threads", "2", "--name", "model_seq"), _files("model_seq", "png")),
+    _step("kernels --threads 1 2", "png"),
+    _step("model --threads 1 2"),
+    _step("model --seq 384 --threads 2 --name model_s384"),
+    _step("model --batch 8 --rows half --threads 2 --name model_b8"),
+    _step("model --batch 8 --seq 128 --rows ragged --threads 1 2 --name model_ragged_b8"),
+    _step("model --batch 32 --seq 64 --rows ragged --threads 2 --name model_ragged_b32"),
+    _step("model --seq 32 128 384 --threads 2 --name model_seq", "png"),
     # the README's second table: runs on a CPU with AVX2 only (Zen 3; int8 on maddubs): their files name the CPU
-    (("model", "--threads", "1", "2", "--name", "model_avx2"), _files("model_avx2")),
-    (("model", "--seq", "384", "--threads", "2", "--name", "model_s384_avx2"), _files("model_s384_avx2")),
-    (("model", "--batch", "8", "--rows", "half", "--threads", "2", "--name", "model_b8_avx2"), _files("model_b8_avx2")),
-    (
-        (
-            "model",
-            "--batch",
-            "8",
-            "--seq",
-            "128",
-            "--rows",
-            "ragged",
-            "--threads",
-            "1",
-            "--name",
-            "model_ragged_b8_1t_avx2",
-        ),
-        _files("model_ragged_b8_1t_avx2"),
-    ),
-    (
-        (
-            "model",
-            "--batch",
-            "8",
-            "--seq",
-            "128",
-            "--rows",
-            "ragged",
-            "--threads",
-            "2",
-            "--name",
-            "model_ragged_b8_avx2",
-        ),
-        _files("model_ragged_b8_avx2"),
-    ),
-    (
-        (
-            "model",
-            "--batch",
-            "32",
-            "--seq",
-            "64",
-            "--rows",
-            "ragged",
-            "--threads",
-            "2",
-            "--name",
-            "model_ragged_b32_avx2",
-        ),
-        _files("model_ragged_b32_avx2"),
-    ),
-    (("profile",), _files("profile")),
-    (("int8",), _files("int8")),  # all four sections, as the README's command runs it (section 4 too)
-    (("int8", "--sections", "targets", "--name", "int8_targets"), _files("int8_targets")),
-    (
-        ("int8", "--sections", "targets", "--targets", "host:maddubs", "host:maddubs7", "--name", "int8_maddubs"),
-        _files("int8_maddubs"),
-    ),
-    (("startup",), _files("startup")),
+    _step("model --threads 1 2 --name model_avx2"),
+    _step("model --seq 384 --threads 2 --name model_s384_avx2"),
+    _step("model --batch 8 --rows half --threads 2 --name model_b8_avx2"),
+    _step("model --batch 8 --seq 128 --rows ragged --threads 1 --name model_ragged_b8_1t_avx2"),
+    _step("model --batch 8 --seq 128 --rows ragged --threads 2 --name model_ragged_b8_avx2"),
+    _step("model --batch 32 --seq 64 --rows ragged --threads 2 --name model_ragged_b32_avx2"),
+    _step("profile"),
+    _step("int8"),  # all four sections, as the README's command runs it (section 4 too)
+    _step("int8 --sections targets --name int8_targets"),
+    _step("int8 --sections targets --targets host:maddubs host:maddubs7 --name int8_maddubs"),
+    _step("startup"),
     # a second, separate run: start-up medians move with the machine (the README quotes both)
-    (("startup", "--name", "startup_repeat"), _files("startup_repeat")),
+    _step("startup --name startup_repeat"),
     # the README quotes this run from a CPU with AVX2 only (Zen 3; int8 on maddubs): its file names the CPU
-    (("startup", "--name", "startup_avx2"), _files("startup_avx2")),
-    (("memory",), _files("memory")),
-    (("native",), _files("native")),
-    (("contention",), _files("contention")),
-    (("soak",), _files("soak")),
-    (
-        (
-            "soak",
-            "--calls",
-            "0",
-            "--fixed-calls",
-            "0",
-            "--text-calls",
-            "100000",
-            "--every",
-            "5000",
-            "--name",
-            "soak_long",
-        ),
-        _files("soak_long"),
-    ),
-    (("dask",), _files("dask")),
-    (("corpus", "--int8"), _files("corpus")),
+    _step("startup --name startup_avx2"),
+    _step("memory"),
+    _step("native"),
+    _step("contention"),
+    _step("soak"),
+    _step("soak --calls 0 --fixed-calls 0 --text-calls 100000 --every 5000 --name soak_long"),
+    _step("dask"),
+    _step("corpus --int8"),
 )
 
 
