@@ -263,13 +263,12 @@ class Library:
                     key.append(_INT64)
                     words.append(a)
                     continue
-                # arrays by identity; the rest, e.g. floats (-0.0 equals 0.0), NumPy scalars and array
-                # subclasses, are bound each time
-                known = seen.get(id(a)) if t is np.ndarray else None
-                if known is None:
+                if t is np.ndarray:  # arrays by identity
+                    known = seen.get(id(a))
+                    if known is None:
+                        known = seen[id(a)] = _bound_arg(i, a)
+                else:  # the rest, e.g. floats (-0.0 equals 0.0), NumPy scalars, array subclasses: each time
                     known = _bound_arg(i, a)
-                    if t is np.ndarray:
-                        seen[id(a)] = known
                 key.append(known[0])
                 if len(known) == 3:  # a resizable array: where its dimensions are in the block
                     n = len(known[1]) - 1
