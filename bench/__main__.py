@@ -31,6 +31,7 @@ BENCHMARKS = {
         "embedding real text with the real MiniLM against sentence-transformers and ONNX Runtime",
     ),
     "dask": ("bench.bench_dask", "pipeline throughput on a Dask LocalCluster, 1 worker against 2"),
+    "targets": ("bench.targets", "issue 19's speed targets against the model runs on file (nothing timed)"),
     "suite": ("bench.suite", "every benchmark as README.md cites it; --list: the results files, nothing run"),
 }
 

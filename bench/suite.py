@@ -53,6 +53,7 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     _step("model --batch 8 --seq 128 --rows ragged --threads 1 --name model_ragged_b8_1t_avx2"),
     _step("model --batch 8 --seq 128 --rows ragged --threads 2 --name model_ragged_b8_avx2"),
     _step("model --batch 32 --seq 64 --rows ragged --threads 2 --name model_ragged_b32_avx2"),
+    _step("targets"),  # reads the model runs above (both CPUs' files): times nothing
     _step("profile"),
     _step("int8"),  # all four sections, as the README's command runs it (section 4 too)
     _step("int8 --sections targets --name int8_targets"),

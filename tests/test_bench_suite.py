@@ -22,6 +22,7 @@ sys.path.insert(0, ROOT)
 try:
     suite = importlib.import_module("bench.suite")  # light: the steps are data, nothing runs on import
     BENCHMARKS = importlib.import_module("bench.__main__").BENCHMARKS
+    targets = importlib.import_module("bench.targets")  # light too: json and glob, no NumPy
 finally:  # (importing bench takes the root off the path already: bench/__init__.py)
     sys.path[:] = [p for p in sys.path if p != ROOT]
 CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
@@ -140,3 +141,36 @@ def test_usage_and_unknown_benchmark():
         [*run, "no-such-benchmark"], cwd=ROOT, env=CLEAN_ENV, capture_output=True, text=True, timeout=60
     )
     assert unknown.returncode != 0 and "unknown benchmark" in unknown.stderr
+
+
+def _row(system, ms, threads=2, batch=8, seq=128, rows="ragged", floor_ms=30.0):
+    return {
+        "system": system,
+        "median_ms": ms,
+        "threads": threads,
+        "batch": batch,
+        "seq": seq,
+        "rows": rows,
+        "fp32_floor_ms": floor_ms,
+        "fraction_of_fp32_floor": floor_ms / ms,
+    }
+
+
+def test_targets_set_each_shape_against_its_faster_peer():
+    """`python -m bench targets`: the faster peer of the same precision, 0.8 (0.6 ragged), what it needs."""
+    rows = [
+        _row("mbengine", 40.0, rows="full"),
+        _row("ort-fp32", 60.0, rows="full"),
+        _row("ov-fp32", 50.0, rows="full"),
+        _row("ov-int8", 10.0, rows="full"),  # another precision: not a peer of the float32 row
+        _row("mbengine", 40.0),
+        _row("ort-fp32", 70.0),
+        _row("ov-fp32", 65.0),
+        _row("mbengine-int8", 20.0),  # no int8 peer at this shape: no int8 entry
+        _row("torch", 1.0),  # not a peer of either
+    ]
+    full, ragged = targets.targets(rows)
+    assert (full["precision"], full["peer"], full["target"], full["met"]) == ("fp32", "ov-fp32", 0.8, True)
+    assert abs(full["ratio"] - 40 / 50) < 1e-12 and abs(full["floor_fraction_needed"] - 30 / (0.8 * 50)) < 1e-12
+    assert (ragged["rows"], ragged["peer"], ragged["target"], ragged["met"]) == ("ragged", "ov-fp32", 0.6, False)
+    assert abs(ragged["floor_fraction_needed"] - 30 / (0.6 * 65)) < 1e-12
