@@ -73,7 +73,7 @@ def main(argv=None) -> None:
     entries = []
     for path in sorted(glob.glob(os.path.join(common.RESULTS_DIR, "model*.json"))):
         if os.path.basename(path).startswith("model_seq"):
-            continue  # (the latency-against-length plot's run: an older run, not one of the shapes)
+            continue  # (the latency-against-length plot: its s128 and s384 rows repeat runs made for the table)
         with open(path, encoding="utf-8") as f:
             run = json.load(f)
         env = run.get("environment", {})
