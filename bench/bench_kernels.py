@@ -150,7 +150,11 @@ def int8_linear(x: np.ndarray, w: np.ndarray, b: np.ndarray):
     nw = np.ones(N, np.float32)
     nb = np.zeros(N, np.float32)
     out = np.zeros((M, N), np.float32)
-    extra = (np.zeros(1, np.uint8),) if "nxt" in inspect.signature(Q.qlinear.py_func).parameters else ()
+    params = inspect.signature(Q.qlinear.py_func).parameters  # (earlier commits took fewer arguments)
+    import numba
+
+    threads = numba.get_num_threads()  # the caller has set it for this run
+    extra = ((threads,) if "threads" in params else ()) + ((np.zeros(1, np.uint8),) if "nxt" in params else ())
 
     def run():
         Q.qlinear(

@@ -15,8 +15,8 @@
   to zero. Their weight rows are left out of ``wq`` (zero there) and applied
   in float32 in the epilogue (``ow``, one (N,) row per outlier channel).
 
-One parallel loop over tasks of TASK_ROWS rows; each task quantizes its rows,
-then runs the int32 tiles (block of 8 rows by block, each through every
+One parallel loop over tasks of up to TASK_ROWS rows, as many per thread
+(:func:`task_split`); each task quantizes its rows, then runs the int32 tiles (block of 8 rows by block, each through every
 panel: a block's outputs and residual are then read and written row after
 row, which the caches' streams follow, rather than 128 bytes of 8 rows 2 KiB
 apart at a time; on 630 ragged tokens the output bottleneck, whose residual
@@ -82,7 +82,8 @@ from .simd import prefetch_l2
 QX_DTYPE = np.uint8 if OFFSET or SIGN_BYTES else np.int8  # the quantized activations' storage type
 QX_BYTES = 1 + SIGN_BYTES  # scratch bytes per quantized input: the value, and for maddubs its sign
 TINY = 0x0D800000  # bits of 2.0**-100: rows with a smaller max take _quantize_row's float64 path
-TASK_ROWS = 4 * ROWS  # rows per parallel task (module doc)
+TASK_BLOCKS = 4  # row blocks (of ROWS rows) per parallel task at most (module doc)
+TASK_ROWS = TASK_BLOCKS * ROWS
 
 
 def qx_scratch(rows: int, k4: int) -> np.ndarray:
@@ -121,10 +122,13 @@ def correction(wp: np.ndarray) -> np.ndarray:
 
 
 @njit(cache=CACHE, parallel=True, fastmath=FASTMATH)
-def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off, norm, nw, nb, eps, out, out_off, nxt):
+def qlinear(
+    x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off, norm, nw, nb, eps, out, out_off, threads, nxt
+):
     """The int8 linear (module doc). ``mask``: (K,) int32, INLIER or 0 (an outlier) per input channel;
     ``qx`` (>= M, >= 4 K4) and ``sx`` (>= M,) are scratch; ``sw`` and ``corr`` are padded to whole panels;
-    ``oidx`` (J,) and ``ow`` (J, N) the outlier channels. ``nxt``: the bytes of the next linear op's weight
+    ``oidx`` (J,) and ``ow`` (J, N) the outlier channels. ``threads``: what the rows are split for
+    (:func:`task_split`; any value gives the same outputs). ``nxt``: the bytes of the next linear op's weight
     (1-D uint8), which the tasks share out and prefetch into L2 (a hint: no effect on results), each
     task its share a tile's part at a time: asked for in one burst at the start of the task, the
     prefetches stalled on full miss queues, and the int8 model at batch 1 x seq 128 took 21.8 ms
@@ -137,13 +141,14 @@ def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off
     # no activation or relu: the tiles finish their outputs in registers (a LayerNorm still follows)
     fuse = 1 if act == Act.LINEAR or act == Act.RELU else 0
     inliers_only = oidx.shape[0] == 0  # every mask entry INLIER
-    tasks = (M + TASK_ROWS - 1) // TASK_ROWS
+    tasks = task_split(M, threads)
+    all_blocks = (M + ROWS - 1) // ROWS
     ahead_part = (nxt.shape[0] + tasks - 1) // tasks
     for c in prange(tasks):
         ahead0 = min(c * ahead_part, nxt.shape[0])
         ahead = min(ahead_part, nxt.shape[0] - ahead0)  # this task's share, asked for a tile's part at a time
-        r0 = c * TASK_ROWS
-        r1 = min(r0 + TASK_ROWS, M)
+        r0 = c * all_blocks // tasks * ROWS
+        r1 = min((c + 1) * all_blocks // tasks * ROWS, M)
         signed = False  # whether any row of the task has a negative input (maddubs' sign step, .qsimd)
         for i in range(r0, r1):
             signed |= _quantize_row(x, xbits, i, x_off, K, K4 * 4, mask, qx, sx, inliers_only)
@@ -190,6 +195,19 @@ def qlinear(x, x_off, mask, qx, sx, wq, sw, corr, oidx, ow, b, act, res, res_off
                 _layernorm_row(out, i, out_off, N, nw, nb, eps)
 
 
+@njit(cache=CACHE, inline="always")
+def task_split(M, threads):
+    """How many tasks :func:`qlinear` splits M rows into: a multiple of ``threads``, each of at most
+    TASK_BLOCKS row blocks, task c taking blocks [c * blocks // tasks, (c + 1) * blocks // tasks). The
+    parallel loop gives each thread an equal run of tasks, so each gets the same number of rows, give or
+    take a block. (With fixed tasks of TASK_ROWS rows, 128 rows were 6 tasks, 5 of 24 rows and one of 8:
+    72 rows for one thread and 56 for the other.)"""
+    threads = max(threads, 1)
+    blocks = (M + ROWS - 1) // ROWS
+    per_thread = (blocks + threads - 1) // threads
+    return max(1, min(blocks, threads * ((per_thread + TASK_BLOCKS - 1) // TASK_BLOCKS)))
+
+
 @njit(cache=CACHE, parallel=True)
 def qmatmul_exact(qx, wq, corr, out, signed=True):
     """out[i, n] = sum_k qx[i, k] * wq[n, k] - corr[n] in int32 through the same tiles (for tests);
@@ -226,17 +244,19 @@ def _quantize_row(x, xbits, i, x_off, K, Kp, mask, qx, sx, inliers_only):
     row = x[i, x_off : x_off + K]  # 1-D contiguous slices: both loops vectorise (indexing x[i, x_off + k]
     bits = xbits[i, x_off : x_off + K]  # directly left the second one scalar, 4.7x slower)
     top = np.int32(0)  # int32 throughout (numba widens int32 & int32 to int64: an int64 max runs at
-    sign = np.int32(0)  # a quarter of the vector width; this whole function took 3x longer)
+    low = np.int32(0)  # a quarter of the vector width; this whole function took 3x longer). The sign
+    # bits are gathered by a min, not by ``|=``: numba's int32 | int32 is int64, and 128 rows of 512
+    # inputs took 24 us to quantize instead of 21 (Zen 3, maddubs)
     if inliers_only:  # no outlier channel: the mask is all INLIER, a constant (28% faster at K=512 than the load)
         for k in range(K):
             top = max(top, np.int32(bits[k] & np.int32(INLIER)))
             if SIGN_BYTES:  # (a constant: compiled only for maddubs, the one variant with a sign step)
-                sign |= bits[k]
+                low = min(low, bits[k])
     else:
         for k in range(K):
             top = max(top, np.int32(bits[k] & mask[k]))
             if SIGN_BYTES:
-                sign |= bits[k]
+                low = min(low, bits[k])
     amax = float_from_bits(top)
     if top >= 0x7F800000:
         scale = np.float32(np.nan)
@@ -270,7 +290,7 @@ def _quantize_row(x, xbits, i, x_off, K, Kp, mask, qx, sx, inliers_only):
             bits = ((w >> 7) & 1) | ((w >> 14) & 2) | ((w >> 21) & 4) | ((w >> 28) & 8)
             masks[g] = np.uint64(bits) * SIGN_PATTERN
     sx[i] = scale
-    return sign < 0
+    return low < 0
 
 
 @njit(cache=CACHE, inline="always")

@@ -299,6 +299,7 @@ class Arena:
                     float(op.eps),
                     B[op.out.buf],
                     op.out.off,
+                    self.threads,
                     self._next_weight.get(id(op), _NO_BYTES),
                 )
             return "linear.linear", (

@@ -115,7 +115,7 @@ def scratch(M, K, extra_rows=0, extra_cols=0):
     return qx, sx
 
 
-def call_qlinear(x, x_off, qw, qx, sx, b, act, res, res_off, norm, nw, nb, eps, out, out_off):
+def call_qlinear(x, x_off, qw, qx, sx, b, act, res, res_off, norm, nw, nb, eps, out, out_off, threads=1):
     Q.qlinear(
         x,
         x_off,
@@ -137,6 +137,7 @@ def call_qlinear(x, x_off, qw, qx, sx, b, act, res, res_off, norm, nw, nb, eps, 
         eps,
         out,
         out_off,
+        threads,
         NEXT_WEIGHT,
     )
 
@@ -491,7 +492,8 @@ def test_rows_without_negative_inputs_give_the_same_outputs(M, K, N, J, zeros, s
     x[rng.random((M, K)) < zeros] = 0.0  # ReLU outputs: many exact zeros
     x = readonly(x)
     x2 = x.copy()
-    x2[:: Q.TASK_ROWS, 0] = -1.0
+    firsts = task_starts(M, 1)
+    x2[firsts, 0] = -1.0
     w = rng.standard_normal((N, K)) / math.sqrt(K)
     qw = int8_weight(w, outliers)
     b = readonly(rng.standard_normal(N))
@@ -501,9 +503,61 @@ def test_rows_without_negative_inputs_give_the_same_outputs(M, K, N, J, zeros, s
         out = np.zeros((M, N), np.float32)
         call_qlinear(xs, 0, qw, qx, sx, b, 1, np.zeros((1, 1), np.float32), -1, 0, b, b, 1e-5, out, 0)
         outs.append(out)
-    kept = np.arange(M) % Q.TASK_ROWS != 0
+    kept = ~np.isin(np.arange(M), firsts)
     np.testing.assert_array_equal(outs[0][kept], outs[1][kept])
     assert np.isfinite(outs[0]).all()
+
+
+def task_starts(M, threads):
+    """The first row of each of qlinear's tasks (:func:`Q.task_split`)."""
+    tasks, blocks = Q.task_split(M, threads), -(-M // Q.ROWS)
+    return [c * blocks // tasks * Q.ROWS for c in range(tasks)]
+
+
+@given(M=st.integers(0, 2000), threads=st.integers(1, 16))
+@settings(max_examples=200, **SETTINGS)
+def test_task_split_gives_each_thread_the_same_rows(M, threads):
+    """qlinear's tasks cover the rows once, in whole row blocks of at most TASK_BLOCKS, and come in a
+    multiple of ``threads`` (when there are that many blocks), so that the parallel loop's equal runs of
+    tasks are equal numbers of rows, give or take one block."""
+    tasks = Q.task_split(M, threads)
+    blocks = -(-M // Q.ROWS)
+    bounds = [c * blocks // tasks for c in range(tasks + 1)]
+    sizes = np.diff(bounds)
+    assert bounds[0] == 0 and bounds[-1] == blocks and (sizes >= (1 if blocks else 0)).all()
+    assert sizes.max() <= Q.TASK_BLOCKS
+    if blocks >= threads:
+        assert tasks % threads == 0
+        run = tasks // threads
+        per_thread = np.diff(bounds[::run])
+        assert per_thread.max() - per_thread.min() <= 1
+    rows = np.minimum(np.array(bounds) * Q.ROWS, M)  # the tasks' first rows, then M
+    assert rows[-1] == M and (M == 0 or (np.diff(rows) > 0).all())
+
+
+@given(
+    M=st.integers(1, 4 * Q.TASK_ROWS),
+    K=st.integers(1, 200),
+    N=st.integers(1, 40),
+    seed=st.integers(0, 2**32 - 1),
+)
+@settings(max_examples=15, **SETTINGS)
+def test_outputs_do_not_depend_on_the_task_split(M, K, N, seed):
+    """The same inputs split for 1 to 5 threads (other tasks, and other rows sharing a task's sign step)
+    give the same outputs, bit for bit."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((M, K)) * rng.uniform(0.1, 10.0, (M, 1))
+    x = readonly(np.where(rng.random((M, 1)) < 0.5, np.abs(x), x))  # some rows without a negative input
+    qw = int8_weight(rng.standard_normal((N, K)) / math.sqrt(K), [])
+    b = readonly(rng.standard_normal(N))
+    outs = []
+    for threads in range(1, 6):
+        qx, sx = scratch(M, K)
+        out = np.zeros((M, N), np.float32)
+        call_qlinear(x, 0, qw, qx, sx, b, 1, np.zeros((1, 1), np.float32), -1, 0, b, b, 1e-5, out, 0, threads)
+        outs.append(out)
+    for out in outs[1:]:
+        np.testing.assert_array_equal(out, outs[0])
 
 
 @given(
