@@ -18,9 +18,10 @@
 One parallel loop over tasks of up to TASK_ROWS rows, as many per thread
 (:func:`task_split`); each task quantizes its rows, then runs the int32
 tiles (block of 8 rows by block, each through every panel: a block's
-outputs and residual are then read and written row after row, which the caches' streams follow, rather than 128 bytes of 8 rows 2 KiB
-apart at a time; on 630 ragged tokens the output bottleneck, whose residual
-and outputs no longer fit L2, took 16-20% less time, alternating processes),
+outputs and residual are then read and written row after row, which the
+caches' streams follow, rather than 128 bytes of 8 rows 2 KiB apart at a
+time; on 630 ragged tokens the output bottleneck, whose residual and
+outputs no longer fit L2, took 16-20% less time, alternating processes),
 which dequantize their sums, add the outlier channels and, with no activation or a
 relu, finish the epilogue (bias, relu, residual, NoNorm: the float32 tile's
 own steps, :func:`.simd.emit_epilogue`) in registers before the one store.
