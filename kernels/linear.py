@@ -107,12 +107,20 @@ def chunk_split(M, threads):
     ``threads`` chunks of at most CHUNK_ROWS rows, chunk c taking blocks [c * blocks // chunks,
     (c + 1) * blocks // chunks): near equal, so that an even split of the tasks is an even split of
     the work (a last, short chunk would leave one thread idle for its share)."""
-    threads = max(threads, 1)
     blocks = (M + ROWS - 1) // ROWS
-    per_thread = (blocks + threads - 1) // threads
-    cap = max(1, CHUNK_ROWS // ROWS)
-    chunks = max(1, min(blocks, threads * ((per_thread + cap - 1) // cap)))
+    chunks = even_parts(blocks, threads, max(1, CHUNK_ROWS // ROWS))
     return chunks, (blocks + chunks - 1) // chunks
+
+
+@njit(cache=True, inline="always")
+def even_parts(blocks, threads, most):
+    """Into how many parts to deal ``blocks`` row blocks, part c taking [c * blocks // parts, (c + 1) *
+    blocks // parts): a multiple of ``threads`` (while there are that many blocks) of at most ``most``
+    blocks each, so that a parallel loop's equal runs of parts give the threads equal work, give or take
+    one block (the int8 linear's tasks too: :func:`.qlinear.task_split`)."""
+    threads = max(threads, 1)
+    per_thread = (blocks + threads - 1) // threads
+    return max(1, min(blocks, threads * ((per_thread + most - 1) // most)))
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")

@@ -58,7 +58,7 @@ from . import layout
 from .flags import FASTMATH
 from .layout import INLIER, QMAX, SIGN_PATTERN, channel_mask, quantize_weight  # noqa: F401 (re-exported)
 from .layout import qunpack as unpack  # noqa: F401 (re-exported)
-from .linear import _epilogue_cols, _epilogue_row, _layernorm_row
+from .linear import _epilogue_cols, _epilogue_row, _layernorm_row, even_parts
 from .names import Act, Norm
 from .qsimd import (  # noqa: F401 (VARIANT: re-exported)
     CACHE,
@@ -198,15 +198,11 @@ def qlinear(
 
 @njit(cache=CACHE, inline="always")
 def task_split(M, threads):
-    """How many tasks :func:`qlinear` splits M rows into: a multiple of ``threads``, each of at most
-    TASK_BLOCKS row blocks, task c taking blocks [c * blocks // tasks, (c + 1) * blocks // tasks). The
-    parallel loop gives each thread an equal run of tasks, so each gets the same number of rows, give or
-    take a block. (With fixed tasks of TASK_ROWS rows, 128 rows were 6 tasks, 5 of 24 rows and one of 8:
-    72 rows for one thread and 56 for the other.)"""
-    threads = max(threads, 1)
-    blocks = (M + ROWS - 1) // ROWS
-    per_thread = (blocks + threads - 1) // threads
-    return max(1, min(blocks, threads * ((per_thread + TASK_BLOCKS - 1) // TASK_BLOCKS)))
+    """How many tasks :func:`qlinear` splits M rows into (:func:`.linear.even_parts` of its row blocks,
+    at most TASK_BLOCKS per task): each thread gets the same number of rows, give or take a block.
+    (With fixed tasks of TASK_ROWS rows, 128 rows were 6 tasks, 5 of 24 rows and one of 8: 72 rows for
+    one thread and 56 for the other.)"""
+    return even_parts((M + ROWS - 1) // ROWS, threads, TASK_BLOCKS)
 
 
 @njit(cache=CACHE, parallel=True)
