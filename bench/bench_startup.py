@@ -13,7 +13,9 @@ XNNPACK delegate; the same torch model converted by :mod:`bench.litert` to
 float32 and dynamic-range int8 .tflite, once, then cached; ``--no-litert``
 skips it, and it is skipped with the reason recorded if ai-edge-litert is not
 installed or the conversion fails). The native, ONNX Runtime and LiteRT rows
-run round-robin (one process of each in turn, ``--edge-repeats`` times), and
+run round-robin (one process of each in turn, ``--edge-repeats`` times,
+after one untimed round that fills the page cache and keeps mbengine's plans:
+its native rows are reported apart, as a model's first process), and
 the comparison table gives, per precision and thread count, each system's
 median first answer and the native library's against the faster peer's (a
 ratio of medians from the same interleaved runs). Peak RSS is the child's own high-water mark
@@ -206,6 +208,15 @@ def run(args) -> dict:
                 ]
             except Exception as e:  # noqa: BLE001
                 skipped["LiteRT"] = common.reason(e)
+        # one untimed round first, every system alike: its files in the page cache, and mbengine's plans
+        # kept (mbengine.plans: the first process on a model binds its plan, later ones read it). That
+        # first process is a row of its own.
+        for label, argv, env, system, *_ in contenders:
+            first = child(argv, env)
+            if system == "mbengine native":
+                rows.append(
+                    _row(label.replace("native library", "native library, first process (keeps its plan)"), first)
+                )
         runs = {label: [] for label, *_ in contenders}
         for _ in range(args.edge_repeats):
             for label, argv, env, *_ in contenders:
@@ -296,7 +307,9 @@ def main(argv=None):
         notes=[
             "each number from a fresh process; warm cache: the earliest first answer of --repeats runs; native, "
             "ONNX Runtime and LiteRT: --edge-repeats runs of each, taken round-robin (one process of each row in "
-            "turn), the row's figures from its earliest first answer, with the median first answer of all its runs",
+            "turn), the row's figures from its earliest first answer, with the median first answer of all its runs; "
+            "before them, one untimed round of every row (page cache filled, mbengine's plans kept: mbengine.plans), "
+            "whose native processes are the 'first process' rows",
             "process start to first answer: from just before the parent starts the child to the child's first "
             "output (interpreter start, imports, load, first call); seconds: load + first call only",
             "peak RSS = the child's VmHWM (its ru_maxrss, in the JSON, is overstated: "

@@ -83,9 +83,11 @@ class NativeKernels:
     def layout(self) -> k_layout.Layout:
         return self.library.layout
 
-    def bind_all(self, calls, lasting: dict | None = None, lasting_ids: frozenset = frozenset(), resizable=()):
+    def bind_all(
+        self, calls, lasting: dict | None = None, lasting_ids: frozenset = frozenset(), resizable=(), record=None
+    ):
         """(bound, dims) of a plan: see ``kernels.native.Library.bind_all``."""
-        return self.library.bind_all(calls, lasting, lasting_ids, resizable)
+        return self.library.bind_all(calls, lasting, lasting_ids, resizable, record)
 
     @property
     def max_threads(self) -> int:
@@ -164,7 +166,12 @@ def reset() -> None:
 
 
 def bind_plan(
-    calls, preferred=None, lasting: dict | None = None, lasting_ids: frozenset = frozenset(), resizable=()
+    calls,
+    preferred=None,
+    lasting: dict | None = None,
+    lasting_ids: frozenset = frozenset(),
+    resizable=(),
+    record: dict | None = None,
 ) -> tuple:
     """``(kernels, bound, dims)`` for a plan's ``(name, args)`` calls: ``bound[i]`` is ``(function,
     arguments)`` to call as ``function(*arguments)``. The kernels are ``preferred`` (default: the
@@ -172,10 +179,11 @@ def bind_plan(
     lacking a call. ``lasting``, ``lasting_ids``: what the caller's plans share when bound to a native
     library (the C form of the arrays the caller keeps alive, see ``kernels.native.Library.bind_all``).
     ``resizable``: arrays whose dimensions a native plan lets ``dims`` change (``kernels.native.Dims``;
-    None on Numba): the same plan then runs on leading parts of these arrays (see ``runner.Frame``)."""
+    None on Numba): the same plan then runs on leading parts of these arrays (see ``runner.Frame``).
+    ``record``: see ``kernels.native.Library.bind_all`` (filled on a native library only)."""
     kernels = preferred or get()
     if kernels is not NUMBA:
-        bound, dims = kernels.bind_all(calls, lasting, lasting_ids, resizable)
+        bound, dims = kernels.bind_all(calls, lasting, lasting_ids, resizable, record)
         missing = tuple(sorted({name for (name, _), b in zip(calls, bound) if b is None}))
         if not missing:
             return kernels, bound, dims

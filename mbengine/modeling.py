@@ -378,7 +378,10 @@ class MobileBertPreTrainedModel:
             graph = build_graph(
                 self.weights, keep_hidden_states=keep_hidden_states, fuse_ffn=self.fuse_ffn, source=self.source
             )
-            r = self._runners[keep_hidden_states] = Runner(graph)
+            w = self.weights
+            recipe = repr((type(self).__name__, w.config, w.head, w.pooler, w.fused, w.quantization))
+            recipe += repr((keep_hidden_states, self.fuse_ffn, self.source))
+            r = self._runners[keep_hidden_states] = Runner(graph, recipe=recipe)
         return r
 
     # ------------------------------------------------------------------ inputs

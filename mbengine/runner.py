@@ -26,7 +26,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from . import backend
+from . import backend, plans
 from .graph import (
     AddNorm,
     Attention,
@@ -191,6 +191,18 @@ class Frame:
         self.kernels = self.plan = self.dims = None  # the shared native plan, once bound
         self.current = None  # the dims the shared plan is set to (the last arena's, see Arena.activate)
 
+    def roots(self) -> list:
+        """[(array, address, bytes)] of the memory the frame's arrays are views of: each block from its
+        first aligned element (where the carving starts, :func:`_views`), then the trigram flag (see
+        mbengine.plans)."""
+        blocks = {id(v.base): v.base for v in self.flat.values() if v.base is not None}
+        found = []
+        for block in blocks.values():
+            start = _aligned_start(block) * block.itemsize
+            found.append((block, block.ctypes.data + start, block.nbytes - start))
+        flag = self.trigram_mask_aware
+        return found + [(flag, flag.ctypes.data, flag.nbytes)]
+
     def fits(self, seq: int, rows: int | None) -> bool:
         return seq <= self.seq and (rows is None or rows <= self.rows)
 
@@ -219,9 +231,11 @@ class Arena:
         rows: int | None = None,
         kernels=None,
         lasting: tuple[dict, frozenset] | None = None,
+        images=None,
     ):
         """``frame``: the family's (default: one of this arena's own, in fresh memory). ``lasting``: (memo,
-        ids) that the runner's arenas share when bound to a native library (see :meth:`Runner.__init__`)."""
+        ids) that the runner's arenas share when bound to a native library (see :meth:`Runner.__init__`).
+        ``images``: the runner's kept plans (:class:`mbengine.plans.Store`), on a native library."""
         self.batch, self.seq = batch, seq
         self.ragged = rows is not None  # token rows: the real tokens only (module doc)
         self.threads = threads  # what the kernels split work for (a plan is bound for one thread count)
@@ -247,9 +261,21 @@ class Arena:
             return
         # each op bound to the code that runs it: a Numba dispatcher and the arguments, or a native
         # function and its C arguments (which point into arrays the frame and the graph hold)
-        self.kernels, bound, dims = backend.bind_plan(
-            self.calls, kernels, *(lasting or (None, frozenset())), resizable=list(own.values())
-        )
+        kernels = kernels or backend.get()
+        native = images is not None and isinstance(kernels, backend.NativeKernels)
+        # (on a native library, the family's plan as an earlier process bound it, if it was kept)
+        shape = (batch, want_probs, threads, self.ragged, frame.seq, frame.rows, _max_threads())
+        found = images.bind(kernels.library, shape, frame.roots()) if native else None
+        if found is not None:
+            self.kernels, (bound, dims) = kernels, found
+            dims.set(self._dims)  # (its words hold the dims of the arena that was bound, maybe another)
+        else:
+            record = {} if native else None
+            self.kernels, bound, dims = backend.bind_plan(
+                self.calls, kernels, *(lasting or (None, frozenset())), resizable=list(own.values()), record=record
+            )
+            if native and self.kernels is kernels:
+                images.save(kernels.library, shape, frame.roots(), record)
         self.plan = [(op.name, *b) for op, b in zip(graph.ops, bound)]
         if dims is not None:
             frame.kernels, frame.plan, frame.dims, frame.current = self.kernels, self.plan, dims, self._dims
@@ -449,9 +475,13 @@ def _layout(dtype, shapes: dict) -> tuple[dict, int]:
     return offsets, total + align
 
 
+def _aligned_start(block: np.ndarray) -> int:
+    """The index of ``block``'s first 64-byte-aligned element."""
+    return (-block.ctypes.data // block.itemsize) % (64 // block.itemsize)
+
+
 def _views(block: np.ndarray, shapes: dict, offsets: dict) -> dict:
-    align = 64 // block.itemsize
-    start = (-block.ctypes.data // block.itemsize) % align
+    start = _aligned_start(block)
     return {
         name: block[start + offsets[name] : start + offsets[name] + int(np.prod(shape))].reshape(shape)
         for name, shape in shapes.items()
@@ -502,7 +532,9 @@ class Runner:
     weights are never copied per call or per thread.
     """
 
-    def __init__(self, graph: Graph, max_arenas: int = 4):
+    def __init__(self, graph: Graph, max_arenas: int = 4, recipe: str | None = None):
+        """``recipe``: what built ``graph`` (config, head, options), the same in any process for the
+        same model: with one, plans bound on a native library are kept on disk (:mod:`mbengine.plans`)."""
         self.graph = graph
         self.max_arenas = max_arenas
         self._arenas: OrderedDict = OrderedDict()
@@ -515,6 +547,7 @@ class Runner:
         constants = (_NO_VECTOR, _NO_MATRIX, _NO_PROBS, _NO_BYTES, _NO_SCALES)
         kept = [*graph_arrays(graph), *self._next_weight.values(), *constants]
         self._lasting = ({}, frozenset(map(id, kept)))
+        self._images = plans.Store(kept, recipe) if recipe is not None else None
         self._blocks: dict[str, np.ndarray] = {}
         self._lock = threading.RLock()
         self.kernels = None  # backend.NUMBA or the native library's: settled by the first arena
@@ -549,6 +582,7 @@ class Runner:
                 rows=rows,
                 kernels=self.kernels,
                 lasting=self._lasting,
+                images=self._images,
             )
             self.kernels = arena.kernels  # every arena of a runner runs on the same kernels
             self._arenas[key] = arena

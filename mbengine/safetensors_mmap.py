@@ -14,6 +14,7 @@ import json
 import math
 import mmap
 import os
+import weakref
 
 import numpy as np
 
@@ -37,6 +38,11 @@ _MAX_HEADER = 100 * 1024 * 1024
 
 def read_header(path: str | os.PathLike) -> tuple[dict, int]:
     """Return (header dict, offset of the data section)."""
+    header, start, _ = _read_header(path)
+    return header, start
+
+
+def _read_header(path) -> tuple[dict, int, bytes]:
     path = os.fspath(path)
     size = os.path.getsize(path)
     with open(path, "rb") as f:
@@ -53,7 +59,7 @@ def read_header(path: str | os.PathLike) -> tuple[dict, int]:
         raise CheckpointError(f"{path}: safetensors header is not valid JSON ({e})") from None
     if not isinstance(header, dict):
         raise CheckpointError(f"{path}: safetensors header is not a JSON object")
-    return header, 8 + n
+    return header, 8 + n, raw
 
 
 def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str, np.ndarray], dict]:
@@ -63,7 +69,7 @@ def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str,
     float32 (a copy) when ``to_float32``; integer tensors are returned as stored.
     """
     path = os.fspath(path)
-    header, data_start = read_header(path)
+    header, data_start, raw = _read_header(path)
     size = os.path.getsize(path)
     metadata = header.pop("__metadata__", None) or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
@@ -71,6 +77,7 @@ def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str,
     with open(path, "rb") as f:
         mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b""
     data = np.frombuffer(mapped, np.uint8)  # read-only, as every view of it (the map is read-only)
+    _LAYOUTS[id(data)] = (weakref.ref(data, lambda _, key=id(data): _LAYOUTS.pop(key, None)), raw, size)
     tensors: dict[str, np.ndarray] = {}
     problems = []
     ranges = []
@@ -113,6 +120,24 @@ def load(path: str | os.PathLike, *, to_float32: bool = True) -> tuple[dict[str,
     if problems:
         raise CheckpointError(f"{path}: corrupt safetensors file", problems)
     return tensors, metadata
+
+
+# {id(map array): (weak reference to it, its file's header, the file's size)}: see layout_digest
+_LAYOUTS: dict[int, tuple] = {}
+
+
+def layout_digest(a: np.ndarray) -> str | None:
+    """For the array :func:`load` made of a whole file's bytes (what its tensors are views of: their
+    ``.base``), a digest of where each tensor lies in it (the header and the size); None for any other
+    array. Two files with the same digest put every tensor at the same offset of their maps."""
+    entry = _LAYOUTS.get(id(a))
+    if entry is None or entry[0]() is not a:
+        return None
+    if isinstance(entry[1], bytes):  # (hashed when first asked: a process on Numba never asks)
+        from .kernels.native import sha256  # (CPython's own: no OpenSSL)
+
+        entry = _LAYOUTS[id(a)] = (entry[0], sha256(entry[1] + entry[2].to_bytes(8, "little")).hexdigest(), entry[2])
+    return entry[1]
 
 
 _WIDEN = (_DTYPES["F64"], _DTYPES["F16"])  # float types made float32 (BF16 has its own route)

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mbengine import cli
 from mbengine.config import MobileBertConfig
@@ -98,6 +100,10 @@ warnings.simplefilter("always")
 with warnings.catch_warnings(record=True) as caught:
     import numpy as np
     from mbengine import MobileBertForMaskedLM, backend
+    from mbengine.kernels import native
+    binds = []  # the plans bound argument by argument (not from a kept image, see mbengine.plans)
+    bind_all = native.Library.bind_all
+    native.Library.bind_all = lambda self, calls, *a, **k: binds.append(1) or bind_all(self, calls, *a, **k)
     {calls}
     results, kernels = {{}}, {{}}
     for name, path in json.loads(sys.argv[1]).items():
@@ -115,6 +121,7 @@ print(json.dumps({{
         if m.rpartition(".")[2] in ("torch_bin", "tf_h5", "tf_bundle", "publish") and m.startswith("mbengine.")
     ),
     "warnings": [str(w.message) for w in caught],
+    "binds": len(binds),
 }}))
 """
 
@@ -222,6 +229,39 @@ def test_native_process_never_imports_numba_and_matches_numba_bit_for_bit(built,
     assert sorted(got) == sorted(want)
     different = [k for k in want if not np.array_equal(got[k], want[k])]
     assert different == []
+
+
+def test_a_later_process_binds_no_plan_and_a_broken_image_is_bound_again(built, tmp_path):
+    """The plans a process binds on the library are kept (mbengine.plans): the next process with the
+    same models binds none, with the same outputs. An image that is not one, or whose roots are too
+    small for it, is bound again and written over."""
+    directory, paths = built
+    run_native(paths, directory, tmp_path)  # (keeps any plan no earlier test's process kept)
+    report, got = run_native(paths, directory, tmp_path)
+    assert report["binds"] == 0 and report["warnings"] == []
+    want = numba_outputs(paths)
+    assert [k for k in want if not np.array_equal(got[k], want[k])] == []
+    images = sorted((Path(directory) / "plans").glob("plan-*.bin"))
+    assert len(images) >= 8  # (per model: single, ragged, padded, probabilities; on 1 and 2 threads)
+    for i, image in enumerate(images):  # garbage, a truncated image, one whose first root holds 10 TB
+        data = image.read_bytes()
+        head, _, rest = data.partition(b"\n")
+        if i % 3 == 0:
+            image.write_bytes(b"not an image")
+        elif i % 3 == 1:
+            image.write_bytes(data[:-8])
+        else:
+            extents = native.Image.from_bytes(data).extents.copy()
+            extents[0] = 10**13
+            lengths = json.loads(head)["lengths"]
+            at = 8 * sum(lengths[:3])  # (template, at, root_of, then extents)
+            image.write_bytes(head + b"\n" + rest[:at] + extents.astype("<i8").tobytes() + rest[at + extents.nbytes :])
+    report, got = run_native(paths, directory, tmp_path)
+    assert report["binds"] == len(images) and report["warnings"] == []
+    assert [k for k in want if not np.array_equal(got[k], want[k])] == []
+    report, again = run_native(paths, directory, tmp_path)
+    assert report["binds"] == 0
+    assert [k for k in want if not np.array_equal(again[k], want[k])] == []
 
 
 def test_other_build_settings_fall_back_to_numba_with_one_warning(built, tmp_path):
@@ -409,6 +449,95 @@ def test_resizable_arrays_take_the_dimensions_they_are_given():
     assert after[1][:6] == [buffer.ctypes.data, 2, 4, scratch.ctypes.data, 5, weight.ctypes.data]
     assert after[2][3:6] == [2, 4, 2]
     assert id(buffer) not in lasting and id(scratch) not in lasting and id(weight) in lasting
+
+
+@settings(max_examples=40)
+@given(st.data())
+def test_an_image_binds_the_same_calls_on_roots_elsewhere(data):
+    """An image (kernels.native.Image) of a plan, written and read back, binds the same calls made on
+    other roots (another process's: here copies at other addresses) exactly as binding them does,
+    dimensions that Dims.set changes included; roots too small for it, or a kernel the library lacks,
+    and it binds nothing."""
+    dtypes = [np.float32, np.int8, np.int64]
+
+    def roots_of(sizes):
+        return [np.zeros(n, dtypes[i % 3]) for i, n in enumerate(sizes)]
+
+    sizes = data.draw(st.lists(st.integers(1, 64), min_size=1, max_size=4))
+    pieces = data.draw(
+        st.lists(
+            st.tuples(st.integers(0, len(sizes) - 1), st.integers(0, 63), st.integers(0, 63), st.booleans()),
+            min_size=1,
+            max_size=12,
+        )
+    )
+    ints = data.draw(st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=12))
+
+    def calls_on(roots):
+        """Views of ``roots`` (some 2-D, some resizable), ints and floats, in calls of up to 3 arguments."""
+        args, resizable = [], []
+        for (r, start, length, two_d), n in zip(pieces, ints):
+            root = roots[r]
+            start = min(start, root.size - 1)
+            view = root[start : start + max(1, min(length, root.size - start))]
+            if two_d and view.size % 2 == 0:
+                view = view.reshape(2, -1)
+            args += [view, n, float(n) / 3]
+            if two_d:
+                resizable.append(view)
+        return [(f"k.f{len(c)}", tuple(c)) for c in (args[i : i + 3] for i in range(0, len(args), 3))], resizable
+
+    first_roots = roots_of(sizes)
+    calls, resizable = calls_on(first_roots)
+    library = _library(*calls)
+    record = {}
+    bound, dims = library.bind_all(calls, resizable=resizable, record=record)
+    image = native.Image.make(record, [(r, r.ctypes.data) for r in first_roots])
+    image = native.Image.from_bytes(image.to_bytes())
+    again = roots_of(sizes)  # (the other process's: at other addresses)
+    calls_again, resizable_again = calls_on(again)
+    want, want_dims = library.bind_all(calls_again, resizable=resizable_again)
+    bases = np.array([r.ctypes.data for r in again], np.int64)
+    room = np.array([r.nbytes for r in again], np.int64)
+    got, got_dims = library.bind_image(image, bases, room)
+    assert [_words(b) for b in got] == [_words(b) for b in want]
+    shapes = np.array([n for a in resizable_again for n in a.shape], np.int64)
+    smaller = np.maximum(shapes - 1, 0)
+    got_dims.set(smaller)
+    want_dims.set(smaller)
+    assert [_words(b) for b in got] == [_words(b) for b in want]
+    used = np.flatnonzero(image.extents)
+    for r in used:
+        small = room.copy()
+        small[r] = image.extents[r] - 1
+        assert library.bind_image(image, bases, small) is None
+    assert library.bind_image(image, bases[:-1], room[:-1]) is None
+    assert _library().bind_image(image, bases, room) is None  # (a library lacking the kernels)
+
+
+def test_an_image_needs_every_pointer_in_a_root_and_refuses_what_is_not_one():
+    inside, outside = np.zeros(8, np.float32), np.zeros(4, np.float32)
+    calls = [("k.f", (inside[2:], outside, 1))]
+    library = _library(*calls)
+    record = {}
+    library.bind_all(calls, record=record)
+    assert native.Image.make(record, [(inside, inside.ctypes.data)]) is None
+    image = native.Image.make(record, [(inside, inside.ctypes.data), (outside, outside.ctypes.data)])
+    assert image.extents.tolist() == [32, 16]
+    data = image.to_bytes()
+    head, _, rest = data.partition(b"\n")
+    seven = json.dumps({"keys": [], "lengths": [0] * 7}).encode() + b"\n"
+    for bad in (data[:-1], b"{}\n", seven, b"x" + data):
+        with pytest.raises((ValueError, KeyError, TypeError)):
+            native.Image.from_bytes(bad)
+    arrays = {n: getattr(image, n).copy() for n in native.Image._ARRAYS}
+    arrays["root_of"][:] = 5  # (what from_bytes checks: every index within its table)
+    with pytest.raises(ValueError, match="root_of names no entry"):
+        native.Image.from_bytes(head + b"\n" + b"".join(a.astype("<i8").tobytes() for a in arrays.values()))
+    arrays = {n: getattr(image, n).copy() for n in native.Image._ARRAYS}
+    arrays["template"][arrays["at"][0]] = 33  # (a pointer past its root's 32 bytes)
+    with pytest.raises(ValueError, match="pointer lies outside its root"):
+        native.Image.from_bytes(head + b"\n" + b"".join(a.astype("<i8").tobytes() for a in arrays.values()))
 
 
 def test_trampolines_jump_through_their_slots():
