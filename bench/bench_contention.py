@@ -53,6 +53,7 @@ def measure(path: str, threads: int, calls: int, env_extra: dict) -> dict:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, path, str(threads), str(calls)],
         env=env,
+        cwd=common.CHILD_CWD,
         capture_output=True,
         text=True,
         check=True,

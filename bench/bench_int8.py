@@ -500,7 +500,13 @@ def peak_rss(path: str, cls_name: str) -> dict:
     """
     runs = []
     for _ in range(2):  # the first may compile kernels into the Numba cache; the second is the warm number
-        out = subprocess.run([sys.executable, "-c", CHILD, path, cls_name], capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            [sys.executable, "-c", CHILD, path, cls_name],
+            cwd=common.CHILD_CWD,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
     peak = "vmhwm_mib" if runs[1]["vmhwm_mib"] is not None else "ru_maxrss_mib"
     return {

@@ -112,6 +112,7 @@ def build_native(paths: dict, env: dict) -> None:
         done = subprocess.run(
             [sys.executable, "-c", "from mbengine.cli import main; raise SystemExit(main())", "warmup", path],
             env={**os.environ, **env, "MBENGINE_KERNELS": "numba"},
+            cwd=common.CHILD_CWD,
             capture_output=True,
             text=True,
         )

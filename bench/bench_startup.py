@@ -115,7 +115,12 @@ def child(args: list[str], env: dict) -> dict:
     full_env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     started = time.time()
     out = subprocess.run(
-        [sys.executable, "-c", CHILD, *args], env={**full_env, **env}, capture_output=True, text=True, check=True
+        [sys.executable, "-c", CHILD, *args],
+        env={**full_env, **env},
+        cwd=common.CHILD_CWD,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if "first_answer_epoch" in result:

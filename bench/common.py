@@ -11,9 +11,13 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 
 RESULTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+# the working folder of the benchmarks' child processes: outside the repository, where "python -c" would put
+# the sources' mbengine/ (no kernels/ or converters/ inside) first on sys.path, ahead of the installed package
+CHILD_CWD = tempfile.gettempdir()
 
 # OpenBLAS reads these once, when the library loads: a forced core type (for
 # example an old one picked for a container) or an L2 size silently changes
