@@ -318,6 +318,13 @@ class Library:
         )
 
 
+def owner(a: np.ndarray) -> np.ndarray:
+    """The array that owns ``a``'s memory, an image's root (a view's ``.base``: NumPy keeps it one step
+    away), or ``a`` itself (an array that owns its memory, or a map's whole-file array, whose ``.base``
+    is the map)."""
+    return a.base if isinstance(a.base, np.ndarray) else a
+
+
 def _bound(block: np.ndarray, functions: list, starts) -> list:
     """Each call's (C function, (pointer to its words in ``block``,)), None where it has no function."""
     base = block.ctypes.data
@@ -354,15 +361,14 @@ class Image:
         """The image of the plan :meth:`Library.bind_all` recorded in ``record``, relative to ``roots``
         ([(array, base address)]: an array's root is the array that owns its memory, ``.base`` or
         itself), or None if a pointer lies outside every root."""
-        where = {id(owner): r for r, (owner, _) in enumerate(roots)}
+        where = {id(root): r for r, (root, _) in enumerate(roots)}
         bases = np.array([b for _, b in roots], np.int64)
         extents = np.zeros(len(roots), np.int64)
         block = record["block"]
         template = block.copy()
         at, root_of = [], []
         for word, a in record["pointers"]:
-            owner = a.base if isinstance(a.base, np.ndarray) else a
-            r = where.get(id(owner))
+            r = where.get(id(owner(a)))
             if r is None:
                 return None
             offset = int(block[word]) - int(bases[r])

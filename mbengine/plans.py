@@ -44,12 +44,6 @@ from .kernels import native
 FORMAT = 1  # of an image's key and file
 
 
-def owner(a: np.ndarray) -> np.ndarray:
-    """The array that owns ``a``'s memory (a view's ``.base``; NumPy keeps it one step away), or a
-    map's whole-file array (whose ``.base`` is the map)."""
-    return a.base if isinstance(a.base, np.ndarray) else a
-
-
 class Store:
     """The images of one runner's plans (module doc). ``kept``: the arrays the runner's plans pass that
     live as long as it (its graph's, the prefetch views, the placeholders), in an order that the same
@@ -58,7 +52,7 @@ class Store:
     def __init__(self, kept: list, recipe: str):
         roots, seen = [], set()
         for a in kept:
-            r = owner(a)
+            r = native.owner(a)
             if id(r) not in seen:
                 seen.add(id(r))
                 roots.append(r)

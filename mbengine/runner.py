@@ -265,7 +265,8 @@ class Arena:
         native = images is not None and isinstance(kernels, backend.NativeKernels)
         # (on a native library, the family's plan as an earlier process bound it, if it was kept)
         shape = (batch, want_probs, threads, self.ragged, frame.seq, frame.rows, _max_threads())
-        found = images.bind(kernels.library, shape, frame.roots()) if native else None
+        roots = frame.roots() if native else None
+        found = images.bind(kernels.library, shape, roots) if native else None
         if found is not None:
             self.kernels, (bound, dims) = kernels, found
             dims.set(self._dims)  # (its words hold the dims of the arena that was bound, maybe another)
@@ -275,7 +276,7 @@ class Arena:
                 self.calls, kernels, *(lasting or (None, frozenset())), resizable=list(own.values()), record=record
             )
             if native and self.kernels is kernels:
-                images.save(kernels.library, shape, frame.roots(), record)
+                images.save(kernels.library, shape, roots, record)
         self.plan = [(op.name, *b) for op, b in zip(graph.ops, bound)]
         if dims is not None:
             frame.kernels, frame.plan, frame.dims, frame.current = self.kernels, self.plan, dims, self._dims
