@@ -179,7 +179,7 @@ def build(specs, directory: Path | None = None, cc: str | None = None) -> Path:
     wanted = {}
     for name, kinds in specs:
         wanted[(name, native._freeze(kinds))] = (name, [list(k) for k in kinds])
-    directory = directory or _writable(native.directories())
+    directory = directory or _writable([Path(d) for d in native.directories()])
     directory.mkdir(parents=True, exist_ok=True)
     manifest_path = directory / f"kernels-{key}.json"
     if manifest_path.exists():

@@ -17,7 +17,7 @@ compile target).
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -26,8 +26,7 @@ QMAX = 127  # int8 weights: symmetric in [-127, 127] on every CPU
 SIGN_PATTERN = np.uint64(0x1111111111111111)  # a 4-bit sign pattern in every 4 bits of a 64-bit lane mask
 
 
-@dataclass(frozen=True)
-class Layout:
+class Layout(NamedTuple):
     """What the compiled kernels expect (module doc)."""
 
     target: str  # the compile target, described (kernels.target.Target.describe)
@@ -50,11 +49,11 @@ class Layout:
         return 1 + self.sign_bytes
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return self._asdict()
 
     @classmethod
     def from_json(cls, d: dict) -> Layout:
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        return cls(**{k: d[k] for k in cls._fields})
 
 
 _native: Layout | None = None
@@ -85,6 +84,26 @@ def compiled() -> Layout:
         xmax=qsimd.XMAX,
         sign_bytes=qsimd.SIGN_BYTES,
     )
+
+
+@functools.cache
+def amx_granted() -> bool:
+    """Whether this process may use AMX tiles (the ``amx`` int8 variant, :mod:`.amx`): Linux on x86-64
+    grants them only to a process that asks (``arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)``,
+    kernel 5.16 and later), and a tile instruction before that is SIGILL. Asks once; False where the
+    kernel refuses, predates AMX or is not Linux on x86-64."""
+    import os
+    import sys
+
+    if sys.platform != "linux" or os.uname().machine != "x86_64":
+        return False
+    import ctypes
+
+    arch_prctl, req_xcomp_perm, xtiledata = 158, 0x1023, 18  # (SYS_arch_prctl on x86-64, asm/prctl.h)
+    try:
+        return ctypes.CDLL(None, use_errno=True).syscall(arch_prctl, req_xcomp_perm, xtiledata) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 def pack(w: np.ndarray, cols: int) -> np.ndarray:

@@ -39,14 +39,12 @@ import importlib.machinery
 import importlib.util
 import json
 import os
-import platform
 import struct
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from .layout import Layout
+from .layout import Layout, amx_granted
 
 try:  # CPython's own SHA-256 (hashlib would also load OpenSSL: ~3 ms of every serving process's start-up)
     from _sha2 import sha256  # Python 3.12+
@@ -86,8 +84,11 @@ def _cpu() -> str:
     else what ``platform`` knows."""
     keys = ("model name", "flags", "features", "cpu implementer", "cpu architecture", "cpu variant", "cpu part")
     try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        with open("/proc/cpuinfo") as f:
+            lines = f.read().splitlines()
     except OSError:
+        import platform  # (not Linux; ~1 ms of imports a Linux process skips)
+
         return f"{platform.machine()} {platform.processor()}"
     seen = {}
     for line in lines:
@@ -95,15 +96,16 @@ def _cpu() -> str:
         name = name.strip().lower()
         if name in keys and name not in seen:
             seen[name] = value.strip()
-    return f"{platform.machine()} " + json.dumps(seen, sort_keys=True)
+    return f"{os.uname().machine} " + json.dumps(seen, sort_keys=True)  # (platform.machine() on Linux)
 
 
 def sources_digest() -> str:
     """SHA-256 over the kernels' source files (every module here)."""
     h = sha256()
-    here = Path(__file__).parent
+    here = os.path.dirname(__file__)
     for name in sorted(n for n in os.listdir(here) if n.endswith(".py")):
-        h.update(name.encode() + b"\0" + (here / name).read_bytes() + b"\0")
+        with open(os.path.join(here, name), "rb") as f:
+            h.update(name.encode() + b"\0" + f.read() + b"\0")
     return h.hexdigest()
 
 
@@ -124,15 +126,20 @@ def key(fp: dict) -> str:
     return sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:20]
 
 
-def directories() -> list[Path]:
+def directories() -> list[str]:
     """Where libraries are looked for, in order: ``MBENGINE_NATIVE_DIR`` when set, else beside the
     installed kernels (``__pycache__/native``), then the user's cache (``$XDG_CACHE_HOME`` or
     ``~/.cache``, ``mbengine/native``): a read-only install builds into the latter."""
     env = os.environ.get("MBENGINE_NATIVE_DIR")
     if env:
-        return [Path(env)]
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return [Path(__file__).parent / "__pycache__" / "native", cache / "mbengine" / "native"]
+        return [env]
+    return [os.path.join(os.path.dirname(__file__), "__pycache__", "native"), user_cache("native")]
+
+
+def user_cache(name: str) -> str:
+    """The user's cache folder for ``name``: ``$XDG_CACHE_HOME`` (else ``~/.cache``) / mbengine / ``name``."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "mbengine", name)
 
 
 def _load_extension(dotted: str):
@@ -141,11 +148,11 @@ def _load_extension(dotted: str):
     spec = importlib.util.find_spec(top)
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(f"{top} is not installed")
-    folder = Path(spec.submodule_search_locations[0]).joinpath(*inner[:-1])
+    folder = os.path.join(spec.submodule_search_locations[0], *inner[:-1])
     suffixes = importlib.machinery.EXTENSION_SUFFIXES
     for suffix in suffixes:
-        path = folder / (inner[-1] + suffix)
-        if path.exists():
+        path = os.path.join(folder, inner[-1] + suffix)
+        if os.path.exists(path):
             break
     else:
         raise ImportError(f"no extension module {dotted} in {folder}")
@@ -203,11 +210,13 @@ _SCALARS = ("int64", "float64", "float32")  # what a kernel's scalar arguments m
 class Library:
     """A loaded native kernel library (module doc); :meth:`bind` prepares one kernel call."""
 
-    def __init__(self, so: Path, manifest: dict):
+    def __init__(self, so: str, manifest: dict):
         self.path = so
         self.manifest = manifest
         self.key = key(manifest["fingerprint"])
         self.layout = Layout.from_json(manifest["layout"])
+        if self.layout.variant == "amx" and not amx_granted():  # (its first tile instruction would be SIGILL)
+            raise OSError("its int8 kernels use AMX tiles, which Linux does not let this process use")
         self.layer = manifest["threading_layer"]
         self._dll = ctypes.CDLL(str(so))
         modules = {}
@@ -499,24 +508,25 @@ def _kind(i: int, a) -> tuple:
     return ("scalar", _scalar_kind(a))
 
 
-def find() -> tuple[Path, dict] | tuple[None, str]:
+def find() -> tuple[str, dict] | tuple[None, str]:
     """(library path, manifest) for this process's fingerprint, or (None, why not)."""
     fp = fingerprint()
     k = key(fp)
     looked = []
     for d in directories():
-        manifest_path = d / f"kernels-{k}.json"
-        looked.append(str(d))
-        if not manifest_path.exists():
+        manifest_path = os.path.join(d, f"kernels-{k}.json")
+        looked.append(d)
+        if not os.path.exists(manifest_path):
             continue
         try:
-            manifest = json.loads(manifest_path.read_text())
+            with open(manifest_path) as f:
+                manifest = json.load(f)
         except (OSError, ValueError) as e:
             return None, f"unreadable manifest {manifest_path}: {e}"
         if manifest.get("fingerprint") != fp:
             return None, f"{manifest_path} was built for another fingerprint"
-        so = d / manifest["library"]
-        if not so.exists():
+        so = os.path.join(d, manifest["library"])
+        if not os.path.exists(so):
             return None, f"{manifest_path} names a missing library {so}"
         return so, manifest
     return None, f"no native kernel library for this build (key {k}) in {', '.join(looked)}"

@@ -54,7 +54,7 @@ bits) plus widening and shuffles, 422-508 instructions with spills.
 import numpy as np
 from numba import njit, prange
 
-from . import layout
+from . import amx, layout
 from .flags import FASTMATH
 from .layout import INLIER, QMAX, SIGN_PATTERN, channel_mask, quantize_weight  # noqa: F401 (re-exported)
 from .layout import qunpack as unpack  # noqa: F401 (re-exported)
@@ -77,6 +77,7 @@ from .qsimd import (  # noqa: F401 (VARIANT: re-exported)
     qtile_rows_fin,
     qtile_rows_nonneg,
     qtile_rows_nonneg_fin,
+    qtile_rows_sums_fin,
 )
 from .simd import prefetch_l2
 
@@ -85,6 +86,7 @@ QX_BYTES = 1 + SIGN_BYTES  # scratch bytes per quantized input: the value, and f
 TINY = 0x0D800000  # bits of 2.0**-100: rows with a smaller max take _quantize_row's float64 path
 TASK_BLOCKS = 4  # row blocks (of ROWS rows) per parallel task at most (module doc)
 TASK_ROWS = TASK_BLOCKS * ROWS
+AMX = VARIANT == "amx" and COLS == 2 * amx.TILE_BYTES // 4  # (a panel: two AMX weight tiles side by side)
 
 
 def qx_scratch(rows: int, k4: int) -> np.ndarray:
@@ -153,8 +155,12 @@ def qlinear(
         signed = False  # whether any row of the task has a negative input (maddubs' sign step, .qsimd)
         for i in range(r0, r1):
             signed |= _quantize_row(x, xbits, i, x_off, K, K4 * 4, mask, qx, sx, inliers_only)
+        tiled = r0  # rows from here on run on the register tiles
+        if AMX:  # (a constant: compiled only for the amx variant; other targets cannot select its instructions)
+            tiled = _amx_rows(qx, r0, r1, wq, K4, N, ahead, ahead0, nxt, out, out_off, sx, sw, corr, signed, x,
+                              x_off, oidx, ow, fuse, b, act, res, res_off, norm, nw, nb)  # fmt: skip
         blocks = (r1 - r0 + ROWS - 1) // ROWS
-        for i0 in range(r0, r1, ROWS):
+        for i0 in range(tiled, r1, ROWS):
             for p in range(P):
                 if ahead > 0:
                     step = (i0 - r0) // ROWS * P + p
@@ -196,6 +202,46 @@ def qlinear(
                 _layernorm_row(out, i, out_off, N, nw, nb, eps)
 
 
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _amx_rows(
+    qx, r0, r1, wq, K4, N, ahead, ahead0, nxt, out, out_off, sx, sw, corr, signed, x, x_off, oidx, ow, fuse, b,
+    act, res, res_off, norm, nw, nb,
+):  # fmt: skip
+    """:func:`qlinear`'s rows r0:r1 on the AMX tiles (:mod:`.amx`), 32 or 16 rows at a time, finished by
+    the register tiles' own IR (``qtile_rows_sums_fin``: the same bits as on those tiles); returns where
+    the rest begins (fewer than 16 rows, or all of them when the inputs are not a multiple of 64), which
+    the register tiles do. A last panel narrower than COLS takes the plain loops, as there."""
+    P = wq.shape[0]
+    tiled = r0
+    if K4 % 16 or r1 - r0 < amx.TILE_ROWS:
+        return tiled
+    relu = 1 if act == Act.RELU else 0
+    nonorm = 1 if norm == Norm.NONORM else 0
+    sums = np.empty((2 * amx.TILE_ROWS, COLS), np.int32)
+    amx.configure()
+    while r1 - tiled >= amx.TILE_ROWS:
+        rows = 2 * amx.TILE_ROWS if r1 - tiled >= 2 * amx.TILE_ROWS else amx.TILE_ROWS
+        for p in range(P):
+            if ahead > 0:  # (this task's share of the prefetch, by rows x panels done)
+                done = (tiled - r0) * P + p * rows
+                part0 = ahead * done // ((r1 - r0) * P)
+                prefetch_l2(nxt, ahead0 + part0, ahead * (done + rows) // ((r1 - r0) * P) - part0)
+            n0 = p * COLS
+            if n0 + COLS > N:
+                _qpanel_finished(qx, wq[p], out, out_off, tiled, tiled + rows, N - n0, K4, sx, sw, corr, n0, signed,
+                                 x, x_off, oidx, ow, fuse, b, act, res, res_off, norm, nw, nb)  # fmt: skip
+                continue
+            amx.panel_sums(qx, tiled, rows > amx.TILE_ROWS, wq[p], K4, sums)
+            rc = res_off + n0 if res_off >= 0 else -1
+            for s0 in range(0, rows, ROWS):
+                i = tiled + s0
+                qtile_rows_sums_fin(sums, i, wq[p], out, i, out_off + n0, s0, sx, sw, corr, n0,
+                                    x, x_off, oidx, ow, fuse, b, relu, res, rc, nonorm, nw, nb)  # fmt: skip
+        tiled += rows
+    amx.release()
+    return tiled
+
+
 @njit(cache=CACHE, inline="always")
 def task_split(M, threads):
     """How many tasks :func:`qlinear` splits M rows into (:func:`.linear.even_parts` of its row blocks,
@@ -213,11 +259,46 @@ def qmatmul_exact(qx, wq, corr, out, signed=True):
     P, K4, _ = wq.shape
     N = out.shape[1]
     none = np.zeros(0, np.float32)  # no scales: the exact integers
-    for t in prange(P * ((M + ROWS - 1) // ROWS)):
+    tiled = 0  # rows from here on run on the register tiles
+    if AMX:  # (a constant, as in qlinear)
+        tiled = _amx_exact(qx, wq, corr, out)
+    for t in prange(P * ((M - tiled + ROWS - 1) // ROWS)):
         p = t % P
-        i0 = (t // P) * ROWS
+        i0 = tiled + (t // P) * ROWS
         width = min(COLS, N - p * COLS)
         _qpanel(qx, wq[p], out, p * COLS, i0, min(i0 + ROWS, M), width, K4, none, none, corr, p * COLS, signed)
+
+
+@njit(cache=CACHE)
+def _amx_exact(qx, wq, corr, out):
+    """:func:`qmatmul_exact`'s rows on the AMX tiles, 32 (then 16) at a time; returns how many it did."""
+    M = qx.shape[0]
+    P, K4, _ = wq.shape
+    N = out.shape[1]
+    if K4 % 16:
+        return 0
+    chunks = M // (2 * amx.TILE_ROWS)
+    tiled = chunks * 2 * amx.TILE_ROWS
+    for t in range(P * chunks):
+        p = t % P
+        _sums_exact(qx, (t // P) * 2 * amx.TILE_ROWS, True, wq[p], K4, out, p * COLS, min(COLS, N - p * COLS), corr)
+    if M - tiled >= amx.TILE_ROWS:
+        for p in range(P):
+            _sums_exact(qx, tiled, False, wq[p], K4, out, p * COLS, min(COLS, N - p * COLS), corr)
+        tiled += amx.TILE_ROWS
+    return tiled
+
+
+@njit(cache=CACHE, inline="always")
+def _sums_exact(qx, i0, two, w, K4, out, n0, width, corr):
+    """:func:`qmatmul_exact`'s rows i0.. (16, or 32 with ``two``) of one panel through the AMX tiles."""
+    sums = np.empty((2 * amx.TILE_ROWS, COLS), np.int32)
+    amx.configure()
+    amx.panel_sums(qx, i0, two, w, K4, sums)
+    amx.release()
+    for r in range(amx.TILE_ROWS * (1 + two)):
+        for c in range(width):
+            out[i0 + r, n0 + c] = sums[r, c] - corr[n0 + c]
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")

@@ -27,6 +27,13 @@ relu, residual, NoNorm; :func:`.simd.emit_epilogue`).
   bytes and adds each lane's four products to it, one instruction. Activations
   are stored as ``q + 128`` (:data:`OFFSET`) and ``corr = 128 * sum_k W[c, k]``
   removes the offset again.
+* ``"amx"`` (x86 with AMX-INT8: Xeon Sapphire Rapids and later, where Linux
+  grants the process its tiles, :func:`.layout.amx_granted`): ``vnni``'s
+  arithmetic, data and register tiles, plus :mod:`.amx`'s tile multiply
+  (``tdpbusd``, 16 x 16 x 64 multiply-adds) for every 16 rows and 64 inputs
+  the register tiles would otherwise do; its sums are finished by the same IR
+  as theirs (``sums=True`` below), so the outputs are the ``vnni`` variant's,
+  bit for bit. Forcing ``vnni`` on such a CPU leaves the tiles out.
 * ``"sdot"`` (aarch64 with the dot-product extension, e.g. Cortex-A76 in the
   Raspberry Pi 5): ``sdot v.4s, v.16b, v.16b``, signed by signed, no offset.
 * ``"maddubs"`` (x86 without VNNI: AVX-512BW, AVX2 or SSSE3; Skylake-SP/X,
@@ -80,16 +87,17 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from . import layout
 from .simd import COLS, LANES, VECS, emit_epilogue, splat  # noqa: F401 (COLS re-exported: the int8 tile has the float32 tile's columns)
 from .target import TARGET
 
-VARIANTS = ("vnni", "sdot", "maddubs", "maddubs7", "smull", "generic")
+VARIANTS = ("amx", "vnni", "sdot", "maddubs", "maddubs7", "smull", "generic")
 
 
 def _detected() -> str:
     """The fastest variant the compile target can run."""
     if LANES == 16 and TARGET.avx512vnni and TARGET.avx512bw:
-        return "vnni"
+        return "amx" if TARGET.amx and layout.amx_granted() else "vnni"
     if TARGET.arch == "aarch64" and TARGET.neon:
         return "sdot" if TARGET.dotprod and LANES == 4 else "smull"
     if TARGET.arch == "x86_64" and (
@@ -102,8 +110,9 @@ def _detected() -> str:
 def _runnable() -> set[str]:
     """Every variant the compile target can run: the detected one, the slower ones it implies, generic."""
     detected = _detected()
-    x86 = {"maddubs", "maddubs7"} if detected in ("vnni", "maddubs") else set()
-    return {"generic", detected} | x86
+    x86 = {"maddubs", "maddubs7"} if detected in ("amx", "vnni", "maddubs") else set()
+    vnni = {"vnni"} if detected == "amx" else set()
+    return {"generic", detected} | x86 | vnni
 
 
 def _variant() -> str:
@@ -123,7 +132,7 @@ VARIANT = _variant()
 # Numba's cache is keyed by the CPU, not by this choice: kernels built on a
 # forced variant are not cached, so a cache never serves another variant's code.
 CACHE = VARIANT == _detected()
-OFFSET = {"vnni": 128, "maddubs7": 64}.get(VARIANT, 0)  # added to every quantized activation
+OFFSET = {"amx": 128, "vnni": 128, "maddubs7": 64}.get(VARIANT, 0)  # added to every quantized activation
 XMAX = 63 if VARIANT == "maddubs7" else 127  # quantized activations lie in [-XMAX, XMAX]
 # the tile's rows: ROWS x VECS accumulators (two per vector for smull) + weights + broadcasts in registers
 ROWS = 4 if VARIANT == "smull" else 8 if TARGET.registers >= 32 else 6
@@ -183,7 +192,7 @@ def _step(builder, acc, xs, ws, lanes, signed=True):
     weights need no sign step (module doc)."""
     i16, i32 = ir.IntType(16), ir.IntType(32)
     i32v = ir.VectorType(i32, lanes)
-    if VARIANT == "vnni":
+    if VARIANT in ("vnni", "amx"):  # (amx: its register tiles, for the rows and inputs no AMX tile covers)
         # LLVM 21 changed the byte operands' declared type; older versions take <16 x i32>
         byte_ty = xs[0].type if llvm_binding.llvm_version_info >= (21,) else i32v
         return [
@@ -256,9 +265,13 @@ def _finish(builder, acc, lanes):
     return builder.add(even, odd)  # addp
 
 
-def _make_qtile(rows: int, vecs: int, lanes: int, signed: bool = True, epilogue: bool = False):
+def _make_qtile(rows: int, vecs: int, lanes: int, signed: bool = True, epilogue: bool = False, sums: bool = False):
     """An intrinsic ``qtile(qx, xr, wq, out, orow, oc, K4, sx, sw, corr, n0)`` (see the module doc); with
     ``signed`` False, for rows with no negative input (maddubs skips the sign step).
+
+    With ``sums``, the tile's int32 sums are not computed but read: ``qx`` is then an int32 array of
+    sums (the AMX tiles', :mod:`.amx`), ``K4`` the row of it that holds row ``xr``'s, and ``wq`` is not
+    read; the rest (dequantize, epilogue, store) is the same IR, so a row finishes to the same bits.
 
     With ``epilogue``, the float tile is finished in registers before it is stored, and the intrinsic takes
     ``(..., n0, x, xc, oidx, ow, fuse, b, relu, res, rc, nonorm, nw, nb)``: first the outlier channels,
@@ -268,12 +281,8 @@ def _make_qtile(rows: int, vecs: int, lanes: int, signed: bool = True, epilogue:
 
     def typed(qx, xr, wq, out, orow, oc, K4, sx, sw, corr, n0, finish):
         """(signature, codegen) for these argument types, or None (finish: the epilogue's argument types)."""
-        if not (
-            isinstance(qx, types.Array)
-            and qx.ndim == 2
-            and qx.layout == "C"
-            and qx.dtype == (types.uint8 if OFFSET or SIGN_BYTES else types.int8)
-        ):
+        qx_dtype = types.int32 if sums else types.uint8 if OFFSET or SIGN_BYTES else types.int8
+        if not (isinstance(qx, types.Array) and qx.ndim == 2 and qx.layout == "C" and qx.dtype == qx_dtype):
             return None
         if not (isinstance(wq, types.Array) and wq.ndim == 2 and wq.layout == "C" and wq.dtype == types.int8):
             return None
@@ -366,16 +375,34 @@ def _make_qtile(rows: int, vecs: int, lanes: int, signed: bool = True, epilogue:
                         for a, value in zip(acc[r][v], new):
                             builder.store(value, a)
 
-            whole = builder.udiv(k4_v, const(GROUPS)) if GROUPS > 1 else k4_v
-            with cgutils.for_range(builder, whole) as loop:
-                step(builder.mul(loop.index, const(GROUPS)), GROUPS)
-            if GROUPS > 1:  # an odd last group (K4 is even at every MobileBERT width)
-                with builder.if_then(builder.icmp_unsigned("!=", builder.urem(k4_v, const(GROUPS)), const(0))):
-                    step(builder.mul(whole, const(GROUPS)), 1)
-            sums = [
-                [_finish(builder, [builder.load(a) for a in acc[r][v]], lanes) for v in range(vecs)]
-                for r in range(rows)
-            ]
+            if sums:  # read: row K4 + r of the sums array
+                tile_sums = [
+                    [
+                        builder.load(
+                            builder.bitcast(
+                                builder.gep(
+                                    X.data,
+                                    [builder.add(builder.mul(builder.add(k4_v, const(r)), x_cols), const(v * lanes))],
+                                ),
+                                i32v.as_pointer(),
+                            ),
+                            align=4,
+                        )
+                        for v in range(vecs)
+                    ]
+                    for r in range(rows)
+                ]
+            else:
+                whole = builder.udiv(k4_v, const(GROUPS)) if GROUPS > 1 else k4_v
+                with cgutils.for_range(builder, whole) as loop:
+                    step(builder.mul(loop.index, const(GROUPS)), GROUPS)
+                if GROUPS > 1:  # an odd last group (K4 is even at every MobileBERT width)
+                    with builder.if_then(builder.icmp_unsigned("!=", builder.urem(k4_v, const(GROUPS)), const(0))):
+                        step(builder.mul(whole, const(GROUPS)), 1)
+                tile_sums = [
+                    [_finish(builder, [builder.load(a) for a in acc[r][v]], lanes) for v in range(vecs)]
+                    for r in range(rows)
+                ]
             values = [[None] * vecs for _ in range(rows)]
             for v in range(vecs):
                 col = builder.add(n0_v, const(v * lanes))
@@ -383,7 +410,7 @@ def _make_qtile(rows: int, vecs: int, lanes: int, signed: bool = True, epilogue:
                 if not exact:
                     sw = builder.load(builder.bitcast(builder.gep(SW.data, [col]), f32v.as_pointer()), align=4)
                 for r in range(rows):
-                    value = builder.sub(sums[r][v], corr)
+                    value = builder.sub(tile_sums[r][v], corr)
                     if not exact:
                         sx = splat(builder, builder.load(builder.gep(SX.data, [builder.add(xr_v, const(r))])), f32v)
                         value = builder.fmul(builder.fmul(builder.sitofp(value, f32v), sw), sx)
@@ -497,6 +524,8 @@ qtile_rows_nonneg, qtile_row_nonneg = (
 # the same tiles finishing their outputs (outlier channels, bias, relu, residual, NoNorm) before the store
 qtile_rows_fin = _make_qtile(ROWS, VECS, LANES, epilogue=True)
 qtile_row_fin = _make_qtile(1, VECS, LANES, epilogue=True)
+# AMX's sums (.amx) finished by the same IR, ROWS rows at a time
+qtile_rows_sums_fin = _make_qtile(ROWS, VECS, LANES, epilogue=True, sums=True)
 qtile_rows_nonneg_fin, qtile_row_nonneg_fin = (
     (
         _make_qtile(ROWS, VECS, LANES, signed=False, epilogue=True),

@@ -47,6 +47,7 @@ class Target:
     registers: int  # vector registers: 32 (AVX-512, aarch64) or 16
     avx512bw: bool  # 512-bit byte and word instructions (x86)
     avx512vnni: bool  # vpdpbusd (x86)
+    amx: bool  # AMX int8 tiles (x86; asked of the host only: a named target has none here)
     avx2: bool  # 256-bit integer instructions (x86)
     ssse3: bool  # pmaddubsw (x86)
     neon: bool  # Advanced SIMD (aarch64; every aarch64 CPU LLVM knows has it)
@@ -208,6 +209,7 @@ def _host(arch: str) -> dict[str, bool | int]:
         "lanes": lanes,
         "registers": 32 if lanes == 16 else 16,
         **{k: bool(has.get(k)) for k in ("avx512bw", "avx512vnni", "avx2", "ssse3")},
+        "amx": bool(has.get("amx-int8") and has.get("amx-tile")),
     }
 
 
@@ -229,6 +231,7 @@ def detect() -> Target:
         registers=int(seen["registers"]),
         avx512bw=bool(seen.get("avx512bw")),
         avx512vnni=bool(seen.get("avx512vnni")) and bool(seen.get("avx512bw")),
+        amx=bool(seen.get("amx")) and bool(seen.get("avx512vnni")) and int(seen["lanes"]) == 16,
         avx2=bool(seen.get("avx2")),
         ssse3=bool(seen.get("ssse3")),
         neon=bool(seen.get("neon")),

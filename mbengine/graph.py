@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import numpy as np
 
@@ -38,8 +38,7 @@ from .weights import WORD_EMBEDDINGS, Int8Linear, PackedLinear, PackedWeights
 TORCH_LAYERNORM_EPS = 1e-5  # HF builds two of MobileBERT's LayerNorms without eps
 
 
-@dataclass(frozen=True)
-class Ref:
+class Ref(NamedTuple):  # (small values, made by the hundred: a NamedTuple is quicker to define and make)
     """Columns [off, off + width) of arena buffer ``buf``."""
 
     buf: str
@@ -50,8 +49,7 @@ class Ref:
         return self.buf == other.buf and self.off == other.off + other.width
 
 
-@dataclass(frozen=True)
-class Buffer:
+class Buffer(NamedTuple):
     name: str
     width: int
     rows: str = "tokens"  # "tokens": batch*seq rows; "batch": one row per sequence

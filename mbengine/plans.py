@@ -34,7 +34,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-from pathlib import Path
 
 import numpy as np
 
@@ -81,7 +80,8 @@ class Store:
         name = f"plan-{self._key(library, shape, frame_roots)}.bin"
         for folder in _folders(library):
             try:
-                image = native.Image.from_bytes((folder / name).read_bytes())
+                with open(os.path.join(folder, name), "rb") as f:
+                    image = native.Image.from_bytes(f.read())
             except FileNotFoundError:
                 continue
             except (OSError, ValueError, KeyError, TypeError):
@@ -91,7 +91,7 @@ class Store:
             return library.bind_image(image, bases, room)
         return None
 
-    def save(self, library, shape: tuple, frame_roots: list, record: dict) -> Path | None:
+    def save(self, library, shape: tuple, frame_roots: list, record: dict) -> str | None:
         """Keep the plan :meth:`kernels.native.Library.bind_all` recorded in ``record`` for this
         ``shape``; its path, or None where it has no image (a pointer outside the roots) or no folder
         takes it."""
@@ -104,26 +104,25 @@ class Store:
         name = f"plan-{self._key(library, shape, frame_roots)}.bin"
         for folder in _folders(library):
             try:
-                folder.mkdir(parents=True, exist_ok=True)
+                os.makedirs(folder, exist_ok=True)
                 fd, tmp = tempfile.mkstemp(prefix=".plan-", dir=folder)
                 try:
                     with os.fdopen(fd, "wb") as f:
                         f.write(data)
                     os.chmod(tmp, 0o644)  # (mkstemp's is 0600: other users of a shared install read it too)
-                    os.replace(tmp, folder / name)  # (whole or absent, for a process reading it now)
+                    os.replace(tmp, os.path.join(folder, name))  # (whole or absent, for a process reading it now)
                 except BaseException:
                     os.unlink(tmp)
                     raise
-                return folder / name
+                return os.path.join(folder, name)
             except OSError:
                 continue
         return None
 
 
-def _folders(library) -> list[Path]:
+def _folders(library) -> list[str]:
     """Where images are kept: beside the library, then the user's cache."""
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mbengine" / "plans"
-    return list(dict.fromkeys([library.path.parent / "plans", cache]))
+    return list(dict.fromkeys([os.path.join(os.path.dirname(library.path), "plans"), native.user_cache("plans")]))
 
 
 @functools.cache
@@ -133,9 +132,9 @@ def _sources() -> list:
     from . import converters
 
     stamp = []
-    for folder in (Path(__file__).parent, Path(converters.__file__).parent):
+    for folder in (os.path.dirname(__file__), os.path.dirname(converters.__file__)):
         for entry in sorted(os.scandir(folder), key=lambda e: e.name):
             if entry.name.endswith(".py"):
                 st = entry.stat()
-                stamp.append((folder.name, entry.name, st.st_size, st.st_mtime_ns))
+                stamp.append((os.path.basename(folder), entry.name, st.st_size, st.st_mtime_ns))
     return stamp

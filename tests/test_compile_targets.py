@@ -38,8 +38,10 @@ CASES = [
     ({"NUMBA_CPU_NAME": "x86-64"}, "generic", 4),  # SSE2 only: the portable fallback
     ({"NUMBA_CPU_NAME": "haswell", "MBENGINE_INT8_KERNEL": "maddubs7"}, "maddubs7", 8),
 ]
-if X86 and qsimd.VARIANT == "vnni":  # the slower x86 variants forced on this VNNI machine
+if X86 and qsimd.VARIANT in ("vnni", "amx"):  # the slower x86 variants forced on this VNNI machine
     CASES.append(({"MBENGINE_INT8_KERNEL": "maddubs"}, "maddubs", 16))
+if X86 and qsimd.VARIANT == "amx":  # and on an AMX one, the register tiles alone
+    CASES.append(({"MBENGINE_INT8_KERNEL": "vnni"}, "vnni", 16))
 
 
 def missing_features(env) -> list[str]:

@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from mbengine.cli import main as cli_main
 from mbengine.config import MobileBertConfig
 from mbengine.converters import engine
 from mbengine.errors import CheckpointError
+from mbengine.kernels import qsimd
 from mbengine.kernels.layout import qunpack
 from mbengine.weights import Int8Linear, PackedLinear
 
@@ -545,3 +548,42 @@ def test_calibration_text_fits_the_models_positions(tmp_path):
     path, _ = cli.demo_checkpoint(str(tmp_path / "small"), config)
     _, batches = calibration_batches(config, None, MobileBertTokenizer.from_pretrained(path))
     assert max(ids.shape[1] for ids, _, _ in batches) == 24
+
+
+@pytest.mark.skipif(qsimd.VARIANT != "amx", reason="no AMX tiles here (the CPU has none, or Linux refused them)")
+def test_amx_tiles_give_the_register_tiles_outputs_bit_for_bit(tmp_path_factory, tmp_path):
+    """On an AMX CPU the int8 model's outputs are the ``vnni`` variant's (the register tiles alone, forced in
+    a subprocess on Numba), bit for bit. Widths are multiples of 64 (the AMX tiles' inputs) and the ragged
+    rows leave each task 32, 16 or fewer rows for them (kernels.qlinear._amx_rows)."""
+    config = MobileBertConfig.from_dict(
+        {
+            **CONFIG.to_dict(),
+            "hidden_size": 128,
+            "embedding_size": 64,
+            "intra_bottleneck_size": 64,
+            "intermediate_size": 128,
+            "max_position_embeddings": 64,
+        }
+    )
+    model, _ = quantized(
+        mbengine.MobileBertModel.from_pretrained(checkpoint(tmp_path_factory, "MobileBertModel", config))
+    )
+    path = engine.write(model.weights, tmp_path / "q")
+    ids = np.random.default_rng(5).integers(1, 90, (4, 40))
+    mask = (np.arange(40) < np.array([[40], [23], [37], [9]])).astype(np.int64)
+    np.save(tmp_path / "ids.npy", ids)
+    np.save(tmp_path / "mask.npy", mask)
+    child = (
+        "import sys, numpy as np, mbengine; from mbengine.kernels import qsimd; assert qsimd.VARIANT == 'vnni'; "
+        "d = sys.argv[1]; m = mbengine.MobileBertModel.from_pretrained(d + '/q'); "
+        "out = m(np.load(d + '/ids.npy'), attention_mask=np.load(d + '/mask.npy')); "
+        "np.save(d + '/vnni.npy', out.last_hidden_state)"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("NUMBA_CPU_NAME", "NUMBA_CPU_FEATURES")}
+    env.update(MBENGINE_INT8_KERNEL="vnni", MBENGINE_KERNELS="numba", NUMBA_CACHE_DIR=str(tmp_path / "nbc"))
+    proc = subprocess.run(
+        [sys.executable, "-c", child, str(tmp_path)], env=env, capture_output=True, text=True, timeout=900, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ours = mbengine.MobileBertModel.from_pretrained(path)(ids, attention_mask=mask).last_hidden_state
+    np.testing.assert_array_equal(ours, np.load(tmp_path / "vnni.npy"))

@@ -49,7 +49,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mbengine.kernels import qlinear as Q
@@ -201,6 +201,8 @@ VALUE_KINDS = st.sampled_from(["uniform", "uniform", "extremes", "max", "min"])
     seed=st.integers(0, 2**32 - 1),
 )
 @settings(max_examples=50, **SETTINGS)
+# (where the CPU has AMX: 32 + 16 + 7 rows on its tiles and the register tiles, inputs a multiple of 64)
+@example(M=55, N=COLS + 1, K=192, kinds=("extremes", "max"), extra_cols=3, seed=1)
 def test_qmatmul_exact(M, N, K, kinds, extra_cols, seed):
     exact_case(M, N, K, kinds, extra_cols, seed)
 
@@ -542,9 +544,10 @@ def test_task_split_gives_each_thread_the_same_rows(M, threads):
     seed=st.integers(0, 2**32 - 1),
 )
 @settings(max_examples=15, **SETTINGS)
+@example(M=56, K=128, N=40, seed=2)  # (AMX: 32 + 16 rows of a task on its tiles, or none, by the split)
 def test_outputs_do_not_depend_on_the_task_split(M, K, N, seed):
-    """The same inputs split for 1 to 5 threads (other tasks, and other rows sharing a task's sign step)
-    give the same outputs, bit for bit."""
+    """The same inputs split for 1 to 5 threads (other tasks, and other rows sharing a task's sign step;
+    where the CPU has AMX, rows on its tiles or on the register tiles) give the same outputs, bit for bit."""
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((M, K)) * rng.uniform(0.1, 10.0, (M, 1))
     x = readonly(np.where(rng.random((M, 1)) < 0.5, np.abs(x), x))  # some rows without a negative input
