@@ -63,6 +63,10 @@ from mbengine.weights import Int8Linear, PackedLinear, PackedWeights
 
 from .canonical import HEADS
 
+# what an int8 linear without outlier channels stores none of (Int8Linear.from_parts replaces both)
+_NO_OUTLIERS = np.zeros(0, np.int64)
+_NO_OUTLIER_WEIGHT = np.zeros((0, 0), np.float32)
+_NO_OUTLIERS.flags.writeable = _NO_OUTLIER_WEIGHT.flags.writeable = False
 FORMAT_VERSION = 1
 PACKED = "packed/"
 INT8_PARTS = ("int8/", "scale/", "outliers/", "outlier_weight/", "column_sums/")
@@ -188,6 +192,10 @@ def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> 
         else:
             plain[name] = arr
     int8, scales, problems = {}, {}, []
+    # every scale checked at once (a model has ~300): each one alone only when some scale is bad
+    stacked = [p["scale"] for p in parts.values() if "scale" in p and p["scale"].dtype == np.float32]
+    every = np.concatenate([a.reshape(-1) for a in stacked]) if stacked else np.ones(1, np.float32)
+    all_fine = every.size == 0 or bool(every.min() > 0 and every.max() < np.inf)  # (NaN fails both)
     for name, part in sorted(parts.items()):
         where = f"{source}: {name!r}"
         scale = part.get("scale")
@@ -197,7 +205,7 @@ def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> 
         if scale.dtype != np.float32 or scale.ndim != 1:
             problems.append(f"{where}: 'scale/{name}' is {scale.dtype} {list(scale.shape)}, expected float32 (N,)")
             continue
-        if scale.size and not (scale.min() > 0 and scale.max() < np.inf):  # (NaN fails both)
+        if not all_fine and scale.size and not (scale.min() > 0 and scale.max() < np.inf):
             bad = int(np.count_nonzero(~(np.isfinite(scale) & (scale > 0))))
             problems.append(f"{where}: 'scale/{name}' holds {bad} zero, negative or non-finite scales")
             continue
@@ -226,7 +234,7 @@ def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> 
 
 def _int8_linear(name: str, part: dict, where: str, int8: dict) -> list[str]:
     wq, scale = part.get("int8"), part["scale"]
-    outliers = part.get("outliers", np.zeros(0, np.int64))  # (Int8Linear.from_parts shares the empty ones)
+    outliers = part.get("outliers", _NO_OUTLIERS)  # (Int8Linear.from_parts shares the empty ones)
     outlier_w = part.get("outlier_weight")
     if wq is None:
         return [f"{where}: 'scale/{name}' without 'int8/{name}'"]
@@ -237,9 +245,11 @@ def _int8_linear(name: str, part: dict, where: str, int8: dict) -> list[str]:
     if outliers.dtype != np.int64 or outliers.ndim != 1:
         return [f"{where}: 'outliers/{name}' is {outliers.dtype} {list(outliers.shape)}, expected int64 (J,)"]
     J, N = outliers.shape[0], scale.shape[0]
-    if outlier_w is None:
-        outlier_w = np.zeros((0, N), np.float32)
-    if outlier_w.dtype != np.float32 or outlier_w.shape != (J, N):
+    if outlier_w is None and J == 0:
+        outlier_w = _NO_OUTLIER_WEIGHT  # (from_parts gives every linear without outliers its shared pair)
+    elif outlier_w is None:
+        outlier_w = np.zeros((0, N), np.float32)  # (the check below reports it missing)
+    if outlier_w is not _NO_OUTLIER_WEIGHT and (outlier_w.dtype != np.float32 or outlier_w.shape != (J, N)):
         return [
             f"{where}: 'outlier_weight/{name}' is {outlier_w.dtype} {list(outlier_w.shape)}, expected float32 {[J, N]}"
         ]

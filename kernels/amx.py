@@ -25,7 +25,7 @@ the tiles after its last: the configuration belongs to the thread.
 
 Linux lets a process use AMX only after it asks (``arch_prctl``
 ``ARCH_REQ_XCOMP_PERM``); without that the first tile instruction is
-SIGILL. :func:`.layout.amx_granted` asks, and the variant is chosen only
+SIGILL. :func:`.grants.amx_granted` asks, and the variant is chosen only
 where the answer is yes (:mod:`.qsimd`).
 """
 

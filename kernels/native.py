@@ -44,7 +44,8 @@ import sys
 
 import numpy as np
 
-from .layout import Layout, amx_granted
+from .grants import amx_granted
+from .layout import Layout
 
 try:  # CPython's own SHA-256 (hashlib would also load OpenSSL: ~3 ms of every serving process's start-up)
     from _sha2 import sha256  # Python 3.12+

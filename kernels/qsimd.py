@@ -28,7 +28,7 @@ relu, residual, NoNorm; :func:`.simd.emit_epilogue`).
   are stored as ``q + 128`` (:data:`OFFSET`) and ``corr = 128 * sum_k W[c, k]``
   removes the offset again.
 * ``"amx"`` (x86 with AMX-INT8: Xeon Sapphire Rapids and later, where Linux
-  grants the process its tiles, :func:`.layout.amx_granted`): ``vnni``'s
+  grants the process its tiles, :func:`.grants.amx_granted`): ``vnni``'s
   arithmetic, data and register tiles, plus :mod:`.amx`'s tile multiply
   (``tdpbusd``, 16 x 16 x 64 multiply-adds) for every 16 rows and 64 inputs
   the register tiles would otherwise do; its sums are finished by the same IR
@@ -87,7 +87,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from . import layout
+from .grants import amx_granted
 from .simd import COLS, LANES, VECS, emit_epilogue, splat  # noqa: F401 (COLS re-exported: the int8 tile has the float32 tile's columns)
 from .target import TARGET
 
@@ -97,7 +97,7 @@ VARIANTS = ("amx", "vnni", "sdot", "maddubs", "maddubs7", "smull", "generic")
 def _detected() -> str:
     """The fastest variant the compile target can run."""
     if LANES == 16 and TARGET.avx512vnni and TARGET.avx512bw:
-        return "amx" if TARGET.amx and layout.amx_granted() else "vnni"
+        return "amx" if TARGET.amx and amx_granted() else "vnni"
     if TARGET.arch == "aarch64" and TARGET.neon:
         return "sdot" if TARGET.dotprod and LANES == 4 else "smull"
     if TARGET.arch == "x86_64" and (
