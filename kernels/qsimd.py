@@ -131,7 +131,9 @@ def _variant() -> str:
 VARIANT = _variant()
 # Numba's cache is keyed by the CPU, not by this choice: kernels built on a
 # forced variant are not cached, so a cache never serves another variant's code.
-CACHE = VARIANT == _detected()
+# On an AMX CPU a process Linux refuses the tiles detects vnni: it does not cache
+# either, or a process granted them could load its code, and it theirs (SIGILL).
+CACHE = VARIANT == _detected() and not (TARGET.amx and VARIANT != "amx")
 OFFSET = {"amx": 128, "vnni": 128, "maddubs7": 64}.get(VARIANT, 0)  # added to every quantized activation
 XMAX = 63 if VARIANT == "maddubs7" else 127  # quantized activations lie in [-XMAX, XMAX]
 # the tile's rows: ROWS x VECS accumulators (two per vector for smull) + weights + broadcasts in registers
