@@ -53,16 +53,23 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     _step("model --batch 8 --seq 128 --rows ragged --threads 1 --name model_ragged_b8_1t_avx2"),
     _step("model --batch 8 --seq 128 --rows ragged --threads 2 --name model_ragged_b8_avx2"),
     _step("model --batch 32 --seq 64 --rows ragged --threads 2 --name model_ragged_b32_avx2"),
+    # the README's third table: runs on an Intel Xeon with AMX (int8 on amx): their files name the CPU
+    _step("model --threads 1 2 --name model_amx"),
+    _step("model --batch 8 --seq 128 --rows ragged --threads 1 2 --name model_ragged_b8_amx"),
     _step("targets"),  # reads the model runs above (both CPUs' files): times nothing
     _step("profile"),
     _step("int8"),  # all four sections, as the README's command runs it (section 4 too)
     _step("int8 --sections targets --name int8_targets"),
     _step("int8 --sections targets --targets host:maddubs host:maddubs7 --name int8_maddubs"),
+    # on the Xeon with AMX: its int8 kernel against vnni forced
+    _step("int8 --sections targets --targets host host:vnni --name int8_amx"),
     _step("startup"),
     # a second, separate run: start-up medians move with the machine (the README quotes both)
     _step("startup --name startup_repeat"),
     # the README quotes this run from a CPU with AVX2 only (Zen 3; int8 on maddubs): its file names the CPU
     _step("startup --name startup_avx2"),
+    # and on the Xeon with AMX
+    _step("startup --name startup_amx"),
     _step("memory"),
     _step("native"),
     _step("contention"),
