@@ -78,6 +78,7 @@ from .qsimd import (  # noqa: F401 (VARIANT: re-exported)
     qtile_rows_nonneg,
     qtile_rows_nonneg_fin,
     qtile_rows_sums_fin,
+    quantize_values,
 )
 from .simd import prefetch_l2
 
@@ -344,10 +345,7 @@ def _quantize_row(x, xbits, i, x_off, K, Kp, mask, qx, sx, inliers_only):
         scale = amax / np.float32(XMAX)
     q = qx[i, Kp : 2 * Kp] if SIGN_BYTES else qx[i, :Kp]  # maddubs: the signed bytes first (plane 1)
     if top >= TINY or top == 0:
-        inv = np.float32(1.0) / scale
-        for k in range(K):
-            v = min(max(np.rint(row[k] * inv), np.float32(-XMAX)), np.float32(XMAX))
-            q[k] = np.int32(v) + OFFSET
+        quantize_values(row, q, K, np.float32(1.0) / scale)  # (rint(row[k] / scale) clamped, + OFFSET)
     else:  # max |x| < 2**-100: 1 / scale could overflow float32, divide in float64
         inv64 = XMAX / np.float64(amax)
         for k in range(K):
