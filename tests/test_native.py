@@ -290,6 +290,20 @@ def test_unloadable_library_falls_back_or_fails_as_asked(built, tmp_path):
         run_native({"nonorm": paths["nonorm"]}, broken, tmp_path, mode="native")
 
 
+def test_a_library_with_amx_tiles_is_refused_where_linux_grants_none(built, tmp_path, monkeypatch):
+    """A library whose int8 kernels use AMX tiles is not loaded by a process without the grant (its first
+    tile instruction would be SIGILL): native.load says why, and the process runs on Numba."""
+    directory, _ = built
+    amx = tmp_path / "amx"
+    shutil.copytree(directory, amx)
+    manifest_path, manifest = _manifest(amx)
+    manifest["layout"]["variant"] = "amx"
+    manifest_path.write_text(json.dumps(manifest))
+    monkeypatch.setattr(native, "amx_granted", lambda: False)
+    with pytest.raises(OSError, match="AMX tiles, which Linux does not let this process use"):
+        native.Library(str(amx / manifest["library"]), manifest)
+
+
 def test_a_kernel_the_library_lacks_runs_that_model_on_numba(built, tmp_path):
     """A library built for float32 models only: the int8 model runs on Numba (one warning), the float32 one
     in the same process stays native."""
