@@ -56,6 +56,8 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     # the README's third table: runs on an Intel Xeon with AMX (int8 on amx): their files name the CPU
     _step("model --threads 1 2 --name model_amx"),
     _step("model --batch 8 --seq 128 --rows ragged --threads 1 2 --name model_ragged_b8_amx"),
+    _step("model --seq 384 --threads 2 --name model_s384_amx"),
+    _step("model --batch 32 --seq 64 --rows ragged --threads 2 --name model_ragged_b32_amx"),
     _step("targets"),  # reads the model runs above (both CPUs' files): times nothing
     _step("profile"),
     _step("int8"),  # all four sections, as the README's command runs it (section 4 too)
