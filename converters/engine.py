@@ -194,7 +194,7 @@ def split_packed(tensors: dict[str, np.ndarray], source: str = "checkpoint") -> 
     int8, scales, problems = {}, {}, []
     # every scale checked at once (a model has ~300): each one alone only when some scale is bad
     stacked = [p["scale"] for p in parts.values() if "scale" in p and p["scale"].dtype == np.float32]
-    every = np.concatenate([a.reshape(-1) for a in stacked]) if stacked else np.ones(1, np.float32)
+    every = np.concatenate([a.reshape(-1) for a in stacked]) if stacked else np.zeros(0, np.float32)
     all_fine = every.size == 0 or bool(every.min() > 0 and every.max() < np.inf)  # (NaN fails both)
     for name, part in sorted(parts.items()):
         where = f"{source}: {name!r}"

@@ -34,19 +34,12 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-I8, I16, I64 = ir.IntType(8), ir.IntType(16), ir.IntType(64)
+from .qsimd import _call  # (IR: call an LLVM intrinsic, declared on first use)
+
+I8 = ir.IntType(8)
 VOID = ir.VoidType()
 TILE_ROWS = 16  # rows of an A or C tile
 TILE_BYTES = 64  # bytes of a tile row: 64 inputs (A), 16 outputs x 4 inputs (B), 16 int32 sums (C)
-
-
-def _call(builder, name, args):
-    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(VOID, [a.type for a in args]), name)
-    builder.call(fn, args)
-
-
-def _pointer(builder, address):
-    return builder.inttoptr(address, ir.PointerType(I8))
 
 
 def _config_bytes() -> list[int]:
@@ -66,7 +59,7 @@ def configure(typingctx):
     def codegen(context, builder, signature, args):
         block = cgutils.alloca_once(builder, ir.ArrayType(I8, 64))
         builder.store(ir.Constant(ir.ArrayType(I8, 64), _config_bytes()), block)
-        _call(builder, "llvm.x86.ldtilecfg", [builder.bitcast(block, ir.PointerType(I8))])
+        _call(builder, "llvm.x86.ldtilecfg", VOID, [builder.bitcast(block, ir.PointerType(I8))])
         return context.get_dummy_value()
 
     return types.void(), codegen
@@ -77,7 +70,7 @@ def release(typingctx):
     """Give the tiles back (the thread's tile state is then init again: cheaper to save on a switch)."""
 
     def codegen(context, builder, signature, args):
-        _call(builder, "llvm.x86.tilerelease", [])
+        _call(builder, "llvm.x86.tilerelease", VOID, [])
         return context.get_dummy_value()
 
     return types.void(), codegen
@@ -94,38 +87,33 @@ def zero(typingctx, t):
         return None
 
     def codegen(context, builder, signature, args):
-        _call(builder, "llvm.x86.tilezero", [ir.Constant(I8, signature.args[0].literal_value)])
+        _call(builder, "llvm.x86.tilezero", VOID, [ir.Constant(I8, signature.args[0].literal_value)])
         return context.get_dummy_value()
 
     return types.void(t), codegen
 
 
-@intrinsic
-def load(typingctx, t, address, stride):
-    """tile[t] = 16 rows of 64 bytes from ``address``, ``stride`` bytes apart."""
-    if not _tiles(t):
-        return None
+def _tile_memory(name: str):
+    """An intrinsic ``(t, address, stride)``: LLVM's ``name`` between tile[t] (a literal register number)
+    and 16 rows of 64 bytes at ``address``, ``stride`` bytes apart."""
 
-    def codegen(context, builder, signature, args):
-        tile = ir.Constant(I8, signature.args[0].literal_value)
-        _call(builder, "llvm.x86.tileloadd64", [tile, _pointer(builder, args[1]), args[2]])
-        return context.get_dummy_value()
+    @intrinsic
+    def memory(typingctx, t, address, stride):
+        if not _tiles(t):
+            return None
 
-    return types.void(t, types.int64, types.int64), codegen
+        def codegen(context, builder, signature, args):
+            tile = ir.Constant(I8, signature.args[0].literal_value)
+            _call(builder, name, VOID, [tile, builder.inttoptr(args[1], ir.PointerType(I8)), args[2]])
+            return context.get_dummy_value()
+
+        return types.void(t, types.int64, types.int64), codegen
+
+    return memory
 
 
-@intrinsic
-def store(typingctx, t, address, stride):
-    """16 rows of 64 bytes of tile[t] to ``address``, ``stride`` bytes apart."""
-    if not _tiles(t):
-        return None
-
-    def codegen(context, builder, signature, args):
-        tile = ir.Constant(I8, signature.args[0].literal_value)
-        _call(builder, "llvm.x86.tilestored64", [tile, _pointer(builder, args[1]), args[2]])
-        return context.get_dummy_value()
-
-    return types.void(t, types.int64, types.int64), codegen
+load = _tile_memory("llvm.x86.tileloadd64")  # tile[t] = the rows at address
+store = _tile_memory("llvm.x86.tilestored64")  # the rows at address = tile[t]
 
 
 @intrinsic
@@ -136,7 +124,7 @@ def dot(typingctx, c, a, b):
 
     def codegen(context, builder, signature, args):
         tiles = [ir.Constant(I8, t.literal_value) for t in signature.args]
-        _call(builder, "llvm.x86.tdpbusd", tiles)
+        _call(builder, "llvm.x86.tdpbusd", VOID, tiles)
         return context.get_dummy_value()
 
     return types.void(c, a, b), codegen

@@ -272,34 +272,27 @@ def qmatmul_exact(qx, wq, corr, out, signed=True):
 
 @njit(cache=CACHE)
 def _amx_exact(qx, wq, corr, out):
-    """:func:`qmatmul_exact`'s rows on the AMX tiles, 32 (then 16) at a time; returns how many it did."""
+    """:func:`qmatmul_exact`'s rows on the AMX tiles, 32 or 16 at a time as :func:`_amx_rows` takes them;
+    returns how many it did."""
     M = qx.shape[0]
     P, K4, _ = wq.shape
     N = out.shape[1]
+    tiled = 0
     if K4 % 16:
-        return 0
-    chunks = M // (2 * amx.TILE_ROWS)
-    tiled = chunks * 2 * amx.TILE_ROWS
-    for t in range(P * chunks):
-        p = t % P
-        _sums_exact(qx, (t // P) * 2 * amx.TILE_ROWS, True, wq[p], K4, out, p * COLS, min(COLS, N - p * COLS), corr)
-    if M - tiled >= amx.TILE_ROWS:
-        for p in range(P):
-            _sums_exact(qx, tiled, False, wq[p], K4, out, p * COLS, min(COLS, N - p * COLS), corr)
-        tiled += amx.TILE_ROWS
-    return tiled
-
-
-@njit(cache=CACHE, inline="always")
-def _sums_exact(qx, i0, two, w, K4, out, n0, width, corr):
-    """:func:`qmatmul_exact`'s rows i0.. (16, or 32 with ``two``) of one panel through the AMX tiles."""
+        return tiled
     sums = np.empty((2 * amx.TILE_ROWS, COLS), np.int32)
     amx.configure()
-    amx.panel_sums(qx, i0, two, w, K4, sums)
+    while M - tiled >= amx.TILE_ROWS:
+        rows = 2 * amx.TILE_ROWS if M - tiled >= 2 * amx.TILE_ROWS else amx.TILE_ROWS
+        for p in range(P):
+            amx.panel_sums(qx, tiled, rows > amx.TILE_ROWS, wq[p], K4, sums)
+            n0 = p * COLS
+            for r in range(rows):
+                for c in range(min(COLS, N - n0)):
+                    out[tiled + r, n0 + c] = sums[r, c] - corr[n0 + c]
+        tiled += rows
     amx.release()
-    for r in range(amx.TILE_ROWS * (1 + two)):
-        for c in range(width):
-            out[i0 + r, n0 + c] = sums[r, c] - corr[n0 + c]
+    return tiled
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")

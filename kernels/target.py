@@ -231,7 +231,7 @@ def detect() -> Target:
         registers=int(seen["registers"]),
         avx512bw=bool(seen.get("avx512bw")),
         avx512vnni=bool(seen.get("avx512vnni")) and bool(seen.get("avx512bw")),
-        amx=bool(seen.get("amx")) and bool(seen.get("avx512vnni")) and int(seen["lanes"]) == 16,
+        amx=bool(seen.get("amx")),
         avx2=bool(seen.get("avx2")),
         ssse3=bool(seen.get("ssse3")),
         neon=bool(seen.get("neon")),
