@@ -1,6 +1,6 @@
 """Where the time goes: mbengine's per-op profile of the full-size model, against the GEMM peak.
 
-    python -m bench profile [--seq 128] [--batch 1] [--threads 1 2] [--repeats 20]
+    python -m bench profile [--seq 128] [--batch 1] [--threads 1 2] [--repeats 20] [--dtype float32|int8]
 
 A full-size MobileBERT (google/mobilebert-uncased shapes, seeded random
 weights; no torch needed) runs with the runner's per-op timer. Ops are grouped
@@ -8,7 +8,9 @@ by kind (the same op of every layer together). For each group: time, share,
 GFLOP/s. The reference is the machine's measured float32 GEMM peak (NumPy's
 BLAS on a large square matmul, same thread count): the "fp32 floor" is the
 model's FLOPs at that peak. The runner's own cost (Python loop plus Numba
-dispatch) is measured by running the same plan with a no-op kernel.
+dispatch) is measured by running the same plan with a no-op kernel. With
+``--dtype int8`` the same weights are quantized first (as ``mbengine
+quantize`` does; the floor stays float32's, so int8 can exceed 100%).
 Results: bench/results/profile.json and profile.md.
 """
 
@@ -73,6 +75,11 @@ def run(args) -> dict:
     rows, summary = [], []
     with tempfile.TemporaryDirectory() as tmp:
         path = random_checkpoint(os.path.join(tmp, "mobilebert"))
+        if args.dtype == "int8":
+            from bench.builders import quantize_engine
+
+            quantize_engine(path, os.path.join(tmp, "int8"))
+            path = os.path.join(tmp, "int8")
         for threads in args.threads:
             model = mbengine.MobileBertModel.from_pretrained(path, threads=threads)
             ids = np.random.default_rng(0).integers(1000, 30000, (args.batch, args.seq))
@@ -118,6 +125,7 @@ def run(args) -> dict:
             summary.append(
                 {
                     "threads": threads,
+                    "dtype": args.dtype,
                     "batch": args.batch,
                     "seq": args.seq,
                     "wall ms": round(wall * 1e3, 2),
@@ -178,6 +186,7 @@ def main(argv=None):
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--dtype", choices=("float32", "int8"), default="float32")
     parser.add_argument("--name", default="profile")
     parser.add_argument(common.KEEP_ENV_FLAG, action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
     args = parser.parse_args(argv)

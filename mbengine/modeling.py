@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 import warnings
-from dataclasses import dataclass, fields
 
 import numpy as np
 
-from . import hub, safetensors_mmap
+from . import hub, outputs, safetensors_mmap
 from .config import MobileBertConfig
 from .converters import bert, canonical, engine
 from .errors import CheckpointError, ConfigError, InputError, PerformanceWarning
@@ -17,76 +16,6 @@ from .inputs import check_inputs
 from .pack import pack
 from .runner import Runner, arena_bytes, available_memory
 from .weights import PackedWeights
-
-
-@dataclass(eq=False)
-class ModelOutput:
-    """Base of the output dataclasses: HF field names, numpy float32 arrays."""
-
-    def __getitem__(self, key):
-        return getattr(self, key)
-
-    def keys(self):
-        return [f.name for f in fields(self) if getattr(self, f.name) is not None]
-
-
-@dataclass(eq=False)
-class BaseModelOutputWithPooling(ModelOutput):
-    last_hidden_state: np.ndarray  # (batch, seq, hidden)
-    pooler_output: np.ndarray | None = None  # (batch, hidden); None without a pooler
-    hidden_states: tuple | None = None  # num_layers + 1 arrays (batch, seq, hidden)
-    attentions: tuple | None = None  # num_layers arrays (batch, heads, seq, seq)
-
-
-@dataclass(eq=False)
-class MobileBertForPreTrainingOutput(ModelOutput):
-    prediction_logits: np.ndarray  # (batch, seq, vocab)
-    seq_relationship_logits: np.ndarray  # (batch, 2)
-    hidden_states: tuple | None = None
-    attentions: tuple | None = None
-
-
-@dataclass(eq=False)
-class MaskedLMOutput(ModelOutput):
-    logits: np.ndarray  # (batch, seq, vocab)
-    hidden_states: tuple | None = None
-    attentions: tuple | None = None
-
-
-@dataclass(eq=False)
-class NextSentencePredictorOutput(ModelOutput):
-    logits: np.ndarray  # (batch, 2): index 0 "B follows A", 1 "B is random"
-    hidden_states: tuple | None = None
-    attentions: tuple | None = None
-
-
-@dataclass(eq=False)
-class SequenceClassifierOutput(ModelOutput):
-    logits: np.ndarray  # (batch, num_labels)
-    hidden_states: tuple | None = None
-    attentions: tuple | None = None
-
-
-@dataclass(eq=False)
-class MultipleChoiceModelOutput(ModelOutput):
-    logits: np.ndarray  # (batch, num_choices)
-    hidden_states: tuple | None = None
-    attentions: tuple | None = None
-
-
-@dataclass(eq=False)
-class TokenClassifierOutput(ModelOutput):
-    logits: np.ndarray  # (batch, seq, num_labels)
-    hidden_states: tuple | None = None
-    attentions: tuple | None = None
-
-
-@dataclass(eq=False)
-class QuestionAnsweringModelOutput(ModelOutput):
-    start_logits: np.ndarray  # (batch, seq)
-    end_logits: np.ndarray  # (batch, seq)
-    hidden_states: tuple | None = None
-    attentions: tuple | None = None
 
 
 def _read_config(path: str) -> dict:
@@ -472,7 +401,7 @@ class MobileBertModel(MobileBertPreTrainedModel):
     """The bare MobileBERT encoder: embeddings, layers and (optionally) the pooler."""
 
     def _output(self, named, hidden, att):
-        return BaseModelOutputWithPooling(named["last_hidden_state"], named.get("pooler_output"), hidden, att)
+        return outputs.BaseModelOutputWithPooling(named["last_hidden_state"], named.get("pooler_output"), hidden, att)
 
 
 class MobileBertForPreTraining(MobileBertPreTrainedModel):
@@ -485,7 +414,9 @@ class MobileBertForPreTraining(MobileBertPreTrainedModel):
         _check_lm_head(config)
 
     def _output(self, named, hidden, att):
-        return MobileBertForPreTrainingOutput(named["prediction_logits"], named["seq_relationship_logits"], hidden, att)
+        return outputs.MobileBertForPreTrainingOutput(
+            named["prediction_logits"], named["seq_relationship_logits"], hidden, att
+        )
 
 
 class MobileBertForMaskedLM(MobileBertPreTrainedModel):
@@ -502,14 +433,14 @@ class MobileBertForMaskedLM(MobileBertPreTrainedModel):
         _check_lm_head(config)
 
     def _output(self, named, hidden, att):
-        return MaskedLMOutput(named["logits"], hidden, att)
+        return outputs.MaskedLMOutput(named["logits"], hidden, att)
 
 
 class MobileBertForNextSentencePrediction(MobileBertPreTrainedModel):
     HEAD = "next_sentence"
 
     def _output(self, named, hidden, att):
-        return NextSentencePredictorOutput(named["logits"], hidden, att)
+        return outputs.NextSentencePredictorOutput(named["logits"], hidden, att)
 
 
 class MobileBertForSequenceClassification(MobileBertPreTrainedModel):
@@ -518,14 +449,14 @@ class MobileBertForSequenceClassification(MobileBertPreTrainedModel):
     HEAD = "sequence_classification"
 
     def _output(self, named, hidden, att):
-        return SequenceClassifierOutput(named["logits"], hidden, att)
+        return outputs.SequenceClassifierOutput(named["logits"], hidden, att)
 
 
 class MobileBertForTokenClassification(MobileBertPreTrainedModel):
     HEAD = "token_classification"
 
     def _output(self, named, hidden, att):
-        return TokenClassifierOutput(named["logits"], hidden, att)
+        return outputs.TokenClassifierOutput(named["logits"], hidden, att)
 
 
 class MobileBertForQuestionAnswering(MobileBertPreTrainedModel):
@@ -542,7 +473,9 @@ class MobileBertForQuestionAnswering(MobileBertPreTrainedModel):
             )
 
     def _output(self, named, hidden, att):
-        return QuestionAnsweringModelOutput(named["start_logits"][..., 0], named["end_logits"][..., 0], hidden, att)
+        return outputs.QuestionAnsweringModelOutput(
+            named["start_logits"][..., 0], named["end_logits"][..., 0], hidden, att
+        )
 
 
 class MobileBertForMultipleChoice(MobileBertPreTrainedModel):
@@ -582,7 +515,7 @@ class MobileBertForMultipleChoice(MobileBertPreTrainedModel):
             output_attentions,
             profile,
         )
-        return MultipleChoiceModelOutput(named["logits"].reshape(batch, choices), hidden, att)
+        return outputs.MultipleChoiceModelOutput(named["logits"].reshape(batch, choices), hidden, att)
 
 
 PADDING = ("skip", "compute")

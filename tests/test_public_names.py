@@ -50,3 +50,26 @@ def test_output_classes_match_transformers(model, output):
     assert issubclass(getattr(mbengine, model), mbengine.MobileBertPreTrainedModel)
     returns = str(typing.get_type_hints(getattr(transformers, model).forward).get("return"))
     assert output in returns, (model, returns)  # the table above is transformers' own pairing
+
+
+@pytest.mark.parametrize("output", sorted(set(MODELS.values())))
+def test_output_classes_are_made_once_and_behave_as_dataclasses(output):
+    import pickle
+
+    from mbengine import outputs
+
+    cls = getattr(mbengine, output)
+    assert cls is getattr(outputs, output) and cls.__module__ == "mbengine.outputs"
+    assert dataclasses.is_dataclass(cls) and issubclass(cls, outputs.ModelOutput)
+    first = dataclasses.fields(cls)[0].name
+    out = cls(**{f.name: None for f in dataclasses.fields(cls)} | {first: [1.0]})
+    back = pickle.loads(pickle.dumps(out))  # (found again by its module and name)
+    assert type(back) is cls and back[first] == [1.0] and back.keys() == [first]
+    assert dataclasses.asdict(out)[first] == [1.0]
+
+
+def test_an_unknown_output_name_is_an_attribute_error():
+    from mbengine import outputs
+
+    with pytest.raises(AttributeError, match="NoSuchOutput"):
+        outputs.NoSuchOutput
