@@ -338,7 +338,9 @@ def _quantize_row(x, xbits, i, x_off, K, Kp, mask, qx, sx, inliers_only):
         scale = amax / np.float32(XMAX)
     q = qx[i, Kp : 2 * Kp] if SIGN_BYTES else qx[i, :Kp]  # maddubs: the signed bytes first (plane 1)
     if top >= TINY or top == 0:
-        quantize_values(row, q, K, np.float32(1.0) / scale)  # (rint(row[k] / scale) clamped, + OFFSET)
+        # (rint(row[k] / scale) clamped, + OFFSET; the clamps are needed only for outlier channels, which the
+        # maximum left out, and NaN)
+        quantize_values(row, q, K, np.float32(1.0) / scale, not inliers_only or top >= 0x7F800000)
     else:  # max |x| < 2**-100: 1 / scale could overflow float32, divide in float64
         inv64 = XMAX / np.float64(amax)
         for k in range(K):

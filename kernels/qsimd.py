@@ -553,51 +553,70 @@ def float_from_bits(typingctx, bits):
     return types.float32(bits), codegen
 
 
+# v + ROUNDER, for |v| < 2**22, is v rounded to an integer (ties to even, as rint: between 2**23 and
+# 2**24 floats are the integers, and ROUNDER is even) plus 1.5 * 2**23 + OFFSET, and that float's low
+# byte is then rint(v) + OFFSET (its mantissa is 2**22 + OFFSET + rint(v), and 2**22 is a multiple of 256)
+ROUNDER = 1.5 * 2**23 + OFFSET
+
+
 @intrinsic
-def quantize_values(typingctx, row, q, n, inv):
+def quantize_values(typingctx, row, q, n, inv, clamp):
     """q[k] = min(max(rint(row[k] * inv), -XMAX), XMAX) + OFFSET for k < n, as bytes, a vector of float32
-    lanes at a time (then one at a time for the rest): :func:`.qlinear._quantize_row`'s rounding loop,
-    which LLVM otherwise vectorises at 256 bits on AVX-512 CPUs it tunes for narrower vectors (Intel's).
-    The same operations in the same order (no fast-math flags), so the same bytes. ``row``: float32,
-    ``q``: int8 or uint8, both 1-D and contiguous; ``inv`` float32."""
+    lanes at a time (then one at a time for the rest): :func:`.qlinear._quantize_row`'s rounding loop.
+
+    Computed as the low byte of ``min(max(row[k] * inv, -XMAX), XMAX) + ROUNDER`` (clamped first, then
+    rounded, which gives the same integer; a NaN becomes -XMAX either way): a multiply, two
+    comparisons, an add and a narrowing per vector, where rint, the clamps, a conversion to integers
+    and the offset's add were seven operations. With ``clamp`` False the clamps are left out, for a
+    caller that knows every |row[k] * inv| is at most XMAX + 1/2 and none is NaN (a row scaled by its
+    own finite maximum): the same bytes then. No fast-math flags (the multiply and the add must round
+    separately, and the add must not be folded away), so the bytes do not depend on the target; and
+    LLVM, left to vectorise the loop, used 256-bit vectors on AVX-512 CPUs it tunes for narrower ones
+    (Intel's). ``row``: float32, ``q``: int8 or uint8, both 1-D and contiguous; ``inv`` float32."""
     if not (isinstance(row, types.Array) and row.ndim == 1 and row.dtype == types.float32 and row.layout == "C"):
         return None
     if not (isinstance(q, types.Array) and q.ndim == 1 and q.dtype in (types.int8, types.uint8)):
         return None
     if q.layout != "C" or not isinstance(n, types.Integer) or inv != types.float32:
         return None
+    if not isinstance(clamp, types.Boolean):
+        return None
 
     def codegen(context, builder, signature, args):
-        row_v, q_v, n_v, inv_v = args
+        row_v, q_v, n_v, inv_v, clamp_v = args
         f32, i8, i32, i64 = ir.FloatType(), ir.IntType(8), ir.IntType(32), ir.IntType(64)
         R = context.make_array(signature.args[0])(context, builder, row_v)
         Q = context.make_array(signature.args[1])(context, builder, q_v)
         n_v = context.cast(builder, n_v, signature.args[2], types.int64)
 
-        def steps(width, start, count):
+        def steps(width, start, count, clamped):
             """``count`` steps of ``width`` values from value ``start`` on."""
             fv = ir.VectorType(f32, width) if width > 1 else f32
             iv = ir.VectorType(i32, width) if width > 1 else i32
             bv = ir.VectorType(i8, width) if width > 1 else i8
             suffix = f"v{width}f32" if width > 1 else "f32"
 
-            def const(value, ty):
-                return ir.Constant(ty, [value] * width) if width > 1 else ir.Constant(ty, value)
+            def const(value):
+                return ir.Constant(fv, [value] * width) if width > 1 else ir.Constant(fv, value)
 
             scale = splat(builder, inv_v, fv) if width > 1 else inv_v
             with cgutils.for_range(builder, count) as loop:
                 at = builder.add(start, builder.mul(loop.index, ir.Constant(i64, width)))
                 x = builder.load(builder.bitcast(builder.gep(R.data, [at]), fv.as_pointer()), align=4)
-                y = _call(builder, f"llvm.rint.{suffix}", fv, [builder.fmul(x, scale)])
-                y = _call(builder, f"llvm.maxnum.{suffix}", fv, [y, const(-float(XMAX), fv)])
-                y = _call(builder, f"llvm.minnum.{suffix}", fv, [y, const(float(XMAX), fv)])
-                b = builder.trunc(builder.add(builder.fptosi(y, iv), const(OFFSET, iv)), bv)
+                y = builder.fmul(x, scale)
+                if clamped:
+                    y = _call(builder, f"llvm.maxnum.{suffix}", fv, [y, const(-float(XMAX))])
+                    y = _call(builder, f"llvm.minnum.{suffix}", fv, [y, const(float(XMAX))])
+                b = builder.trunc(builder.bitcast(builder.fadd(y, const(ROUNDER)), iv), bv)
                 builder.store(b, builder.bitcast(builder.gep(Q.data, [at]), bv.as_pointer()), align=1)
 
         whole = builder.udiv(n_v, ir.Constant(i64, LANES))
-        steps(LANES, ir.Constant(i64, 0), whole)
         done = builder.mul(whole, ir.Constant(i64, LANES))
-        steps(1, done, builder.sub(n_v, done))
+        with builder.if_else(cgutils.as_bool_bit(builder, clamp_v)) as (clamped, unclamped):
+            for block, flag in ((clamped, True), (unclamped, False)):
+                with block:
+                    steps(LANES, ir.Constant(i64, 0), whole, flag)
+                    steps(1, done, builder.sub(n_v, done), flag)
         return context.get_dummy_value()
 
-    return types.void(row, q, n, inv), codegen
+    return types.void(row, q, n, inv, clamp), codegen
