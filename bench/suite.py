@@ -60,6 +60,8 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     _step("model --batch 32 --seq 64 --rows ragged --threads 2 --name model_ragged_b32_amx"),
     _step("targets"),  # reads the model runs above (both CPUs' files): times nothing
     _step("profile"),
+    _step("profile --dtype int8 --threads 1 2 --name profile_int8"),
+    _step("profile --dtype int8 --seq 384 --threads 2 --name profile_int8_s384"),
     _step("int8"),  # all four sections, as the README's command runs it (section 4 too)
     _step("int8 --sections targets --name int8_targets"),
     _step("int8 --sections targets --targets host:maddubs host:maddubs7 --name int8_maddubs"),
