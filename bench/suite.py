@@ -62,6 +62,7 @@ SUITE: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
     _step("profile"),
     _step("profile --dtype int8 --threads 1 2 --name profile_int8"),
     _step("profile --dtype int8 --seq 384 --threads 2 --name profile_int8_s384"),
+    _step("qattention"),
     _step("int8"),  # all four sections, as the README's command runs it (section 4 too)
     _step("int8 --sections targets --name int8_targets"),
     _step("int8 --sections targets --targets host:maddubs host:maddubs7 --name int8_maddubs"),
