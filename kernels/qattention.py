@@ -18,9 +18,10 @@ them, and the softmax stays in float32 (:func:`.simd.softmax_exp_row`):
 Keys after the last visible one are skipped, as in the float32 kernel. Work: one task per
 (sequence, head), dealt to the threads by ``prange``; ``threads`` slices of scratch
 (:func:`scratch_shapes`), picked by ``numba.get_thread_id``. Head widths must be a multiple of
-:data:`.qsimd.COLS` (MobileBERT's 32 is, at both vector widths).
+:data:`.qsimd.COLS` (twice the float32 lanes: 8, 16 or 32; MobileBERT's 32 is a multiple of each).
 
-Not wired into the graph yet: see the module's test and ``bench/bench_kernels.py``.
+Not used by the model yet (no graph op, runner scratch or native export): tests/test_qattention.py
+checks it, ``python -m bench qattention`` times it against the float32 kernel.
 """
 
 import numba
