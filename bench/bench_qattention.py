@@ -1,12 +1,16 @@
-"""The int8 attention prototype against the float32 attention kernel, one layer's worth.
+"""The int8 attention kernel against the float32 one, one layer's worth, and its effect on real weights.
 
-    python -m bench qattention [--seq 128 384] [--threads 1 2] [--repeats 200]
+    python -m bench qattention [--seq 128 384] [--threads 1 2] [--repeats 200] [--texts 24]
 
-kernels/qattention.py (both products on the int8 linear's tiles, the softmax in float32; not yet
-used by the model) and kernels/attention.py run on the same random q, k, v of one sequence with
+kernels/qattention.py (both products on the int8 linear's tiles, the softmax in float32; an int8
+model's attention for sequences of kernels.layout.INT8_ATTENTION_FROM tokens or more), its int8
+path forced, and kernels/attention.py run on the same random q, k, v of one sequence with
 MobileBERT's 4 heads of 32, timed alternately (one call of each in turn), medians. Each one's
 error is against float64 attention: the largest difference over the largest |output|.
-Results: bench/results/qattention.json and qattention.md.
+
+Then the real-weight check (``--texts``; 0 skips it): the real all-MiniLM-L6-v2 (12 heads of 32)
+quantized twice, attention in float32 and in int8, each against the float32 model on long real
+texts. Results: bench/results/qattention.json and qattention.md.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ def run(args) -> dict:
             probs = np.zeros((1, 1, 1, 1), np.float32)
             kp_shape, sc_shape = attention.scratch_shapes(1, seq, HEADS, D, max(args.threads))
             kp, sc = np.zeros(kp_shape, np.float32), np.zeros(sc_shape, np.float32)
-            q_scratch = qattention.scratch(1, seq, HEADS, D, max(args.threads))
+            q_scratch = qattention.scratch(seq, D, max(args.threads))
             outs = {"float32": np.zeros((seq, W), np.float32), "int8": np.zeros((seq, W), np.float32)}
             calls = {
                 "float32": lambda: attention.attention(
@@ -89,7 +93,13 @@ def run(args) -> dict:
                     np.float32(scale),
                     outs["int8"],
                     0,
-                    *q_scratch.values(),
+                    threads,
+                    probs,
+                    0,
+                    kp,
+                    sc,
+                    0,  # long_from: every sequence in int8
+                    *q_scratch,
                 ),  # fmt: skip
             }
             samples = {name: [] for name in calls}
@@ -115,7 +125,59 @@ def run(args) -> dict:
                     }
                 )
                 print(rows[-1], flush=True)
-    return {"environment": env, "command": common.command_line(), "date": common.now(), "rows": rows}
+    real = real_weights(args) if args.texts else []
+    return {"environment": env, "command": common.command_line(), "date": common.now(), "rows": rows, "real": real}
+
+
+def real_weights(args) -> list[dict]:
+    """The real all-MiniLM-L6-v2, int8 with attention in int8 and in float32, on long real texts (the corpus
+    benchmark's paragraphs, joined until a text holds ``--min-tokens``): each text's mean-pooled
+    embedding against the float32 model's (cosine), and the last hidden state's largest difference over its
+    largest value."""
+    import mbengine
+    from bench.bench_corpus import build_corpus, minilm_dir
+    from mbengine import quantize as q8
+    from mbengine.tokenizer import MobileBertTokenizer
+
+    path = minilm_dir()
+    tok = MobileBertTokenizer.from_pretrained(path)
+    paragraphs, _ = build_corpus(40 * args.texts, seed=0)
+    texts, current = [], []
+    for p in paragraphs:
+        current.append(p)
+        if tok(" ".join(current))["input_ids"].shape[-1] >= args.min_tokens:
+            texts.append(" ".join(current))
+            current = []
+            if len(texts) == args.texts:
+                break
+    fp32 = mbengine.MobileBertModel.from_pretrained(path)
+    description, batches = q8.calibration_batches(fp32.config, sample_calibration(paragraphs), tok)
+    models = {}
+    for attention in ("float32", "int8"):
+        weights, _ = q8.quantize(fp32.weights, batches, calibration=description, attention=attention)
+        models[attention] = fp32.with_weights(weights)
+    rows = []
+    for text in texts:
+        enc = tok(text, truncation=True, max_length=args.max_length)
+        inputs = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        ref = fp32(**inputs).last_hidden_state[0].astype(np.float64)
+        for attention, model in models.items():
+            out = model(**inputs).last_hidden_state[0].astype(np.float64)
+            a, b = out.mean(axis=0), ref.mean(axis=0)
+            rows.append(
+                {
+                    "tokens": int(inputs["input_ids"].shape[1]),
+                    "int8 model's attention": attention,
+                    "cosine vs float32": float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))),
+                    "hidden error vs float32": float(np.abs(out - ref).max() / np.abs(ref).max()),
+                }
+            )
+    return rows
+
+
+def sample_calibration(paragraphs: list[str]) -> list[str]:
+    """Calibration text: paragraphs the long texts are not made of (from the end of the shuffled pool)."""
+    return paragraphs[-64:]
 
 
 def main(argv=None):
@@ -123,17 +185,39 @@ def main(argv=None):
     parser.add_argument("--seq", type=int, nargs="+", default=[128, 384])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--texts", type=int, default=24, help="long real texts for the real-weight check (0: none)")
+    parser.add_argument("--min-tokens", type=int, default=300)
+    parser.add_argument("--max-length", type=int, default=384)
     parser.add_argument("--name", default="qattention")
     parser.add_argument(common.KEEP_ENV_FLAG, action="store_true", help="keep OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE")
     args = parser.parse_args(argv)
     data = run(args)
     rows = data["rows"]
     table = common.markdown_table(list(rows[0]), [list(r.values()) for r in rows])
+    if data["real"]:
+        summary = []
+        for attention in ("float32", "int8"):
+            mine = [r for r in data["real"] if r["int8 model's attention"] == attention]
+            cos = [r["cosine vs float32"] for r in mine]
+            err = [r["hidden error vs float32"] for r in mine]
+            summary.append(
+                [attention, len(mine), f"{min(r['tokens'] for r in mine)}-{max(r['tokens'] for r in mine)}",
+                 f"{min(cos):.5f}", f"{np.median(cos):.5f}", f"{np.median(err):.2e}", f"{max(err):.2e}"]
+            )  # fmt: skip
+        table += (
+            "\n\nReal weights: all-MiniLM-L6-v2 quantized to int8 (attention in float32 / in int8, every text "
+            "long enough for int8 attention), against the float32 model, one text per call:\n\n"
+        )
+        table += common.markdown_table(
+            ["int8 model's attention", "texts", "tokens", "min cosine", "median cosine", "median hidden error",
+             "max hidden error"],
+            summary,
+        )  # fmt: skip
     common.write_results(
         args.name,
         data,
         table=table,
-        title="Int8 attention prototype against the float32 attention kernel",
+        title="Int8 attention against the float32 attention kernel",
         notes=[
             "one sequence, 4 heads of 32 (one MobileBERT layer's attention), random q, k, v ~ N(0, 1)",
             "the two kernels called alternately, medians; error: max |out - float64| / max |float64|",

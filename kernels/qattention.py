@@ -1,125 +1,155 @@
-"""Int8 multi-head self-attention: both products on the int8 linear's register tiles (a prototype).
+"""Attention with its scores in int8: Q K^T on the int8 linear's register tiles, the rest in float32.
 
 The float32 kernel (:mod:`.attention`) computes, for sequence b, head h and query row i,
 
     s_j = scale * (q_i . k_j) + mask_add[b, j],   p = softmax(s),   out_i = sum_j p_j v_j
 
-Here both products run in integers, through :mod:`.qsimd`'s tiles as :func:`.qlinear.qlinear` runs
-them, and the softmax stays in float32 (:func:`.simd.softmax_exp_row`):
+Here the scores' product runs in integers, through :mod:`.qsimd`'s tiles as :func:`.qlinear.qlinear`
+runs them: each query row's D values are quantized by their own maximum (``_quantize_row``), each
+key by its own, ``kq[j] = rint(k_j / sk[j])``, packed as the panels of an (L, D) weight (keys as
+output columns). The tile's dequantize, ``(acc - corr) * sw * sx``, takes ``sw = scale * sk``, and
+its epilogue adds the mask row as a bias. The softmax (:func:`.simd.softmax_exp_row`, after an
+integer row maximum) and the context, P V, run in float32 as in the float32 kernel, on its tile.
 
-* Q K^T: each query row's D values are quantized by its own maximum (``_quantize_row``); each key
-  by its own, ``kq[j] = rint(k_j / sk[j])``, packed as the panels of an (L, D) weight (keys as
-  output columns). The tile's dequantize, ``(acc - corr) * sw * sx``, takes ``sw = scale * sk``,
-  and its epilogue adds the mask row as a bias.
-* P V: each probability row is quantized by its own maximum; V by column, one scale per head
-  dimension over the sequence's keys (a scale per key would not factor out of the sum over keys),
-  packed as the panels of a (D, L) weight.
+Why not P V in int8 too: a prototype did it (P quantized per row, V per column) and took 0.69x /
+0.71x the float32 kernel's time at 384 tokens (one / two threads) against 0.83x / 0.81x for this
+one, but on the real all-MiniLM-L6-v2 it doubled the int8 model's error against float32 on long
+texts (hidden states 5-10% off instead of 3%, mean-pooled cosine 0.990-0.996 instead of 0.998):
+a probability row quantized by its maximum loses its small entries, which together carry much of
+its mass. With the scores alone in int8 that error stays the int8 linears' (``python -m bench
+qattention``, bench/results/qattention.md).
 
-Keys after the last visible one are skipped, as in the float32 kernel. Work: one task per
-(sequence, head), dealt to the threads by ``prange``; ``threads`` slices of scratch
-(:func:`scratch_shapes`), picked by ``numba.get_thread_id``. Head widths must be a multiple of
-:data:`.qsimd.COLS` (twice the float32 lanes: 8, 16 or 32; MobileBERT's 32 is a multiple of each).
+It pays only over long sequences (a (sequence, head) packs its keys once and its query rows are
+quantized per block): an int8 model runs the sequences of at least ``long_from`` visible tokens
+here (:data:`.layout.INT8_ATTENTION_FROM`) and the others on the float32 kernel's own tasks, so
+their outputs are that kernel's bit for bit. Keys after the last visible one are skipped, as
+there. Work: one task per (sequence, head), dealt to ``threads`` runs of near-equal cost; per
+thread, the float32 kernel's score block and a row of :func:`scratch` each, picked by
+``numba.get_thread_id``. Head widths must be a multiple of :data:`.qsimd.COLS` (twice the float32
+lanes: 8, 16 or 32; MobileBERT's 32 is a multiple of each).
 
-Not used by the model yet (no graph op, runner scratch or native export): tests/test_qattention.py
-checks it, ``python -m bench qattention`` times it against the float32 kernel.
+tests/test_qattention.py checks it; ``python -m bench qattention`` times it against the float32
+kernel and measures its error on real weights.
 """
 
 import numba
 import numpy as np
 from numba import njit, prange
 
+from .attention import TASK_COST, _visible_length
+from .attention import _pack_keys as _pack_float_keys
+from .attention import _task as _float_task
 from .flags import FASTMATH
-from .layout import INLIER
 from .qlinear import QX_BYTES, QX_DTYPE, _quantize_row
 from .qsimd import CACHE, COLS, OFFSET, ROWS, XMAX, float_from_bits, qtile_row_fin, qtile_rows_fin
-from .simd import softmax_exp_row
+from .simd import ROWS as FROWS
+from .simd import softmax_exp_row, tile_rows_upto
 
 
-def scratch_shapes(batch: int, seq: int, heads: int, head_dim: int, threads: int) -> dict:
-    """{name: (shape, dtype)} of :func:`qattention`'s scratch."""
-    pk = -(-seq // COLS)  # key panels
-    s4 = -(-seq // 4)  # groups of 4 keys
-    return {
-        "kq": ((threads, pk, head_dim // 4, 4 * COLS), np.int8),
-        "kcorr": ((threads, pk * COLS), np.int32),
-        "ksw": ((threads, pk * COLS), np.float32),
-        "krow": ((threads, head_dim), np.int8),
-        "bias": ((threads, pk * COLS), np.float32),
-        "vq": ((threads, head_dim // COLS, s4, 4 * COLS), np.int8),
-        "vcorr": ((threads, head_dim), np.int32),
-        "vsw": ((threads, head_dim), np.float32),
-        "vinv": ((threads, head_dim), np.float32),
-        "qx": ((heads, batch * seq, head_dim * QX_BYTES), QX_DTYPE),
-        "sx": ((heads, batch * seq), np.float32),
-        "scores": ((threads, ROWS, pk * COLS), np.float32),
-        "px": ((threads, ROWS, 4 * s4 * QX_BYTES), QX_DTYPE),
-        "spx": ((threads, ROWS), np.float32),
-        "mask": ((pk * COLS,), np.int32),
-    }
+def scratch_shapes(seq: int, head_dim: int, threads: int) -> tuple[tuple, tuple]:
+    """Shapes of :func:`qattention`'s own scratch, (bytes, floats): a row of each per thread, which the
+    kernel carves (:func:`_carve`; :func:`mbengine.kernels.layout.qattention_scratch` is the same count
+    without Numba)."""
+    pk = -(-seq // COLS)
+    return (threads, pk * COLS * head_dim + head_dim + ROWS * head_dim * QX_BYTES), (threads, 3 * pk * COLS)
 
 
-def scratch(batch: int, seq: int, heads: int, head_dim: int, threads: int) -> dict:
-    """Zeroed scratch arrays (``mask``: every channel an inlier) for :func:`qattention`."""
-    out = {
-        k: np.zeros(shape, dtype) for k, (shape, dtype) in scratch_shapes(batch, seq, heads, head_dim, threads).items()
-    }
-    out["mask"][:] = INLIER
-    return out
+def scratch(seq: int, head_dim: int, threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed scratch for :func:`qattention` (the bytes in the quantized activations' storage type)."""
+    (b, f) = scratch_shapes(seq, head_dim, threads)
+    return np.zeros(b, QX_DTYPE), np.zeros(f, np.float32)
+
+
+@njit(cache=CACHE, inline="always")
+def _carve(bs, fs, S, D):
+    """One thread's scratch rows as (kq, krow, qq, kcorr, ksw, bias): packed keys, one key's values, the
+    block's quantized query rows; the keys' offset corrections, scales and the mask row."""
+    n = (S + COLS - 1) // COLS * COLS
+    b8 = bs.view(np.int8)
+    kq = b8[: n * D].reshape((n // COLS, D // 4, 4 * COLS))
+    krow = b8[n * D : n * D + D]
+    qq = bs[n * D + D : n * D + D + ROWS * D * QX_BYTES].reshape((ROWS, D * QX_BYTES))
+    return kq, krow, qq, fs[:n].view(np.int32), fs[n : 2 * n], fs[2 * n : 3 * n]
 
 
 @njit(cache=CACHE, parallel=True, fastmath=FASTMATH)
-def qattention(q, q_off, k, k_off, v, v_off, mask_add, starts, heads, head_dim, scale, out, out_off,
-               kq, kcorr, ksw, krow, bias, vq, vcorr, vsw, vinv, qx, sx, scores, px, spx, mask):  # fmt: skip
-    """The int8 attention (module doc); arguments as :func:`.attention.attention`'s, then the scratch of
-    :func:`scratch` in its order. Rows of q, k, v and out as there (``starts``: each sequence's first row)."""
+def qattention(q, q_off, k, k_off, v, v_off, mask_add, starts, heads, head_dim, scale, out, out_off, threads,
+               probs, want_probs, kp, scores, long_from, bscratch, fscratch):  # fmt: skip
+    """The scores in int8 for the sequences of at least ``long_from`` visible keys, the float32 kernel's
+    tasks for the others (module doc): arguments as :func:`.attention.attention`'s (``kp``, ``scores``: its
+    scratch), then ``long_from`` and the scratch of :func:`scratch`.
+
+    The (sequence, head) tasks are dealt to ``threads`` runs of near-equal cost, rows x (keys +
+    :data:`TASK_COST`), as the float32 kernel deals its tasks (a ragged batch's long rows cost more)."""
     B, S = mask_add.shape
-    D = head_dim
-    qbits = q.view(np.int32)
-    no_idx = np.zeros(0, np.int64)
-    no_w = np.zeros((0, COLS), np.float32)
-    no_res = np.zeros((1, 1), np.float32)
-    for bh in prange(B * heads):
-        b = bh // heads
-        h = bh - b * heads
+    PK = (S + COLS - 1) // COLS
+    kp_rows = kp.reshape((-1, COLS))
+    total = 0.0
+    for b in range(B):
+        total += heads * (starts[b + 1] - starts[b]) * (_visible_length(mask_add[b]) + TASK_COST)
+    runs = max(threads, 1)
+    for run in prange(runs):
+        lo = total * run / runs
+        hi = total * (run + 1) / runs
         t = numba.get_thread_id()
-        base = starts[b]
-        rows = starts[b + 1] - base
-        L = _visible_length(mask_add[b])
-        PK = (L + COLS - 1) // COLS
-        L4 = (L + 3) // 4
-        _pack_keys(k, k_off + h * D, base, L, D, scale, kq[t], kcorr[t], ksw[t], krow[t])
-        _pack_values(v, v_off + h * D, base, L, D, vq[t], vcorr[t], vsw[t], vinv[t])
-        for j in range(PK * COLS):  # the mask as the scores' bias (keys past L: never read)
-            bias[t, j] = mask_add[b, j] if j < L else 0.0
-        for i in range(base, base + rows):  # this head's query rows
-            _quantize_row(q, qbits, i, q_off + h * D, D, D, mask, qx[h], sx[h], True)
-        sc = scores[t]
-        scbits = sc.view(np.int32)
-        # the tiles' epilogues: the scores get the mask row as their bias; the context is stored as it is
-        with_mask = (no_res, 0, no_idx, no_w, 1, bias[t], 0, no_res, -1, 0, bias[t], bias[t])
-        plain = (no_res, 0, no_idx, no_w, 0, vsw[t], 0, no_res, -1, 0, vsw[t], vsw[t])
-        for i0 in range(0, rows, ROWS):
-            n = min(ROWS, rows - i0)
-            r0 = base + i0
-            for p in range(PK):  # scores of n rows against key panel p
-                if n == ROWS:
-                    qtile_rows_fin(qx[h], r0, kq[t, p], sc, 0, p * COLS, D // 4, sx[h], ksw[t], kcorr[t], p * COLS,
-                                   *with_mask)  # fmt: skip
-                else:
-                    for r in range(n):
-                        qtile_row_fin(qx[h], r0 + r, kq[t, p], sc, r, p * COLS, D // 4, sx[h], ksw[t], kcorr[t],
-                                      p * COLS, *with_mask)  # fmt: skip
-            for r in range(n):
-                softmax_exp_row(sc[r], L, _row_max(scbits[r], L))
-                _quantize_row(sc, scbits, r, 0, L, 4 * L4, mask, px[t], spx[t], True)
-            for p in range(D // COLS):  # context: n rows of P against V's panel p
-                oc = out_off + h * D + p * COLS
-                if n == ROWS:
-                    qtile_rows_fin(px[t], 0, vq[t, p], out, r0, oc, L4, spx[t], vsw[t], vcorr[t], p * COLS, *plain)
-                else:
-                    for r in range(n):
-                        qtile_row_fin(px[t], r, vq[t, p], out, r0 + r, oc, L4, spx[t], vsw[t], vcorr[t], p * COLS,
-                                      *plain)  # fmt: skip
+        done = 0.0
+        for b in range(B):
+            rows = starts[b + 1] - starts[b]
+            L = _visible_length(mask_add[b])
+            for h in range(heads):
+                cost = rows * (L + TASK_COST)
+                if lo <= done + 0.5 * cost < hi:
+                    if L >= long_from:
+                        _task(q, q_off, k, k_off, v, v_off, mask_add[b], starts[b], rows, L, b, h, head_dim, scale,
+                              out, out_off, probs, want_probs, bscratch[t], fscratch[t], scores[t], S)  # fmt: skip
+                    else:  # the float32 kernel's work for this (sequence, head)
+                        bh = b * heads + h
+                        _pack_float_keys(k, k_off, bh, heads, starts[b], L, head_dim, PK, kp)
+                        for i0 in range(0, rows, FROWS):
+                            _float_task(q, q_off, v, v_off, mask_add[b], starts[b], b, h, i0, min(FROWS, rows - i0),
+                                        L, heads, head_dim, S, PK, scale, out, out_off, probs, want_probs, kp,
+                                        kp_rows, scores[t])  # fmt: skip
+                done += cost
+
+
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _task(q, q_off, k, k_off, v, v_off, mrow, base, rows, L, b, h, D, scale, out, out_off, probs, want_probs,
+          bs, fs, sc, S):  # fmt: skip
+    """Sequence b (its rows from ``base``), head h, over its L visible keys, ROWS query rows at a time."""
+    kq, krow, qq, kcorr, ksw, bias = _carve(bs, fs, S, D)
+    PK = (L + COLS - 1) // COLS
+    _pack_keys(k, k_off + h * D, base, L, D, scale, kq, kcorr, ksw, krow)
+    for j in range(PK * COLS):  # the mask as the scores' bias (keys past L: never read)
+        bias[j] = mrow[j] if j < L else 0.0
+    qbits = q.view(np.int32)
+    scbits = sc.view(np.int32)
+    sq = np.empty(ROWS, np.float32)  # the block's query scales
+    inliers = np.zeros(0, np.int32)  # (_quantize_row's channel mask: not read for rows without outliers)
+    # the score tile's epilogue: the mask row as its bias
+    with_mask = (sc, 0, np.zeros(0, np.int64), np.zeros((0, COLS), np.float32), 1, bias, 0, sc, -1, 0, bias, bias)
+    qc = q_off + h * D
+    vb = v[base : base + L]
+    for i0 in range(0, rows, ROWS):
+        n = min(ROWS, rows - i0)
+        r0 = base + i0
+        qb, qbb = q[r0 : r0 + n], qbits[r0 : r0 + n]
+        for r in range(n):  # this block's query rows, quantized (row r of qq: query row r0 + r)
+            _quantize_row(qb, qbb, r, qc, D, D, inliers, qq, sq, True)
+        for p in range(PK):  # scores of n rows against key panel p
+            if n == ROWS:
+                qtile_rows_fin(qq, 0, kq[p], sc, 0, p * COLS, D // 4, sq, ksw, kcorr, p * COLS, *with_mask)
+            else:
+                for r in range(n):
+                    qtile_row_fin(qq, r, kq[p], sc, r, p * COLS, D // 4, sq, ksw, kcorr, p * COLS, *with_mask)
+        for r in range(n):
+            softmax_exp_row(sc[r], L, _row_max(scbits[r], L))
+            if want_probs:
+                for j in range(L):
+                    probs[b, h, i0 + r, j] = sc[r, j]
+                for j in range(L, S):
+                    probs[b, h, i0 + r, j] = 0.0
+        for p in range(D // COLS):  # context: the n probability rows against V's columns, in float32
+            tile_rows_upto(sc, 0, 0, vb, v_off + h * D + p * COLS, out, r0, out_off + h * D + p * COLS, L, n)
 
 
 @njit(cache=CACHE, inline="always")
@@ -134,15 +164,6 @@ def _row_max(bits, L):
         b = bits[j]
         top = max(top, np.int32(b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF))))
     return float_from_bits(top ^ ((top >> np.int32(31)) & np.int32(0x7FFFFFFF)))
-
-
-@njit(cache=CACHE, inline="always")
-def _visible_length(mask_row):
-    """1 + the index of the last key the mask leaves visible (all of them if none is)."""
-    for j in range(mask_row.shape[0] - 1, -1, -1):
-        if mask_row[j] == 0.0:
-            return j + 1
-    return mask_row.shape[0]
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
@@ -176,39 +197,3 @@ def _pack_keys(k, col, base, L, D, scale, kq, kcorr, ksw, row):
                 words[p, g, c] = 0
             ksw[j] = 0.0
         kcorr[j] = OFFSET * total
-
-
-@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
-def _pack_values(v, col, base, L, D, vq, vcorr, vsw, vinv):
-    """Values base .. base + L (columns col .. col + D) quantized per column, as the panels of a (D, L)
-    weight (``vq[p, g, 4c + t]`` = column p*COLS + c, key 4g + t; zero past L), their offset corrections
-    and scales. Row by row (V's rows are contiguous): the columns' maxima, then the values. ``vinv``:
-    (D,) float32 scratch."""
-    L4 = (L + 3) // 4
-    for d in range(D):
-        vsw[d] = 0.0
-        vcorr[d] = 0
-    for j in range(L):
-        x = v[base + j, col : col + D]
-        for d in range(D):
-            vsw[d] = max(vsw[d], abs(x[d]))
-    for d in range(D):
-        s = vsw[d] / np.float32(XMAX) if vsw[d] > 0 else np.float32(1.0)
-        vsw[d] = s
-        vinv[d] = np.float32(1.0) / s
-    for j in range(4 * L4):
-        g = j // 4
-        t = j - 4 * g
-        if j < L:
-            x = v[base + j, col : col + D]
-            for d in range(D):
-                qv = np.int32(min(max(np.rint(x[d] * vinv[d]), -XMAX), XMAX))
-                p = d // COLS
-                vq[p, g, 4 * (d - p * COLS) + t] = qv
-                vcorr[d] += qv
-        else:
-            for d in range(D):
-                p = d // COLS
-                vq[p, g, 4 * (d - p * COLS) + t] = 0
-    for d in range(D):
-        vcorr[d] *= OFFSET

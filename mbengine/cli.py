@@ -424,7 +424,7 @@ def _quantize_weights(weights, args, step):
         raise ValueError(f"--calibration needs a tokenizer (tokenizer.json or vocab.txt) in {args.src}")
     description, batches = quantize.calibration_batches(weights.config, texts, tokenizer)
     step(f"calibrating on {description}; quantizing")
-    weights, report = quantize.quantize(weights, batches, calibration=description)
+    weights, report = quantize.quantize(weights, batches, calibration=description, attention=args.attention)
     summary = report.summary()
     step(
         f"{summary['int8_linears']} linears int8, {len(summary['float32_linears'])} kept float32, "
@@ -462,10 +462,17 @@ def _info(args) -> int:
         )
         q = meta.get("quantization")
         if isinstance(q, dict):
+            from .kernels.layout import INT8_ATTENTION_FROM
+
+            attention = (
+                "attention float32"
+                if q.get("attention") == "float32"
+                else f"attention scores int8 from {INT8_ATTENTION_FROM} tokens"
+            )
             print(
                 f"quantization {q.get('int8_linears')} linears int8, float32: "
                 f"{', '.join(q.get('float32_linears') or []) or 'none'}; {q.get('outlier_channels')} outlier "
-                f"channels; calibrated on {q.get('calibration')} ({q.get('calibration_tokens')} tokens)"
+                f"channels; calibrated on {q.get('calibration')} ({q.get('calibration_tokens')} tokens); {attention}"
             )
     else:
         print(f"format       Hugging Face ({', '.join(c.extra.get('architectures') or ['no architectures'])})")
@@ -757,6 +764,12 @@ def _calibration_args(p) -> None:
         "token ids when SRC has no tokenizer)",
     )
     p.add_argument("--report", metavar="FILE", help="int8: write the per-linear quantization table (markdown)")
+    p.add_argument(
+        "--attention",
+        choices=("int8", "float32"),
+        default="int8",
+        help="int8: attention's two products in int8 (default; faster at long sequences) or in float32",
+    )
 
 
 def _revision_arg(p) -> None:

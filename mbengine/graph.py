@@ -122,7 +122,8 @@ class AddNorm:
 
 @dataclass
 class Attention:
-    """Fused multi-head self-attention; ``layer`` indexes the probability output."""
+    """Fused multi-head self-attention; ``layer`` indexes the probability output. ``int8``: both products
+    in integers (kernels.qattention), in an int8 model whose quantization did not keep attention in float32."""
 
     name: str
     q: Ref
@@ -132,6 +133,7 @@ class Attention:
     heads: int
     head_dim: int
     layer: int
+    int8: bool = False
 
 
 @dataclass
@@ -511,8 +513,17 @@ def build_graph(
     problems += [f"unexpected linear weight {n!r}" for n in sorted(set(weights.linears) - used)]
     if problems:
         raise CheckpointError(f"{source} does not match its config", problems)
+    if int8_attention(weights):
+        ops = [dataclasses.replace(op, int8=True) if isinstance(op, Attention) else op for op in ops]
     graph = dataclasses.replace(wiring.graph, ops=ops)
     return fuse_feed_forward(graph) if fuse_ffn else graph
+
+
+def int8_attention(weights: PackedWeights) -> bool:
+    """Whether attention runs in int8: in int8 models, unless their quantization kept it in float32
+    (``attention: "float32"`` in its summary; checkpoints quantized before the choice existed say nothing
+    and take int8)."""
+    return weights.dtype == "int8" and (weights.quantization or {}).get("attention", "int8") == "int8"
 
 
 def linear_shapes(

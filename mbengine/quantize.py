@@ -44,6 +44,7 @@ from .weights import WORD_EMBEDDINGS, Int8Linear, PackedWeights
 OUTLIER_RATIO = 16.0
 MAX_OUTLIER_FRACTION = 1 / 16
 MAX_ERROR = 0.05
+ATTENTION = ("int8", "float32")  # how an int8 model runs attention (quantize's ``attention``)
 
 
 @dataclass
@@ -193,15 +194,22 @@ def quantize(
     outlier_ratio: float = OUTLIER_RATIO,
     max_outlier_fraction: float = MAX_OUTLIER_FRACTION,
     max_error: float = MAX_ERROR,
+    attention: str = "int8",
 ) -> tuple[PackedWeights, Report]:
     """The int8 form of float32 ``weights`` (any head), and what was decided and measured.
 
     ``batches``: [(input_ids, attention_mask, token_type_ids)] run in float32 to
     collect each linear's input statistics (:func:`calibration_batches`).
+    ``attention``: ``"int8"``, both of attention's products in integers at run time
+    (kernels.qattention: queries, keys and probabilities quantized per row, values per
+    column, nothing to calibrate), or ``"float32"``, attention as the float32 model runs it
+    (slower at long sequences). Recorded in the summary, which the model reads.
     ``weights`` are not changed.
     """
     if weights.dtype != "float32":
         raise ValueError(f"the weights are already {weights.dtype}")
+    if attention not in ATTENTION:
+        raise ValueError(f"attention must be one of {ATTENTION}, got {attention!r}")
     runner = Runner(build_graph(weights))
     ops = list(linear_ops(runner.graph))
     dense = {op.name: op.weight.dense() for op in ops}
@@ -242,7 +250,12 @@ def quantize(
     report = Report(
         calibration,
         tokens,
-        settings={"outlier_ratio": outlier_ratio, "max_outlier_fraction": max_outlier_fraction, "max_error": max_error},
+        settings={
+            "outlier_ratio": outlier_ratio,
+            "max_outlier_fraction": max_outlier_fraction,
+            "max_error": max_error,
+            "attention": attention,
+        },
     )
     linears = dict(weights.linears)
     for op in ops:

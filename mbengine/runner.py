@@ -122,6 +122,9 @@ def arena_bytes(graph: Graph, batch: int, seq: int, want_probs: bool, rows: int 
     total += T * (_int8_width(graph) + 4)
     scratch = k_layout.attention_scratch(layout, batch, seq, graph.heads, graph.head_dim, _max_threads())
     total += 4 * sum(int(np.prod(s)) for s in scratch)
+    if _int8_attention(graph):
+        qb, qf = k_layout.qattention_scratch(layout, seq, graph.head_dim, _max_threads())
+        total += int(np.prod(qb)) * np.dtype(layout.qx_dtype).itemsize + 4 * int(np.prod(qf))
     if want_probs:
         total += 4 * graph.num_layers * batch * graph.heads * seq * seq
     return total
@@ -139,11 +142,21 @@ def available_memory() -> int | None:
     return None
 
 
+def _int8_attention(graph: Graph) -> bool:
+    """Whether the graph's attention runs on kernels.qattention (its int8 tiles take whole panels of heads)."""
+    int8 = any(isinstance(op, Attention) and op.int8 for op in graph.ops)
+    return int8 and graph.head_dim % backend.layout().cols == 0
+
+
 def _shapes(graph: Graph, batch: int, seq: int, rows: int | None, want_probs: bool) -> dict:
     """{dtype: {name: shape}}: every array an arena of this shape holds, by the dtype of its block."""
     layout = backend.layout()
     T = batch * seq if rows is None else rows
     kp, sc = k_layout.attention_scratch(layout, batch, seq, graph.heads, graph.head_dim, _max_threads())
+    # int8 attention (kernels.qattention): a row of bytes and one of floats per thread, carved by the kernel
+    qb, qf = k_layout.qattention_scratch(layout, seq, graph.head_dim, _max_threads())
+    if not _int8_attention(graph):
+        qb, qf = (1, 1), (1, 1)
     floats = {name: (T if b.rows == "tokens" else batch, b.width) for name, b in graph.buffers.items()}
     floats.update(
         {
@@ -154,6 +167,7 @@ def _shapes(graph: Graph, batch: int, seq: int, rows: int | None, want_probs: bo
             # fused feed-forward pairs: one block of intermediate rows per thread
             "ffn_scratch": (_max_threads(), layout.rows, _ffn_width(graph)),
             "qscale": (T,),  # int8 linears: the scale of each quantized row
+            "qatt_floats": qf,
         }
     )
     if want_probs:  # one array per layer, so each layer's starts where it starts at every shape
@@ -163,7 +177,7 @@ def _shapes(graph: Graph, batch: int, seq: int, rows: int | None, want_probs: bo
     return {
         np.dtype(np.float32): floats,
         # int8 linears: each row of activations, quantized (one byte per input)
-        np.dtype(layout.qx_dtype): {"qx": (T, max(_int8_width(graph), 4 * layout.qx_bytes))},
+        np.dtype(layout.qx_dtype): {"qx": (T, max(_int8_width(graph), 4 * layout.qx_bytes)), "qatt_bytes": qb},
         np.dtype(np.int64): ints,
     }
 
@@ -247,6 +261,7 @@ class Arena:
         self.mask_add, self.kp, self.scores, self.ffn_scratch, self.qscale, self.qx = (
             own[k] for k in ("mask_add", "kp", "scores", "ffn_scratch", "qscale", "qx")
         )
+        self.qatt_bytes, self.qatt_floats = own["qatt_bytes"], own["qatt_floats"]
         self.probs = [own[f"probs{i}"] for i in range(graph.num_layers)] if want_probs else None
         self.input_ids, self.attention_mask, self.token_type_ids, self.position_ids = (
             own[k] for k in ("ids", "mask", "types", "positions")
@@ -370,6 +385,30 @@ class Arena:
             want = self.probs is not None
             probs = self.probs[op.layer] if want else _NO_PROBS
             scale = np.float32(op.head_dim**-0.5)
+            if op.int8 and op.head_dim % backend.layout().cols == 0:
+                return "qattention.qattention", (
+                    B[op.q.buf],
+                    op.q.off,
+                    B[op.k.buf],
+                    op.k.off,
+                    B[op.v.buf],
+                    op.v.off,
+                    self.mask_add,
+                    self.starts,
+                    op.heads,
+                    op.head_dim,
+                    scale,
+                    B[op.out.buf],
+                    op.out.off,
+                    self.threads,
+                    probs,
+                    int(want),
+                    self.kp,
+                    self.scores,
+                    k_layout.INT8_ATTENTION_FROM,
+                    self.qatt_bytes,
+                    self.qatt_floats,
+                )
             return "attention.attention", (
                 B[op.q.buf],
                 op.q.off,

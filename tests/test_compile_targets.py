@@ -1,4 +1,5 @@
-"""Every int8 micro-kernel variant through the whole of tests/test_qlinear.py, and the float32
+"""Every int8 micro-kernel variant through the whole of tests/test_qlinear.py and
+tests/test_qattention.py (which runs on the same tiles), and the float32
 kernels at every x86 vector width through tests/test_kernels.py.
 
 This machine's own variant runs there in-process. The others need another
@@ -52,7 +53,7 @@ def missing_features(env) -> list[str]:
     return [f for f in NEEDS.get(env.get("NUMBA_CPU_NAME"), ()) if not host.get(f, False)]
 
 
-def run_tests(tmp_path, env, variant, lanes, test_file):
+def run_tests(tmp_path, env, variant, lanes, *test_files):
     missing = missing_features(env)
     if missing:
         pytest.skip(f"this CPU ({TARGET.describe()}) cannot run {env['NUMBA_CPU_NAME']} code: no {', '.join(missing)}")
@@ -69,21 +70,30 @@ def run_tests(tmp_path, env, variant, lanes, test_file):
     )  # (not the source tree: its mbengine/ has no kernels/)
     assert proc.returncode == 0, proc.stderr[-3000:]
     proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", os.path.join(HERE, test_file)],
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-x",
+            "-p",
+            "no:cacheprovider",
+            *(os.path.join(HERE, f) for f in test_files),
+        ],
         env=full,
         capture_output=True,
         text=True,
         timeout=1800,
         cwd=tmp_path,
     )
-    assert proc.returncode == 0, f"{env}: {test_file} failed\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, f"{env}: {test_files} failed\n{proc.stdout[-6000:]}\n{proc.stderr[-3000:]}"
     assert " passed" in proc.stdout and " failed" not in proc.stdout
 
 
 @pytest.mark.skipif(not X86, reason="compiles for other x86 CPUs")
 @pytest.mark.parametrize("env, variant, lanes", CASES, ids=[f"{v}-{n}" for _, v, n in CASES])
 def test_variant_passes_test_qlinear(tmp_path, env, variant, lanes):
-    run_tests(tmp_path, env, variant, lanes, "test_qlinear.py")
+    run_tests(tmp_path, env, variant, lanes, "test_qlinear.py", "test_qattention.py")
 
 
 FLOAT_CASES = [({"NUMBA_CPU_NAME": "haswell"}, "maddubs", 8), ({"NUMBA_CPU_NAME": "x86-64-v2"}, "maddubs", 4)]

@@ -587,3 +587,72 @@ def test_amx_tiles_give_the_register_tiles_outputs_bit_for_bit(tmp_path_factory,
     assert proc.returncode == 0, proc.stderr[-3000:]
     ours = mbengine.MobileBertModel.from_pretrained(path)(ids, attention_mask=mask).last_hidden_state
     np.testing.assert_array_equal(ours, np.load(tmp_path / "vnni.npy"))
+
+
+# --------------------------------------------------------------- int8 attention
+LONG_CONFIG = MobileBertConfig(
+    vocab_size=90,
+    hidden_size=64,
+    embedding_size=32,
+    intra_bottleneck_size=64,  # 2 heads of 32: a whole int8 panel on every CPU (kernels.qattention)
+    num_hidden_layers=2,
+    num_attention_heads=2,
+    intermediate_size=64,
+)
+
+
+def test_long_sequences_run_their_scores_in_int8(tmp_path_factory):
+    """An int8 model runs attention's scores in int8 for sequences of INT8_ATTENTION_FROM visible tokens or
+    more and the float32 kernel for the others: quantized with ``attention="float32"`` (same weights), the
+    short rows are the same bits, the long ones differ by int8's error only. Through an engine checkpoint
+    the choice is kept; output_attentions works on both paths."""
+    from mbengine.kernels.layout import INT8_ATTENTION_FROM
+
+    path = checkpoint(tmp_path_factory, "MobileBertModel", LONG_CONFIG, seed=5)
+    float_model = mbengine.MobileBertModel.from_pretrained(path)
+    int8, _ = quantized(float_model)
+    int8_float_attention, _ = quantized(float_model, attention="float32")
+    assert int8.quantization["attention"] == "int8" and int8_float_attention.quantization["attention"] == "float32"
+    lengths = [INT8_ATTENTION_FROM + 40, 60, INT8_ATTENTION_FROM, INT8_ATTENTION_FROM - 1]
+    S = max(lengths)
+    rng = np.random.default_rng(5)
+    ids = rng.integers(1, LONG_CONFIG.vocab_size, (len(lengths), S))
+    mask = (np.arange(S)[None, :] < np.array(lengths)[:, None]).astype(np.int64)
+    ids[mask == 0] = 0
+    got = int8(ids, attention_mask=mask, output_attentions=True)
+    alt = int8_float_attention(ids, attention_mask=mask, output_attentions=True)
+    want = float_model(ids, attention_mask=mask).last_hidden_state
+    for b, L in enumerate(lengths):
+        ours, theirs = got.last_hidden_state[b, :L], alt.last_hidden_state[b, :L]
+        if L < INT8_ATTENTION_FROM:
+            np.testing.assert_array_equal(ours, theirs, err_msg=f"row {b} ({L} tokens)")
+            for a, c in zip(got.attentions, alt.attentions):
+                np.testing.assert_array_equal(a[b], c[b])
+        else:
+            assert not np.array_equal(ours, theirs), f"row {b} ({L} tokens) did not run in int8"
+            assert rel_err(ours, theirs) < 0.05, f"row {b}: int8 scores moved the output by {rel_err(ours, theirs)}"
+            for a in got.attentions:
+                np.testing.assert_allclose(a[b, :, :L, :L].sum(axis=-1), 1.0, rtol=1e-5)
+                assert (a[b, :, :L, L:] == 0).all()
+            # the first layer's scores are the only difference there (later layers' inputs differ too)
+            first = np.abs(got.attentions[0][b, :, :L] - alt.attentions[0][b, :, :L]).max()
+            assert 0 < first < 0.05, f"row {b}: first layer's probabilities {first} apart"
+        assert rel_err(ours, want[b, :L]) < 0.1, f"row {b}: {rel_err(ours, want[b, :L])} from float32"
+    # without attention probabilities (ragged execution): the same outputs at the real positions, to float32's
+    # rounding (the float32 path's rows differ by an ulp between padded and ragged batches too)
+    plain = int8(ids, attention_mask=mask).last_hidden_state
+    for b, L in enumerate(lengths):
+        assert rel_err(plain[b, :L], got.last_hidden_state[b, :L]) < 1e-5, f"row {b}"
+    # the choice is kept by an engine checkpoint
+    for model in (int8, int8_float_attention):
+        saved = Path(engine.write(model.weights, tmp_path_factory.mktemp("e") / "q"))
+        again = mbengine.MobileBertModel.from_pretrained(saved)
+        assert again.quantization["attention"] == model.quantization["attention"]
+        before = model(ids, attention_mask=mask).last_hidden_state
+        np.testing.assert_array_equal(again(ids, attention_mask=mask).last_hidden_state, before)
+
+
+def test_quantize_refuses_an_unknown_attention_choice(tmp_path_factory):
+    model = mbengine.MobileBertModel.from_pretrained(checkpoint(tmp_path_factory, "MobileBertModel"))
+    with pytest.raises(ValueError, match="attention must be one of"):
+        quantized(model, attention="int4")
