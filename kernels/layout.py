@@ -23,10 +23,22 @@ import numpy as np
 
 INLIER = 0x7FFFFFFF  # qlinear's channel mask value of an inlier channel (0: an outlier, applied in float32)
 QMAX = 127  # int8 weights: symmetric in [-127, 127] on every CPU
-# An int8 model's attention runs in int8 for sequences of at least this many visible tokens, in float32 below
-# (kernels.qattention; its time over the float32 kernel's, one layer, Zen 4, 1 / 2 threads: 1.43 / 1.61 at 64
-# tokens, 1.06 / 1.25 at 128, 0.84 / 0.85 at 192, 0.76 / 0.75 at 256, 0.82 / 0.71 at 384)
+# An int8 model runs attention's scores in int8 (kernels.qattention) for sequences of at least this many visible
+# tokens, on the int8 variants where that was measured faster than the float32 kernel (python -m bench
+# qattention, one layer; its time over the float32 kernel's, 1 / 2 threads). vnni, Zen 4: 0.92 / 1.01 at 128
+# tokens, 0.85 / 0.85 at 256, 0.83 / 0.81 at 384 (amx runs the same register tiles here). maddubs (compiled for
+# haswell on that Zen 4): 1.16 / 1.12 at 128, 1.13 / 1.03 at 256, 1.08 / 0.95 at 384, so not there; sdot, smull
+# and generic are unmeasured and keep float32.
 INT8_ATTENTION_FROM = 160
+INT8_ATTENTION_VARIANTS = ("vnni", "amx")
+
+
+def int8_scores(layout: Layout, head_dim: int) -> bool:
+    """Whether an int8 model's attention runs its long sequences' scores in int8 on this geometry (the int8
+    tiles take whole panels of a head)."""
+    return layout.variant in INT8_ATTENTION_VARIANTS and head_dim % layout.cols == 0
+
+
 SIGN_PATTERN = np.uint64(0x1111111111111111)  # a 4-bit sign pattern in every 4 bits of a 64-bit lane mask
 
 

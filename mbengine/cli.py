@@ -462,12 +462,12 @@ def _info(args) -> int:
         )
         q = meta.get("quantization")
         if isinstance(q, dict):
-            from .kernels.layout import INT8_ATTENTION_FROM
+            from .kernels.layout import INT8_ATTENTION_FROM, INT8_ATTENTION_VARIANTS
 
             attention = (
                 "attention float32"
                 if q.get("attention") == "float32"
-                else f"attention scores int8 from {INT8_ATTENTION_FROM} tokens"
+                else f"attention scores int8 from {INT8_ATTENTION_FROM} tokens on {'/'.join(INT8_ATTENTION_VARIANTS)}"
             )
             print(
                 f"quantization {q.get('int8_linears')} linears int8, float32: "
@@ -768,7 +768,8 @@ def _calibration_args(p) -> None:
         "--attention",
         choices=("int8", "float32"),
         default="int8",
-        help="int8: attention's two products in int8 (default; faster at long sequences) or in float32",
+        help="int8: attention's scores in int8 for long sequences on CPUs where that is faster (default) or "
+        "attention in float32 everywhere",
     )
 
 

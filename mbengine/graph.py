@@ -122,8 +122,9 @@ class AddNorm:
 
 @dataclass
 class Attention:
-    """Fused multi-head self-attention; ``layer`` indexes the probability output. ``int8``: both products
-    in integers (kernels.qattention), in an int8 model whose quantization did not keep attention in float32."""
+    """Fused multi-head self-attention; ``layer`` indexes the probability output. ``int8``: the scores in
+    integers for long sequences where the CPU's int8 kernel makes that pay (kernels.qattention,
+    kernels.layout.int8_scores), in an int8 model whose quantization did not keep attention in float32."""
 
     name: str
     q: Ref
@@ -520,9 +521,9 @@ def build_graph(
 
 
 def int8_attention(weights: PackedWeights) -> bool:
-    """Whether attention runs in int8: in int8 models, unless their quantization kept it in float32
-    (``attention: "float32"`` in its summary; checkpoints quantized before the choice existed say nothing
-    and take int8)."""
+    """Whether attention may run its scores in int8 (graph.Attention.int8): in int8 models, unless their
+    quantization kept it in float32 (``attention: "float32"`` in its summary; checkpoints quantized before
+    the choice existed say nothing and take int8)."""
     return weights.dtype == "int8" and (weights.quantization or {}).get("attention", "int8") == "int8"
 
 

@@ -200,10 +200,11 @@ def quantize(
 
     ``batches``: [(input_ids, attention_mask, token_type_ids)] run in float32 to
     collect each linear's input statistics (:func:`calibration_batches`).
-    ``attention``: ``"int8"``, both of attention's products in integers at run time
-    (kernels.qattention: queries, keys and probabilities quantized per row, values per
-    column, nothing to calibrate), or ``"float32"``, attention as the float32 model runs it
-    (slower at long sequences). Recorded in the summary, which the model reads.
+    ``attention``: ``"int8"``, attention's scores in integers at run time where that is
+    faster (kernels.qattention: queries and keys quantized per row, nothing to calibrate;
+    sequences of kernels.layout.INT8_ATTENTION_FROM tokens or more, on the int8 variants of
+    INT8_ATTENTION_VARIANTS), or ``"float32"``, attention as the float32 model runs it
+    everywhere. Recorded in the summary, which the model reads.
     ``weights`` are not changed.
     """
     if weights.dtype != "float32":

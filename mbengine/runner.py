@@ -143,9 +143,9 @@ def available_memory() -> int | None:
 
 
 def _int8_attention(graph: Graph) -> bool:
-    """Whether the graph's attention runs on kernels.qattention (its int8 tiles take whole panels of heads)."""
+    """Whether the graph's attention runs on kernels.qattention (kernels.layout.int8_scores)."""
     int8 = any(isinstance(op, Attention) and op.int8 for op in graph.ops)
-    return int8 and graph.head_dim % backend.layout().cols == 0
+    return int8 and k_layout.int8_scores(backend.layout(), graph.head_dim)
 
 
 def _shapes(graph: Graph, batch: int, seq: int, rows: int | None, want_probs: bool) -> dict:
@@ -385,7 +385,7 @@ class Arena:
             want = self.probs is not None
             probs = self.probs[op.layer] if want else _NO_PROBS
             scale = np.float32(op.head_dim**-0.5)
-            if op.int8 and op.head_dim % backend.layout().cols == 0:
+            if op.int8 and k_layout.int8_scores(backend.layout(), op.head_dim):
                 return "qattention.qattention", (
                     B[op.q.buf],
                     op.q.off,
