@@ -1,6 +1,6 @@
 """The int8 attention kernel against the float32 one, one layer's worth, and its effect on real weights.
 
-    python -m bench qattention [--seq 128 384] [--threads 1 2] [--repeats 200] [--texts 24]
+    python -m bench qattention [--seq 128 256 384] [--threads 1 2] [--repeats 200] [--texts 24]
 
 kernels/qattention.py (both products on the int8 linear's tiles, the softmax in float32; an int8
 model's attention for sequences of kernels.layout.INT8_ATTENTION_FROM tokens or more), its int8
@@ -8,7 +8,8 @@ path forced, and kernels/attention.py run on the same random q, k, v of one sequ
 MobileBERT's 4 heads of 32, timed alternately (one call of each in turn), medians. Each one's
 error is against float64 attention: the largest difference over the largest |output|.
 
-Then the real-weight check (``--texts``; 0 skips it): the real all-MiniLM-L6-v2 (12 heads of 32)
+Then the whole int8 model with its attention both ways (``--model-rounds``; 0 skips it), and the
+real-weight check (``--texts``; 0 skips it): the real all-MiniLM-L6-v2 (12 heads of 32)
 quantized twice, attention in float32 and in int8, each against the float32 model on long real
 texts. Results: bench/results/qattention.json and qattention.md.
 """
@@ -125,8 +126,69 @@ def run(args) -> dict:
                     }
                 )
                 print(rows[-1], flush=True)
+    model = whole_model(args) if args.model_rounds else []
     real = real_weights(args) if args.texts else []
-    return {"environment": env, "command": common.command_line(), "date": common.now(), "rows": rows, "real": real}
+    return {
+        "environment": env,
+        "command": common.command_line(),
+        "date": common.now(),
+        "rows": rows,
+        "model": model,
+        "real": real,
+    }
+
+
+def whole_model(args) -> list[dict]:
+    """The full-size model (mbengine.cli.random_checkpoint's seeded weights), quantized to int8 once and run with
+    its attention both ways (the same int8 weights, the quantization summary saying int8 or float32), one
+    sequence of each ``--seq`` length, the two called alternately: medians of the whole call and of the
+    attention ops alone (the runner's per-op timer)."""
+    import os
+    import tempfile
+
+    import numba
+
+    import mbengine
+    from bench.builders import quantize_engine
+    from mbengine.cli import random_checkpoint
+
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        quantize_engine(random_checkpoint(os.path.join(tmp, "mobilebert")), os.path.join(tmp, "int8"))
+        for threads in args.threads:
+            numba.set_num_threads(threads)
+            int8 = mbengine.MobileBertModel.from_pretrained(os.path.join(tmp, "int8"), threads=threads)
+            w = int8.weights
+            models = {
+                "float32": int8.with_weights(w.replace(quantization={**w.quantization, "attention": "float32"})),
+                "int8 scores": int8,
+            }
+            for seq in args.seq:
+                ids = np.random.default_rng(seq).integers(1000, 30000, (1, seq))
+                for m in models.values():
+                    for _ in range(3):
+                        m(ids)
+                walls = {name: [] for name in models}
+                attention = {name: [] for name in models}
+                for _ in range(args.model_rounds):
+                    for name, m in models.items():
+                        ops = {}
+                        t = time.perf_counter()
+                        m(ids, profile=ops)
+                        walls[name].append(time.perf_counter() - t)
+                        attention[name].append(sum(s for op, s in ops.items() if op.endswith(".attention")))
+                for name in models:
+                    out.append(
+                        {
+                            "threads": threads,
+                            "seq": seq,
+                            "int8 model's attention": name,
+                            "model median ms": round(float(np.median(walls[name])) * 1e3, 2),
+                            "attention ops median ms": round(float(np.median(attention[name])) * 1e3, 2),
+                        }
+                    )
+                    print(out[-1], flush=True)
+    return out
 
 
 def real_weights(args) -> list[dict]:
@@ -182,9 +244,10 @@ def sample_calibration(paragraphs: list[str]) -> list[str]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seq", type=int, nargs="+", default=[128, 384])
+    parser.add_argument("--seq", type=int, nargs="+", default=[128, 256, 384])
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--model-rounds", type=int, default=20, help="rounds of the whole-model A/B (0: none)")
     parser.add_argument("--texts", type=int, default=24, help="long real texts for the real-weight check (0: none)")
     parser.add_argument("--min-tokens", type=int, default=300)
     parser.add_argument("--max-length", type=int, default=384)
@@ -194,6 +257,12 @@ def main(argv=None):
     data = run(args)
     rows = data["rows"]
     table = common.markdown_table(list(rows[0]), [list(r.values()) for r in rows])
+    if data["model"]:
+        table += (
+            "\n\nThe whole int8 model (full size, seeded random weights, one sequence), its attention in float32 "
+            "and with int8 scores, the same weights, called alternately:\n\n"
+        )
+        table += common.markdown_table(list(data["model"][0]), [list(r.values()) for r in data["model"]])
     if data["real"]:
         summary = []
         for attention in ("float32", "int8"):
