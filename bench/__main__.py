@@ -21,7 +21,7 @@ BENCHMARKS = {
     "kernels": ("bench.bench_kernels", "the kernels against NumPy/BLAS at the model's shapes, and the int8 linear"),
     "int8": ("bench.bench_int8", "int8 against float32: accuracy, size, memory; speed per compile target"),
     "profile": ("bench.bench_profile", "where the time goes: per-op profile against the GEMM peak"),
-    "qattention": ("bench.bench_qattention", "the int8 attention prototype against the float32 attention kernel"),
+    "qattention": ("bench.bench_qattention", "int8 attention scores against float32: kernel, model, real weights"),
     "startup": ("bench.bench_startup", "import time, cold compile, warm first call, peak RSS"),
     "memory": ("bench.bench_memory", "where the resident memory goes, installed size, which Raspberry Pi fits"),
     "native": ("bench.bench_native", "the native kernel library against the Numba kernels: outputs and speed"),
