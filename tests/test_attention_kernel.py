@@ -35,7 +35,7 @@ def context_ref(q, k, v, scale):
     return (p @ split(v)).transpose(1, 0, 2).reshape(L, A), p
 
 
-def run(lengths, ragged, want_probs, seed=0, threads=2):
+def run(lengths, ragged, want_probs, seed=0, threads=2, spread=2.0):
     """The kernel on a fused QKV buffer (as the graph packs it) -> (qkv, out, probs, starts, S)."""
     rng = np.random.default_rng(seed)
     B, S = len(lengths), max(lengths)
@@ -43,7 +43,7 @@ def run(lengths, ragged, want_probs, seed=0, threads=2):
     starts = np.concatenate([[0], np.cumsum(lengths)]) if ragged else np.arange(B + 1) * S
     T = int(starts[-1])
     qkv = framed(T, 2 + 3 * A, 1, 3 * A, rng)
-    qkv[:, 1 : 1 + 2 * A] *= 2.0  # peaked probabilities, not all near 1/L
+    qkv[:, 1 : 1 + 2 * A] *= spread  # peaked probabilities, not all near 1/L
     mask_add = np.where(np.arange(S)[None, :] < lengths[:, None], 0.0, MASK_MIN).astype(np.float32)
     out = framed(T, A + 3, 2, A)
     probs = np.full((B, HEADS, S, S), SENTINEL, np.float32) if want_probs else np.zeros((1, 1, 1, 1), np.float32)
@@ -136,3 +136,21 @@ def test_score_rows(n):
     ref = np.concatenate([ref, np.repeat(ref[-1:], ROWS - n, axis=0)])
     assert_close32(out, ref)
     np.testing.assert_array_equal(np.array(maxima, np.float32), out.max(axis=1))
+
+
+def test_no_probability_is_a_denormal():
+    """Scores ~25 wide (a sharp softmax, as trained models have): every probability of a visible key
+    is a normal float32 (the exp is held at exp(EXP_FLOOR)), since denormal operands made the normalisation and
+    the context several times slower; and the outputs still match float64."""
+    from mbengine.kernels.simd import EXP_FLOOR
+
+    lengths = [3 * COLS + 5, 2 * COLS]
+    qkv, out, probs, starts, _ = run(lengths, ragged=False, want_probs=True, spread=5.0)
+    for b, L in enumerate(lengths):
+        visible = probs[b, :, :L, :L]
+        assert (visible >= np.finfo(np.float32).tiny).all(), "a probability below float32's smallest normal"
+        assert visible.min() <= np.exp(EXP_FLOOR), "no score reached the floor: the test does not test it"
+        rows = slice(starts[b], starts[b] + L)
+        q, k, v = (qkv[rows, 1 + i * A : 1 + (i + 1) * A].astype(np.float64) for i in range(3))
+        ctx, _ = context_ref(q, k, v, D**-0.5)
+        assert_close32(out[rows, 2 : 2 + A], ctx)
