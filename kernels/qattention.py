@@ -20,9 +20,11 @@ its mass. With the scores alone in int8 that error stays the int8 linears' (``py
 qattention``, bench/results/qattention.md).
 
 It pays only over long sequences (a (sequence, head) packs its keys once and its query rows are
-quantized per block): an int8 model runs the sequences of at least ``long_from`` visible tokens
-here (:data:`.layout.INT8_ATTENTION_FROM`) and the others on the float32 kernel's own tasks, so
-their outputs are that kernel's bit for bit. Keys after the last visible one are skipped, as
+quantized per block), and only on the int8 variants with a byte dot product measured here
+(:func:`.layout.int8_scores`: vnni, amx; on maddubs it was slower). There an int8 model runs the
+sequences of at least ``long_from`` visible tokens here (:data:`.layout.INT8_ATTENTION_FROM`) and
+the others on the float32 kernel's own tasks, so their outputs are that kernel's bit for bit;
+elsewhere it binds the float32 kernel itself. Keys after the last visible one are skipped, as
 there. Work: one task per (sequence, head), dealt to ``threads`` runs of near-equal cost; per
 thread, the float32 kernel's score block and a row of :func:`scratch` each, picked by
 ``numba.get_thread_id``. Head widths must be a multiple of :data:`.qsimd.COLS` (twice the float32
