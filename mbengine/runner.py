@@ -70,13 +70,13 @@ def next_weights(graph: Graph) -> dict:
     return {id(a): _bytes(b.weight.panels) for a, b in zip(linears, linears[1:])}
 
 
-_WIDTHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Graph -> (int8 inputs, FFN width)
+_WIDTHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # Graph -> (int8 inputs, FFN width, int8 attention)
 
 
-def _widths(graph: Graph) -> tuple[int, int]:
-    """(the most padded inputs of an int8 linear (0 without any), the widest FFN intermediate (>= 1)):
-    fixed for a graph, so found once (every call checks its memory need with them, and a walk over
-    the ~300 ops cost ~0.4 ms of Python per call)."""
+def _widths(graph: Graph) -> tuple[int, int, bool]:
+    """(the most padded inputs of an int8 linear (0 without any), the widest FFN intermediate (>= 1), whether
+    its attention may run int8 scores (graph.Attention.int8)): fixed for a graph, so found once (every call
+    checks its memory need with them, and a walk over the ~300 ops cost ~0.4 ms of Python per call)."""
     found = _WIDTHS.get(graph)
     if found is None:
         inputs = [
@@ -89,7 +89,8 @@ def _widths(graph: Graph) -> tuple[int, int]:
             for op in graph.ops
             if isinstance(op, FeedForward)
         ]
-        found = _WIDTHS[graph] = (max(inputs, default=0), max(ffn, default=1))
+        int8_attention = any(isinstance(op, Attention) and op.int8 for op in graph.ops)
+        found = _WIDTHS[graph] = (max(inputs, default=0), max(ffn, default=1), int8_attention)
     return found
 
 
@@ -143,9 +144,9 @@ def available_memory() -> int | None:
 
 
 def _int8_attention(graph: Graph) -> bool:
-    """Whether the graph's attention runs on kernels.qattention (kernels.layout.int8_scores)."""
-    int8 = any(isinstance(op, Attention) and op.int8 for op in graph.ops)
-    return int8 and k_layout.int8_scores(backend.layout(), graph.head_dim)
+    """Whether the graph's attention runs on kernels.qattention (kernels.layout.int8_scores; every attention op
+    of a graph has the same flag and head width)."""
+    return _widths(graph)[2] and k_layout.int8_scores(backend.layout(), graph.head_dim)
 
 
 def _shapes(graph: Graph, batch: int, seq: int, rows: int | None, want_probs: bool) -> dict:
@@ -385,31 +386,7 @@ class Arena:
             want = self.probs is not None
             probs = self.probs[op.layer] if want else _NO_PROBS
             scale = np.float32(op.head_dim**-0.5)
-            if op.int8 and k_layout.int8_scores(backend.layout(), op.head_dim):
-                return "qattention.qattention", (
-                    B[op.q.buf],
-                    op.q.off,
-                    B[op.k.buf],
-                    op.k.off,
-                    B[op.v.buf],
-                    op.v.off,
-                    self.mask_add,
-                    self.starts,
-                    op.heads,
-                    op.head_dim,
-                    scale,
-                    B[op.out.buf],
-                    op.out.off,
-                    self.threads,
-                    probs,
-                    int(want),
-                    self.kp,
-                    self.scores,
-                    k_layout.INT8_ATTENTION_FROM,
-                    self.qatt_bytes,
-                    self.qatt_floats,
-                )
-            return "attention.attention", (
+            args = (
                 B[op.q.buf],
                 op.q.off,
                 B[op.k.buf],
@@ -429,6 +406,9 @@ class Arena:
                 self.kp,
                 self.scores,
             )
+            if _int8_attention(self._graph):  # the same arguments, then its threshold and scratch
+                return "qattention.qattention", (*args, k_layout.INT8_ATTENTION_FROM, self.qatt_bytes, self.qatt_floats)
+            return "attention.attention", args
         if isinstance(op, EmbedWords):
             if op.out.off != 0 or op.out.width != self.bufs[op.out.buf].shape[1]:
                 raise RuntimeError(
