@@ -98,9 +98,7 @@ def attention(
     # Tasks of ROWS query rows of one (batch, head), in that order, dealt to ``threads`` runs of near
     # equal cost (module doc): the whole batch's cost first, then each run takes the tasks whose
     # midpoint falls in its share (the shares' bounds are computed alike, so they tile the total)
-    total = 0.0
-    for b in range(B):
-        total += heads * (starts[b + 1] - starts[b]) * (_visible_length(mask_add[b]) + TASK_COST)
+    total = batch_cost(mask_add, starts, heads)
     runs = max(threads, 1)
     for run in prange(runs):
         lo = total * run / runs
@@ -160,6 +158,16 @@ def _task(q, q_off, v, v_off, mrow, base, b, h, i0, n, L, heads, D, S, PK, scale
                     pj = sc[r, j]
                     for c in range(width):
                         o[c] += pj * vb[j, vc + c]
+
+
+@njit(cache=True, inline="always")
+def batch_cost(mask_add, starts, heads):
+    """The whole batch's attention cost in the model the tasks are dealt by: rows x (visible keys +
+    TASK_COST), summed over sequences and heads (kernels.qattention deals its tasks by it too)."""
+    total = 0.0
+    for b in range(mask_add.shape[0]):
+        total += heads * (starts[b + 1] - starts[b]) * (_visible_length(mask_add[b]) + TASK_COST)
+    return total
 
 
 @njit(cache=True, inline="always")

@@ -38,7 +38,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .attention import TASK_COST, _visible_length
+from .attention import TASK_COST, _visible_length, batch_cost
 from .attention import _pack_keys as _pack_float_keys
 from .attention import _task as _float_task
 from .flags import FASTMATH
@@ -86,9 +86,7 @@ def qattention(q, q_off, k, k_off, v, v_off, mask_add, starts, heads, head_dim, 
     B, S = mask_add.shape
     PK = (S + COLS - 1) // COLS
     kp_rows = kp.reshape((-1, COLS))
-    total = 0.0
-    for b in range(B):
-        total += heads * (starts[b + 1] - starts[b]) * (_visible_length(mask_add[b]) + TASK_COST)
+    total = batch_cost(mask_add, starts, heads)
     runs = max(threads, 1)
     for run in prange(runs):
         lo = total * run / runs
