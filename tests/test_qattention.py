@@ -43,6 +43,15 @@ def run(lengths, padded, heads, D, spread, seed, want_probs=False, long_from=0):
     return qkv, out, starts, mask_add, probs if want_probs else None
 
 
+def heads_of(qkv, starts, lengths, heads, D):
+    """(b, h, the sequence's real rows, (q, k, v) of head h there) for every sequence and head of ``run``'s qkv."""
+    W = heads * D
+    for b, L in enumerate(lengths):
+        rows = slice(starts[b], starts[b] + L)
+        for h in range(heads):
+            yield b, h, rows, tuple(qkv[rows, i * W + h * D : i * W + (h + 1) * D] for i in range(3))
+
+
 TIE = 1e-4  # a query value whose exact quotient lies this close to a half-integer may round either way
 
 
@@ -109,21 +118,17 @@ def softmax_bound(delta):
 def test_qattention_follows_its_integer_semantics(lengths, padded, heads, panels, spread, seed):
     D = panels * COLS
     qkv, out, starts, _, _ = run(lengths, padded, heads, D, spread, seed)
-    W = heads * D
-    for b, L in enumerate(lengths):
-        rows = slice(starts[b], starts[b] + L)
-        for h in range(heads):
-            q, k, v = (qkv[rows, i * W + h * D : i * W + (h + 1) * D] for i in range(3))
-            ref = references(q, k, v, D**-0.5)
-            got = out[rows, h * D : (h + 1) * D]
-            scale = np.abs(v).max()
-            # float32's rounding where no query value sits on a boundary (nearly every row), else one step's worth
-            tol = scale * (1e-4 + softmax_bound(ref["step"]))
-            check_rows(got, ref["out"], tol, f"sequence {b} head {h}: off its semantics")
-            tol = scale * (1e-4 + softmax_bound(ref["drift"] + ref["step"]))
-            check_rows(got, ref["exact"], tol, f"sequence {b} head {h}: beyond int8's error")
-        if padded:  # the padding rows are computed too (their own queries over the visible keys): finite
-            assert np.isfinite(out[starts[b] : starts[b + 1]]).all()
+    for b, h, rows, (q, k, v) in heads_of(qkv, starts, lengths, heads, D):
+        ref = references(q, k, v, D**-0.5)
+        got = out[rows, h * D : (h + 1) * D]
+        scale = np.abs(v).max()
+        # float32's rounding where no query value sits on a boundary (nearly every row), else one step's worth
+        tol = scale * (1e-4 + softmax_bound(ref["step"]))
+        check_rows(got, ref["out"], tol, f"sequence {b} head {h}: off its semantics")
+        tol = scale * (1e-4 + softmax_bound(ref["drift"] + ref["step"]))
+        check_rows(got, ref["exact"], tol, f"sequence {b} head {h}: beyond int8's error")
+    if padded:  # the padding rows are computed too (their own queries over the visible keys): finite
+        assert np.isfinite(out).all()
 
 
 @given(
@@ -140,18 +145,15 @@ def test_qattention_writes_the_probabilities_it_multiplies(lengths, padded, head
     qkv, out, starts, _, probs = run(lengths, padded, heads, D, 1.0, seed, want_probs=True)
     _, plain, _, _, _ = run(lengths, padded, heads, D, 1.0, seed)
     np.testing.assert_array_equal(out, plain)
-    W = heads * D
-    for b, L in enumerate(lengths):
-        rows = slice(starts[b], starts[b] + L)
-        for h in range(heads):
-            q, k, v = (qkv[rows, i * W + h * D : i * W + (h + 1) * D] for i in range(3))
-            ref = references(q, k, v, D**-0.5)
-            got = probs[b, h, :L]
-            assert (got[:, L:] == 0).all(), f"sequence {b} head {h}: keys past the visible ones"
-            np.testing.assert_allclose(got[:, :L].sum(axis=1), 1.0, rtol=1e-5)
-            check_rows(got[:, :L], ref["p"], 1e-4 + softmax_bound(ref["step"]), f"sequence {b} head {h}")
-        n = starts[b + 1] - starts[b]
-        assert np.isfinite(probs[b, :, :n]).all()
+    for b, h, _, (q, k, v) in heads_of(qkv, starts, lengths, heads, D):
+        L = lengths[b]
+        ref = references(q, k, v, D**-0.5)
+        got = probs[b, h, :L]
+        assert (got[:, L:] == 0).all(), f"sequence {b} head {h}: keys past the visible ones"
+        np.testing.assert_allclose(got[:, :L].sum(axis=1), 1.0, rtol=1e-5)
+        check_rows(got[:, :L], ref["p"], 1e-4 + softmax_bound(ref["step"]), f"sequence {b} head {h}")
+    for b in range(len(lengths)):
+        assert np.isfinite(probs[b, :, : starts[b + 1] - starts[b]]).all()
 
 
 @given(
